@@ -1,0 +1,18 @@
+# The two commands of the quick start. Each does its own idempotent set-up.
+BERTH_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/berth
+VENV := $(BERTH_CACHE)/venv
+export BERTH_CACHE
+
+.PHONY: setup demo test lint
+
+setup:
+	@bash scripts/setup-host.sh
+
+demo: setup
+	@$(VENV)/bin/python scripts/demo.py
+
+test: setup
+	@$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	@$(VENV)/bin/ruff check builder updater qemu cli tests bench scripts

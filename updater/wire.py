@@ -1,0 +1,267 @@
+"""The wire types agent and fleet server both speak, and nothing else.
+
+Pure stdlib (the agent runs on the host image's Debian python3). Every type
+parses from a JSON-decoded ``dict`` with ``from_json`` — which raises
+``WireError`` naming the offending field — and renders with ``to_json``.
+
+HTTP surface (served by ``berth serve``, used by ``berth agent``):
+  POST /v1/update/check   UpdateCheck  -> UpdateDecision
+  POST /v1/reports        Report       -> {"accepted": true}
+  POST /v1/pre-reboot     FleetLock body (header fleet-lock-protocol: true)
+  POST /v1/steady-state   FleetLock body
+  GET  /repo/...          the TUF repository (metadata/ and targets/)
+FleetLock errors are ``{"kind": "...", "value": "..."}`` (see FleetLockError).
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+CHECK_PATH = "/v1/update/check"
+REPORTS_PATH = "/v1/reports"
+PRE_REBOOT_PATH = "/v1/pre-reboot"
+STEADY_STATE_PATH = "/v1/steady-state"
+REPO_PATH = "/repo"
+FLEETLOCK_HEADER = "fleet-lock-protocol"
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
+
+
+class WireError(ValueError):
+    """A message that does not have the shape this module defines."""
+
+
+@functools.total_ordering
+@dataclass(frozen=True)
+class Version:
+    """A release version: one to four dot-separated non-negative integers, e.g. 1.4.0.
+
+    Ordered numerically; trailing zeros do not matter (1.2 == 1.2.0).
+    """
+
+    text: str
+
+    @classmethod
+    def parse(cls, text: str) -> Version:
+        if not isinstance(text, str) or not _VERSION.match(text):
+            raise WireError(f"version must be dotted integers like 1.2.3, got {text!r}")
+        return cls(text)
+
+    @property
+    def key(self) -> tuple[int, ...]:
+        parts = [int(p) for p in self.text.split(".")]
+        while len(parts) > 1 and parts[-1] == 0:
+            parts.pop()
+        return tuple(parts)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Version) and self.key == other.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __lt__(self, other: Version) -> bool:
+        return self.key < other.key
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _field(data: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
+    if not isinstance(data, dict):
+        raise WireError("body must be a JSON object")
+    if name not in data or data[name] is None:
+        if required:
+            raise WireError(f"missing field '{name}'")
+        return None
+    value = data[name]
+    # bool is an int in Python; a JSON true is never a count.
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise WireError(f"field '{name}' must be {kind.__name__}")
+    return value
+
+
+def _name(data: dict[str, Any], name: str) -> str:
+    value = _field(data, name, str)
+    if not _NAME.match(value):
+        raise WireError(f"field '{name}' must match {_NAME.pattern}")
+    return value
+
+
+def _version(data: dict[str, Any], name: str, *, required: bool = True) -> str | None:
+    value = _field(data, name, str, required=required)
+    if value is not None:
+        Version.parse(value)
+    return value
+
+
+def _reject_unknown(data: dict[str, Any], known: set[str]) -> None:
+    unknown = set(data) - known
+    if unknown:
+        raise WireError(f"unknown field(s): {', '.join(sorted(unknown))}")
+
+
+@dataclass(frozen=True)
+class UpdateCheck:
+    """The agent asks: may I update now, and to what?"""
+
+    node_id: str
+    group: str
+    current_version: str
+    image_id: str = "berth"
+    # Versions this node saw roll back; the server never offers them to it again.
+    bad_versions: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UpdateCheck:
+        _field(data, "node_id", str)
+        _reject_unknown(data, {"node_id", "group", "current_version", "image_id", "bad_versions"})
+        bad = _field(data, "bad_versions", list, required=False) or []
+        for version in bad:
+            if not isinstance(version, str):
+                raise WireError("field 'bad_versions' must be a list of versions")
+            Version.parse(version)
+        return cls(
+            node_id=_name(data, "node_id"),
+            group=_name(data, "group"),
+            current_version=_version(data, "current_version") or "",
+            image_id=_name(data, "image_id") if "image_id" in data else "berth",
+            bad_versions=tuple(bad),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "group": self.group,
+            "current_version": self.current_version,
+            "image_id": self.image_id,
+            "bad_versions": list(self.bad_versions),
+        }
+
+
+@dataclass(frozen=True)
+class UpdateDecision:
+    """The server's answer: a target version, or none with the reason why."""
+
+    target_version: str | None
+    reason: str
+    # When the agent should ask again; the server may slow a large fleet down.
+    poll_after_s: int = 300
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UpdateDecision:
+        _reject_unknown(data, {"target_version", "reason", "poll_after_s"})
+        poll = _field(data, "poll_after_s", int, required=False)
+        return cls(
+            target_version=_version(data, "target_version", required=False),
+            reason=_field(data, "reason", str),
+            poll_after_s=300 if poll is None else max(1, poll),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target_version": self.target_version,
+            "reason": self.reason,
+            "poll_after_s": self.poll_after_s,
+        }
+
+
+@dataclass(frozen=True)
+class FleetLockRequest:
+    """FleetLock body: {"client_params": {"id": node, "group": group}}."""
+
+    node_id: str
+    group: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FleetLockRequest:
+        params = _field(data, "client_params", dict)
+        return cls(node_id=_name(params, "id"), group=_name(params, "group"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"client_params": {"id": self.node_id, "group": self.group}}
+
+
+@dataclass(frozen=True)
+class FleetLockError:
+    """FleetLock error body; ``kind`` is low-cardinality, ``value`` is for humans."""
+
+    kind: str
+    value: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FleetLockError:
+        return cls(kind=_field(data, "kind", str), value=_field(data, "value", str))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "value": self.value}
+
+
+class ReportEvent(enum.StrEnum):
+    DOWNLOADING = "downloading"
+    STAGED = "staged"
+    REBOOTING = "rebooting"
+    BLESSED = "blessed"
+    ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Report:
+    """What an agent tells the server about one step of one update.
+
+    ``seq`` grows by one with every report a node sends (kept across reboots on
+    /var), so the server can drop replays and out-of-order reports.
+    """
+
+    node_id: str
+    group: str
+    seq: int
+    event: ReportEvent
+    version: str
+    from_version: str
+    detail: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Report:
+        _reject_unknown(
+            data, {"node_id", "group", "seq", "event", "version", "from_version", "detail", "extra"}
+        )
+        seq = _field(data, "seq", int)
+        if seq < 0:
+            raise WireError("field 'seq' must be >= 0")
+        event_text = _field(data, "event", str)
+        try:
+            event = ReportEvent(event_text)
+        except ValueError:
+            allowed = ", ".join(e.value for e in ReportEvent)
+            raise WireError(f"field 'event' must be one of {allowed}") from None
+        detail = _field(data, "detail", str, required=False) or ""
+        return cls(
+            node_id=_name(data, "node_id"),
+            group=_name(data, "group"),
+            seq=seq,
+            event=event,
+            version=_version(data, "version") or "",
+            from_version=_version(data, "from_version") or "",
+            detail=detail[:2000],
+            extra=_field(data, "extra", dict, required=False) or {},
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "node_id": self.node_id,
+            "group": self.group,
+            "seq": self.seq,
+            "event": self.event.value,
+            "version": self.version,
+            "from_version": self.from_version,
+            "detail": self.detail,
+            "extra": self.extra,
+        }
