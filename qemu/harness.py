@@ -1,0 +1,213 @@
+"""Boot a berth image in QEMU like a host and drive it from outside.
+
+    with VM(artifact_dir, state_dir).start() as vm:
+        ready = vm.wait_ready()          # BERTH-READY on the console, parsed
+        vm.run("docker info")            # over SSH with the VM's own key
+        vm.reboot(); vm.wait_ready()     # the overlay disk keeps /var across it
+
+Failures explain themselves: a boot that hangs raises ConsoleTimeout with the
+console's tail, a QEMU that dies raises GuestDied with QEMU's own last words.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+
+from qemu.accel import choose_accel
+from qemu.console import ConsoleLog, tail
+from qemu.machine import GUEST_SSH_PORT, Accel, Console, Forward, Machine, qemu_command
+from qemu.monitor import Monitor
+from qemu.ready import PATTERN as READY_PATTERN
+from qemu.ready import Ready
+from qemu.ssh import AUTHORIZED_KEYS_CREDENTIAL, SshTarget
+from qemu.state import VmState, resolve_disk
+
+# Upper bounds, not expectations: a TCG boot takes ~40 s on an idle machine,
+# and these machines' cores are shared.
+BOOT_TIMEOUT = {Accel.KVM: 120.0, Accel.TCG: 360.0}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+    return value.encode() if isinstance(value, str) else value
+
+
+def build_machine(
+    state: VmState,
+    base_disk: Path,
+    *,
+    accel: Accel,
+    console: Console,
+    memory_mb: int,
+    cpus: int,
+    forwards: tuple[Forward, ...],
+    host_services: Mapping[int, int],
+    credentials: Mapping[str, str | bytes],
+    data_disk: Path | None,
+    qmp_socket: Path | None = None,
+) -> Machine:
+    """Prepare the VM's files and describe the machine (SSH key as a credential)."""
+    public_key = state.prepare(base_disk)
+    return Machine(
+        disk=state.disk,
+        efi_vars=state.efi_vars,
+        accel=accel,
+        system_uuid=state.system_uuid,
+        memory_mb=memory_mb,
+        cpus=cpus,
+        console=console,
+        serial_log=state.serial_log,
+        qmp_socket=qmp_socket,
+        forwards=forwards,
+        host_services=dict(host_services),
+        credentials={
+            AUTHORIZED_KEYS_CREDENTIAL: public_key,
+            **{name: _as_bytes(value) for name, value in credentials.items()},
+        },
+        data_disk=data_disk,
+    )
+
+
+class VM:
+    def __init__(
+        self,
+        artifact: Path,
+        state_dir: Path,
+        *,
+        memory_mb: int = 2048,
+        cpus: int = 2,
+        credentials: Mapping[str, str | bytes] | None = None,
+        forwards: tuple[Forward, ...] = (),
+        host_services: Mapping[int, int] | None = None,
+        data_disk: Path | None = None,
+        accel: Accel | None = None,
+    ) -> None:
+        self.state = VmState(state_dir)
+        self.ssh_port = free_port()
+        self.accel = accel or choose_accel()
+        self._runtime = tempfile.TemporaryDirectory(prefix="berth-vm-")  # short socket path
+        self.machine = build_machine(
+            self.state,
+            resolve_disk(artifact),
+            accel=self.accel,
+            console=Console.LOG,
+            memory_mb=memory_mb,
+            cpus=cpus,
+            forwards=(Forward(self.ssh_port, GUEST_SSH_PORT), *forwards),
+            host_services=host_services or {},
+            credentials=credentials or {},
+            data_disk=data_disk,
+            qmp_socket=Path(self._runtime.name, "qmp.sock"),
+        )
+        self.console = ConsoleLog(self.state.serial_log)
+        self.ssh = SshTarget(self.ssh_port, self.state.private_key)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._monitor: Monitor | None = None
+
+    @property
+    def boot_timeout(self) -> float:
+        return BOOT_TIMEOUT[self.accel]
+
+    @property
+    def monitor(self) -> Monitor:
+        if self._monitor is None:
+            raise RuntimeError("the VM is not running")
+        return self._monitor
+
+    def start(self) -> VM:
+        # A restarted VM appends to its console log; read only what this run prints.
+        self.console = ConsoleLog(self.state.serial_log)
+        self.state.serial_log.unlink(missing_ok=True)
+        with self.state.qemu_log.open("ab") as log:
+            self._process = subprocess.Popen(
+                qemu_command(self.machine), stdin=subprocess.DEVNULL, stdout=log, stderr=log
+            )
+        assert self.machine.qmp_socket is not None
+        self._monitor = Monitor(self.machine.qmp_socket)
+        return self
+
+    def stopped_reason(self) -> str | None:
+        """None while the guest runs; otherwise why it does not."""
+        if self._process is None:
+            return "QEMU was not started"
+        code = self._process.poll()
+        if code is not None:
+            return f"QEMU exited with status {code}: {tail(self.state.qemu_log.read_text(errors='replace'), 5)}"
+        if self._monitor is not None and self._monitor.status() == "internal-error":
+            return "the virtual CPU stopped with an internal error (KVM?)"
+        return None
+
+    def wait_for(self, pattern: str, timeout: float | None = None) -> str:
+        """Wait for the pattern on the console (output after the last match); return the match."""
+        match = self.console.wait_for(pattern, timeout or self.boot_timeout, self.stopped_reason)
+        return match.group(0)
+
+    def wait_ready(self, timeout: float | None = None) -> Ready:
+        """Wait for this boot's readiness line (boot-complete.target reached and blessed)."""
+        match = self.console.wait_for(READY_PATTERN, timeout or self.boot_timeout, self.stopped_reason)
+        return Ready.from_match(match)
+
+    def run(self, command: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
+        """Run a shell command line in the guest over SSH (see SshTarget.run)."""
+        return self.ssh.run(command, **kwargs)  # type: ignore[arg-type]
+
+    def wait_ssh(self, timeout: float | None = None) -> None:
+        self.ssh.wait(timeout or self.boot_timeout)
+
+    def reboot(self) -> None:
+        """Ask the guest to reboot cleanly; follow with wait_ready()."""
+        # The connection drops as the guest goes down; its exit status means nothing.
+        try:
+            self.ssh.run("systemctl reboot", check=False, timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def hard_reset(self) -> None:
+        """Reset the machine like its reset switch: no shutdown, unsynced writes lost."""
+        self.monitor.hard_reset()
+
+    def power_off(self, timeout: float = 120.0) -> int:
+        """Press the power button and wait for the guest to shut down and QEMU to exit."""
+        self.monitor.power_button()
+        assert self._process is not None
+        try:
+            return self._process.wait(timeout)
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        """Quit QEMU at once (the VM's files stay; start() boots it again)."""
+        if self._monitor is not None:
+            if self._process is not None and self._process.poll() is None:
+                self._monitor.quit()
+            self._monitor.close()
+            self._monitor = None
+        if self._process is not None:
+            try:
+                self._process.wait(15)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+    def close(self) -> None:
+        self.stop()
+        self._runtime.cleanup()
+
+    def __enter__(self) -> VM:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()

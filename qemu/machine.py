@@ -1,0 +1,152 @@
+"""What a berth VM is, and the QEMU command line that makes one (pure: no I/O).
+
+Networking is QEMU's user-mode stack with ``restrict=on``: the guest reaches
+nothing outside except what is forwarded explicitly, and every forward binds
+the host side to 127.0.0.1.
+
+- ``hostfwd``: host 127.0.0.1:PORT -> guest port (SSH, a debug shell, ...).
+- ``guestfwd``: the guest connects to ``HOST_SERVICES_ADDRESS``:GUEST_PORT and
+  reaches 127.0.0.1:HOST_PORT on the host (e.g. the fleet server). QEMU runs
+  the relay command once per connection, so HTTP clients may open as many
+  connections as they like (a chardev target would be one shared stream).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# The fixed guest-side address of host services (inside QEMU's 10.0.2.0/24).
+HOST_SERVICES_ADDRESS = "10.0.2.100"
+GUEST_SSH_PORT = 22
+
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS_TEMPLATE = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+
+
+class Accel(enum.Enum):
+    KVM = "kvm"
+    TCG = "tcg"
+
+    @property
+    def args(self) -> list[str]:
+        # KVM passes the host CPU through; TCG emulates the richest model it has.
+        return ["-accel", "kvm", "-cpu", "host"] if self is Accel.KVM else ["-accel", "tcg", "-cpu", "max"]
+
+
+class Console(enum.Enum):
+    """Where the guest's serial port goes."""
+
+    LOG = "log"  # a log file the harness reads as a stream
+    STDIO = "stdio"  # the user's terminal, with QEMU's monitor on ctrl-a c
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A host 127.0.0.1 TCP port forwarded to a guest port."""
+
+    host_port: int
+    guest_port: int
+
+    @classmethod
+    def parse(cls, text: str) -> Forward:
+        host, sep, guest = text.partition(":")
+        if not sep or not host.isdigit() or not guest.isdigit():
+            raise ValueError(f"forward must be HOST_PORT:GUEST_PORT, got {text!r}")
+        forward = cls(int(host), int(guest))
+        for port in (forward.host_port, forward.guest_port):
+            if not 0 < port < 65536:
+                raise ValueError(f"port out of range in {text!r}")
+        return forward
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Everything QEMU needs to boot one VM; files are the VM's own state."""
+
+    disk: Path
+    efi_vars: Path
+    accel: Accel
+    system_uuid: uuid.UUID
+    memory_mb: int = 2048
+    cpus: int = 2
+    console: Console = Console.LOG
+    serial_log: Path | None = None
+    qmp_socket: Path | None = None
+    forwards: tuple[Forward, ...] = ()
+    # guest port at HOST_SERVICES_ADDRESS -> host 127.0.0.1 port
+    host_services: Mapping[int, int] = field(default_factory=dict)
+    # systemd credentials; values are bytes so binary ones need no special case
+    credentials: Mapping[str, bytes] = field(default_factory=dict)
+    data_disk: Path | None = None
+    relay_command: tuple[str, ...] = ("socat", "STDIO")
+
+
+def smbios_credential(name: str, value: bytes) -> str:
+    """The -smbios argument handing one systemd credential to the guest.
+
+    The base64 ("binary") form is used for every value: it has no commas, which
+    QEMU's option parser would otherwise need doubled, and carries any bytes.
+    """
+    if not name or any(c in name for c in "=,/ \n"):
+        raise ValueError(f"invalid credential name {name!r}")
+    encoded = base64.b64encode(value).decode("ascii")
+    return f"type=11,value=io.systemd.credential.binary:{name}={encoded}"
+
+
+def netdev(machine: Machine) -> str:
+    parts = ["user", "id=net0", "restrict=on"]
+    parts += [f"hostfwd=tcp:127.0.0.1:{f.host_port}-:{f.guest_port}" for f in machine.forwards]
+    for guest_port, host_port in sorted(machine.host_services.items()):
+        relay = " ".join((*machine.relay_command, f"TCP:127.0.0.1:{host_port}"))
+        parts.append(f"guestfwd=tcp:{HOST_SERVICES_ADDRESS}:{guest_port}-cmd:{relay}")
+    return ",".join(parts)
+
+
+def _drive(path: Path, name: str, bootindex: int | None) -> list[str]:
+    fmt = "qcow2" if path.suffix == ".qcow2" else "raw"
+    device = f"virtio-blk-pci,drive={name}" + (f",bootindex={bootindex}" if bootindex else "")
+    return [
+        "-drive", f"if=none,id={name},file={path},format={fmt},discard=unmap",
+        "-device", device,
+    ]
+
+
+def qemu_command(machine: Machine, binary: str = "qemu-system-x86_64") -> list[str]:
+    """The full argv for QEMU booting ``machine`` under OVMF."""
+    argv = [
+        binary,
+        "-machine", "q35,smm=off",
+        *machine.accel.args,
+        "-smp", str(machine.cpus),
+        "-m", f"{machine.memory_mb}M",
+        "-uuid", str(machine.system_uuid),
+        "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+        "-drive", f"if=pflash,format=raw,file={machine.efi_vars}",
+        *_drive(machine.disk, "disk0", 1),
+        "-device", "virtio-rng-pci",
+        "-netdev", netdev(machine),
+        "-device", "virtio-net-pci,netdev=net0",
+    ]
+    if machine.data_disk is not None:
+        argv += _drive(machine.data_disk, "disk1", None)
+    for name, value in sorted(machine.credentials.items()):
+        argv += ["-smbios", smbios_credential(name, value)]
+    if machine.console is Console.STDIO:
+        argv += ["-nographic"]  # serial and monitor multiplexed on the terminal
+    else:
+        if machine.serial_log is None:
+            raise ValueError("a logged console needs serial_log")
+        argv += [
+            "-chardev", f"file,id=serial0,path={machine.serial_log}",
+            "-serial", "chardev:serial0",
+            "-display", "none",
+            "-monitor", "none",
+        ]
+    if machine.qmp_socket is not None:
+        argv += ["-qmp", f"unix:{machine.qmp_socket},server=on,wait=off"]
+    return argv
