@@ -1,0 +1,130 @@
+"""The fleet client: what an agent (or the simulator) says to `berth serve`.
+
+Stdlib + requests only (it runs on the host image). One ``FleetClient`` per
+node; every call has a timeout and fails with a typed error:
+
+- ``FleetUnavailable``: no answer (connection refused, timeout, 5xx). Retry later.
+- ``FleetRejected``: the server refused the request (4xx); ``status`` and ``message``.
+- ``LockDenied`` (a FleetRejected): a FleetLock refusal; ``kind`` is the protocol's
+  low-cardinality kind, e.g. ``failed_lock_semaphore_full``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import requests
+
+from updater.wire import (
+    CHECK_PATH,
+    FLEETLOCK_HEADER,
+    PRE_REBOOT_PATH,
+    REPO_PATH,
+    REPORTS_PATH,
+    STEADY_STATE_PATH,
+    FleetLockError,
+    FleetLockRequest,
+    Report,
+    UpdateCheck,
+    UpdateDecision,
+    WireError,
+)
+
+# (connect, read) seconds: a fleet server that does not answer is retried later.
+DEFAULT_TIMEOUT = (5.0, 15.0)
+
+
+class FleetError(Exception):
+    """Base of every error this client raises."""
+
+
+class FleetUnavailable(FleetError):
+    """The server could not be reached or failed (network error, timeout, 5xx)."""
+
+
+class FleetRejected(FleetError):
+    """The server refused the request (4xx): retrying the same request will not help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status, self.message = status, message
+
+
+class LockDenied(FleetRejected):
+    """A FleetLock refusal, e.g. kind 'failed_lock_semaphore_full': try again later."""
+
+    def __init__(self, status: int, kind: str, value: str) -> None:
+        super().__init__(status, f"{kind}: {value}")
+        self.kind, self.value = kind, value
+
+
+class FleetClient:
+    """Talks to one fleet server as one node of one group."""
+
+    def __init__(
+        self, server_url: str, node_id: str, group: str, *, token: str | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT, session: requests.Session | None = None,
+    ) -> None:
+        self.server_url = server_url.rstrip("/")
+        self.node_id, self.group = node_id, group
+        self.timeout = timeout
+        self.session = session or requests.Session()
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    @property
+    def repository_url(self) -> str:
+        """Base URL of the TUF repository (metadata/ and targets/ below it)."""
+        return self.server_url + REPO_PATH
+
+    def _post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
+        try:
+            response = self.session.post(
+                self.server_url + path, json=body, timeout=self.timeout,
+                headers={**self._headers, **(headers or {})},
+            )
+        except requests.RequestException as error:
+            raise FleetUnavailable(f"{path}: {error}") from None
+        if response.status_code >= 500:
+            raise FleetUnavailable(f"{path}: HTTP {response.status_code}")
+        try:
+            data = response.json()
+        except ValueError:
+            data = None
+        if response.status_code >= 400:
+            if path in (PRE_REBOOT_PATH, STEADY_STATE_PATH) and isinstance(data, dict):
+                try:
+                    error = FleetLockError.from_json(data)
+                    raise LockDenied(response.status_code, error.kind, error.value)
+                except WireError:
+                    pass
+            message = data.get("error") if isinstance(data, dict) else None
+            raise FleetRejected(response.status_code, str(message or response.text[:200]))
+        return data
+
+    def check(
+        self, current_version: str, *, bad_versions: Iterable[str] = (), image_id: str = "berth"
+    ) -> UpdateDecision:
+        """May this node update now, and to what? (target_version None: not now)."""
+        body = UpdateCheck(self.node_id, self.group, current_version, image_id, tuple(bad_versions))
+        data = self._post(CHECK_PATH, body.to_json())
+        try:
+            return UpdateDecision.from_json(data)
+        except WireError as error:
+            raise FleetUnavailable(f"{CHECK_PATH}: malformed answer ({error})") from None
+
+    def report(self, report: Report) -> None:
+        """Tell the server about one step; FleetRejected(409) means replayed or out of order."""
+        self._post(REPORTS_PATH, report.to_json())
+
+    def _lock(self, path: str) -> None:
+        self._post(path, FleetLockRequest(self.node_id, self.group).to_json(),
+                   {FLEETLOCK_HEADER: "true"})
+
+    def pre_reboot(self) -> None:
+        """Take (or renew) this node's reboot slot; LockDenied when none is free."""
+        self._lock(PRE_REBOOT_PATH)
+
+    def steady_state(self) -> None:
+        """Give this node's reboot slot back (a no-op success when it holds none)."""
+        self._lock(STEADY_STATE_PATH)

@@ -1,0 +1,186 @@
+"""Rollout policy as pure functions: which release, waves, windows, rate, ordering, halt.
+
+Nothing here touches the network, the disk or a clock: callers pass ``now``
+(epoch seconds) and the counts they read in their transaction. The store and
+the server apply the answers.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from updater.fleet.settings import Channel, GroupPolicy, HaltRule, RateLimit, Wave, Window
+from updater.release import Release
+from updater.wire import Version
+
+
+class ReleaseState(enum.StrEnum):
+    """What an operator (or the automatic halt) made of a release."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"  # no new starts until resumed
+    ABORTED = "aborted"  # no new starts, ever; in-flight updates finish
+    WITHDRAWN = "withdrawn"  # never offered again, not even to hosts already started
+
+
+# Which operator action may move a release from which state.
+ADMIN_TRANSITIONS: dict[str, tuple[frozenset[ReleaseState], ReleaseState]] = {
+    "pause": (frozenset({ReleaseState.ACTIVE}), ReleaseState.PAUSED),
+    "resume": (frozenset({ReleaseState.PAUSED}), ReleaseState.ACTIVE),
+    "abort": (frozenset({ReleaseState.ACTIVE, ReleaseState.PAUSED}), ReleaseState.ABORTED),
+    "withdraw": (frozenset(ReleaseState) - {ReleaseState.WITHDRAWN}, ReleaseState.WITHDRAWN),
+}
+
+
+class TransitionError(ValueError):
+    """An operator action not allowed from the release's current state."""
+
+
+def admin_transition(current: ReleaseState, action: str) -> ReleaseState:
+    allowed, target = ADMIN_TRANSITIONS[action]
+    if current not in allowed:
+        raise TransitionError(f"cannot {action} a release that is {current.value}")
+    return target
+
+
+def wave_place(node_id: str, version: str) -> float:
+    """A host's place in [0, 1) for one release: re-drawn per release, stable per host."""
+    digest = hashlib.sha256(f"{node_id}\0{version}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def wave_share(waves: Iterable[Wave], elapsed_s: float) -> float:
+    """The share of the group allowed to have started ``elapsed_s`` after the rollout began."""
+    reached = [w.percent for w in waves if w.after_s <= elapsed_s]
+    return max(reached, default=0.0) / 100
+
+
+def in_wave(node_id: str, version: str, waves: Iterable[Wave], elapsed_s: float) -> bool:
+    return wave_place(node_id, version) < wave_share(waves, elapsed_s)
+
+
+def window_open(windows: Iterable[Window], timezone: str, now: float) -> bool:
+    """True if ``now`` falls in one of the windows (local time); no windows means always."""
+    windows = tuple(windows)
+    if not windows:
+        return True
+    local = datetime.fromtimestamp(now, ZoneInfo(timezone))
+    for window in windows:
+        # A window may run past midnight, so yesterday's opening can still cover now.
+        for days_back in range(0, 1 + int(window.duration_s // 86400) + 1):
+            day = local.date() - timedelta(days=days_back)
+            if day.weekday() not in window.days:
+                continue
+            opens = datetime(day.year, day.month, day.day, tzinfo=local.tzinfo) + timedelta(
+                minutes=window.start_min
+            )
+            if opens.timestamp() <= now < opens.timestamp() + window.duration_s:
+                return True
+    return False
+
+
+def rate_allows(started_in_period: int, in_flight: int, rate: RateLimit) -> bool:
+    """Nebraska's rule: fewer than max_updates started in the period, and in flight."""
+    return started_in_period < rate.max_updates and in_flight < rate.max_updates
+
+
+def should_halt(started: int, failed: int, rule: HaltRule) -> bool:
+    return started >= rule.min_updates and failed / started > rule.max_failure_share
+
+
+def may_start_after(prerequisite_finished_at: float | None, soak_s: float, now: float) -> bool:
+    """A group that waits on another starts once that one finished plus the soak time."""
+    return prerequisite_finished_at is not None and now >= prerequisite_finished_at + soak_s
+
+
+def rollout_finished(hosts_in_group: int, hosts_on_release: int, hosts_failed: int) -> bool:
+    """Every known host of the group is on the release or has finished failing with it."""
+    return hosts_in_group > 0 and hosts_on_release + hosts_failed >= hosts_in_group
+
+
+def choose_release(
+    releases: Iterable[Release], channel: Channel, current: str, bad_versions: Iterable[str]
+) -> Release | None:
+    """The newest release of the channel a host on ``current`` may take, if any."""
+    bad = {Version.parse(v) for v in bad_versions}
+    pin = Version.parse(channel.pin) if channel.pin else None
+    here = Version.parse(current)
+    best: Release | None = None
+    for release in releases:
+        version = release.sort_key
+        if (
+            release.image_id != channel.image_id
+            or release.withdrawn
+            or version <= here
+            or version in bad
+            or (pin is not None and version > pin)
+            or (release.min_version is not None and here < Version.parse(release.min_version))
+        ):
+            continue
+        if best is None or version > best.sort_key:
+            best = release
+    return best
+
+
+class Reason(enum.StrEnum):
+    UP_TO_DATE = "up_to_date"
+    OFFERED = "offered"
+    IN_PROGRESS = "in_progress"  # the host already started this update: keep going
+    PAUSED = "paused"
+    ABORTED = "aborted"
+    HALTED = "halted"
+    WAITING_FOR_GROUP = "waiting_for_group"
+    OUTSIDE_WINDOW = "outside_window"
+    WAITING_FOR_WAVE = "waiting_for_wave"
+    RATE_LIMITED = "rate_limited"
+
+
+@dataclass(frozen=True)
+class RolloutView:
+    """What the store knows of one release in one group when a host asks."""
+
+    state: ReleaseState
+    started_at: float | None  # None: this group's rollout has not begun
+    halted_reason: str | None
+    prerequisite_finished_at: float | None  # of the group this one waits on
+
+
+@dataclass(frozen=True)
+class Verdict:
+    reason: Reason
+    # Set when the host may go ahead, or (for NEEDS_SLOT) would, if the rate allows.
+    target: str | None = None
+    needs_slot: bool = False  # the caller must take a rate-limit slot in a transaction
+
+
+def decide(
+    policy: GroupPolicy, node_id: str, target: str, in_flight_target: str | None,
+    rollout: RolloutView, now: float,
+) -> Verdict:
+    """Whether a host may start updating to ``target`` now, before the rate limit."""
+    if rollout.state is ReleaseState.WITHDRAWN:
+        return Verdict(Reason.ABORTED)
+    if in_flight_target == target:
+        return Verdict(Reason.IN_PROGRESS, target)
+    if rollout.state is ReleaseState.PAUSED:
+        return Verdict(Reason.PAUSED)
+    if rollout.state is ReleaseState.ABORTED:
+        return Verdict(Reason.ABORTED)
+    if rollout.halted_reason is not None:
+        return Verdict(Reason.HALTED)
+    if rollout.started_at is None:
+        return Verdict(Reason.WAITING_FOR_GROUP)
+    if not window_open(policy.windows, policy.timezone, now):
+        return Verdict(Reason.OUTSIDE_WINDOW)
+    if not in_wave(node_id, target, policy.waves, now - rollout.started_at):
+        return Verdict(Reason.WAITING_FOR_WAVE)
+    return Verdict(Reason.OFFERED, target, needs_slot=True)
+
+
+def rollout_may_begin(policy: GroupPolicy, prerequisite_finished_at: float | None, now: float) -> bool:
+    return policy.after is None or may_start_after(prerequisite_finished_at, policy.soak_s, now)

@@ -1,0 +1,46 @@
+"""Start the fleet server under uvicorn (httptools + uvloop), one or several processes."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from cli.errors import UserError
+from updater.fleet.settings import SettingsError, load_settings
+
+
+def _check_db(db_url: str) -> None:
+    """Open the database once in the parent, so a bad URL fails before any worker starts."""
+    from updater.fleet.store import Store
+
+    try:
+        Store(db_url).close()
+    except Exception as error:  # sqlite3 / psycopg errors: any is the user's to fix
+        raise UserError(f"cannot open database {db_url}: {error}") from None
+
+
+def serve(config: Path | None, db_url: str, host: str, port: int, workers: int, test_clock: bool) -> int:
+    import uvicorn
+
+    try:
+        settings = load_settings(config)
+    except SettingsError as error:
+        raise UserError(str(error)) from None
+    _check_db(db_url)
+    print(f"berth serve: http://{host}:{port} repository {settings.repository} database {db_url}"
+          f" groups {', '.join(settings.groups)}{' (test clock)' if test_clock else ''}", flush=True)
+    options = dict(host=host, port=port, http="httptools", loop="uvloop", access_log=False,
+                   log_level="warning", timeout_keep_alive=30, backlog=4096)
+    if workers <= 1:
+        from updater.fleet.app import create_app
+
+        uvicorn.run(create_app(config, db_url, test_clock=test_clock), **options)  # type: ignore[arg-type]
+        return 0
+    from updater.fleet.app import SERVE_ENV
+
+    os.environ[SERVE_ENV] = json.dumps(
+        {"config": str(config.resolve()) if config else None, "db": db_url, "test_clock": test_clock}
+    )
+    uvicorn.run("updater.fleet.app:app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
+    return 0

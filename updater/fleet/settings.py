@@ -1,0 +1,317 @@
+"""The fleet server's settings: one table per section, parsed into frozen dataclasses.
+
+``configs/fleet.yaml`` is read by ``load_settings``; every key is declared once
+below with its type, default and help. An unknown key or a value of the wrong
+type raises ``SettingsError`` naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+import re
+import zoneinfo
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+
+
+class SettingsError(ValueError):
+    """A settings file with an unknown key or a value of the wrong type."""
+
+
+@dataclass(frozen=True)
+class Wave:
+    after_s: float  # seconds since the group's rollout of a release started
+    percent: float  # share of the group allowed to have started by then
+
+
+@dataclass(frozen=True)
+class Window:
+    days: frozenset[int]  # 0 = Monday
+    start_min: int  # minutes after local midnight
+    duration_s: float
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    max_updates: int  # updates started per period, and at most this many in flight
+    period_s: float
+
+
+@dataclass(frozen=True)
+class HaltRule:
+    max_failure_share: float  # rollbacks + failures / updates started
+    min_updates: int  # never halt on fewer finished-or-started updates than this
+
+
+@dataclass(frozen=True)
+class Channel:
+    name: str
+    image_id: str
+    pin: str | None  # a version to stop at; None follows the newest release
+
+
+@dataclass(frozen=True)
+class GroupPolicy:
+    name: str
+    channel: str
+    waves: tuple[Wave, ...]
+    rate: RateLimit
+    max_concurrent_reboots: int
+    lock_ttl_s: float
+    windows: tuple[Window, ...]
+    timezone: str
+    after: str | None
+    soak_s: float
+    halt: HaltRule
+    token: str | None
+
+
+@dataclass(frozen=True)
+class FleetSettings:
+    repository: Path
+    admin_token: str | None
+    poll_interval_s: int
+    update_timeout_s: float
+    max_body_bytes: int
+    channels: Mapping[str, Channel]
+    groups: Mapping[str, GroupPolicy]
+
+
+# --- value parsers: each returns the typed value or raises ValueError(reason) ---
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    match = _DURATION.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"expected a duration like 90s, 30m, 4h, 2d, got {value!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _int(minimum: int) -> Callable[[Any], int]:
+    def parse(value: Any) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+        return value
+
+    return parse
+
+
+def _share(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise ValueError(f"expected a number between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _percent(value: Any) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 100:
+        raise ValueError(f"expected a percentage between 0 and 100, got {value!r}")
+    return float(value)
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    return lambda value: None if value is None else parse(value)
+
+
+def _timezone(value: Any) -> str:
+    try:
+        zoneinfo.ZoneInfo(_str(value))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown timezone {value!r}") from None
+    return value
+
+
+def _clock(value: Any) -> int:
+    match = _CLOCK.match(value) if isinstance(value, str) else None
+    if not match:
+        raise ValueError(f"expected a time of day like 02:30, got {value!r}")
+    return int(match.group(1)) * 60 + int(match.group(2))
+
+
+def _days(value: Any) -> frozenset[int]:
+    if not isinstance(value, list) or not value or any(d not in DAYS for d in value):
+        raise ValueError(f"expected a list of days from {', '.join(DAYS)}, got {value!r}")
+    return frozenset(DAYS.index(d) for d in value)
+
+
+# --- tables: (key, parser, default, help); a default of REQUIRED must be given ---
+
+REQUIRED = object()
+Table = tuple[tuple[str, Callable[[Any], Any], Any, str], ...]
+
+# Bottlerocket's default waves.
+DEFAULT_WAVES = [
+    {"after": "1h", "percent": 1},
+    {"after": "4h", "percent": 5},
+    {"after": "1d", "percent": 15},
+    {"after": "2d", "percent": 40},
+    {"after": "4d", "percent": 60},
+    {"after": "5d", "percent": 90},
+    {"after": "6d", "percent": 100},
+]
+
+WAVE_TABLE: Table = (
+    ("after", parse_duration, REQUIRED, "time since the group's rollout started"),
+    ("percent", _percent, REQUIRED, "share of the group allowed to start by then"),
+)
+WINDOW_TABLE: Table = (
+    ("days", _days, list(DAYS), "days of the week the window opens on"),
+    ("start", _clock, REQUIRED, "local time of day the window opens (HH:MM)"),
+    ("duration", parse_duration, REQUIRED, "how long it stays open"),
+)
+RATE_TABLE: Table = (
+    ("max_updates", _int(1), 100, "updates started per period; also the cap on those in flight"),
+    ("period", parse_duration, "1h", "the sliding period the limit counts over"),
+)
+HALT_TABLE: Table = (
+    ("max_failure_share", _share, 0.05, "halt when rollbacks+failures / started exceeds this"),
+    ("min_updates", _int(1), 5, "do not judge a release on fewer started updates"),
+)
+CHANNEL_TABLE: Table = (
+    ("image_id", _str, "berth", "the image whose releases this channel carries"),
+    ("pin", _optional(_str), None, "stop at this version (None: newest release)"),
+)
+GROUP_TABLE: Table = (
+    ("channel", _str, "stable", "the channel this group follows"),
+    ("waves", list, DEFAULT_WAVES, "list of {after, percent}; Bottlerocket's waves by default"),
+    ("rate", dict, {}, "rate limit {max_updates, period}"),
+    ("max_concurrent_reboots", _int(1), 1, "FleetLock semaphore size"),
+    ("lock_ttl", parse_duration, "1h", "an unreleased reboot lock expires after this"),
+    ("windows", list, [], "maintenance windows [{days, start, duration}]; none: always open"),
+    ("timezone", _timezone, "UTC", "timezone the windows are in"),
+    ("after", _optional(_str), None, "group that must finish a release before this one starts"),
+    ("soak", parse_duration, "0s", "wait this long after `after` finished"),
+    ("halt", dict, {}, "automatic halt {max_failure_share, min_updates}"),
+    ("token", _optional(_str), None, "bearer token FleetLock and reports need for this group"),
+)
+TOP_TABLE: Table = (
+    ("repository", _str, "repository", "TUF repository directory, served under /repo"),
+    ("admin_token", _optional(_str), None, "bearer token of the admin API (None: admin API off)"),
+    ("poll_interval", parse_duration, "5m", "how often agents are told to ask again"),
+    ("update_timeout", parse_duration, "1d", "a started update with no result stops counting"),
+    ("max_body_bytes", _int(256), 65536, "larger request bodies are refused with 413"),
+    ("channels", dict, {"stable": {}}, "channel name -> {image_id, pin}"),
+    ("groups", dict, {"default": {}}, "group name -> policy (see the group keys)"),
+)
+
+
+def _table(data: Any, table: Table, where: str) -> dict[str, Any]:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"{where or 'top level'}: expected a mapping")
+    known = {key for key, *_ in table}
+    for key in data:
+        if key not in known:
+            raise SettingsError(f"{where}{key}: unknown key (known: {', '.join(sorted(known))})")
+    out = {}
+    for key, parse, default, _help in table:
+        if key not in data and default is REQUIRED:
+            raise SettingsError(f"{where}{key}: missing")
+        raw = data.get(key, default)
+        if parse in (list, dict):
+            if not isinstance(raw, parse):
+                raise SettingsError(f"{where}{key}: expected a {parse.__name__}, got {raw!r}")
+            out[key] = raw
+            continue
+        try:
+            out[key] = parse(raw)
+        except ValueError as error:
+            raise SettingsError(f"{where}{key}: {error}") from None
+    return out
+
+
+def _list(items: list[Any], table: Table, where: str) -> list[dict[str, Any]]:
+    return [_table(item, table, f"{where}[{i}].") for i, item in enumerate(items)]
+
+
+def _group(name: str, data: Any, channels: Mapping[str, Channel], groups: set[str]) -> GroupPolicy:
+    where = f"groups.{name}."
+    raw = _table(data, GROUP_TABLE, where)
+    waves = tuple(Wave(w["after"], w["percent"]) for w in _list(raw["waves"], WAVE_TABLE, where + "waves"))
+    if not waves or max(w.percent for w in waves) < 100:
+        raise SettingsError(f"{where}waves: the last wave must reach 100 percent")
+    if raw["channel"] not in channels:
+        raise SettingsError(f"{where}channel: unknown channel {raw['channel']!r}")
+    if raw["after"] is not None and (raw["after"] not in groups or raw["after"] == name):
+        raise SettingsError(f"{where}after: unknown group {raw['after']!r}")
+    rate = _table(raw["rate"], RATE_TABLE, where + "rate.")
+    halt = _table(raw["halt"], HALT_TABLE, where + "halt.")
+    windows = _list(raw["windows"], WINDOW_TABLE, where + "windows")
+    return GroupPolicy(
+        name=name,
+        channel=raw["channel"],
+        waves=tuple(sorted(waves, key=lambda w: w.after_s)),
+        rate=RateLimit(rate["max_updates"], rate["period"]),
+        max_concurrent_reboots=raw["max_concurrent_reboots"],
+        lock_ttl_s=raw["lock_ttl"],
+        windows=tuple(Window(w["days"], w["start"], w["duration"]) for w in windows),
+        timezone=raw["timezone"],
+        after=raw["after"],
+        soak_s=raw["soak"],
+        halt=HaltRule(halt["max_failure_share"], halt["min_updates"]),
+        token=raw["token"],
+    )
+
+
+def parse_settings(data: Any, base_dir: Path) -> FleetSettings:
+    raw = _table(data, TOP_TABLE, "")
+    channels = {
+        name: Channel(name, **_table(value, CHANNEL_TABLE, f"channels.{name}."))
+        for name, value in raw["channels"].items()
+    }
+    groups = {
+        name: _group(name, value, channels, set(raw["groups"])) for name, value in raw["groups"].items()
+    }
+    _check_no_cycle(groups)
+    repository = Path(raw["repository"])
+    return FleetSettings(
+        repository=repository if repository.is_absolute() else base_dir / repository,
+        admin_token=raw["admin_token"],
+        poll_interval_s=max(1, int(raw["poll_interval"])),
+        update_timeout_s=raw["update_timeout"],
+        max_body_bytes=raw["max_body_bytes"],
+        channels=channels,
+        groups=groups,
+    )
+
+
+def _check_no_cycle(groups: Mapping[str, GroupPolicy]) -> None:
+    for name in groups:
+        seen, current = {name}, groups[name].after
+        while current is not None:
+            if current in seen:
+                raise SettingsError(f"groups.{name}.after: groups wait on each other in a cycle")
+            seen.add(current)
+            current = groups[current].after
+
+
+def load_settings(path: Path | None) -> FleetSettings:
+    """Read a fleet.yaml (None: the built-in defaults, relative to the working directory)."""
+    import yaml
+
+    if path is None:
+        return parse_settings({}, Path.cwd())
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise SettingsError(f"{path}: cannot read ({error.strerror})") from None
+    except yaml.YAMLError as error:
+        raise SettingsError(f"{path}: not valid YAML ({error})") from None
+    try:
+        return parse_settings(data, path.resolve().parent)
+    except SettingsError as error:
+        raise SettingsError(f"{path}: {error}") from None

@@ -1,0 +1,398 @@
+"""Fleet state in SQLite (default) or PostgreSQL: hosts, counted updates, locks, rollouts, reports.
+
+Every invariant that must hold across server processes (the lock semaphore,
+the rate limit, report ordering, the automatic halt) is decided inside one
+database transaction: SQLite's ``BEGIN IMMEDIATE`` takes the single writer
+lock; on PostgreSQL the transaction first locks the group's row
+(``SELECT … FOR UPDATE``), so two processes deciding for one group queue up.
+The decisions themselves are the pure functions of policy/locks/hoststate.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from updater.fleet import locks as lockmath
+from updater.fleet.hoststate import FAILURES, HostState, ReportRejected, after_offer, after_report
+from updater.fleet.policy import (
+    ReleaseState,
+    admin_transition,
+    rate_allows,
+    rollout_finished,
+    should_halt,
+)
+from updater.fleet.settings import GroupPolicy
+from updater.wire import Report, ReportEvent
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS hosts (
+  node_id TEXT PRIMARY KEY, grp TEXT NOT NULL, version TEXT NOT NULL, state TEXT NOT NULL,
+  target TEXT, last_seq BIGINT NOT NULL, last_seen {real} NOT NULL);
+CREATE INDEX IF NOT EXISTS hosts_grp ON hosts (grp, state);
+CREATE TABLE IF NOT EXISTS updates (
+  id {serial}, node_id TEXT NOT NULL, grp TEXT NOT NULL, version TEXT NOT NULL,
+  started_at {real} NOT NULL, finished_at {real}, outcome TEXT);
+CREATE INDEX IF NOT EXISTS updates_started ON updates (grp, started_at);
+CREATE INDEX IF NOT EXISTS updates_release ON updates (grp, version);
+CREATE INDEX IF NOT EXISTS updates_node ON updates (node_id, version);
+CREATE TABLE IF NOT EXISTS locks (
+  grp TEXT NOT NULL, node_id TEXT NOT NULL, acquired_at {real} NOT NULL,
+  expires_at {real} NOT NULL, PRIMARY KEY (grp, node_id));
+CREATE TABLE IF NOT EXISTS rollouts (
+  grp TEXT NOT NULL, version TEXT NOT NULL, started_at {real} NOT NULL, finished_at {real},
+  halted_reason TEXT, PRIMARY KEY (grp, version));
+CREATE TABLE IF NOT EXISTS releases (
+  image_id TEXT NOT NULL, version TEXT NOT NULL, state TEXT NOT NULL, changed_at {real} NOT NULL,
+  PRIMARY KEY (image_id, version));
+CREATE TABLE IF NOT EXISTS reports (
+  node_id TEXT NOT NULL, seq BIGINT NOT NULL, at {real} NOT NULL, grp TEXT NOT NULL,
+  event TEXT NOT NULL, version TEXT NOT NULL, from_version TEXT NOT NULL, detail TEXT NOT NULL,
+  PRIMARY KEY (node_id, seq));
+CREATE INDEX IF NOT EXISTS reports_version ON reports (version, at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class HostRow:
+    node_id: str
+    group: str
+    version: str
+    state: HostState
+    target: str | None
+    last_seq: int
+
+
+@dataclass(frozen=True)
+class RolloutRow:
+    started_at: float
+    finished_at: float | None
+    halted_reason: str | None
+
+
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+class Store:
+    """One connection per process; safe to share the database with other processes."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.postgres = is_postgres(url)
+        if self.postgres:
+            import psycopg
+
+            self._pg = psycopg.connect(url, autocommit=True)
+            ddl = _SCHEMA.format(real="DOUBLE PRECISION", serial="BIGSERIAL PRIMARY KEY")
+            with self._pg.transaction():
+                # Two processes creating the schema at once would race on the catalog.
+                self._pg.execute("SELECT pg_advisory_xact_lock(4242)")
+                for statement in filter(str.strip, ddl.split(";")):
+                    self._pg.execute(statement)
+        else:
+            path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._lite = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._lite.execute("PRAGMA busy_timeout = 30000")
+            self._lite.execute("PRAGMA journal_mode = WAL")
+            # WAL + NORMAL survives a killed process (commits are in the WAL file);
+            # only an OS crash or power loss can drop the last transactions.
+            self._lite.execute("PRAGMA synchronous = NORMAL")
+            ddl = _SCHEMA.format(real="REAL", serial="INTEGER PRIMARY KEY AUTOINCREMENT")
+            with self._write():
+                for statement in filter(str.strip, ddl.split(";")):
+                    self._lite.execute(statement)
+
+    def close(self) -> None:
+        (self._pg if self.postgres else self._lite).close()
+
+    # --- plumbing ---
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self.postgres:
+            return self._pg.execute(sql.replace("?", "%s"), params).fetchall()
+        return self._lite.execute(sql, params).fetchall()
+
+    def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+        rows = self._rows(sql, params)
+        return rows[0] if rows else None
+
+    def _count(self, sql: str, params: tuple[Any, ...]) -> int:
+        row = self._one(sql, params)
+        return int(row[0]) if row else 0
+
+    @contextmanager
+    def _write(self, group: str | None = None) -> Iterator[None]:
+        """A transaction that no other writer for ``group`` (on SQLite: any writer) interleaves."""
+        if self.postgres:
+            with self._pg.transaction():
+                if group is not None:
+                    self._pg.execute("INSERT INTO groups VALUES (%s) ON CONFLICT DO NOTHING", (group,))
+                    self._pg.execute("SELECT name FROM groups WHERE name = %s FOR UPDATE", (group,))
+                yield
+            return
+        self._lite.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._lite.execute("ROLLBACK")
+            raise
+        self._lite.execute("COMMIT")
+
+    # --- hosts and decisions ---
+
+    def host(self, node_id: str) -> HostRow | None:
+        row = self._one(
+            "SELECT node_id, grp, version, state, target, last_seq FROM hosts WHERE node_id = ?",
+            (node_id,),
+        )
+        return None if row is None else HostRow(row[0], row[1], row[2], HostState(row[3]), row[4], row[5])
+
+    def observe(self, node_id: str, group: str, version: str, now: float) -> None:
+        """Record a host that asked, or its new group or version."""
+        self._rows(
+            "INSERT INTO hosts (node_id, grp, version, state, target, last_seq, last_seen)"
+            " VALUES (?, ?, ?, 'idle', NULL, -1, ?) ON CONFLICT (node_id) DO UPDATE"
+            " SET grp = excluded.grp, version = excluded.version, last_seen = excluded.last_seen",
+            (node_id, group, version, now),
+        )
+
+    def release_state(self, image_id: str, version: str) -> ReleaseState:
+        row = self._one(
+            "SELECT state FROM releases WHERE image_id = ? AND version = ?", (image_id, version)
+        )
+        return ReleaseState.ACTIVE if row is None else ReleaseState(row[0])
+
+    def rollout(self, group: str, version: str) -> RolloutRow | None:
+        row = self._one(
+            "SELECT started_at, finished_at, halted_reason FROM rollouts WHERE grp = ? AND version = ?",
+            (group, version),
+        )
+        return None if row is None else RolloutRow(*row)
+
+    def begin_rollout(self, group: str, version: str, now: float) -> RolloutRow:
+        self._rows(
+            "INSERT INTO rollouts (grp, version, started_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (group, version, now),
+        )
+        row = self.rollout(group, version)
+        assert row is not None
+        return row
+
+    def start_update(
+        self, policy: GroupPolicy, node_id: str, version: str, now: float, update_timeout_s: float
+    ) -> bool:
+        """Count one more update started in the group, if the rate limit has room."""
+        with self._write(policy.name):
+            row = self._one("SELECT state, target FROM hosts WHERE node_id = ?", (node_id,))
+            if row is not None and row[1] == version:
+                return True  # another request (or process) already started it
+            started = self._count(
+                "SELECT COUNT(*) FROM updates WHERE grp = ? AND started_at > ?",
+                (policy.name, now - policy.rate.period_s),
+            )
+            in_flight = self._count(
+                "SELECT COUNT(*) FROM updates WHERE grp = ? AND finished_at IS NULL"
+                " AND started_at > ?",
+                (policy.name, now - update_timeout_s),
+            )
+            if not rate_allows(started, in_flight, policy.rate):
+                return False
+            state = after_offer(HostState(row[0]) if row else HostState.IDLE)
+            self._rows(
+                "INSERT INTO updates (node_id, grp, version, started_at) VALUES (?, ?, ?, ?)",
+                (node_id, policy.name, version, now),
+            )
+            self._rows(
+                "UPDATE hosts SET state = ?, target = ? WHERE node_id = ?", (state.value, version, node_id)
+            )
+            return True
+
+    # --- FleetLock ---
+
+    def _holders(self, group: str) -> list[lockmath.Holder]:
+        rows = self._rows("SELECT node_id, acquired_at, expires_at FROM locks WHERE grp = ?", (group,))
+        return [lockmath.Holder(*row) for row in rows]
+
+    def _apply_locks(self, group: str, before: list[lockmath.Holder], result: lockmath.LockResult) -> None:
+        after = {h.node_id: h for h in result.holders}
+        for holder in before:
+            if holder.node_id not in after:
+                self._rows("DELETE FROM locks WHERE grp = ? AND node_id = ?", (group, holder.node_id))
+        for holder in result.holders:
+            if holder not in before:
+                self._rows(
+                    "INSERT INTO locks (grp, node_id, acquired_at, expires_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (grp, node_id) DO UPDATE SET expires_at = excluded.expires_at",
+                    (group, holder.node_id, holder.acquired_at, holder.expires_at),
+                )
+
+    def lock(self, policy: GroupPolicy, node_id: str, now: float) -> lockmath.LockResult:
+        with self._write(policy.name):
+            before = self._holders(policy.name)
+            result = lockmath.acquire(
+                before, node_id, policy.max_concurrent_reboots, policy.lock_ttl_s, now
+            )
+            self._apply_locks(policy.name, before, result)
+            return result
+
+    def unlock(self, group: str, node_id: str, now: float) -> lockmath.LockResult:
+        with self._write(group):
+            before = self._holders(group)
+            result = lockmath.release(before, node_id, now)
+            self._apply_locks(group, before, result)
+            return result
+
+    # --- reports ---
+
+    def record_report(self, report: Report, policy: GroupPolicy, now: float) -> HostState:
+        """Apply one report atomically; raises ReportRejected (nothing changed) if it may not."""
+        with self._write(policy.name):
+            host = self.host(report.node_id)
+            if host is None:
+                host = HostRow(report.node_id, report.group, report.from_version, HostState.IDLE, None, -1)
+            if report.seq <= host.last_seq:
+                raise ReportRejected(
+                    f"report seq {report.seq} is not after the last one ({host.last_seq}):"
+                    " replayed or out of order"
+                )
+            state = after_report(host.state, report.event)
+            finished = report.event in (ReportEvent.BLESSED, ReportEvent.ROLLED_BACK, ReportEvent.FAILED)
+            version = report.version if report.event is ReportEvent.BLESSED else report.from_version
+            target = None if finished else report.version
+            self._rows(
+                "INSERT INTO reports (node_id, seq, at, grp, event, version, from_version, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (report.node_id, report.seq, now, policy.name, report.event.value, report.version,
+                 report.from_version, report.detail),
+            )
+            self._rows(
+                "INSERT INTO hosts (node_id, grp, version, state, target, last_seq, last_seen)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET grp = excluded.grp,"
+                " version = excluded.version, state = excluded.state, target = excluded.target,"
+                " last_seq = excluded.last_seq, last_seen = excluded.last_seen",
+                (report.node_id, policy.name, version, state.value, target, report.seq, now),
+            )
+            if finished:
+                self._rows(
+                    "UPDATE updates SET finished_at = ?, outcome = ?"
+                    " WHERE node_id = ? AND version = ? AND finished_at IS NULL",
+                    (now, report.event.value, report.node_id, report.version),
+                )
+                self._judge_rollout(policy, report.version, now)
+            return state
+
+    def _judge_rollout(self, policy: GroupPolicy, version: str, now: float) -> None:
+        started = self._count(
+            "SELECT COUNT(*) FROM updates WHERE grp = ? AND version = ?", (policy.name, version)
+        )
+        failed = self._count(
+            "SELECT COUNT(*) FROM updates WHERE grp = ? AND version = ? AND outcome IN (?, ?)",
+            (policy.name, version, *sorted(s.value for s in FAILURES)),
+        )
+        if should_halt(started, failed, policy.halt):
+            self._rows(
+                "UPDATE rollouts SET halted_reason = ? WHERE grp = ? AND version = ?"
+                " AND halted_reason IS NULL",
+                (f"{failed} of {started} updates failed or rolled back", policy.name, version),
+            )
+            return
+        in_group = self._count("SELECT COUNT(*) FROM hosts WHERE grp = ?", (policy.name,))
+        on_release = self._count(
+            "SELECT COUNT(*) FROM hosts WHERE grp = ? AND version = ?", (policy.name, version)
+        )
+        if rollout_finished(in_group, on_release, failed):
+            self._rows(
+                "UPDATE rollouts SET finished_at = ? WHERE grp = ? AND version = ?"
+                " AND finished_at IS NULL AND halted_reason IS NULL",
+                (now, policy.name, version),
+            )
+
+    # --- operators ---
+
+    def change_release(self, image_id: str, version: str, action: str, now: float) -> ReleaseState:
+        with self._write():
+            state = admin_transition(self.release_state(image_id, version), action)
+            self._rows(
+                "INSERT INTO releases (image_id, version, state, changed_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (image_id, version) DO UPDATE SET state = excluded.state,"
+                " changed_at = excluded.changed_at",
+                (image_id, version, state.value, now),
+            )
+            return state
+
+    def status(self, policies: dict[str, GroupPolicy], now: float) -> dict[str, Any]:
+        groups: dict[str, Any] = {}
+        for name, policy in policies.items():
+            states = self._rows("SELECT state, COUNT(*) FROM hosts WHERE grp = ? GROUP BY state", (name,))
+            versions = self._rows("SELECT version, COUNT(*) FROM hosts WHERE grp = ? GROUP BY version", (name,))
+            rollouts = self._rows(
+                "SELECT version, started_at, finished_at, halted_reason FROM rollouts WHERE grp = ?",
+                (name,),
+            )
+            groups[name] = {
+                "hosts_by_state": {s: n for s, n in states},
+                "hosts_by_version": {v: n for v, n in versions},
+                "locks_held": sorted(h.node_id for h in lockmath.live(self._holders(name), now)),
+                "max_concurrent_reboots": policy.max_concurrent_reboots,
+                "rate_used": self._count(
+                    "SELECT COUNT(*) FROM updates WHERE grp = ? AND started_at > ?",
+                    (name, now - policy.rate.period_s),
+                ),
+                "rate_limit": policy.rate.max_updates,
+                "rollouts": [
+                    {"version": v, "started_at": s, "finished_at": f, "halted_reason": h}
+                    for v, s, f, h in rollouts
+                ],
+            }
+        releases = self._rows("SELECT image_id, version, state FROM releases")
+        return {
+            "now": now,
+            "groups": groups,
+            "releases": [{"image_id": i, "version": v, "state": s} for i, v, s in releases],
+        }
+
+    def history(self, node_id: str) -> list[dict[str, Any]]:
+        rows = self._rows(
+            "SELECT seq, at, grp, event, version, from_version, detail FROM reports"
+            " WHERE node_id = ? ORDER BY seq",
+            (node_id,),
+        )
+        keys = ("seq", "at", "group", "event", "version", "from_version", "detail")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def timeline(self, version: str) -> list[dict[str, Any]]:
+        rows = self._rows(
+            "SELECT at, grp, event FROM reports WHERE version = ? ORDER BY at", (version,)
+        )
+        return [{"at": at, "group": grp, "event": event} for at, grp, event in rows]
+
+    def counts(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Raw figures the metrics endpoint renders."""
+        return {
+            "hosts": self._rows("SELECT grp, state, COUNT(*) FROM hosts GROUP BY grp, state"),
+            "updates": self._rows("SELECT grp, COALESCE(outcome, 'in_flight'), COUNT(*) FROM updates"
+                                  " GROUP BY grp, COALESCE(outcome, 'in_flight')"),
+            "locks": self._rows("SELECT grp, expires_at FROM locks"),
+            "halted": self._rows("SELECT grp, version FROM rollouts WHERE halted_reason IS NOT NULL"),
+        }
+
+    # --- the test clock's offset, shared by all processes on this database ---
+
+    def clock_offset(self) -> float:
+        row = self._one("SELECT value FROM meta WHERE key = 'clock_offset'")
+        return float(row[0]) if row else 0.0
+
+    def set_clock_offset(self, offset: float) -> None:
+        self._rows(
+            "INSERT INTO meta (key, value) VALUES ('clock_offset', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (repr(offset),),
+        )
