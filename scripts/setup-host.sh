@@ -16,8 +16,8 @@ log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 APT_PACKAGES=(
   kmod systemd-boot-efi systemd-container qemu-system-x86 qemu-utils ovmf
   erofs-utils cryptsetup-bin dosfstools mtools fdisk zstd xz-utils
-  squashfs-tools busybox-static openssh-client python3-venv python3-dev
-  postgresql postgresql-contrib debian-archive-keyring gcc
+  squashfs-tools busybox-static openssh-client socat python3-venv python3-dev
+  postgresql postgresql-contrib debian-archive-keyring gcc python3-pefile
 )
 
 want_hash() {
