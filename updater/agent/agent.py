@@ -1,0 +1,345 @@
+"""The agent: gathers facts from the edges, asks the pure core, acts, persists.
+
+One ``step()`` moves the persisted state machine as far as it can go now
+(idle -> writing -> written -> staged -> rebooting -> idle) and returns how
+long to wait before the next step. Every action is re-entrant: after a power
+cut the next step resumes from whatever state.json says.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import requests
+from tuf.api import exceptions as tuf_errors
+
+from updater.agent import machine as m
+from updater.agent.entries import BootEntry, entries_for, staged_filename
+from updater.agent.esp import Esp, EspError
+from updater.agent.fetch import TufRepository
+from updater.agent.gpt import Partition, read_partitions, relabel
+from updater.agent.host import Booted, HostPaths, booted, disk_of_partition, find_esp, machine_id
+from updater.agent.journal import log, notify
+from updater.agent.policy import (
+    AfterReboot,
+    Window,
+    after_reboot,
+    boot_blessed,
+    choose_release,
+    may_write_slot,
+    other_slot,
+    stale_entries,
+)
+from updater.agent.ports import Fleet
+from updater.agent.settings import AgentSettings, credentials, credentials_dir_from_env
+from updater.agent.slots import (
+    EMPTY_LABEL,
+    Slot,
+    find_slots,
+    slot_labels,
+    slot_of_roothash,
+    uuids_from_roothash,
+)
+from updater.agent.statefile import StateStore, atomic_write
+from updater.agent.writer import StreamEnded, WriteError, read_back, write_artifact
+from updater.release import ArtifactRole, Release
+from updater.wire import Report, ReportEvent
+
+# Failures after which a later step may simply try again (the state is kept).
+RETRYABLE = (
+    tuf_errors.DownloadError,
+    requests.RequestException,
+    StreamEnded,
+    OSError,
+)
+SLOT_ROLES = (ArtifactRole.ROOT, ArtifactRole.VERITY)
+
+
+@dataclass(frozen=True)
+class Facts:
+    booted: Booted
+    disk: str
+    slots: dict[str, Slot]
+    booted_slot: Slot
+    esp: Esp
+
+
+class Agent:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        paths: HostPaths,
+        fleet: Fleet,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings, self.paths, self.fleet, self.clock = settings, paths, fleet, clock
+        self.state_dir = Path(settings.state_dir)
+        self.store = StateStore(self.state_dir)
+
+    # ---- facts -------------------------------------------------------------------------
+
+    def facts(self) -> Facts:
+        now_booted = booted(self.paths)
+        disk = self.settings.disk or disk_of_partition(uuids_from_roothash(now_booted.roothash)[0])
+        slots = find_slots(read_partitions(disk))
+        esp = Esp(Path(self.settings.esp) if self.settings.esp else find_esp())
+        return Facts(now_booted, disk, slots, slot_of_roothash(slots, now_booted.roothash), esp)
+
+    def node_id(self) -> str:
+        if self.settings.node_id:
+            return self.settings.node_id
+        path = self.state_dir / "node-id"
+        if path.exists():
+            return path.read_text().strip()
+        value = machine_id(self.paths)
+        atomic_write(path, value.encode())
+        return value
+
+    def trusted_root(self) -> bytes:
+        creds = credentials(credentials_dir_from_env())
+        if "tuf_root" in creds:
+            return creds["tuf_root"].encode()
+        return Path(self.settings.trusted_root).read_bytes()
+
+    def repository(self) -> TufRepository:
+        url = self.settings.effective_repo_url
+        if not url:
+            raise ValueError("no repository: set repo_url or server_url")
+        return TufRepository(self.state_dir / "tuf", url, self.trusted_root())
+
+    # ---- steps -------------------------------------------------------------------------
+
+    def step(self) -> float:
+        """Advance as far as possible; the seconds until the next step."""
+        state = self.store.load()
+        facts = self.facts()
+        handlers = {
+            m.State.IDLE: self._idle,
+            m.State.WRITING: self._install,
+            m.State.WRITTEN: self._install,
+            m.State.STAGED: self._staged,
+            m.State.REBOOTING: self._after_reboot,
+        }
+        try:
+            return handlers[state.state](state, facts)
+        except RETRYABLE as error:
+            log("error", f"{state.state.value}: {error}; will retry", state=state.state.value)
+        except tuf_errors.RepositoryError as error:
+            log("error", f"repository metadata refused: {error}", state=state.state.value)
+        return self.settings.poll_interval_s
+
+    def _report(self, state: m.AgentState, event: ReportEvent, target: m.Target, detail: str = "") -> m.AgentState:
+        state = self.store.save(m.next_seq(state))
+        report = Report(self.node_id(), self.settings.group, state.seq, event,
+                        target.version, target.from_version, detail)
+        log("info", f"{event.value} {target.version}" + (f": {detail}" if detail else ""),
+            event=event.value, version=target.version, from_version=target.from_version, seq=state.seq)
+        self.fleet.report(report)
+        return state
+
+    def _idle(self, state: m.AgentState, facts: Facts) -> float:
+        entries = facts.esp.entries()
+        current = facts.booted.version
+        if not boot_blessed(entries, current):
+            notify(STATUS=f"{current} booted, waiting for boot-complete.target")
+            return min(self.settings.poll_interval_s, 10)
+        if state.lock_held and self.fleet.release_reboot_lock():
+            state = self.store.save(m.lock_released(state))
+        offer = self.fleet.offer(current, state.bad_versions, facts.booted.image_id)
+        poll = offer.poll_after_s or self.settings.poll_interval_s
+        if not offer.allowed:
+            notify(STATUS=f"up to date at {current}: {offer.reason}")
+            return poll
+        releases = self.repository().refresh()
+        release, why = choose_release(releases, facts.booted.image_id, current, state.bad_versions, offer.version)
+        if release is None:
+            notify(STATUS=f"up to date at {current} ({why})")
+            log("info", f"no update: {why}", version=current)
+            return poll
+        slot = facts.slots[other_slot(facts.booted_slot.name)]
+        refusal = may_write_slot(slot.name, facts.booted_slot.name, True) or self._fits(release, slot)
+        if refusal:
+            log("error", f"release {release.version} refused: {refusal}", version=release.version)
+            return poll
+        target = m.Target(release.image_id, release.version, release.roothash, slot.name, current)
+        state = self.store.save(m.start_writing(state, target))
+        state = self._report(state, ReportEvent.DOWNLOADING, target)
+        return self._install(state, facts)
+
+    @staticmethod
+    def _fits(release: Release, slot: Slot) -> str | None:
+        if release.slot_size > slot.root.size or release.verity_slot_size > slot.verity.size:
+            return (f"needs slots of {release.slot_size}+{release.verity_slot_size} bytes, "
+                    f"slot {slot.name} has {slot.root.size}+{slot.verity.size}")
+        return None
+
+    def _invalidate(self, facts: Facts, name: str) -> None:
+        """Make slot ``name`` boot nothing before its bytes change: no entry, no matching UUIDs."""
+        slot = find_slots(read_partitions(facts.disk))[name]
+        if slot.root.label == EMPTY_LABEL and slot.verity.label == EMPTY_LABEL:
+            return
+        if slot.label_version is not None and slot.label_version != facts.booted.version:
+            for entry in entries_for(facts.esp.entries(), slot.label_version):
+                facts.esp.remove(entry)
+        relabel(facts.disk, {
+            slot.root.index: (str(uuid.uuid4()), EMPTY_LABEL),
+            slot.verity.index: (str(uuid.uuid4()), EMPTY_LABEL),
+        })
+
+    def _install(self, state: m.AgentState, facts: Facts) -> float:
+        target = state.target
+        assert target is not None
+        refusal = may_write_slot(target.slot, facts.booted_slot.name, boot_blessed(facts.esp.entries(), facts.booted.version))
+        if refusal:
+            return self._give_up(state, f"slot {target.slot} may not be written: {refusal}")
+        repo = self.repository()
+        match = [r for r in repo.refresh() if r.image_id == target.image_id and r.version == target.version]
+        if not match or match[0].withdrawn:
+            return self._give_up(state, f"release {target.version} is no longer offered")
+        release = match[0]
+        slot = facts.slots[target.slot]
+        try:
+            if state.state == m.State.WRITING:
+                self._invalidate(facts, slot.name)
+                state = self._write_slot(state, facts, repo, release, slot)
+            self._stage(facts, repo, release, slot)
+        except (WriteError, EspError) as error:
+            self._invalidate(facts, slot.name)
+            return self._give_up(state, str(error))
+        state = self.store.save(m.mark_staged(state))
+        state = self._report(state, ReportEvent.STAGED, target)
+        return self._staged(state, facts)
+
+    def _write_slot(
+        self, state: m.AgentState, facts: Facts, repo: TufRepository, release: Release, slot: Slot
+    ) -> m.AgentState:
+        parts = {ArtifactRole.ROOT: slot.root, ArtifactRole.VERITY: slot.verity}
+        total = sum(release.artifacts[r].installed_size for r in SLOT_ROLES)
+        base = 0
+        for role in SLOT_ROLES:
+            state = self._write_artifact(state, facts, repo, release, role, parts[role], (base, total))
+            base += release.artifacts[role].installed_size
+        base = 0
+        for role in SLOT_ROLES:
+            artifact = release.artifacts[role]
+
+            def check_tick(done: int, base: int = base) -> None:
+                self._progress(f"verifying slot {slot.name}", base + done, total)
+
+            if not read_back(facts.disk, parts[role], artifact, check_tick):
+                raise WriteError(f"{artifact.target_path}: read back from slot {slot.name} does not match")
+            base += artifact.installed_size
+        log("info", f"slot {slot.name} holds {release.version}, verified", slot=slot.name, version=release.version)
+        return self.store.save(m.mark_written(state))
+
+    def _write_artifact(
+        self, state: m.AgentState, facts: Facts, repo: TufRepository, release: Release,
+        role: ArtifactRole, part: Partition, span: tuple[int, int],
+    ) -> m.AgentState:
+        artifact = release.artifacts[role]
+        progress = state.progress.get(role.value, m.Progress())
+        if progress.wire_offset >= artifact.length and progress.installed_offset >= artifact.installed_size:
+            return state
+        info = repo.target(artifact.target_path)
+        if info.length != artifact.length or info.hashes.get("sha256") != artifact.sha256:
+            raise WriteError(f"{artifact.target_path}: target info disagrees with the release")
+        holder = [state]
+
+        def save(p: m.Progress) -> None:
+            holder[0] = self.store.save(m.record_progress(holder[0], role.value, p))
+
+        def tick(done: int) -> None:
+            self._progress(f"writing {role.value} into slot {holder[0].target.slot}", span[0] + done, span[1])
+
+        write_artifact(facts.disk, part, artifact, lambda offset: repo.stream(info, offset),
+                       progress, save, tick)
+        return holder[0]
+
+    def _stage(self, facts: Facts, repo: TufRepository, release: Release, slot: Slot) -> None:
+        """Label the written slot for the initrd, then install its UKI with boot counting."""
+        root_uuid, verity_uuid = uuids_from_roothash(release.roothash)
+        root_label, verity_label = slot_labels(release.image_id, release.version)
+        relabel(facts.disk, {slot.root.index: (root_uuid, root_label),
+                             slot.verity.index: (verity_uuid, verity_label)})
+        if entries_for(facts.esp.entries(), release.version):
+            return  # installed before a power cut cut the state update short
+        uki = release.artifacts[ArtifactRole.UKI]
+        info = repo.target(uki.target_path)
+        facts.esp.install(staged_filename(release.image_id, release.version),
+                          repo.stream(info, 0), info.length, info.hashes["sha256"])
+
+    def _progress(self, what: str, done: int, total: int) -> None:
+        notify(STATUS=f"{what}: {100 * done // max(total, 1)}% of {total >> 20} MiB", WATCHDOG="1")
+
+    def _give_up(self, state: m.AgentState, why: str) -> float:
+        target = state.target
+        assert target is not None
+        log("error", f"update to {target.version} abandoned: {why}", version=target.version)
+        state = self.store.save(m.abandon(state))
+        self._report(state, ReportEvent.FAILED, target, why)
+        return self.settings.poll_interval_s
+
+    def _staged(self, state: m.AgentState, facts: Facts) -> float:
+        target = state.target
+        assert target is not None
+        if not self.settings.auto_reboot:
+            notify(STATUS=f"{target.version} staged; reboot to use it")
+            return self.settings.poll_interval_s
+        window = self.settings.maintenance_window
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        if window and not self.settings.server_url and not Window.parse(window).contains(now):
+                notify(STATUS=f"{target.version} staged; rebooting in the window {window} UTC")
+                return min(self.settings.poll_interval_s, 60)
+        if not self.fleet.take_reboot_lock():
+            notify(STATUS=f"{target.version} staged; waiting for a reboot lock")
+            return self.settings.lock_retry_s
+        state = self.store.save(m.mark_rebooting(state))
+        self._report(state, ReportEvent.REBOOTING, target)
+        return self._reboot()
+
+    def _reboot(self) -> float:
+        notify(STATUS="rebooting")
+        log("info", f"rebooting: {self.settings.reboot_command}")
+        subprocess.run(shlex.split(self.settings.reboot_command), check=False)
+        return self.settings.poll_interval_s
+
+    def _after_reboot(self, state: m.AgentState, facts: Facts) -> float:
+        target = state.target
+        assert target is not None
+        entries = facts.esp.entries()
+        action = after_reboot(target.version, facts.booted.version, entries,
+                              state.unblessed_since, self.clock(), self.settings.bless_timeout_s)
+        if action == AfterReboot.WAIT_FOR_BLESS:
+            self.store.save(m.note_unblessed(state, self.clock()))
+            notify(STATUS=f"{target.version} booted, waiting for boot-complete.target")
+            return min(self.settings.poll_interval_s, 10)
+        if action in (AfterReboot.REBOOT_AGAIN, AfterReboot.REBOOT_PENDING):
+            log("warning", f"{target.version}: {action.value}", version=target.version)
+            self.store.save(m.mark_rebooting(state))
+            return self._reboot()
+        if action == AfterReboot.BLESSED:
+            other = facts.slots[other_slot(facts.booted_slot.name)].label_version
+            keep = {facts.booted.version} | ({other} if other else set())
+            self._remove(facts, stale_entries(entries, keep))
+            state = self.store.save(m.finish_blessed(state))
+            state = self._report(state, ReportEvent.BLESSED, target)
+        else:
+            self._remove(facts, entries_for(entries, target.version))
+            state = self.store.save(m.finish_rolled_back(state))
+            state = self._report(state, ReportEvent.ROLLED_BACK, target,
+                                 f"systemd-boot fell back to {facts.booted.version}")
+        if self.fleet.release_reboot_lock():
+            self.store.save(m.lock_released(state))
+        return self.settings.poll_interval_s
+
+    @staticmethod
+    def _remove(facts: Facts, entries: list[BootEntry]) -> None:
+        for entry in entries:
+            facts.esp.remove(entry)

@@ -1,0 +1,60 @@
+"""`berth agent …`: the on-host update agent's verbs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    agent = subparsers.add_parser("agent", help="the on-host update agent")
+    agent.add_argument("--host-root", type=Path, default=Path("/"),
+                       help="read /proc/cmdline, /etc/os-release, /etc/machine-id, /etc/berth below this")
+    verbs = agent.add_subparsers(dest="agent_verb", metavar="VERB", required=True)
+    run = verbs.add_parser("run", help="check, download, stage and reboot (the service's main loop)")
+    run.add_argument("--once", action="store_true", help="one step, then exit")
+    run.set_defaults(handler=_run)
+    status = verbs.add_parser("status", help="slots, versions, boot entries and tries, agent state")
+    status.add_argument("--json", action="store_true", help="machine-readable")
+    status.set_defaults(handler=_status)
+    check = verbs.add_parser("check", help="health check: the agent can see its slots and state")
+    check.set_defaults(handler=_check)
+    user = verbs.add_parser("check-user", help="health check: run the executables in health.d")
+    user.set_defaults(handler=_check_user)
+
+
+def _agent(args: argparse.Namespace) -> Any:
+    from updater.agent.service import make_agent
+
+    return make_agent(args.host_root)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from updater.agent.service import run
+
+    return run(_agent(args), once=args.once)
+
+
+def _status(args: argparse.Namespace) -> int:
+    import json
+
+    from updater.agent.service import render_status, status
+
+    report = status(_agent(args))
+    print(json.dumps(report, indent=1) if args.json else render_status(report))
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from updater.agent.service import status
+
+    report = status(_agent(args))
+    print(f"agent healthy: {report['state']} on slot {report['booted']['slot']}")
+    return 0
+
+
+def _check_user(args: argparse.Namespace) -> int:
+    from updater.agent.service import run_user_checks
+
+    return run_user_checks(_agent(args))

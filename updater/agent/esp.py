@@ -1,0 +1,55 @@
+"""UKI entries on the mounted ESP: list them, install one atomically, remove one."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from updater.agent.entries import BootEntry, parse_entries
+from updater.agent.failpoint import durable
+from updater.atomic import fsync_dir
+
+
+class EspError(RuntimeError):
+    pass
+
+
+class Esp:
+    def __init__(self, mount_point: Path) -> None:
+        self.linux = mount_point / "EFI" / "Linux"
+
+    def entries(self) -> list[BootEntry]:
+        return parse_entries(sorted(p.name for p in self.linux.iterdir() if p.is_file()))
+
+    def install(
+        self, filename: str, chunks: Iterable[bytes], length: int, sha256: str
+    ) -> None:
+        """Write a UKI under a name systemd-boot ignores, check it, fsync, then rename it live."""
+        temp = self.linux / f".{filename}.partial"
+        digest = hashlib.sha256()
+        written = 0
+        try:
+            with open(temp, "wb") as handle:
+                for chunk in chunks:
+                    written += len(chunk)
+                    if written > length:
+                        raise EspError(f"{filename}: longer than the signed {length} bytes")
+                    digest.update(chunk)
+                    handle.write(chunk)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if written != length or digest.hexdigest() != sha256:
+                raise EspError(f"{filename}: {written} bytes with sha256 {digest.hexdigest()[:16]}… "
+                               f"do not match the signed target")
+            os.replace(temp, self.linux / filename)
+        finally:
+            temp.unlink(missing_ok=True)
+        fsync_dir(self.linux)
+        durable(f"esp install {filename}")
+
+    def remove(self, entry: BootEntry) -> None:
+        (self.linux / entry.filename).unlink(missing_ok=True)
+        fsync_dir(self.linux)
+        durable(f"esp remove {entry.filename}")

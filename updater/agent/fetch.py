@@ -1,0 +1,96 @@
+"""The TUF client side: a requests-based fetcher for python-tuf's ngclient, and
+resumable streams of verified targets.
+
+ngclient verifies the metadata (signatures, thresholds, expiry, rollback,
+mix-and-match). Its own download_target stages a whole file, which the agent
+must not do for a root image, so targets are streamed here instead and checked
+against the TargetFile ngclient returned (length while streaming, sha256 at
+the end, and the installed hashes by the writer).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+from tuf.api.exceptions import DownloadHTTPError
+from tuf.api.metadata import TargetFile
+from tuf.ngclient import FetcherInterface, Updater
+
+from updater.agent.statefile import atomic_write
+from updater.release import Release, releases_from_targets
+
+CHUNK = 1 << 20
+
+
+class RequestsFetcher(FetcherInterface):
+    def __init__(self, timeout_s: float = 30.0) -> None:
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "berth-agent"
+        self.timeout_s = timeout_s
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        return self.stream(url, 0)
+
+    def stream(self, url: str, offset: int) -> Iterator[bytes]:
+        """The bytes of ``url`` from ``offset`` on (an HTTP Range request when offset > 0)."""
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        response = self.session.get(url, stream=True, timeout=self.timeout_s, headers=headers)
+        if response.status_code >= 400:
+            response.close()
+            raise DownloadHTTPError(f"{url}: HTTP {response.status_code}", response.status_code)
+        if offset and response.status_code != 206:
+            response.close()
+            raise DownloadHTTPError(f"{url}: server ignored the range request", response.status_code)
+        return self._chunks(response)
+
+    @staticmethod
+    def _chunks(response: requests.Response) -> Iterator[bytes]:
+        with response:
+            yield from response.iter_content(CHUNK)
+
+
+class TufRepository:
+    """One refresh of the repository's metadata, and the releases it signs."""
+
+    def __init__(self, metadata_dir: Path, repo_url: str, trusted_root: bytes) -> None:
+        metadata_dir.mkdir(parents=True, exist_ok=True)
+        self.metadata_dir = metadata_dir
+        self.fetcher = RequestsFetcher()
+        self.targets_url = f"{repo_url}/targets/"
+        local_root = metadata_dir / "root.json"
+        if not local_root.exists():
+            # First run: trust the root baked into the image (or its credential);
+            # afterwards the cached, possibly rotated, root wins.
+            atomic_write(local_root, trusted_root)
+        self.updater = Updater(
+            metadata_dir=str(metadata_dir),
+            metadata_base_url=f"{repo_url}/metadata/",
+            target_base_url=self.targets_url,
+            fetcher=self.fetcher,
+        )
+
+    def refresh(self) -> list[Release]:
+        """Verify the newest metadata and return the signed releases."""
+        self.updater.refresh()
+        # ngclient persists targets.json only after it verified it.
+        signed = json.loads((self.metadata_dir / "targets.json").read_bytes())["signed"]
+        return releases_from_targets(signed)
+
+    def target(self, path: str) -> TargetFile:
+        info = self.updater.get_targetinfo(path)
+        if info is None:
+            raise LookupError(f"{path}: not a signed target")
+        return info
+
+    def url(self, info: TargetFile) -> str:
+        directory, _, name = info.path.rpartition("/")
+        root = json.loads((self.metadata_dir / "root.json").read_bytes())["signed"]
+        if root.get("consistent_snapshot"):
+            name = f"{info.hashes['sha256']}.{name}"
+        return f"{self.targets_url}{directory}/{name}" if directory else f"{self.targets_url}{name}"
+
+    def stream(self, info: TargetFile, offset: int) -> Iterator[bytes]:
+        return self.fetcher.stream(self.url(info), offset)

@@ -1,0 +1,137 @@
+"""The agent's decisions, as pure functions: which release, which slot, may I, what now.
+
+Nothing here reads a disk or a socket; agent.py gathers the facts and acts on
+the answers.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from datetime import datetime, time
+
+from updater.agent.entries import BootEntry, entries_for
+from updater.release import Release
+from updater.wire import Version
+
+
+def other_slot(slot: str) -> str:
+    return {"a": "b", "b": "a"}[slot]
+
+
+def eligible(release: Release, image_id: str, current: str, bad: tuple[str, ...]) -> str | None:
+    """Why ``release`` may not be taken from ``current``, or None when it may."""
+    version = Version.parse(release.version)
+    if release.image_id != image_id:
+        return f"image {release.image_id} is not {image_id}"
+    if release.withdrawn:
+        return "withdrawn"
+    if version <= Version.parse(current):
+        return f"not newer than {current}"
+    if any(version == Version.parse(b) for b in bad):
+        return "rolled back on this host before"
+    if release.min_version and Version.parse(current) < Version.parse(release.min_version):
+        return f"needs at least {release.min_version} to update from"
+    return None
+
+
+def choose_release(
+    releases: list[Release],
+    image_id: str,
+    current: str,
+    bad: tuple[str, ...],
+    wanted: str | None,
+) -> tuple[Release | None, str]:
+    """The release to install and why; ``wanted`` is the fleet server's pick, if any.
+
+    Without a server the agent takes the newest release it may take.
+    """
+    if wanted is not None:
+        match = [r for r in releases if r.image_id == image_id and r.version == wanted]
+        if not match:
+            return None, f"server offered {wanted}, which the signed repository does not hold"
+        reason = eligible(match[0], image_id, current, bad)
+        return (None, f"server offered {wanted}: {reason}") if reason else (match[0], "offered")
+    candidates = [r for r in releases if eligible(r, image_id, current, bad) is None]
+    if not candidates:
+        return None, f"no release newer than {current}"
+    return max(candidates, key=lambda r: r.sort_key), "newest"
+
+
+def boot_blessed(entries: list[BootEntry], booted_version: str) -> bool:
+    """The current boot counts as good once its entry carries no tries counter."""
+    mine = entries_for(entries, booted_version)
+    return bool(mine) and all(e.blessed for e in mine)
+
+
+def may_write_slot(slot: str, booted_slot: str, current_boot_blessed: bool) -> str | None:
+    """Why ``slot`` may not be written now, or None.
+
+    The inactive slot is the fallback while the current boot is unblessed, so
+    it stays untouched until systemd-bless-boot has accepted this boot.
+    """
+    if slot == booted_slot:
+        return "it is the booted slot"
+    if not current_boot_blessed:
+        return "the current boot is not blessed yet and that slot is the fallback"
+    return None
+
+
+def stale_entries(entries: list[BootEntry], keep_versions: set[str]) -> list[BootEntry]:
+    """Entries whose version lives in neither slot (they could boot nothing)."""
+    keep = {Version.parse(v) for v in keep_versions}
+    return [e for e in entries if Version.parse(e.version) not in keep]
+
+
+class AfterReboot(enum.StrEnum):
+    BLESSED = "blessed"  # the new version booted and was blessed
+    WAIT_FOR_BLESS = "wait_for_bless"  # new version up, health checks still running
+    REBOOT_AGAIN = "reboot_again"  # new version never got blessed in time: spend a try
+    ROLLED_BACK = "rolled_back"  # systemd-boot fell back to the previous version
+    REBOOT_PENDING = "reboot_pending"  # still on the old version with tries left: reboot again
+
+
+def after_reboot(
+    target_version: str,
+    booted_version: str,
+    entries: list[BootEntry],
+    unblessed_since: float | None,
+    now: float,
+    bless_timeout_s: float,
+) -> AfterReboot:
+    target = entries_for(entries, target_version)
+    if Version.parse(booted_version) == Version.parse(target_version):
+        if target and all(e.blessed for e in target):
+            return AfterReboot.BLESSED
+        if unblessed_since is not None and now - unblessed_since >= bless_timeout_s:
+            return AfterReboot.REBOOT_AGAIN
+        return AfterReboot.WAIT_FOR_BLESS
+    if not target or all(e.bad for e in target):
+        return AfterReboot.ROLLED_BACK
+    return AfterReboot.REBOOT_PENDING
+
+
+_WINDOW = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A daily maintenance window in UTC, e.g. 02:00-04:00 (may wrap past midnight)."""
+
+    start: time
+    end: time
+
+    @classmethod
+    def parse(cls, text: str) -> Window:
+        match = _WINDOW.match(text)
+        if not match:
+            raise ValueError(f"maintenance window must look like 02:00-04:00, got {text!r}")
+        h1, m1, h2, m2 = (int(g) for g in match.groups())
+        return cls(time(h1, m1), time(h2, m2))
+
+    def contains(self, moment: datetime) -> bool:
+        now = moment.time().replace(second=0, microsecond=0)
+        if self.start <= self.end:
+            return self.start <= now < self.end
+        return now >= self.start or now < self.end

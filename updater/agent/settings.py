@@ -1,0 +1,132 @@
+"""The agent's settings: one table, parsed into a frozen dataclass.
+
+Sources, later ones winning: the defaults below, /etc/berth/agent.yaml (shipped
+in the image), <state_dir>/agent.yaml (set on the host, survives updates), and
+systemd credentials named ``berth.<setting>`` (e.g. passed through SMBIOS and
+imported by the unit's ImportCredential=berth.*).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from cli.errors import UserError
+
+CREDENTIAL_PREFIX = "berth."
+
+# name, type, default, help — the one place a setting is declared.
+SETTINGS: tuple[tuple[str, type, Any, str], ...] = (
+    ("server_url", str, "", "fleet server base URL; empty: standalone, no reboot locks"),
+    ("repo_url", str, "", "TUF repository base URL (metadata/, targets/); default <server_url>/repo"),
+    ("group", str, "default", "rollout group this host belongs to"),
+    ("node_id", str, "", "fleet identity; default: /etc/machine-id, kept in <state_dir>/node-id"),
+    ("poll_interval_s", int, 300, "seconds between update checks (Zincati's default)"),
+    ("trusted_root", str, "/etc/berth/tuf-root.json", "initial TUF root.json if the credential berth.tuf_root is absent"),
+    ("state_dir", str, "/var/lib/berth", "state, TUF metadata cache and host overrides"),
+    ("esp", str, "", "ESP mount point; default: the first of /efi, /boot, /boot/efi holding EFI/Linux"),
+    ("disk", str, "", "disk holding the slots; default: the disk of the booted root partition"),
+    ("auto_reboot", bool, True, "reboot by itself once an update is staged"),
+    ("maintenance_window", str, "", "standalone only: daily UTC window for reboots, e.g. 02:00-04:00"),
+    ("bless_timeout_s", int, 900, "a new boot not blessed after this long is rebooted (spends a try)"),
+    ("reboot_command", str, "systemctl reboot", "command that reboots the host"),
+    ("lock_retry_s", int, 60, "seconds between reboot-lock attempts when the fleet is busy"),
+)
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    server_url: str
+    repo_url: str
+    group: str
+    node_id: str
+    poll_interval_s: int
+    trusted_root: str
+    state_dir: str
+    esp: str
+    disk: str
+    auto_reboot: bool
+    maintenance_window: str
+    bless_timeout_s: int
+    reboot_command: str
+    lock_retry_s: int
+
+    @property
+    def effective_repo_url(self) -> str:
+        if self.repo_url:
+            return self.repo_url.rstrip("/")
+        return f"{self.server_url.rstrip('/')}/repo" if self.server_url else ""
+
+
+assert [f.name for f in fields(AgentSettings)] == [row[0] for row in SETTINGS]
+_TYPES = {name: kind for name, kind, _, _ in SETTINGS}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = _TYPES.get(name)
+    if kind is None:
+        raise UserError(f"{source}: unknown setting '{name}'")
+    if kind is bool and isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+    elif kind is int and isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    elif kind is str and isinstance(value, str):
+        return value.strip()
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    raise UserError(f"{source}: setting '{name}' must be {kind.__name__}, got {value!r}")
+
+
+def _yaml_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise UserError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: must be a mapping of setting: value")
+    return {str(k): _coerce(str(k), v, str(path)) for k, v in data.items()}
+
+
+def credentials(credentials_dir: Path | None) -> dict[str, str]:
+    """The berth.* credentials systemd handed this service, by name without the prefix."""
+    if credentials_dir is None or not credentials_dir.is_dir():
+        return {}
+    return {
+        p.name[len(CREDENTIAL_PREFIX):]: p.read_text()
+        for p in sorted(credentials_dir.iterdir())
+        if p.name.startswith(CREDENTIAL_PREFIX)
+    }
+
+
+# Credentials that carry data rather than a setting.
+DATA_CREDENTIALS = {"tuf_root"}
+
+
+def load_settings(config_file: Path, credentials_dir: Path | None) -> AgentSettings:
+    values: dict[str, Any] = {name: default for name, _, default, _ in SETTINGS}
+    values.update(_yaml_file(config_file))
+    creds = {k: v for k, v in credentials(credentials_dir).items() if k not in DATA_CREDENTIALS}
+    cred_values = {k: _coerce(k, v, f"credential {CREDENTIAL_PREFIX}{k}") for k, v in creds.items()}
+    # The host override lives in the state dir, which itself may come from a credential.
+    state_dir = cred_values.get("state_dir", values["state_dir"])
+    values.update(_yaml_file(Path(state_dir) / "agent.yaml"))
+    values.update(cred_values)
+    return AgentSettings(**values)
+
+
+def credentials_dir_from_env() -> Path | None:
+    value = os.environ.get("CREDENTIALS_DIRECTORY")
+    return Path(value) if value else None

@@ -1,0 +1,73 @@
+"""`berth publish` and `berth keys`: the release repository's verbs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+ROLES = ("root", "targets", "snapshot", "timestamp")
+
+
+def _threshold(text: str) -> tuple[str, int]:
+    role, _, count = text.partition("=")
+    if role not in ROLES or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected ROLE=N with ROLE one of {', '.join(ROLES)}, got {text!r}")
+    return role, int(count)
+
+
+def register(subparsers: Any) -> None:
+    publish = subparsers.add_parser("publish", help="sign a built release into a TUF repository")
+    publish.add_argument("artifact_dir", nargs="?", type=Path,
+                         help="a `berth build` output directory (<image_id>_<version>/)")
+    publish.add_argument("--repo", type=Path, required=True, help="repository directory (created if empty)")
+    publish.add_argument("--keys", type=Path, required=True, help="key directory from `berth keys init`")
+    publish.add_argument("--min-version", help="oldest version allowed to update straight to this one")
+    publish.add_argument("--withdraw", metavar="VERSION", help="mark a published release withdrawn")
+    publish.add_argument("--image-id", default="berth", help="image of --withdraw (default: berth)")
+    publish.add_argument("--refresh-timestamp", action="store_true",
+                         help="only re-sign the timestamp (run more often than it expires)")
+    publish.add_argument("--timestamp-days", type=int, help="timestamp lifetime in days (default 1)")
+    publish.add_argument("--frame-mib", type=int, default=8,
+                         help="MiB of root image per zstd frame: the agent resumes at frame boundaries")
+    publish.set_defaults(handler=_publish)
+
+    keys = subparsers.add_parser("keys", help="repository signing keys")
+    verbs = keys.add_subparsers(dest="keys_verb", metavar="VERB", required=True)
+    init = verbs.add_parser("init", help="make the keys of a new repository")
+    init.add_argument("--keys", type=Path, required=True, help="directory for the private keys")
+    init.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="ROLE=N",
+                      help="signatures a role needs (and keys made for it); default 1 each")
+    init.set_defaults(handler=_keys_init)
+
+
+def _publish(args: argparse.Namespace) -> int:
+    from cli.errors import UserError
+    from updater.repository import Repository
+
+    repo = Repository(args.repo, args.keys)
+    actions = [bool(args.artifact_dir), bool(args.withdraw), args.refresh_timestamp]
+    if sum(actions) != 1:
+        raise UserError("publish needs exactly one of ARTIFACT_DIR, --withdraw VERSION, --refresh-timestamp")
+    if args.refresh_timestamp:
+        repo.refresh_timestamp(args.timestamp_days)
+        print(f"re-signed {args.repo}/metadata/timestamp.json")
+    elif args.withdraw:
+        repo.withdraw(args.image_id, args.withdraw, args.timestamp_days)
+        print(f"withdrew {args.image_id} {args.withdraw}")
+    else:
+        release = repo.publish(args.artifact_dir, args.min_version, args.timestamp_days,
+                               args.frame_mib << 20, lambda step: print(f"publish: {step}", file=sys.stderr))
+        sizes = ", ".join(f"{a.target_path} {a.length >> 20} MiB" for a in release.artifacts.values())
+        print(f"published {release.image_id} {release.version}: {sizes}")
+    return 0
+
+
+def _keys_init(args: argparse.Namespace) -> int:
+    from updater.repository import init_keys
+
+    thresholds = {role: 1 for role in ROLES} | dict(args.threshold)
+    init_keys(args.keys, thresholds)
+    print(f"keys in {args.keys} (thresholds {thresholds}); keep root keys offline")
+    return 0

@@ -1,0 +1,267 @@
+"""The release repository on the build side: TUF metadata signed with python-tuf.
+
+`berth keys init` makes one key set (root, targets, snapshot, timestamp, each
+with its threshold of ed25519 keys); `berth publish` adds a built release as
+three targets (release.py's layout), withdraws one, or re-signs the timestamp.
+The repository uses consistent snapshots: metadata as <version>.<role>.json and
+targets as <sha256>.<name>, so a static server never serves a mixed state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cli.errors import UserError
+from updater.atomic import atomic_write
+from updater.release import (
+    ArtifactRole,
+    Release,
+    ReleaseArtifact,
+    release_custom,
+    releases_from_targets,
+    target_path,
+)
+from updater.wire import Version, WireError
+
+ROLES = ("root", "targets", "snapshot", "timestamp")
+EXPIRY_DAYS = {"root": 365, "targets": 90, "snapshot": 30, "timestamp": 1}
+# Input bytes per zstd frame: the agent can resume a download at any frame boundary.
+FRAME_BYTES = 8 << 20
+BUILD_FILES = {ArtifactRole.ROOT: "root.erofs", ArtifactRole.VERITY: "root.verity", ArtifactRole.UKI: "uki.efi"}
+_BLOCK = 4 << 20
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def init_keys(keys_dir: Path, thresholds: dict[str, int]) -> None:
+    """Make ``thresholds[role]`` ed25519 keys per role in ``keys_dir`` (private, mode 0600)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    if (keys_dir / "keys.json").exists():
+        raise UserError(f"{keys_dir}: already holds keys (keys.json); refusing to replace them")
+    keys_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(keys_dir, 0o700)
+    for role in ROLES:
+        for index in range(thresholds[role]):
+            pem = Ed25519PrivateKey.generate().private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            atomic_write(keys_dir / f"{role}-{index}.pem", pem, mode=0o600)
+    atomic_write(keys_dir / "keys.json", json.dumps({"thresholds": thresholds}, indent=1).encode())
+
+
+class Repository:
+    """A TUF repository directory (metadata/ and targets/) and the keys that sign it."""
+
+    def __init__(self, repo_dir: Path, keys_dir: Path, now: Callable[[], datetime] | None = None) -> None:
+        self.repo_dir, self.keys_dir = repo_dir, keys_dir
+        self.metadata_dir = repo_dir / "metadata"
+        self.targets_dir = repo_dir / "targets"
+        self.now = now or (lambda: datetime.now(UTC))
+        keys_file = keys_dir / "keys.json"
+        if not keys_file.is_file():
+            raise UserError(f"{keys_dir}: no keys.json; run `berth keys init --keys {keys_dir}` first")
+        self.thresholds: dict[str, int] = json.loads(keys_file.read_text())["thresholds"]
+        self.signers = {role: self._load_signers(role) for role in ROLES}
+
+    def _load_signers(self, role: str) -> list[Any]:
+        from cryptography.hazmat.primitives.serialization import load_pem_private_key
+        from securesystemslib.signer import CryptoSigner
+
+        paths = sorted(self.keys_dir.glob(f"{role}-*.pem"))
+        if len(paths) < self.thresholds[role]:
+            raise UserError(f"{self.keys_dir}: {len(paths)} {role} key(s), threshold {self.thresholds[role]}")
+        return [CryptoSigner(load_pem_private_key(p.read_bytes(), None)) for p in paths]
+
+    # ---- metadata files --------------------------------------------------------------
+
+    def _expiry(self, role: str, days: int | None = None) -> datetime:
+        return (self.now() + timedelta(days=EXPIRY_DAYS[role] if days is None else days)).replace(microsecond=0)
+
+    def _write(self, role: str, md: Any) -> None:
+        from tuf.api.serialization.json import JSONSerializer
+
+        md.signatures.clear()
+        for signer in self.signers[role]:
+            md.sign(signer, append=True)
+        data = md.to_bytes(JSONSerializer(compact=False))
+        if role == "timestamp":
+            atomic_write(self.metadata_dir / "timestamp.json", data)
+            return
+        atomic_write(self.metadata_dir / f"{md.signed.version}.{role}.json", data)
+        if role == "root":
+            atomic_write(self.metadata_dir / "root.json", data)
+
+    def _load(self, role: str) -> Any:
+        from tuf.api.metadata import Metadata
+
+        if role == "timestamp":
+            return Metadata.from_file(str(self.metadata_dir / "timestamp.json"))
+        versions = [int(p.name.split(".")[0]) for p in self.metadata_dir.glob(f"*.{role}.json")]
+        return Metadata.from_file(str(self.metadata_dir / f"{max(versions)}.{role}.json"))
+
+    def create(self) -> None:
+        """The first root/targets/snapshot/timestamp of an empty repository."""
+        from tuf.api.metadata import Metadata, Root, Targets
+
+        root = Root(expires=self._expiry("root"), consistent_snapshot=True)
+        for role in ROLES:
+            for signer in self.signers[role]:
+                root.add_key(signer.public_key, role)
+            root.roles[role].threshold = self.thresholds[role]
+        self._write("root", Metadata(root))
+        self._write("targets", Metadata(Targets(expires=self._expiry("targets"))))
+        self._commit(first=True)
+
+    def _commit(self, first: bool = False, timestamp_days: int | None = None) -> None:
+        """Point a new snapshot at the newest targets and a new timestamp at that snapshot."""
+        from tuf.api.metadata import Metadata, MetaFile, Snapshot
+
+        if first:
+            snapshot = Metadata(Snapshot(expires=self._expiry("snapshot")))
+        else:
+            snapshot = self._load("snapshot")
+            snapshot.signed.version += 1
+        snapshot.signed.meta["targets.json"] = MetaFile(version=self._load("targets").signed.version)
+        snapshot.signed.expires = self._expiry("snapshot")
+        self._write("snapshot", snapshot)
+        self.refresh_timestamp(timestamp_days, first=first)
+
+    def refresh_timestamp(self, days: int | None = None, first: bool = False) -> None:
+        """Re-sign the timestamp (expiring ``days`` from now): run it more often than it expires."""
+        from tuf.api.metadata import Metadata, MetaFile, Timestamp
+
+        if first:
+            timestamp = Metadata(Timestamp(expires=self._expiry("timestamp")))
+        else:
+            timestamp = self._load("timestamp")
+            timestamp.signed.version += 1
+        timestamp.signed.snapshot_meta = MetaFile(version=self._load("snapshot").signed.version)
+        timestamp.signed.expires = self._expiry("timestamp", days)
+        self._write("timestamp", timestamp)
+
+    def _update_targets(self, change: Callable[[Any], None], timestamp_days: int | None) -> None:
+        targets = self._load("targets")
+        change(targets.signed)
+        targets.signed.version += 1
+        targets.signed.expires = self._expiry("targets")
+        self._write("targets", targets)
+        self._commit(timestamp_days=timestamp_days)
+
+    def releases(self) -> list[Release]:
+        return releases_from_targets(self._load("targets").signed.to_dict())
+
+    # ---- releases ----------------------------------------------------------------------
+
+    def publish(self, artifact_dir: Path, min_version: str | None, timestamp_days: int | None = None,
+                frame_bytes: int = FRAME_BYTES, progress: Callable[[str], None] = lambda _: None) -> Release:
+        from tuf.api.metadata import TargetFile
+
+        if not (self.metadata_dir / "timestamp.json").exists():
+            self.create()
+        manifest = _read_manifest(artifact_dir)
+        image_id, version = str(manifest["image_id"]), str(manifest["version"])
+        if any(r.image_id == image_id and r.version == version for r in self.releases()):
+            raise UserError(f"{image_id} {version} is already published in {self.repo_dir}")
+        if min_version is not None:
+            _version_or_error(min_version, "--min-version")
+        artifacts = {}
+        for role, name in BUILD_FILES.items():
+            progress(f"adding {name}")
+            artifacts[role] = self._store_target(artifact_dir / name, target_path(image_id, version, role),
+                                                 role, manifest, frame_bytes)
+        release = Release(
+            image_id=image_id, version=version, roothash=str(manifest["roothash"]),
+            slot_size=int(manifest["slot_size"]), verity_slot_size=int(manifest["verity_slot_size"]),
+            min_version=min_version, withdrawn=False, artifacts=artifacts,
+        )
+
+        def add(signed: Any) -> None:
+            for role, artifact in artifacts.items():
+                signed.targets[artifact.target_path] = TargetFile(
+                    length=artifact.length, hashes={"sha256": artifact.sha256},
+                    path=artifact.target_path, unrecognized_fields={"custom": release_custom(release, role)},
+                )
+
+        progress("signing")
+        self._update_targets(add, timestamp_days)
+        return release
+
+    def _store_target(self, source: Path, path: str, role: ArtifactRole, manifest: dict[str, Any],
+                      frame_bytes: int) -> ReleaseArtifact:
+        installed_sha256 = _sha256(source)
+        if manifest["artifacts"].get(source.name, {}).get("sha256") != installed_sha256:
+            raise UserError(f"{source}: sha256 differs from manifest.json")
+        directory, _, name = path.rpartition("/")
+        (self.targets_dir / directory).mkdir(parents=True, exist_ok=True)
+        temp = self.targets_dir / directory / f".{name}.partial"
+        compression = "zstd" if role == ArtifactRole.ROOT else "none"
+        if compression == "zstd":
+            _compress_frames(source, temp, frame_bytes)
+        else:
+            shutil.copyfile(source, temp)
+        with open(temp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        sha256, length = _sha256(temp), temp.stat().st_size
+        # Consistent snapshot: the client asks for <sha256>.<name>.
+        os.replace(temp, self.targets_dir / directory / f"{sha256}.{name}")
+        return ReleaseArtifact(role, path, length, sha256, compression, source.stat().st_size, installed_sha256)
+
+    def withdraw(self, image_id: str, version: str, timestamp_days: int | None = None) -> None:
+        if not any(r.image_id == image_id and r.version == version for r in self.releases()):
+            raise UserError(f"{image_id} {version} is not published in {self.repo_dir}")
+
+        def mark(signed: Any) -> None:
+            for role in ArtifactRole:
+                target = signed.targets[target_path(image_id, version, role)]
+                target.unrecognized_fields["custom"]["berth"]["withdrawn"] = True
+
+        self._update_targets(mark, timestamp_days)
+
+
+def _version_or_error(text: str, what: str) -> Version:
+    try:
+        return Version.parse(text)
+    except WireError as error:
+        raise UserError(f"{what}: {error}") from None
+
+
+def _read_manifest(artifact_dir: Path) -> dict[str, Any]:
+    path = artifact_dir / "manifest.json"
+    if not path.is_file():
+        raise UserError(f"{artifact_dir}: no manifest.json (not a `berth build` output directory)")
+    manifest = json.loads(path.read_text())
+    for key in ("image_id", "version", "roothash", "slot_size", "verity_slot_size", "artifacts"):
+        if key not in manifest:
+            raise UserError(f"{path}: missing '{key}'")
+    _version_or_error(str(manifest["version"]), str(path))
+    for name in BUILD_FILES.values():
+        if not (artifact_dir / name).is_file():
+            raise UserError(f"{artifact_dir}: missing {name}")
+    if f"roothash={manifest['roothash']}".encode() not in (artifact_dir / "uki.efi").read_bytes():
+        raise UserError(f"{artifact_dir}/uki.efi: its command line lacks roothash={manifest['roothash']}")
+    return manifest
+
+
+def _compress_frames(source: Path, destination: Path, frame_bytes: int) -> None:
+    """zstd in independent frames of ``frame_bytes`` input each (plain `zstd -d` reads them too)."""
+    import zstandard
+
+    compressor = zstandard.ZstdCompressor(level=3)
+    with open(source, "rb") as reader, open(destination, "wb") as writer:
+        while block := reader.read(frame_bytes):
+            writer.write(compressor.compress(block))
