@@ -34,7 +34,7 @@ def cache_dir() -> Path:
 
 def _host_key(binary: str) -> str:
     """What the verdict depends on: QEMU build, host kernel, CPU model."""
-    version = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+    version = subprocess.run([binary, "--version"], check=False, capture_output=True, text=True).stdout
     cpu = ""
     try:
         cpu = next(

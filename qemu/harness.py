@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 from qemu.accel import choose_accel
 from qemu.console import ConsoleLog, tail
@@ -204,7 +205,7 @@ class VM:
         self.stop()
         self._runtime.cleanup()
 
-    def __enter__(self) -> VM:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(

@@ -45,6 +45,17 @@ class Console(enum.Enum):
     STDIO = "stdio"  # the user's terminal, with QEMU's monitor on ctrl-a c
 
 
+def parse_port_pair(text: str) -> tuple[int, int]:
+    """``"A:B"`` as two TCP port numbers."""
+    first, sep, second = text.partition(":")
+    if not sep or not first.isdigit() or not second.isdigit():
+        raise ValueError(f"expected PORT:PORT, got {text!r}")
+    ports = int(first), int(second)
+    if not all(0 < port < 65536 for port in ports):
+        raise ValueError(f"port out of range in {text!r}")
+    return ports
+
+
 @dataclass(frozen=True)
 class Forward:
     """A host 127.0.0.1 TCP port forwarded to a guest port."""
@@ -54,14 +65,8 @@ class Forward:
 
     @classmethod
     def parse(cls, text: str) -> Forward:
-        host, sep, guest = text.partition(":")
-        if not sep or not host.isdigit() or not guest.isdigit():
-            raise ValueError(f"forward must be HOST_PORT:GUEST_PORT, got {text!r}")
-        forward = cls(int(host), int(guest))
-        for port in (forward.host_port, forward.guest_port):
-            if not 0 < port < 65536:
-                raise ValueError(f"port out of range in {text!r}")
-        return forward
+        """``"HOST:GUEST"``."""
+        return cls(*parse_port_pair(text))
 
 
 @dataclass(frozen=True)

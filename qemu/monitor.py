@@ -59,7 +59,7 @@ class Monitor:
     def close(self) -> None:
         try:
             self._run(self._client.disconnect())
-        except (QMPError, OSError, asyncio.TimeoutError):
+        except (QMPError, OSError, TimeoutError):
             pass
         finally:
             self._loop.close()

@@ -52,7 +52,7 @@ class SshTarget:
     ) -> subprocess.CompletedProcess[str]:
         """Run a shell command line in the guest; stdout/stderr come back as text."""
         result = subprocess.run(
-            self.argv(command), input=input, capture_output=True, timeout=timeout
+            self.argv(command), check=False, input=input, capture_output=True, timeout=timeout
         )
         completed = subprocess.CompletedProcess(
             result.args, result.returncode,
@@ -69,7 +69,8 @@ class SshTarget:
         """Copy a host file into the guest (streamed through ssh; needs no sftp server)."""
         with local.open("rb") as source:
             result = subprocess.run(
-                self.argv(f"cat > '{remote}'"), stdin=source, capture_output=True, timeout=timeout
+                self.argv(f"cat > '{remote}'"),
+                check=False, stdin=source, capture_output=True, timeout=timeout,
             )
         if result.returncode != 0:
             raise GuestCommandError(

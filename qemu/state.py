@@ -35,7 +35,8 @@ def resolve_disk(artifact: Path) -> Path:
 
 def _image_format(path: Path) -> str:
     info = subprocess.run(
-        ["qemu-img", "info", "--output=json", str(path)], capture_output=True, text=True
+        ["qemu-img", "info", "--output=json", str(path)],
+        check=False, capture_output=True, text=True,
     )
     if info.returncode != 0:
         raise UserError(f"{path} is not a disk image QEMU can read: {info.stderr.strip()}")

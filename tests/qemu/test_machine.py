@@ -1,0 +1,114 @@
+"""The QEMU command line a berth VM gets: isolation, forwards, credentials, firmware."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from pathlib import Path
+
+import pytest
+
+from qemu.machine import (
+    HOST_SERVICES_ADDRESS,
+    OVMF_CODE,
+    Accel,
+    Console,
+    Forward,
+    Machine,
+    qemu_command,
+    smbios_credential,
+)
+
+
+def machine(**overrides: object) -> Machine:
+    fields: dict[str, object] = {
+        "disk": Path("/vm/disk.qcow2"),
+        "efi_vars": Path("/vm/efivars.fd"),
+        "accel": Accel.TCG,
+        "system_uuid": uuid.UUID("12345678-1234-5678-1234-567812345678"),
+        "serial_log": Path("/vm/serial.log"),
+        "qmp_socket": Path("/run/vm/qmp.sock"),
+    }
+    fields.update(overrides)
+    return Machine(**fields)  # type: ignore[arg-type]
+
+
+def option(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, arg in enumerate(argv) if arg == flag]
+
+
+def test_network_is_restricted_and_forwards_bind_loopback_only() -> None:
+    argv = qemu_command(machine(forwards=(Forward(2222, 22), Forward(8443, 443)), host_services={80: 8080}))
+    (netdev,) = option(argv, "-netdev")
+    parts = netdev.split(",")
+    assert parts[0] == "user" and "restrict=on" in parts
+    assert "hostfwd=tcp:127.0.0.1:2222-:22" in parts
+    assert "hostfwd=tcp:127.0.0.1:8443-:443" in parts
+    (guestfwd,) = [p for p in parts if p.startswith("guestfwd=")]
+    assert guestfwd == f"guestfwd=tcp:{HOST_SERVICES_ADDRESS}:80-cmd:socat STDIO TCP:127.0.0.1:8080"
+
+
+def test_credentials_round_trip_through_smbios_base64() -> None:
+    value = b"ssh-ed25519 AAAA,with=commas and\nnewline"
+    argv = qemu_command(machine(credentials={"ssh.authorized_keys.root": value, "berth.group": b"canary"}))
+    smbios = option(argv, "-smbios")
+    assert len(smbios) == 2
+    decoded = {}
+    for arg in smbios:
+        assert arg.startswith("type=11,value=io.systemd.credential.binary:")
+        name, _, encoded = arg.removeprefix("type=11,value=io.systemd.credential.binary:").partition("=")
+        assert "," not in encoded  # QEMU's option parser would split there
+        decoded[name] = base64.b64decode(encoded)
+    assert decoded == {"ssh.authorized_keys.root": value, "berth.group": b"canary"}
+
+
+@pytest.mark.parametrize("name", ["", "a=b", "a,b", "a/b"])
+def test_bad_credential_names_are_refused(name: str) -> None:
+    with pytest.raises(ValueError):
+        smbios_credential(name, b"x")
+
+
+def test_firmware_is_shared_read_only_and_variables_are_the_vms_own() -> None:
+    argv = qemu_command(machine())
+    pflash = [d for d in option(argv, "-drive") if d.startswith("if=pflash")]
+    assert pflash == [
+        f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+        "if=pflash,format=raw,file=/vm/efivars.fd",
+    ]
+    assert option(argv, "-uuid") == ["12345678-1234-5678-1234-567812345678"]
+
+
+def test_accelerator_choice_picks_cpu_model() -> None:
+    assert qemu_command(machine(accel=Accel.TCG))[3:7] == ["-accel", "tcg", "-cpu", "max"]
+    assert qemu_command(machine(accel=Accel.KVM))[3:7] == ["-accel", "kvm", "-cpu", "host"]
+
+
+def test_disks_by_format_and_boot_order() -> None:
+    argv = qemu_command(machine(data_disk=Path("/data.raw")))
+    drives = [d for d in option(argv, "-drive") if not d.startswith("if=pflash")]
+    assert drives == [
+        "if=none,id=disk0,file=/vm/disk.qcow2,format=qcow2,discard=unmap",
+        "if=none,id=disk1,file=/data.raw,format=raw,discard=unmap",
+    ]
+    assert "virtio-blk-pci,drive=disk0,bootindex=1" in option(argv, "-device")
+
+
+def test_console_goes_to_log_or_terminal() -> None:
+    logged = qemu_command(machine())
+    assert option(logged, "-chardev") == ["file,id=serial0,path=/vm/serial.log"]
+    assert option(logged, "-serial") == ["chardev:serial0"]
+    assert option(logged, "-qmp") == ["unix:/run/vm/qmp.sock,server=on,wait=off"]
+    interactive = qemu_command(machine(console=Console.STDIO, qmp_socket=None))
+    assert "-nographic" in interactive and "-chardev" not in interactive
+    with pytest.raises(ValueError):
+        qemu_command(machine(serial_log=None))
+
+
+@pytest.mark.parametrize("text", ["22", "a:22", "0:22", "2222:70000", ":22"])
+def test_forward_syntax_errors(text: str) -> None:
+    with pytest.raises(ValueError):
+        Forward.parse(text)
+
+
+def test_forward_parses_host_then_guest() -> None:
+    assert Forward.parse("2222:22") == Forward(host_port=2222, guest_port=22)
