@@ -13,6 +13,9 @@ from typing import Any
 
 from qemu.qmp import ConnectError, QMPClient, QMPError
 
+# What talking to a QEMU that is going or gone raises.
+_GONE = (QMPError, EOFError, OSError, TimeoutError)
+
 
 class Monitor:
     def __init__(self, socket_path: Path, timeout: float = 30.0) -> None:
@@ -53,13 +56,13 @@ class Monitor:
         """Stop QEMU now (the disk image stays consistent; the guest is not asked)."""
         try:
             self.execute("quit")
-        except (QMPError, EOFError, ConnectionError):
+        except _GONE:
             pass  # QEMU may close the socket before it answers
 
     def close(self) -> None:
         try:
             self._run(self._client.disconnect())
-        except (QMPError, OSError, TimeoutError):
-            pass
+        except _GONE:
+            pass  # a QEMU that quit has closed its end already
         finally:
             self._loop.close()
