@@ -17,64 +17,29 @@ import asyncio
 import contextlib
 import json
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from updater.fleet.pgcluster import postgres_cluster  # noqa: E402
-from updater.fleet.synthetic import synthetic_release, write_targets  # noqa: E402
+from updater.fleet.launch import running_server, write_config
+from updater.fleet.pgcluster import postgres_cluster
+from updater.fleet.synthetic import synthetic_release, write_targets
 
-POLICY = """
-repository: repo
-admin_token: bench
-groups:
-  default:
-    max_concurrent_reboots: 100000
-    rate: {max_updates: 1000000, period: 1h}
-    waves: [{after: 0s, percent: 5}, {after: 30d, percent: 100}]
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextlib.contextmanager
-def running_server(workdir: Path, db: str, workers: int) -> Iterator[int]:
-    (workdir / "fleet.yaml").write_text(POLICY)
-    write_targets(workdir / "repo", [synthetic_release("1.0.0"), synthetic_release("1.1.0")])
-    port = free_port()
-    log = (workdir / "serve.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "serve", "--config", str(workdir / "fleet.yaml"),
-         "--db", db, "--port", str(port), "--workers", str(workers)],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                    break
-            time.sleep(0.2)
-        else:
-            raise SystemExit(f"server did not start, see {workdir / 'serve.log'}")
-        yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+POLICY = {
+    "repository": "repo",
+    "groups": {"default": {
+        "max_concurrent_reboots": 100_000,
+        "rate": {"max_updates": 1_000_000, "period": "1h"},
+        # A release in rollout: 5 % of the hosts may start, the rest wait for their wave.
+        "waves": [{"after": "0s", "percent": 5}, {"after": "30d", "percent": 100}],
+    }},
+}
 
 
 def _request(method: str, path: str, body: dict | None = None, headers: str = "") -> bytes:
@@ -153,9 +118,11 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        db = (stack.enter_context(postgres_cluster(workdir / "pg")) if args.postgres
+        db = (stack.enter_context(postgres_cluster()) if args.postgres
               else f"sqlite:///{workdir}/fleet.sqlite3")
-        port = stack.enter_context(running_server(workdir, db, args.workers))
+        write_targets(workdir / "repo", [synthetic_release("1.0.0"), synthetic_release("1.1.0")])
+        server = stack.enter_context(running_server(write_config(workdir, POLICY), db, workers=args.workers))
+        port = int(server.url.rsplit(":", 1)[1])
         backend = "PostgreSQL" if args.postgres else "SQLite"
         print(f"berth serve, {backend}, {args.workers} worker(s), {args.connections} connections,"
               f" {args.seconds:g} s per scenario, fleet of {args.fleet} node ids")

@@ -13,12 +13,13 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from cli.errors import UserError
+from updater.fleet.launch import free_port
 
 
 def _bin_dir() -> Path:
@@ -28,28 +29,18 @@ def _bin_dir() -> Path:
     return Path(found[-1]).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
-def postgres_cluster(directory: Path) -> Iterator[str]:
-    """Start a cluster in ``directory`` (created), yield its URL, stop and delete it after."""
+def postgres_cluster() -> Iterator[str]:
+    """Start a cluster in a new directory under /tmp, yield its URL, stop and delete it after."""
     bin_dir = _bin_dir()
-    directory.mkdir(parents=True, exist_ok=True)
+    # Directly under /tmp, so the postgres user can reach it when we run as root.
+    directory = Path(tempfile.mkdtemp(prefix="berth-pg-"))
     as_user: list[str] = []
     if os.geteuid() == 0:
         user = pwd.getpwnam("postgres")
         os.chown(directory, user.pw_uid, user.pw_gid)
-        # The postgres user must be able to reach the directory through its parents.
-        for parent in directory.parents:
-            if parent == Path("/"):
-                break
-            os.chmod(parent, os.stat(parent).st_mode | 0o011)
         as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = directory / "data", _free_port()
+    data, port = directory / "data", free_port()
     log = directory / "postgres.log"
     subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
                     "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
@@ -61,5 +52,5 @@ def postgres_cluster(directory: Path) -> Iterator[str]:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True)
+                       capture_output=True, check=False)
         shutil.rmtree(directory, ignore_errors=True)

@@ -72,7 +72,7 @@ def window_open(windows: Iterable[Window], timezone: str, now: float) -> bool:
     local = datetime.fromtimestamp(now, ZoneInfo(timezone))
     for window in windows:
         # A window may run past midnight, so yesterday's opening can still cover now.
-        for days_back in range(0, 1 + int(window.duration_s // 86400) + 1):
+        for days_back in range(1 + int(window.duration_s // 86400) + 1):
             day = local.date() - timedelta(days=days_back)
             if day.weekday() not in window.days:
                 continue

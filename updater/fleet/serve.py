@@ -16,7 +16,7 @@ def _check_db(db_url: str) -> None:
 
     try:
         Store(db_url).close()
-    except Exception as error:  # sqlite3 / psycopg errors: any is the user's to fix
+    except Exception as error:  # noqa: BLE001 - sqlite3/psycopg/OS errors alike are the user's to fix
         raise UserError(f"cannot open database {db_url}: {error}") from None
 
 
@@ -30,8 +30,8 @@ def serve(config: Path | None, db_url: str, host: str, port: int, workers: int, 
     _check_db(db_url)
     print(f"berth serve: http://{host}:{port} repository {settings.repository} database {db_url}"
           f" groups {', '.join(settings.groups)}{' (test clock)' if test_clock else ''}", flush=True)
-    options = dict(host=host, port=port, http="httptools", loop="uvloop", access_log=False,
-                   log_level="warning", timeout_keep_alive=30, backlog=4096)
+    options = {"host": host, "port": port, "http": "httptools", "loop": "uvloop", "access_log": False,
+                   "log_level": "warning", "timeout_keep_alive": 30, "backlog": 4096}
     if workers <= 1:
         from updater.fleet.app import create_app
 

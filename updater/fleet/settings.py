@@ -279,7 +279,7 @@ def parse_settings(data: Any, base_dir: Path) -> FleetSettings:
     _check_no_cycle(groups)
     repository = Path(raw["repository"])
     return FleetSettings(
-        repository=repository if repository.is_absolute() else base_dir / repository,
+        repository=(base_dir / repository).resolve(),
         admin_token=raw["admin_token"],
         poll_interval_s=max(1, int(raw["poll_interval"])),
         update_timeout_s=raw["update_timeout"],

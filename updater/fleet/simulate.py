@@ -18,7 +18,6 @@ import contextlib
 import json
 import random
 import secrets
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,6 +33,7 @@ import requests
 
 from cli.errors import UserError
 from updater.client import FleetClient, LockDenied
+from updater.fleet.launch import running_server, write_config
 from updater.fleet.settings import FleetSettings, SettingsError, load_settings, parse_duration
 from updater.fleet.synthetic import synthetic_release, write_targets
 from updater.wire import Report, ReportEvent
@@ -282,44 +282,17 @@ def check_ordering(summary: dict[str, Any], settings: FleetSettings) -> list[str
 
 @contextlib.contextmanager
 def simulated_server(policy: Path, workdir: Path, db: str | None, workers: int) -> Iterator[tuple[str, str, Path]]:
-    """`berth serve --test-clock` on a free port with this policy; yields (url, admin token, repository)."""
+    """`berth serve --test-clock` with this policy; yields (url, admin token, repository)."""
     import yaml
-
-    from updater.fleet.pgcluster import _free_port
 
     data = yaml.safe_load(policy.read_text()) or {}
     token = secrets.token_hex(16)
     repository = workdir / "repo"
     data.update(repository=str(repository), admin_token=token)
-    config = workdir / "fleet.yaml"
-    config.write_text(yaml.safe_dump(data))
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    log = workdir / "serve.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--config", str(config), "--port", str(port),
-             "--db", db or f"sqlite:///{workdir / 'fleet.sqlite3'}", "--workers", str(workers),
-             "--test-clock"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2],
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(requests.RequestException):
-                if requests.get(url + "/healthz", timeout=1).ok:
-                    break
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise UserError(f"berth serve did not start: {log.read_text()[-500:]}")
-            time.sleep(0.1)
-        yield url, token, repository
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    config = write_config(workdir, data)
+    db = db or f"sqlite:///{workdir / 'fleet.sqlite3'}"
+    with running_server(config, db, workers=workers, test_clock=True) as server:
+        yield server.url, token, repository
 
 
 def _split(text: str, settings: FleetSettings, hosts: int) -> dict[str, int]:
@@ -357,10 +330,10 @@ def run_cli(args: argparse.Namespace) -> int:
         )
     except (SettingsError, ValueError) as error:
         raise UserError(str(error)) from None
-    with tempfile.TemporaryDirectory(prefix="berth-simulate-") as tmp:
-        with simulated_server(args.policy, Path(tmp), args.db, args.workers) as (url, token, repository):
-            print(f"simulating {sum(plan.split.values())} hosts {plan.split} against {url}")
-            summary = Simulation(plan, url, token, settings).run(repository, progress=sys.stdout.isatty())
+    with (tempfile.TemporaryDirectory(prefix="berth-simulate-") as tmp,
+          simulated_server(args.policy, Path(tmp), args.db, args.workers) as (url, token, repository)):
+        print(f"simulating {sum(plan.split.values())} hosts {plan.split} against {url}")
+        summary = Simulation(plan, url, token, settings).run(repository, progress=sys.stdout.isatty())
     summary["violations"] += check_ordering(summary, settings)
     text = json.dumps(summary, indent=2)
     print(text)
