@@ -1,0 +1,341 @@
+"""A host on files: a real GPT disk image with A/B slots, an ESP directory, a TUF
+repository published with `berth publish` and served over HTTP on 127.0.0.1,
+and a model of systemd-boot that says which slot the host would boot.
+
+The ESP is a plain directory: the kernel here cannot mount vfat, and the agent
+only sees the ESP through its mount point anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cmp_to_key
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import yaml
+
+from updater.repository import Repository, init_keys
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SLOT_SIZE = 16 << 20
+VERITY_SLOT_SIZE = 1 << 20
+TYPES = {
+    "esp": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+    "root": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
+    "verity": "2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5",
+    "var": "4D21B016-B534-45C2-A9FB-5C16E091FD2D",
+}
+
+
+# ---- releases ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BuiltRelease:
+    version: str
+    directory: Path
+    roothash: str
+    uki_sha256: str
+
+
+def build_release(out: Path, version: str, blob_bytes: int = 5 << 20) -> BuiltRelease:
+    """A small real release: erofs root, real dm-verity tree, a stand-in UKI, manifest.json."""
+    directory = out / f"berth_{version}"
+    src = out / f"src-{version}"
+    (src / "usr/lib").mkdir(parents=True)
+    (src / "usr/lib/os-release").write_text(f"IMAGE_ID=berth\nIMAGE_VERSION={version}\n")
+    (src / "blob").write_bytes(os.urandom(blob_bytes // 2) + bytes(blob_bytes // 2))
+    directory.mkdir(parents=True)
+    subprocess.run(["mkfs.erofs", "--quiet", "-T0", str(directory / "root.erofs"), str(src)], check=True)
+    out_text = subprocess.run(
+        ["veritysetup", "format", str(directory / "root.erofs"), str(directory / "root.verity")],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    roothash = re.search(r"Root hash:\s+([0-9a-f]{64})", out_text)[1]  # type: ignore[index]
+    # A stand-in for a UKI: what matters to the boot path is its .cmdline (roothash=).
+    uki = b"MZ" + bytes(510) + f".cmdline\0roothash={roothash} console=ttyS0\0".encode() + os.urandom(4096)
+    (directory / "uki.efi").write_bytes(uki)
+    artifacts = {
+        name: {"size": (directory / name).stat().st_size,
+               "sha256": hashlib.sha256((directory / name).read_bytes()).hexdigest()}
+        for name in ("root.erofs", "root.verity", "uki.efi")
+    }
+    manifest = {"image_id": "berth", "version": version, "engine": "docker", "roothash": roothash,
+                "slot_size": SLOT_SIZE, "verity_slot_size": VERITY_SLOT_SIZE,
+                "artifacts": artifacts, "packages": []}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    shutil.rmtree(src)
+    return BuiltRelease(version, directory, roothash, artifacts["uki.efi"]["sha256"])
+
+
+@pytest.fixture(scope="session")
+def releases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuiltRelease]:
+    out = tmp_path_factory.mktemp("releases")
+    return {v: build_release(out, v) for v in ("1.0", "1.1", "1.2")}
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    keys = tmp_path_factory.mktemp("keys") / "keys"
+    init_keys(keys, {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 1})
+    return keys
+
+
+def publish(repo_dir: Path, keys: Path, release: BuiltRelease, *extra: str) -> None:
+    """Through the real CLI, as an operator would."""
+    berth(["publish", str(release.directory), "--repo", str(repo_dir), "--keys", str(keys),
+           "--frame-mib", "1", *extra])
+
+
+def berth(args: list[str], env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO_ROOT, text=True,
+                          capture_output=True, check=check, env={**os.environ, **(env or {})}, timeout=300)
+
+
+# ---- HTTP ----------------------------------------------------------------------------
+
+
+@dataclass
+class Server:
+    root: Path
+    url: str
+    # path suffix -> bytes to send before dropping the connection (a server that stops)
+    cut_after: dict[str, int] = field(default_factory=dict)
+    log: list[str] = field(default_factory=list)
+    bytes_sent: int = 0
+
+
+def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            server.log.append(self.path)
+            path = (server.root / self.path.lstrip("/")).resolve()
+            if not path.is_file() or server.root.resolve() not in path.parents:
+                self.send_error(404)
+                return
+            data = path.read_bytes()
+            start = 0
+            match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+            if match:
+                start = int(match[1])
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            else:
+                self.send_response(200)
+            body = data[start:]
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            cut = next((n for suffix, n in server.cut_after.items() if self.path.endswith(suffix)), None)
+            if cut is not None:
+                del server.cut_after[next(s for s in server.cut_after if self.path.endswith(s))]
+                body = body[:cut]
+            self.wfile.write(body)
+            server.bytes_sent += len(body)
+            if cut is not None:
+                self.close_connection = True
+
+    return Handler
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    root = tmp_path / "served"
+    root.mkdir()
+    state = Server(root, "")
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+# ---- the disk and systemd-boot -------------------------------------------------------
+
+
+def sfdisk_json(disk: Path) -> list[dict]:
+    out = subprocess.run(["sfdisk", "--json", str(disk)], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)["partitiontable"]["partitions"]
+
+
+def make_disk(path: Path, first: BuiltRelease) -> None:
+    """GPT as the builder lays it out: ESP, root A + verity A (holding ``first``), empty B, var."""
+    rh = first.roothash
+    lines = [
+        "label: gpt",
+        f"size=8MiB, type={TYPES['esp']}, name=esp",
+        f"size=16MiB, type={TYPES['root']}, name=berth_{first.version}, uuid={uuid.UUID(rh[:32])}",
+        f"size=1MiB, type={TYPES['verity']}, name=berth_{first.version}_verity, uuid={uuid.UUID(rh[32:])}",
+        f"size=16MiB, type={TYPES['root']}, name=_empty",
+        f"size=1MiB, type={TYPES['verity']}, name=_empty",
+        f"size=4MiB, type={TYPES['var']}, name=var",
+    ]
+    with open(path, "wb") as handle:
+        handle.truncate(48 << 20)
+    subprocess.run(["sfdisk", "--quiet", str(path)], input="\n".join(lines) + "\n", text=True, check=True)
+    parts = sfdisk_json(path)
+    with open(path, "r+b") as handle:
+        for part, name in ((parts[1], "root.erofs"), (parts[2], "root.verity")):
+            handle.seek(part["start"] * 512)
+            handle.write((first.directory / name).read_bytes())
+
+
+_ENTRY = re.compile(r"^(?P<id>.+)_(?P<ver>[0-9.]+?)(?:\+(?P<left>\d+)(?:-(?P<done>\d+))?)?\.efi$")
+
+
+def _menu_key(name: str) -> tuple[bool, list[int], int, int]:
+    m = _ENTRY.match(name)
+    assert m, name
+    left = int(m["left"]) if m["left"] is not None else -1
+    return (left == 0, [-int(p) for p in m["ver"].split(".")], -left, int(m["done"] or 0))
+
+
+def systemd_boot_menu(esp: Path) -> list[str]:
+    """Entries in systemd-boot's order (sd-boot's boot_entry_compare for same-IMAGE_ID UKIs):
+    no tries left sorts last, then newest version first, then more tries left, fewer done."""
+    names = [p.name for p in (esp / "EFI/Linux").iterdir() if p.name.endswith(".efi")]
+    return sorted(names, key=cmp_to_key(lambda a, b: (_menu_key(a) > _menu_key(b)) - (_menu_key(a) < _menu_key(b))))
+
+
+@dataclass
+class Host:
+    """A host on files: what the agent reads, and what the firmware would boot."""
+
+    root: Path
+    disk: Path
+    esp: Path
+    state_dir: Path
+    releases: dict[str, BuiltRelease]
+    reboots: Path
+
+    def settings(self, **values: object) -> None:
+        config = self.root / "etc/berth/agent.yaml"
+        current = yaml.safe_load(config.read_text()) if config.exists() else {}
+        config.write_text(yaml.safe_dump({**current, **values}))
+
+    def agent(self, *args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = berth(["agent", "--host-root", str(self.root), *args], env=env, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"agent exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    def state(self) -> dict:
+        path = self.state_dir / "state.json"
+        return json.loads(path.read_text()) if path.exists() else {"state": "idle", "bad_versions": []}
+
+    def entries(self) -> list[str]:
+        return systemd_boot_menu(self.esp)
+
+    def booted_version(self) -> str:
+        text = (self.root / "etc/os-release").read_text()
+        return re.search(r"IMAGE_VERSION=(\S+)", text)[1]  # type: ignore[index]
+
+    def verified_boot(self) -> str:
+        """The version systemd-boot would boot now, after checking it is a whole, verified slot."""
+        menu = self.entries()
+        assert menu, "no boot entry at all"
+        chosen = self.esp / "EFI/Linux" / menu[0]
+        uki = chosen.read_bytes()
+        assert hashlib.sha256(uki).hexdigest() in {r.uki_sha256 for r in self.releases.values()}, chosen
+        roothash = re.search(rb"roothash=([0-9a-f]{64})", uki)[1].decode()  # type: ignore[index]
+        parts = {p["uuid"].lower(): p for p in sfdisk_json(self.disk)}
+        root = parts.get(str(uuid.UUID(roothash[:32])))
+        verity = parts.get(str(uuid.UUID(roothash[32:])))
+        assert root and verity, f"{chosen.name}: no partitions carry the UUIDs of its root hash"
+        assert root["type"] == TYPES["root"] and verity["type"] == TYPES["verity"]
+        scratch = self.root.parent / "verify"
+        scratch.mkdir(exist_ok=True)
+        with open(self.disk, "rb") as handle:
+            for part, name in ((root, "root"), (verity, "verity")):
+                handle.seek(part["start"] * 512)
+                (scratch / name).write_bytes(handle.read(part["size"] * 512))
+        subprocess.run(["veritysetup", "verify", str(scratch / "root"), str(scratch / "verity"), roothash],
+                       check=True, capture_output=True)
+        version = _ENTRY.match(chosen.name)["ver"]  # type: ignore[index]
+        assert root["name"] == f"berth_{version}"
+        return version
+
+    def boot(self) -> str:
+        """Power on: systemd-boot counts the chosen entry down and boots it."""
+        version = self.verified_boot()
+        name = self.entries()[0]
+        m = _ENTRY.match(name)
+        assert m
+        if m["left"] is not None and int(m["left"]) > 0:
+            renamed = f"{m['id']}_{m['ver']}+{int(m['left']) - 1}-{int(m['done'] or 0) + 1}.efi"
+            (self.esp / "EFI/Linux" / name).rename(self.esp / "EFI/Linux" / renamed)
+        self._set_booted(self.releases[version])
+        return version
+
+    def bless(self) -> None:
+        """systemd-bless-boot after boot-complete.target: drop the counter of the booted entry."""
+        version = self.booted_version()
+        for name in self.entries():
+            m = _ENTRY.match(name)
+            if m and m["ver"] == version and m["left"] is not None:
+                (self.esp / "EFI/Linux" / name).rename(self.esp / "EFI/Linux" / f"{m['id']}_{version}.efi")
+
+    def _set_booted(self, release: BuiltRelease) -> None:
+        (self.root / "proc/cmdline").write_text(f"roothash={release.roothash} console=ttyS0\n")
+        (self.root / "etc/os-release").write_text(f"IMAGE_ID=berth\nIMAGE_VERSION={release.version}\n")
+
+    def rebooted(self) -> int:
+        return len(self.reboots.read_text().splitlines()) if self.reboots.exists() else 0
+
+
+@pytest.fixture(scope="session")
+def base_disk(tmp_path_factory: pytest.TempPathFactory, releases: dict[str, BuiltRelease]) -> Path:
+    path = tmp_path_factory.mktemp("disk") / "disk.raw"
+    make_disk(path, releases["1.0"])
+    return path
+
+
+@pytest.fixture
+def publish_release(keys_dir: Path, server: Server, releases: dict[str, BuiltRelease]):  # noqa: ANN201
+    """publish_release("1.2", *flags): `berth publish` a built release into the served repository."""
+    return lambda version, *extra: publish(server.root / "repo", keys_dir, releases[version], *extra)
+
+
+@pytest.fixture
+def repo(tmp_path: Path, keys_dir: Path, server: Server, releases: dict[str, BuiltRelease]) -> Path:
+    """A repository with 1.0 and 1.1, served at <server.url>/repo."""
+    repo_dir = server.root / "repo"
+    for version in ("1.0", "1.1"):
+        publish(repo_dir, keys_dir, releases[version])
+    return repo_dir
+
+
+@pytest.fixture
+def host(tmp_path: Path, base_disk: Path, releases: dict[str, BuiltRelease], server: Server, repo: Path) -> Host:
+    root = tmp_path / "host"
+    for directory in ("proc", "etc/berth", "esp/EFI/Linux", "var/lib/berth"):
+        (root / directory).mkdir(parents=True)
+    disk = tmp_path / "disk.raw"
+    shutil.copyfile(base_disk, disk)
+    (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
+    shutil.copyfile(releases["1.0"].directory / "uki.efi", root / "esp/EFI/Linux/berth_1.0.efi")
+    shutil.copyfile(repo / "metadata/root.json", root / "etc/berth/tuf-root.json")
+    h = Host(root, disk, root / "esp", root / "var/lib/berth", releases, tmp_path / "reboots")
+    h._set_booted(releases["1.0"])
+    h.settings(
+        repo_url=f"{server.url}/repo", state_dir=str(h.state_dir), esp=str(h.esp), disk=str(disk),
+        trusted_root=str(root / "etc/berth/tuf-root.json"), poll_interval_s=1, bless_timeout_s=3600,
+        reboot_command=f"sh -c 'echo reboot >> {h.reboots}'",
+    )
+    return h

@@ -1,0 +1,76 @@
+"""A whole update on a host on files, over real HTTP with real TUF metadata:
+stage, reboot, bless, clean up; and a failed boot that systemd-boot falls back from."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+Host = Server = Any  # fixtures from conftest.py
+
+
+def test_update_stages_new_version_with_tries_and_reboots(host: Host, server: Server) -> None:
+    assert host.verified_boot() == "1.0"
+    host.agent("run", "--once")
+    assert host.state()["state"] == "rebooting"
+    assert host.rebooted() == 1
+    # The new entry boots first with 3 tries; the blessed 1.0 entry stays as the fallback.
+    assert host.entries() == ["berth_1.1+3.efi", "berth_1.0.efi"]
+    assert host.verified_boot() == "1.1"
+    status = json.loads(host.agent("status", "--json").stdout)
+    assert status["slots"]["b"]["version"] == "1.1" and status["booted"]["slot"] == "a"
+    # Streamed, not staged: nothing big lands on /var, and every target byte came over once.
+    assert all(p.stat().st_size < 64 << 10 for p in host.state_dir.rglob("*") if p.is_file())
+    targets = sum(p.stat().st_size for p in (server.root / "repo/targets/berth/1.1").iterdir())
+    assert targets < server.bytes_sent < targets + (64 << 10)
+
+
+def test_blessed_boot_finishes_the_update(host: Host) -> None:
+    host.agent("run", "--once")
+    assert host.boot() == "1.1"
+    assert host.entries() == ["berth_1.1+2-1.efi", "berth_1.0.efi"]
+    host.agent("run", "--once")  # health checks still running: the agent waits
+    assert host.state()["state"] == "rebooting" and host.rebooted() == 1
+    host.bless()
+    host.agent("run", "--once")
+    assert host.state()["state"] == "idle"
+    assert host.entries() == ["berth_1.1.efi", "berth_1.0.efi"]
+    status = json.loads(host.agent("status", "--json").stdout)
+    assert status["booted"] == {"version": "1.1", "slot": "b", "roothash": host.releases["1.1"].roothash}
+
+
+def test_next_update_reuses_the_old_slot_and_drops_its_entry(host: Host, publish_release: Any) -> None:
+    host.agent("run", "--once")
+    host.boot()
+    host.bless()
+    host.agent("run", "--once")
+    publish_release("1.2")
+    host.agent("run", "--once")
+    assert host.entries() == ["berth_1.2+3.efi", "berth_1.1.efi"]
+    assert host.verified_boot() == "1.2"
+    status = json.loads(host.agent("status", "--json").stdout)
+    assert status["slots"]["a"]["version"] == "1.2" and status["booted"]["slot"] == "b"
+
+
+def test_failed_boots_fall_back_and_the_version_is_never_taken_again(host: Host) -> None:
+    host.agent("run", "--once")
+    for attempt in range(3):  # 1.1 never reaches boot-complete.target
+        assert host.boot() == "1.1", attempt
+    assert host.entries() == ["berth_1.0.efi", "berth_1.1+0-3.efi"]
+    assert host.boot() == "1.0"  # systemd-boot skips the entry with no tries left
+    result = host.agent("run", "--once")
+    assert "rolled_back 1.1" in result.stderr
+    assert host.state()["state"] == "idle" and host.state()["bad_versions"] == ["1.1"]
+    assert host.entries() == ["berth_1.0.efi"]
+    host.agent("run", "--once")
+    assert "no update" in host.agent("run", "--once").stderr
+    assert host.state()["state"] == "idle" and host.entries() == ["berth_1.0.efi"]
+
+
+def test_status_prints_slots_entries_and_state(host: Host) -> None:
+    host.agent("run", "--once")
+    text = host.agent("status").stdout
+    assert "booted:  1.0 from slot a" in text
+    assert "slot b:  1.1 (berth_1.1)" in text
+    assert "berth_1.1+3.efi: 3 tries left, 0 done" in text
+    assert "state:   rebooting -> 1.1 in slot b" in text
