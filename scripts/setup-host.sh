@@ -17,7 +17,7 @@ APT_PACKAGES=(
   kmod systemd-boot-efi systemd-container qemu-system-x86 qemu-utils ovmf
   erofs-utils cryptsetup-bin dosfstools mtools fdisk zstd xz-utils
   squashfs-tools busybox-static openssh-client socat python3-venv python3-dev
-  postgresql postgresql-contrib debian-archive-keyring gcc python3-pefile
+  postgresql postgresql-contrib debian-archive-keyring gcc python3-pefile cpio
 )
 
 want_hash() {
@@ -60,9 +60,9 @@ fi
 log "installing apt packages"
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${MKOSI_TARGET[@]}" \
-  mkosi systemd-boot-efi systemd-container systemd-repart systemd-ukify qemu-system-x86 qemu-utils >/dev/null 2>&1 \
+  mkosi systemd-boot systemd-boot-efi systemd-container systemd-repart systemd-ukify qemu-system-x86 qemu-utils >/dev/null 2>&1 \
   || $SUDO apt-get install -y -qq --no-install-recommends "${MKOSI_TARGET[@]}" \
-  mkosi systemd-boot-efi systemd-container qemu-system-x86 qemu-utils >/dev/null
+  mkosi systemd-boot systemd-boot-efi systemd-container qemu-system-x86 qemu-utils >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
 
 mkosi_version=$(mkosi --version | awk '{print $2}')
