@@ -117,7 +117,8 @@ class Store:
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if self.postgres:
-            return self._pg.execute(sql.replace("?", "%s"), params).fetchall()
+            cursor = self._pg.execute(sql.replace("?", "%s"), params)
+            return cursor.fetchall() if cursor.description else []
         return self._lite.execute(sql, params).fetchall()
 
     def _one(self, sql: str, params: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
