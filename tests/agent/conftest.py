@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from updater.repository import Repository, init_keys
+from updater.repository import init_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SLOT_SIZE = 16 << 20
@@ -122,7 +122,7 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             server.log.append(self.path)
             path = (server.root / self.path.lstrip("/")).resolve()
             if not path.is_file() or server.root.resolve() not in path.parents:
@@ -295,6 +295,19 @@ class Host:
         (self.root / "proc/cmdline").write_text(f"roothash={release.roothash} console=ttyS0\n")
         (self.root / "etc/os-release").write_text(f"IMAGE_ID=berth\nIMAGE_VERSION={release.version}\n")
 
+    def snapshot(self, name: str) -> Path:
+        """Copy the whole host (files and disk) aside, to restore it after each power cut."""
+        target = self.root.parent / f"snapshot-{name}"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(self.root, target / "host", symlinks=True)
+        shutil.copyfile(self.disk, target / "disk.raw")
+        return target
+
+    def restore(self, snapshot: Path) -> None:
+        shutil.rmtree(self.root)
+        shutil.copytree(snapshot / "host", self.root, symlinks=True)
+        shutil.copyfile(snapshot / "disk.raw", self.disk)
+
     def rebooted(self) -> int:
         return len(self.reboots.read_text().splitlines()) if self.reboots.exists() else 0
 
@@ -307,7 +320,7 @@ def base_disk(tmp_path_factory: pytest.TempPathFactory, releases: dict[str, Buil
 
 
 @pytest.fixture
-def publish_release(keys_dir: Path, server: Server, releases: dict[str, BuiltRelease]):  # noqa: ANN201
+def publish_release(keys_dir: Path, server: Server, releases: dict[str, BuiltRelease]):
     """publish_release("1.2", *flags): `berth publish` a built release into the served repository."""
     return lambda version, *extra: publish(server.root / "repo", keys_dir, releases[version], *extra)
 

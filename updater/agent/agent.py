@@ -20,6 +20,7 @@ from pathlib import Path
 import requests
 from tuf.api import exceptions as tuf_errors
 
+from cli.errors import UserError
 from updater.agent import machine as m
 from updater.agent.entries import BootEntry, entries_for, staged_filename
 from updater.agent.esp import Esp, EspError
@@ -82,6 +83,7 @@ class Agent:
         self.settings, self.paths, self.fleet, self.clock = settings, paths, fleet, clock
         self.state_dir = Path(settings.state_dir)
         self.store = StateStore(self.state_dir)
+        self._signed: tuple[TufRepository, list[Release]] | None = None
 
     # ---- facts -------------------------------------------------------------------------
 
@@ -108,16 +110,21 @@ class Agent:
             return creds["tuf_root"].encode()
         return Path(self.settings.trusted_root).read_bytes()
 
-    def repository(self) -> TufRepository:
-        url = self.settings.effective_repo_url
-        if not url:
-            raise ValueError("no repository: set repo_url or server_url")
-        return TufRepository(self.state_dir / "tuf", url, self.trusted_root())
+    def signed_releases(self) -> tuple[TufRepository, list[Release]]:
+        """The repository refreshed once per step (ngclient verifies each refresh afresh)."""
+        if self._signed is None:
+            url = self.settings.effective_repo_url
+            if not url:
+                raise UserError("no repository: set repo_url or server_url")
+            repo = TufRepository(self.state_dir / "tuf", url, self.trusted_root())
+            self._signed = (repo, repo.refresh())
+        return self._signed
 
     # ---- steps -------------------------------------------------------------------------
 
     def step(self) -> float:
         """Advance as far as possible; the seconds until the next step."""
+        self._signed = None
         state = self.store.load()
         facts = self.facts()
         handlers = {
@@ -157,7 +164,7 @@ class Agent:
         if not offer.allowed:
             notify(STATUS=f"up to date at {current}: {offer.reason}")
             return poll
-        releases = self.repository().refresh()
+        _, releases = self.signed_releases()
         release, why = choose_release(releases, facts.booted.image_id, current, state.bad_versions, offer.version)
         if release is None:
             notify(STATUS=f"up to date at {current} ({why})")
@@ -199,8 +206,8 @@ class Agent:
         refusal = may_write_slot(target.slot, facts.booted_slot.name, boot_blessed(facts.esp.entries(), facts.booted.version))
         if refusal:
             return self._give_up(state, f"slot {target.slot} may not be written: {refusal}")
-        repo = self.repository()
-        match = [r for r in repo.refresh() if r.image_id == target.image_id and r.version == target.version]
+        repo, releases = self.signed_releases()
+        match = [r for r in releases if r.image_id == target.image_id and r.version == target.version]
         if not match or match[0].withdrawn:
             return self._give_up(state, f"release {target.version} is no longer offered")
         release = match[0]
