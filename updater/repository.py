@@ -261,7 +261,7 @@ def _compress_frames(source: Path, destination: Path, frame_bytes: int) -> None:
     """zstd in independent frames of ``frame_bytes`` input each (plain `zstd -d` reads them too)."""
     import zstandard
 
-    compressor = zstandard.ZstdCompressor(level=3)
+    compressor = zstandard.ZstdCompressor(level=3, write_checksum=True)
     with open(source, "rb") as reader, open(destination, "wb") as writer:
         while block := reader.read(frame_bytes):
             writer.write(compressor.compress(block))

@@ -295,6 +295,21 @@ class Host:
         (self.root / "proc/cmdline").write_text(f"roothash={release.roothash} console=ttyS0\n")
         (self.root / "etc/os-release").write_text(f"IMAGE_ID=berth\nIMAGE_VERSION={release.version}\n")
 
+    def fingerprint(self) -> tuple[str, list[str], list[dict]]:
+        """The disk's bytes, the ESP's entries and the partition table, to prove nothing changed."""
+        digest = hashlib.sha256(self.disk.read_bytes()).hexdigest()
+        return digest, self.entries(), sfdisk_json(self.disk)
+
+    def booted_fingerprint(self) -> tuple[bytes, list[str], list[dict]]:
+        """What the running system depends on: slot a's bytes, the ESP, slot a's table entries."""
+        parts = sfdisk_json(self.disk)
+        with open(self.disk, "rb") as handle:
+            data = b""
+            for part in parts[1:3]:
+                handle.seek(part["start"] * 512)
+                data += hashlib.sha256(handle.read(part["size"] * 512)).digest()
+        return data, self.entries(), parts[:3]
+
     def snapshot(self, name: str) -> Path:
         """Copy the whole host (files and disk) aside, to restore it after each power cut."""
         target = self.root.parent / f"snapshot-{name}"
@@ -317,6 +332,12 @@ def base_disk(tmp_path_factory: pytest.TempPathFactory, releases: dict[str, Buil
     path = tmp_path_factory.mktemp("disk") / "disk.raw"
     make_disk(path, releases["1.0"])
     return path
+
+
+@pytest.fixture
+def cli():
+    """cli([...]): run `berth ...` in a subprocess, raising if it fails."""
+    return berth
 
 
 @pytest.fixture

@@ -78,13 +78,16 @@ def write_artifact(
         start = progress.wire_offset
         seen = start  # wire bytes received so far
 
+        saved_at = start
+
         def checkpoint(wire_offset: int) -> None:
+            nonlocal saved_at
             os.fsync(fd)
             save(Progress(wire_offset, sink.installed, resumed))
+            saved_at = wire_offset
             durable(f"checkpoint {artifact.role.value} {wire_offset}")
 
         frame = zstandard.ZstdDecompressor().decompressobj()
-        last_saved = start
         for chunk in open_stream(start):
             chunk_start = seen
             seen += len(chunk)
@@ -94,14 +97,16 @@ def write_artifact(
                 wire_hash.update(chunk)
             if artifact.compression == "none":
                 sink.write(chunk)
-                if seen - last_saved >= _PLAIN_CHECKPOINT:
+                if seen - saved_at >= _PLAIN_CHECKPOINT:
                     checkpoint(seen)
-                    last_saved = seen
             else:
                 # A frame boundary is the only point a restart can resume from.
                 data, used = chunk, 0
                 while data:
-                    sink.write(frame.decompress(data))
+                    try:
+                        sink.write(frame.decompress(data))
+                    except zstandard.ZstdError as error:
+                        raise WriteError(f"{artifact.target_path}: corrupt zstd stream ({error})") from None
                     if not frame.eof:
                         break
                     used += len(data) - len(frame.unused_data)
@@ -119,7 +124,8 @@ def write_artifact(
             raise WriteError(
                 f"{artifact.target_path}: wrote {sink.installed} of {artifact.installed_size} bytes"
             )
-        checkpoint(seen)
+        if saved_at != seen:
+            checkpoint(seen)
     finally:
         os.close(fd)
 
