@@ -1,0 +1,99 @@
+"""Runs mkosi on images/host/ with what varies per build, showing phases, not apt's output.
+
+The full log goes to a file; the terminal gets mkosi's step lines ("‣ …")
+with the time since start. mkosi's package cache, incremental cache and
+workspace live under $BERTH_CACHE, never in the repository.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from builder import layout
+from builder.settings import BuildSettings
+from cli.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+TREE = REPO / "images" / "host"
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("BERTH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "berth"
+    return Path(base)
+
+
+def host_mirror() -> str:
+    """The Debian mirror from this machine's apt sources (mkosi's default adds an
+    unreachable debug-symbols repository, so the build names one mirror itself)."""
+    apt = Path("/etc/apt")
+    files = [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*"))]
+    texts = {f.name: f.read_text() for f in files if f.is_file() and f.suffix in (".list", ".sources")}
+    mirror = layout.parse_mirror(texts)
+    if mirror is None:
+        raise UserError("no Debian mirror found in /etc/apt/sources.list{,.d}: add one (deb …/debian)")
+    return mirror
+
+
+def mkosi_command(
+    settings: BuildSettings, *, output_dir: Path, repart_dir: Path, extra_trees: Sequence[Path],
+    mirror: str, cache: Path,
+) -> list[str]:
+    mk = cache / "mkosi"
+    return [
+        "mkosi",
+        "--directory", str(TREE),
+        # The engine is one switch: a config directory included on top of the tree.
+        "--include", str(TREE / "engines" / settings.engine),
+        "--image-id", settings.image_id,
+        "--image-version", settings.version,
+        "--unified-kernel-image-format", settings.artifact_name,
+        "--local-mirror", mirror,
+        "--repart-dir", str(repart_dir),
+        *(f"--extra-tree={tree}:/" for tree in extra_trees),
+        "--output-dir", str(output_dir),
+        "--output", "image",
+        "--workspace-dir", str(mk / "workspace"),
+        "--package-cache-dir", str(mk / "packages"),
+        # One incremental cache per engine, so both variants stay warm.
+        "--cache-dir", str(mk / f"cache-{settings.engine}"),
+        "--incremental", "yes",
+        "--force",
+        "build",
+    ]
+
+
+def run(command: list[str], log_path: Path, *, show: bool = True) -> None:
+    """Run mkosi, writing everything to `log_path` and echoing its phases."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    for flag in ("--workspace-dir", "--package-cache-dir", "--cache-dir"):
+        Path(command[command.index(flag) + 1]).mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    # Debian's own tools only: mkosi runs ukify with whatever `python3` PATH
+    # finds first, and that must be the one with python3-pefile.
+    env = dict(os.environ, NO_COLOR="1", TERM="dumb", PATH="/usr/sbin:/usr/bin:/sbin:/bin")
+    with log_path.open("w") as log:
+        log.write("$ " + " ".join(command) + "\n")
+        log.flush()
+        proc = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, text=True, errors="replace",
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            text = _ANSI.sub("", line).strip()
+            if show and text.startswith("‣"):
+                print(f"  [{time.monotonic() - start:5.0f}s] {text.lstrip('‣ ').strip()}", file=sys.stderr)
+        status = proc.wait()
+    if status != 0:
+        tail = [_ANSI.sub("", t).strip() for t in log_path.read_text().splitlines()[-200:]]
+        errors = [t for t in tail if re.search(r"error|fail|not fit|no space|unable", t, re.I)]
+        hint = f": {errors[-1][:200]}" if errors else ""
+        raise UserError(f"mkosi failed (exit {status}){hint}; full log: {log_path}")

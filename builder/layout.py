@@ -1,0 +1,188 @@
+"""The disk layout, as pure functions: repart definitions, slot sizes, checks.
+
+GPT per the Discoverable Partitions Spec: esp, root A + root-verity A (labels
+`<id>_<version>` and `<id>_<version>_verity`), root B + root-verity B (empty,
+label `_empty`, same sizes), var (ext4, label `var`). systemd-repart derives
+the root partition's UUID from the first 128 bits of the root hash and the
+verity partition's from the last 128 bits.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+
+from builder.settings import BuildSettings
+from cli.errors import UserError
+
+MIB = 1024 * 1024
+EMPTY_LABEL = "_empty"
+VAR_LABEL = "var"
+ESP_LABEL = "esp"
+# DPS type UUIDs (x86-64), as sfdisk --json reports them.
+TYPE_ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
+TYPE_ROOT = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
+TYPE_ROOT_VERITY = "2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5"
+TYPE_VAR = "4D21B016-B534-45C2-A9FB-5C16E091FD2D"
+
+# systemd-repart 254 hashes 512-byte data blocks into 512-byte hash blocks
+# (its sector size); later versions may use larger blocks, which need less.
+_DATA_BLOCK = 512
+_HASH_BLOCK = 512
+_HASHES_PER_BLOCK = _HASH_BLOCK // 32  # sha256
+
+
+def verity_size(data_bytes: int) -> int:
+    """Bytes a dm-verity hash device needs for `data_bytes` of data, superblock
+    included, rounded up to whole MiB."""
+    blocks = math.ceil(data_bytes / _DATA_BLOCK)
+    total = 4096 // _HASH_BLOCK  # the verity superblock
+    while blocks > 1:
+        blocks = math.ceil(blocks / _HASHES_PER_BLOCK)
+        total += blocks
+    return math.ceil(total * _HASH_BLOCK / MIB) * MIB
+
+
+@dataclass(frozen=True)
+class Slots:
+    slot_size: int
+    verity_slot_size: int
+
+
+def slots(settings: BuildSettings) -> Slots:
+    size = settings.slot_size_mib * MIB
+    return Slots(size, verity_size(size))
+
+
+def _conf(**fields: str | int | list[str]) -> str:
+    lines = ["[Partition]"]
+    for key, value in fields.items():
+        for item in value if isinstance(value, list) else [value]:
+            lines.append(f"{key}={item}")
+    return "\n".join(lines) + "\n"
+
+
+def repart_definitions(settings: BuildSettings) -> dict[str, str]:
+    """File name -> systemd-repart definition for the whole disk."""
+    s = slots(settings)
+    label = settings.artifact_name
+    fixed = lambda size: {"SizeMinBytes": size, "SizeMaxBytes": size}  # noqa: E731
+    return {
+        "00-esp.conf": _conf(
+            Type="esp", Label=ESP_LABEL, Format="vfat",
+            CopyFiles=["/boot:/", "/efi:/"], **fixed(settings.esp_size_mib * MIB),
+        ),
+        "10-root-a.conf": _conf(
+            Type="root", Label=label, Format="erofs", CopyFiles="/",
+            # The ESP's content and /var's mount point are not part of the slot.
+            ExcludeFiles=["/boot/", "/efi/", "/var/"],
+            Verity="data", VerityMatchKey="root", **fixed(s.slot_size),
+        ),
+        "11-root-verity-a.conf": _conf(
+            Type="root-verity", Label=f"{label}_verity",
+            Verity="hash", VerityMatchKey="root", **fixed(s.verity_slot_size),
+        ),
+        # The B slots stay empty until the agent writes an update there;
+        # SplitName=- keeps them out of mkosi's split artifacts.
+        "20-root-b.conf": _conf(Type="root", Label=EMPTY_LABEL, SplitName="-", **fixed(s.slot_size)),
+        "21-root-verity-b.conf": _conf(
+            Type="root-verity", Label=EMPTY_LABEL, SplitName="-", **fixed(s.verity_slot_size)
+        ),
+        "30-var.conf": _conf(
+            Type="var", Label=VAR_LABEL, Format="ext4", SizeMinBytes=settings.var_size_mib * MIB
+        ),
+    }
+
+
+def erofs_size(superblock: bytes) -> int:
+    """Bytes an erofs file system really uses, read from the start of its image."""
+    magic, = struct.unpack_from("<I", superblock, 1024)
+    if magic != 0xE0F5E1E2:
+        raise ValueError("not an erofs image")
+    blkszbits = superblock[1024 + 12]
+    blocks, = struct.unpack_from("<I", superblock, 1024 + 36)
+    return blocks << blkszbits
+
+
+def check_slot_fit(root_bytes: int, settings: BuildSettings) -> None:
+    """Fail unless the root leaves the configured share of its slot free."""
+    slot = settings.slot_size_mib * MIB
+    limit = slot * (100 - settings.slot_margin_percent) // 100
+    if root_bytes > limit:
+        raise UserError(
+            f"root file system is {root_bytes / MIB:.0f} MiB but a {settings.slot_size_mib} MiB slot "
+            f"with {settings.slot_margin_percent}% margin allows {limit / MIB:.0f} MiB: "
+            "raise slot_size_mib or trim the image"
+        )
+
+
+@dataclass(frozen=True)
+class Partition:
+    node: str
+    start: int  # bytes
+    size: int  # bytes
+    type: str
+    uuid: str
+    label: str
+
+
+def partitions(sfdisk_json: dict) -> list[Partition]:
+    """Partitions from `sfdisk --json` output, in table order."""
+    table = sfdisk_json["partitiontable"]
+    sector = int(table.get("sectorsize", 512))
+    return [
+        Partition(
+            node=p["node"], start=p["start"] * sector, size=p["size"] * sector,
+            type=p["type"].upper(), uuid=p.get("uuid", "").lower(), label=p.get("name", ""),
+        )
+        for p in table["partitions"]
+    ]
+
+
+def find(parts: list[Partition], type_uuid: str, label: str) -> Partition:
+    """The one partition of this type and label (partitions are never found by number)."""
+    found = [p for p in parts if p.type == type_uuid and p.label == label]
+    if len(found) != 1:
+        raise ValueError(f"expected one partition of type {type_uuid} labelled {label!r}, found {len(found)}")
+    return found[0]
+
+
+def uuids_from_roothash(roothash: str) -> tuple[str, str]:
+    """(root partition UUID, verity partition UUID) as systemd-repart derives them from a
+    root hash: its first and last 128 bits, verbatim."""
+    def fmt(h: str) -> str:
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+    return fmt(roothash[:32]), fmt(roothash[-32:])
+
+
+def parse_mirror(sources: dict[str, str]) -> str | None:
+    """The Debian mirror this machine's apt uses, from its sources files (name -> text).
+
+    Reads deb822 `.sources` and one-line `.list` files; skips security and
+    third-party repositories.
+    """
+    candidates: list[str] = []
+    for name in sorted(sources):
+        text = sources[name]
+        if name.endswith(".sources"):
+            for stanza in text.split("\n\n"):
+                fields = dict(
+                    line.split(":", 1) for line in stanza.splitlines()
+                    if ":" in line and not line.startswith(("#", " "))
+                )
+                uris = fields.get("URIs", "").split()
+                suites = fields.get("Suites", "").split()
+                if "deb" in fields.get("Types", "").split():
+                    candidates += [u for u in uris if _is_debian(u, suites)]
+        else:
+            for line in text.splitlines():
+                words = [w for w in line.split() if not w.startswith("[")]
+                if len(words) >= 3 and words[0] == "deb" and _is_debian(words[1], [words[2]]):
+                    candidates.append(words[1])
+    return candidates[0].rstrip("/") if candidates else None
+
+
+def _is_debian(uri: str, suites: list[str]) -> bool:
+    return uri.rstrip("/").endswith("/debian") and not any("security" in s for s in suites)

@@ -1,0 +1,73 @@
+"""Proof that a root file system holds no package manager, compiler or stray setuid file.
+
+`lint(root)` walks an extracted root and returns what it found; the build
+fails on any finding and lists them all.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from pathlib import Path
+
+# Paths (relative to the root, glob patterns) that must not exist.
+FORBIDDEN: tuple[tuple[str, str], ...] = (
+    ("usr/bin/apt*", "apt"),
+    ("usr/bin/dpkg*", "dpkg"),
+    ("usr/sbin/dpkg*", "dpkg"),
+    ("usr/lib/apt", "apt"),
+    ("usr/lib/dpkg", "dpkg"),
+    ("var/lib/dpkg", "dpkg database"),
+    ("var/lib/apt", "apt database"),
+    ("etc/apt", "apt configuration"),
+    ("usr/bin/pip*", "pip"),
+    ("usr/lib/python3*/dist-packages/pip", "pip"),
+    ("usr/lib/python3/dist-packages/pip", "pip"),
+    ("usr/bin/gcc*", "compiler"),
+    ("usr/bin/cc", "compiler"),
+    ("usr/bin/c++", "compiler"),
+    ("usr/bin/g++*", "compiler"),
+    ("usr/bin/clang*", "compiler"),
+    ("usr/bin/*-linux-gnu-gcc*", "compiler"),
+    ("usr/bin/as", "assembler"),
+    ("usr/bin/ld", "linker"),
+    ("usr/bin/rpm*", "rpm"),
+    ("usr/bin/dnf*", "dnf"),
+)
+
+# setuid/setgid programs a container host legitimately needs.
+SETID_ALLOWED: frozenset[str] = frozenset({
+    "usr/bin/su",
+    "usr/bin/mount",
+    "usr/bin/umount",
+    "usr/bin/passwd",
+    "usr/bin/newgrp",
+    "usr/bin/chsh",
+    "usr/bin/chfn",
+    "usr/bin/gpasswd",
+    "usr/bin/expiry",
+    "usr/bin/chage",
+    "usr/bin/newuidmap",
+    "usr/bin/newgidmap",
+    "usr/sbin/unix_chkpwd",
+    "usr/lib/openssh/ssh-keysign",
+    "usr/lib/dbus-1.0/dbus-daemon-launch-helper",
+})
+
+
+def lint(root: Path) -> list[str]:
+    """Findings, one line each, sorted; empty when the root is clean."""
+    findings: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = path.relative_to(root).as_posix()
+            for pattern, what in FORBIDDEN:
+                if fnmatch.fnmatchcase(rel, pattern):
+                    findings.add(f"{what}: /{rel}")
+            mode = path.lstat().st_mode
+            if stat.S_ISREG(mode) and mode & (stat.S_ISUID | stat.S_ISGID) and rel not in SETID_ALLOWED:
+                kind = "setuid" if mode & stat.S_ISUID else "setgid"
+                findings.add(f"{kind} file not in allowlist: /{rel}")
+    return sorted(findings)
