@@ -84,15 +84,3 @@ def boot_order(entries: list[BootEntry]) -> list[BootEntry]:
 def entries_for(entries: list[BootEntry], version: str) -> list[BootEntry]:
     wanted = Version.parse(version)
     return [e for e in entries if Version.parse(e.version) == wanted]
-
-
-def after_boot_attempt(entry: BootEntry) -> str:
-    """The name systemd-boot renames a counting entry to when it boots it."""
-    if entry.tries_left is None or entry.tries_left == 0:
-        return entry.filename
-    return f"{entry.image_id}_{entry.version}+{entry.tries_left - 1}-{entry.tries_done + 1}.efi"
-
-
-def after_bless(entry: BootEntry) -> str:
-    """The name systemd-bless-boot gives an entry once its boot is good."""
-    return f"{entry.image_id}_{entry.version}.efi"

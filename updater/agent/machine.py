@@ -115,7 +115,8 @@ def mark_staged(current: AgentState) -> AgentState:
 
 def mark_rebooting(current: AgentState) -> AgentState:
     _check(current, (State.STAGED, State.REBOOTING), "mark_rebooting")
-    return replace(current, state=State.REBOOTING, lock_held=True)
+    # Each reboot starts a new boot, whose bless deadline starts when it is seen.
+    return replace(current, state=State.REBOOTING, lock_held=True, unblessed_since=None)
 
 
 def note_unblessed(current: AgentState, now: float) -> AgentState:

@@ -1,0 +1,153 @@
+"""The agent's pure core: every state transition, release choice, slot rules, boot entries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from updater.agent import machine as m
+from updater.agent.entries import boot_order, parse_entries, parse_entry, staged_filename
+from updater.agent.policy import (
+    AfterReboot,
+    Window,
+    after_reboot,
+    boot_blessed,
+    choose_release,
+    may_write_slot,
+    stale_entries,
+)
+from updater.release import Release
+
+TARGET = m.Target("berth", "1.1", "ab" * 32, "b", "1.0")
+
+
+def _in(state: m.State) -> m.AgentState:
+    return m.AgentState(state=state, target=None if state == m.State.IDLE else TARGET)
+
+
+# transition -> (states it may start from, the state it leads to)
+TRANSITIONS = {
+    "start_writing": ((m.State.IDLE,), m.State.WRITING, lambda s: m.start_writing(s, TARGET)),
+    "record_progress": ((m.State.WRITING,), m.State.WRITING,
+                        lambda s: m.record_progress(s, "root", m.Progress(10, 20))),
+    "mark_written": ((m.State.WRITING,), m.State.WRITTEN, m.mark_written),
+    "mark_staged": ((m.State.WRITTEN,), m.State.STAGED, m.mark_staged),
+    "mark_rebooting": ((m.State.STAGED, m.State.REBOOTING), m.State.REBOOTING, m.mark_rebooting),
+    "note_unblessed": ((m.State.REBOOTING,), m.State.REBOOTING, lambda s: m.note_unblessed(s, 5.0)),
+    "finish_blessed": ((m.State.REBOOTING,), m.State.IDLE, m.finish_blessed),
+    "finish_rolled_back": ((m.State.REBOOTING,), m.State.IDLE, m.finish_rolled_back),
+    "abandon": ((m.State.WRITING, m.State.WRITTEN, m.State.STAGED), m.State.IDLE, m.abandon),
+    "lock_released": ((m.State.IDLE,), m.State.IDLE, m.lock_released),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSITIONS))
+@pytest.mark.parametrize("start", list(m.State))
+def test_every_transition_from_every_state(name: str, start: m.State) -> None:
+    allowed, leads_to, apply = TRANSITIONS[name]
+    before = _in(start)
+    if start in allowed:
+        after = apply(before)
+        assert after.state == leads_to
+        # what a power cut reads back is what was saved
+        assert m.AgentState.from_json(after.to_json()) == after
+    else:
+        with pytest.raises(m.TransitionError, match=name):
+            apply(before)
+
+
+def test_rollback_remembers_the_version_once_and_seq_only_grows() -> None:
+    state = m.AgentState(state=m.State.REBOOTING, target=TARGET, bad_versions=("1.1",), seq=7)
+    after = m.finish_rolled_back(state)
+    assert after.bad_versions == ("1.1",) and after.target is None
+    assert m.next_seq(after).seq == 8
+
+
+def test_rebooting_again_restarts_the_bless_clock() -> None:
+    waiting = m.note_unblessed(_in(m.State.REBOOTING), 100.0)
+    assert m.note_unblessed(waiting, 200.0).unblessed_since == 100.0
+    assert m.mark_rebooting(waiting).unblessed_since is None
+
+
+def _release(version: str, *, withdrawn: bool = False, min_version: str | None = None,
+             image_id: str = "berth") -> Release:
+    return Release(image_id, version, "00" * 32, 1, 1, min_version, withdrawn, {})
+
+
+RELEASES = [_release("1.0"), _release("1.1"), _release("1.2", withdrawn=True), _release("1.10"),
+            _release("2.0", min_version="1.5"), _release("9.0", image_id="other")]
+
+
+@pytest.mark.parametrize(
+    "current, bad, wanted, expected, why",
+    [
+        ("1.0", (), None, "1.10", "newest"),  # numeric order, withdrawn and foreign skipped
+        ("1.10", (), None, "2.0", "newest"),  # 2.0 only from 1.5 on
+        ("2.0", (), None, None, "no release newer"),
+        ("1.0", ("1.10",), None, "1.1", "newest"),  # never one that rolled back here
+        ("1.1", (), "1.1", None, "not newer"),  # never the same or older
+        ("1.1", (), "1.0", None, "not newer"),
+        ("1.0", (), "1.2", None, "withdrawn"),
+        ("1.0", (), "2.0", None, "needs at least 1.5"),
+        ("1.0", (), "3.0", None, "does not hold"),  # the server cannot name an unsigned release
+        ("1.0", (), "1.1", "1.1", "offered"),
+    ],
+)
+def test_choose_release(current: str, bad: tuple[str, ...], wanted: str | None, expected: str | None,
+                        why: str) -> None:
+    release, reason = choose_release(RELEASES, "berth", current, bad, wanted)
+    assert (release.version if release else None) == expected
+    assert why in reason
+
+
+def test_only_the_inactive_slot_of_a_blessed_boot_may_be_written() -> None:
+    assert may_write_slot("b", "a", True) is None
+    assert "booted slot" in may_write_slot("a", "a", True)
+    assert "not blessed" in may_write_slot("b", "a", False)
+
+
+def test_boot_entries_parse_and_sort_like_systemd_boot() -> None:
+    names = ["berth_1.9.efi", "berth_1.10+0-3.efi", "berth_1.10+2-1.efi", "berth_1.2+3.efi",
+             "notes.txt", "berth_1.8+1-2.efi"]
+    entries = parse_entries(names)
+    assert len(entries) == 5
+    order = [e.filename for e in boot_order(entries)]
+    # 1.10 appears twice only in this synthetic list; the bad one sorts last
+    assert order == ["berth_1.10+2-1.efi", "berth_1.9.efi", "berth_1.8+1-2.efi", "berth_1.2+3.efi",
+                     "berth_1.10+0-3.efi"]
+    counting = parse_entry(staged_filename("berth", "1.2"))
+    assert counting and (counting.tries_left, counting.tries_done, counting.blessed) == (3, 0, False)
+    assert parse_entry("my_image_1.2.efi").image_id == "my_image"  # type: ignore[union-attr]
+
+
+def test_after_reboot_decisions() -> None:
+    blessed = parse_entries(["berth_1.1.efi", "berth_1.0.efi"])
+    trying = parse_entries(["berth_1.1+2-1.efi", "berth_1.0.efi"])
+    exhausted = parse_entries(["berth_1.0.efi", "berth_1.1+0-3.efi"])
+    assert after_reboot("1.1", "1.1", blessed, None, 0, 60) == AfterReboot.BLESSED
+    assert after_reboot("1.1", "1.1", trying, None, 0, 60) == AfterReboot.WAIT_FOR_BLESS
+    assert after_reboot("1.1", "1.1", trying, 0.0, 59, 60) == AfterReboot.WAIT_FOR_BLESS
+    assert after_reboot("1.1", "1.1", trying, 0.0, 60, 60) == AfterReboot.REBOOT_AGAIN
+    assert after_reboot("1.1", "1.0", exhausted, None, 0, 60) == AfterReboot.ROLLED_BACK
+    assert after_reboot("1.1", "1.0", parse_entries(["berth_1.0.efi"]), None, 0, 60) == AfterReboot.ROLLED_BACK
+    assert after_reboot("1.1", "1.0", parse_entries(["berth_1.1+3.efi", "berth_1.0.efi"]), None, 0, 60) \
+        == AfterReboot.REBOOT_PENDING
+    assert boot_blessed(blessed, "1.1") and not boot_blessed(trying, "1.1")
+    assert [e.version for e in stale_entries(parse_entries(["berth_1.0.efi", "berth_0.9.efi", "berth_1.1.efi"]),
+                                             {"1.1", "1.0"})] == ["0.9"]
+
+
+@pytest.mark.parametrize(
+    "window, hour, minute, inside",
+    [("02:00-04:00", 2, 0, True), ("02:00-04:00", 4, 0, False), ("02:00-04:00", 1, 59, False),
+     ("23:00-01:00", 23, 30, True), ("23:00-01:00", 0, 30, True), ("23:00-01:00", 1, 0, False)],
+)
+def test_maintenance_window(window: str, hour: int, minute: int, inside: bool) -> None:
+    assert Window.parse(window).contains(datetime(2026, 1, 1, hour, minute, tzinfo=UTC)) is inside
+
+
+@pytest.mark.parametrize("text", ["2-4", "25:00-01:00", "02:00"])
+def test_bad_window_is_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="maintenance window"):
+        Window.parse(text)
