@@ -179,6 +179,10 @@ class Repository:
             raise UserError(f"{image_id} {version} is already published in {self.repo_dir}")
         if min_version is not None:
             _version_or_error(min_version, "--min-version")
+        for name in BUILD_FILES.values():  # all checked before anything is stored
+            progress(f"checking {name}")
+            if manifest["artifacts"].get(name, {}).get("sha256") != _sha256(artifact_dir / name):
+                raise UserError(f"{artifact_dir / name}: sha256 differs from manifest.json")
         artifacts = {}
         for role, name in BUILD_FILES.items():
             progress(f"adding {name}")
@@ -203,9 +207,7 @@ class Repository:
 
     def _store_target(self, source: Path, path: str, role: ArtifactRole, manifest: dict[str, Any],
                       frame_bytes: int) -> ReleaseArtifact:
-        installed_sha256 = _sha256(source)
-        if manifest["artifacts"].get(source.name, {}).get("sha256") != installed_sha256:
-            raise UserError(f"{source}: sha256 differs from manifest.json")
+        installed_sha256 = manifest["artifacts"][source.name]["sha256"]
         directory, _, name = path.rpartition("/")
         (self.targets_dir / directory).mkdir(parents=True, exist_ok=True)
         temp = self.targets_dir / directory / f".{name}.partial"
