@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from updater.fleet import policy as pol
-from updater.fleet.settings import Channel, HaltRule, RateLimit, Wave, Window, parse_settings
+from updater.fleet.settings import Channel, HaltRule, RateLimit, Window, parse_settings
 from updater.fleet.synthetic import synthetic_release
 
 BOTTLEROCKET = parse_settings({}, Path(".")).groups["default"].waves
