@@ -94,10 +94,11 @@ class FleetClient:
         if response.status_code >= 400:
             if path in (PRE_REBOOT_PATH, STEADY_STATE_PATH) and isinstance(data, dict):
                 try:
-                    error = FleetLockError.from_json(data)
-                    raise LockDenied(response.status_code, error.kind, error.value)
+                    refusal = FleetLockError.from_json(data)
                 except WireError:
-                    pass
+                    refusal = None
+                if refusal is not None:
+                    raise LockDenied(response.status_code, refusal.kind, refusal.value)
             message = data.get("error") if isinstance(data, dict) else None
             raise FleetRejected(response.status_code, str(message or response.text[:200]))
         return data

@@ -40,7 +40,7 @@ _LOCK_BODY = _object({"client_params": _object({"id": _NAME, "group": _NAME}, ["
                      ["client_params"])
 _LOCK_HEADER = [{"name": wire.FLEETLOCK_HEADER, "in": "header", "required": True,
                  "schema": {"type": "string", "enum": ["true"]}}]
-_ADMIN = [{"bearer": []}]
+_ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _admin_get(summary: str, params: list[str]) -> dict[str, Any]:
