@@ -274,3 +274,14 @@ def test_clock_cannot_be_moved_without_the_test_flag(make_fleet: Any) -> None:
     with running_server(fleet.config, fleet.db) as server:
         response = fleet.admin("POST", "/admin/clock", {"advance_s": 60}, url=server.url)
         assert response.status_code == 404
+
+
+def test_client_errors_are_typed_when_nobody_answers() -> None:
+    from updater.client import FleetClient, FleetUnavailable
+    from updater.fleet.launch import free_port
+
+    client = FleetClient(f"http://127.0.0.1:{free_port()}", "a", "default", timeout=(1, 1))
+    for call in (lambda: client.check("1.0.0"), client.pre_reboot, client.steady_state,
+                 lambda: client.report(Report("a", "default", 1, ReportEvent.FAILED, "1.1.0", "1.0.0"))):
+        with pytest.raises(FleetUnavailable):
+            call()
