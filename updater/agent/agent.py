@@ -163,6 +163,7 @@ class Agent:
         poll = offer.poll_after_s or self.settings.poll_interval_s
         if not offer.allowed:
             notify(STATUS=f"up to date at {current}: {offer.reason}")
+            log("info", f"no update: {offer.reason}", version=current)
             return poll
         _, releases = self.signed_releases()
         release, why = choose_release(releases, facts.booted.image_id, current, state.bad_versions, offer.version)

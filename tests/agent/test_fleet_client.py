@@ -1,0 +1,133 @@
+"""The agent against a fleet over real HTTP (wire.py's paths, updater.client): it updates
+only when offered, takes the FleetLock before rebooting and waits while it is busy,
+and after a blessed boot reports and gives the lock back. Reports carry a growing seq."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from updater.wire import (
+    CHECK_PATH,
+    FLEETLOCK_HEADER,
+    PRE_REBOOT_PATH,
+    REPORTS_PATH,
+    STEADY_STATE_PATH,
+    FleetLockRequest,
+    Report,
+    UpdateCheck,
+    UpdateDecision,
+)
+
+Host = Any
+
+
+@dataclass
+class Fleet:
+    """A fleet server reduced to the protocol: one offered version, one lock."""
+
+    url: str = ""
+    offer: str | None = None
+    lock_free: bool = True
+    holder: str | None = None
+    checks: list[UpdateCheck] = field(default_factory=list)
+    reports: list[Report] = field(default_factory=list)
+
+
+@pytest.fixture
+def fleet() -> Iterator[Fleet]:
+    state = Fleet()
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _reply(self, status: int, body: dict[str, Any]) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            if self.path == CHECK_PATH:
+                state.checks.append(UpdateCheck.from_json(body))
+                self._reply(200, UpdateDecision(state.offer, "wave 1" if state.offer else "not yet", 1).to_json())
+            elif self.path == REPORTS_PATH:
+                state.reports.append(Report.from_json(body))
+                self._reply(200, {"accepted": True})
+            elif self.path in (PRE_REBOOT_PATH, STEADY_STATE_PATH):
+                assert self.headers[FLEETLOCK_HEADER] == "true"
+                node = FleetLockRequest.from_json(body).node_id
+                if self.path == STEADY_STATE_PATH:
+                    state.holder = None if state.holder == node else state.holder
+                    self._reply(200, {})
+                elif state.lock_free and state.holder in (None, node):
+                    state.holder = node
+                    self._reply(200, {})
+                else:
+                    self._reply(409, {"kind": "failed_lock_semaphore_full", "value": "1 of 1 slots taken"})
+            else:
+                self._reply(404, {"error": "no such path"})
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield state
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_agent_follows_the_fleet(host: Host, fleet: Fleet) -> None:
+    host.settings(server_url=fleet.url, group="canary", node_id="node-7")
+    host.agent("run", "--once")
+    assert host.state()["state"] == "idle" and host.entries() == ["berth_1.0.efi"]
+    check = fleet.checks[-1]
+    assert (check.node_id, check.group, check.current_version) == ("node-7", "canary", "1.0")
+
+    fleet.offer, fleet.lock_free = "1.1", False
+    host.agent("run", "--once")
+    assert host.state()["state"] == "staged" and host.rebooted() == 0  # no lock, no reboot
+    assert host.verified_boot() == "1.1"
+
+    fleet.lock_free = True
+    host.agent("run", "--once")
+    assert host.state()["state"] == "rebooting" and host.rebooted() == 1 and fleet.holder == "node-7"
+
+    host.boot()
+    host.bless()
+    host.agent("run", "--once")
+    assert host.state()["state"] == "idle" and fleet.holder is None
+    events = [(r.event.value, r.version, r.from_version) for r in fleet.reports]
+    assert events == [("downloading", "1.1", "1.0"), ("staged", "1.1", "1.0"),
+                      ("rebooting", "1.1", "1.0"), ("blessed", "1.1", "1.0")]
+    assert [r.seq for r in fleet.reports] == [1, 2, 3, 4]
+
+
+def test_rollback_is_reported_and_told_to_the_fleet(host: Host, fleet: Fleet) -> None:
+    host.settings(server_url=fleet.url, node_id="node-8")
+    fleet.offer = "1.1"
+    host.agent("run", "--once")
+    for _ in range(3):
+        host.boot()
+    host.boot()
+    host.agent("run", "--once")
+    assert fleet.reports[-1].event.value == "rolled_back" and fleet.holder is None
+    fleet.offer = None
+    host.agent("run", "--once")
+    assert fleet.checks[-1].bad_versions == ("1.1",)
+
+
+def test_unreachable_fleet_changes_nothing(host: Host) -> None:
+    host.settings(server_url="http://127.0.0.1:9")  # discard port: nothing listens
+    before = host.fingerprint()
+    result = host.agent("run", "--once")
+    assert "fleet server" in result.stderr and host.fingerprint() == before
