@@ -29,8 +29,11 @@ import yaml
 from updater.repository import init_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SLOT_SIZE = 16 << 20
-VERITY_SLOT_SIZE = 1 << 20
+SLOT_MIB = 16  # root slot; its verity slot is a 16th of it, in whole MiB (sfdisk aligns to 1 MiB)
+
+
+def verity_mib(slot_mib: int) -> int:
+    return max(1, slot_mib // 16)
 TYPES = {
     "esp": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
     "root": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
@@ -50,7 +53,7 @@ class BuiltRelease:
     uki_sha256: str
 
 
-def build_release(out: Path, version: str, blob_bytes: int = 5 << 20) -> BuiltRelease:
+def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: int = SLOT_MIB) -> BuiltRelease:
     """A small real release: erofs root, real dm-verity tree, a stand-in UKI, manifest.json."""
     directory = out / f"berth_{version}"
     src = out / f"src-{version}"
@@ -73,7 +76,7 @@ def build_release(out: Path, version: str, blob_bytes: int = 5 << 20) -> BuiltRe
         for name in ("root.erofs", "root.verity", "uki.efi")
     }
     manifest = {"image_id": "berth", "version": version, "engine": "docker", "roothash": roothash,
-                "slot_size": SLOT_SIZE, "verity_slot_size": VERITY_SLOT_SIZE,
+                "slot_size": slot_mib << 20, "verity_slot_size": verity_mib(slot_mib) << 20,
                 "artifacts": artifacts, "packages": []}
     (directory / "manifest.json").write_text(json.dumps(manifest))
     shutil.rmtree(src)
@@ -152,15 +155,19 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    root = tmp_path / "served"
-    root.mkdir()
+def start_server(root: Path) -> tuple[Server, ThreadingHTTPServer]:
+    """A threaded static server on 127.0.0.1 with range requests (and cut-offs on demand)."""
+    root.mkdir(exist_ok=True)
     state = Server(root, "")
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(state))
     state.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return state, httpd
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    state, httpd = start_server(tmp_path / "served")
     yield state
     httpd.shutdown()
     httpd.server_close()
@@ -174,20 +181,21 @@ def sfdisk_json(disk: Path) -> list[dict]:
     return json.loads(out)["partitiontable"]["partitions"]
 
 
-def make_disk(path: Path, first: BuiltRelease) -> None:
+def make_disk(path: Path, first: BuiltRelease, slot_mib: int = SLOT_MIB) -> None:
     """GPT as the builder lays it out: ESP, root A + verity A (holding ``first``), empty B, var."""
     rh = first.roothash
     lines = [
         "label: gpt",
         f"size=8MiB, type={TYPES['esp']}, name=esp",
-        f"size=16MiB, type={TYPES['root']}, name=berth_{first.version}, uuid={uuid.UUID(rh[:32])}",
-        f"size=1MiB, type={TYPES['verity']}, name=berth_{first.version}_verity, uuid={uuid.UUID(rh[32:])}",
-        f"size=16MiB, type={TYPES['root']}, name=_empty",
-        f"size=1MiB, type={TYPES['verity']}, name=_empty",
+        f"size={slot_mib}MiB, type={TYPES['root']}, name=berth_{first.version}, uuid={uuid.UUID(rh[:32])}",
+        (f"size={verity_mib(slot_mib)}MiB, type={TYPES['verity']}, name=berth_{first.version}_verity, "
+         f"uuid={uuid.UUID(rh[32:])}"),
+        f"size={slot_mib}MiB, type={TYPES['root']}, name=_empty",
+        f"size={verity_mib(slot_mib)}MiB, type={TYPES['verity']}, name=_empty",
         f"size=4MiB, type={TYPES['var']}, name=var",
     ]
     with open(path, "wb") as handle:
-        handle.truncate(48 << 20)
+        handle.truncate((2 * (slot_mib + verity_mib(slot_mib)) + 16) << 20)
     subprocess.run(["sfdisk", "--quiet", str(path)], input="\n".join(lines) + "\n", text=True, check=True)
     parts = sfdisk_json(path)
     with open(path, "r+b") as handle:
@@ -355,21 +363,27 @@ def repo(tmp_path: Path, keys_dir: Path, server: Server, releases: dict[str, Bui
     return repo_dir
 
 
-@pytest.fixture
-def host(tmp_path: Path, base_disk: Path, releases: dict[str, BuiltRelease], server: Server, repo: Path) -> Host:
-    root = tmp_path / "host"
+def make_host(base: Path, base_disk: Path, releases: dict[str, BuiltRelease], repo_url: str,
+              trusted_root: Path) -> Host:
+    """A host booted from 1.0 in slot a, its agent configured to poll ``repo_url``."""
+    root = base / "host"
     for directory in ("proc", "etc/berth", "esp/EFI/Linux", "var/lib/berth"):
         (root / directory).mkdir(parents=True)
-    disk = tmp_path / "disk.raw"
+    disk = base / "disk.raw"
     shutil.copyfile(base_disk, disk)
     (root / "etc/machine-id").write_text(uuid.uuid4().hex + "\n")
     shutil.copyfile(releases["1.0"].directory / "uki.efi", root / "esp/EFI/Linux/berth_1.0.efi")
-    shutil.copyfile(repo / "metadata/root.json", root / "etc/berth/tuf-root.json")
-    h = Host(root, disk, root / "esp", root / "var/lib/berth", releases, tmp_path / "reboots")
+    shutil.copyfile(trusted_root, root / "etc/berth/tuf-root.json")
+    h = Host(root, disk, root / "esp", root / "var/lib/berth", releases, base / "reboots")
     h._set_booted(releases["1.0"])
     h.settings(
-        repo_url=f"{server.url}/repo", state_dir=str(h.state_dir), esp=str(h.esp), disk=str(disk),
+        repo_url=repo_url, state_dir=str(h.state_dir), esp=str(h.esp), disk=str(disk),
         trusted_root=str(root / "etc/berth/tuf-root.json"), poll_interval_s=1, bless_timeout_s=3600,
         reboot_command=f"sh -c 'echo reboot >> {h.reboots}'",
     )
     return h
+
+
+@pytest.fixture
+def host(tmp_path: Path, base_disk: Path, releases: dict[str, BuiltRelease], server: Server, repo: Path) -> Host:
+    return make_host(tmp_path, base_disk, releases, f"{server.url}/repo", repo / "metadata/root.json")

@@ -1,0 +1,132 @@
+"""Agent figures: writing and verifying a release into the inactive slot against
+the disk's own limit (dd of the same bytes with fsync, in the same run), bytes
+downloaded, and the agent's resident memory idle and while writing.
+
+    ~/.cache/berth/venv/bin/python bench/agent.py [--root-mib 256] [--workdir DIR]
+
+Synthetic release (half random, half zero bytes: zstd takes it to about half,
+close to a real root's 178/452 MB), a real GPT disk image file, a TUF repository
+made by `berth publish` and served on 127.0.0.1; the agent runs as `berth agent`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CACHE = Path(os.environ.get("BERTH_CACHE", Path.home() / ".cache/berth"))
+
+
+def _fixtures():
+    spec = importlib.util.spec_from_file_location("agent_fixtures", REPO / "tests/agent/conftest.py")
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["agent_fixtures"] = module
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    return module
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return 0
+
+
+def _agent(host, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "cli.main", "agent", "--host-root", str(host.root), *args],
+                            cwd=REPO, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root-mib", type=int, default=256, help="size of the release's root payload")
+    parser.add_argument("--workdir", type=Path, default=CACHE / "bench-agent")
+    args = parser.parse_args()
+    fx = _fixtures()
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    args.workdir.mkdir(parents=True)
+    slot_mib = args.root_mib + args.root_mib // 8 + 16
+    print(f"building releases (root payload {args.root_mib} MiB, slots {slot_mib} MiB) in {args.workdir}")
+    out = args.workdir / "releases"
+    releases = {"1.0": fx.build_release(out, "1.0", 4 << 20, slot_mib),
+                "1.1": fx.build_release(out, "1.1", args.root_mib << 20, slot_mib)}
+    base_disk = args.workdir / "base.raw"
+    fx.make_disk(base_disk, releases["1.0"], slot_mib)
+    keys = args.workdir / "keys"
+    fx.berth(["keys", "init", "--keys", str(keys)])
+    server, httpd = fx.start_server(args.workdir / "served")
+    repo = server.root / "repo"
+    fx.publish(repo, keys, releases["1.0"])
+    host = fx.make_host(args.workdir, base_disk, releases, f"{server.url}/repo", repo / "metadata/root.json")
+    host.settings(poll_interval_s=2)
+
+    idle = _agent(host, "run")  # nothing newer than 1.0: the service loop idles
+    time.sleep(4)
+    idle_rss = _rss_kib(idle.pid)
+    idle.terminate()
+    idle.wait()
+
+    print("publishing 1.1")
+    fx.berth(["publish", str(releases["1.1"].directory), "--repo", str(repo), "--keys", str(keys)])
+    sent_before = server.bytes_sent
+    start = time.monotonic()
+    update = _agent(host, "run", "--once")
+    peak_rss = 0
+    while update.poll() is None:
+        peak_rss = max(peak_rss, _rss_kib(update.pid))
+        time.sleep(0.02)
+    agent_s = time.monotonic() - start
+    if update.returncode != 0 or host.verified_boot() != "1.1":
+        print(update.stderr.read() if update.stderr else "", file=sys.stderr)
+        return 1
+    downloaded = server.bytes_sent - sent_before
+    httpd.shutdown()
+
+    parts = fx.sfdisk_json(host.disk)
+    installed = 0
+    start = time.monotonic()
+    for part, name in ((parts[3], "root.erofs"), (parts[4], "root.verity")):
+        source = releases["1.1"].directory / name
+        installed += source.stat().st_size
+        subprocess.run(["dd", f"if={source}", f"of={host.disk}", "bs=4M", "conv=fsync,notrunc",
+                        "oflag=seek_bytes", f"seek={part['start'] * 512}", "status=none"], check=True)
+    dd_s = time.monotonic() - start
+
+    targets = sum(p.stat().st_size for p in (repo / "targets/berth/1.1").iterdir())
+    figures = {
+        "root_payload_mib": args.root_mib,
+        "installed_bytes": installed,
+        "target_bytes": targets,
+        "downloaded_bytes": downloaded,
+        "agent_update_s": round(agent_s, 2),
+        "dd_fsync_s": round(dd_s, 2),
+        "agent_vs_dd": round(agent_s / dd_s, 2),
+        "agent_mib_per_s": round(installed / agent_s / 2**20, 1),
+        "dd_mib_per_s": round(installed / dd_s / 2**20, 1),
+        "rss_idle_mib": round(idle_rss / 1024, 1),
+        "rss_writing_peak_mib": round(peak_rss / 1024, 1),
+    }
+    print(f"installed {installed / 2**20:.1f} MiB (root + verity) from {downloaded / 2**20:.1f} MiB downloaded "
+          f"({targets / 2**20:.1f} MiB of targets)")
+    print(f"agent: check + stream + write + read back + stage  {agent_s:6.2f} s  "
+          f"({figures['agent_mib_per_s']} MiB/s)")
+    print(f"dd of the same bytes, conv=fsync                   {dd_s:6.2f} s  ({figures['dd_mib_per_s']} MiB/s)")
+    print(f"agent RSS: idle {figures['rss_idle_mib']} MiB, writing (peak) {figures['rss_writing_peak_mib']} MiB")
+    print(json.dumps(figures))
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
