@@ -30,7 +30,7 @@ from updater.fleet.locks import LockOutcome
 from updater.fleet.metrics import render_metrics
 from updater.fleet.openapi import openapi_schema
 from updater.fleet.settings import GroupPolicy
-from updater.fleet.store import Store
+from updater.fleet.store import HostRow, Store
 from updater.wire import (
     CHECK_PATH,
     FLEETLOCK_HEADER,
@@ -132,25 +132,26 @@ def decide(fleet: Fleet, policy: GroupPolicy, body: UpdateCheck) -> UpdateDecisi
     snapshot = fleet.catalog.current()
     poll = snapshot.settings.poll_interval_s
     now = fleet.now()
-    host = fleet.store.host(body.node_id)
-    if host is None or host.version != body.current_version or host.group != body.group:
-        fleet.store.observe(body.node_id, body.group, body.current_version, now)
     channel = snapshot.settings.channels[policy.channel]
-    if body.image_id != channel.image_id:
-        return UpdateDecision(None, f"group follows image {channel.image_id!r}", poll)
-    release = pol.choose_release(snapshot.releases, channel, body.current_version, body.bad_versions)
+    release = None
+    if body.image_id == channel.image_id:
+        release = pol.choose_release(snapshot.releases, channel, body.current_version, body.bad_versions)
     if release is None:
-        return UpdateDecision(None, pol.Reason.UP_TO_DATE.value, poll)
-    rollout = fleet.store.rollout(policy.name, release.version)
-    prerequisite = None
-    if rollout is None and policy.after is not None:
-        prerequisite = fleet.store.rollout(policy.after, release.version)
+        host = fleet.store.host(body.node_id)
+        _observe(fleet, body, host, now)
+        reason = (pol.Reason.UP_TO_DATE.value if body.image_id == channel.image_id
+                  else f"group follows image {channel.image_id!r}")
+        return UpdateDecision(None, reason, poll)
+    host, state, rollout, prerequisite = fleet.store.decision_view(
+        body.node_id, release.image_id, release.version, policy.name, policy.after
+    )
+    _observe(fleet, body, host, now)
     if rollout is None and pol.rollout_may_begin(
         policy, prerequisite.finished_at if prerequisite else None, now
     ):
         rollout = fleet.store.begin_rollout(policy.name, release.version, now)
     view = pol.RolloutView(
-        state=fleet.store.release_state(release.image_id, release.version),
+        state=state,
         started_at=rollout.started_at if rollout else None,
         halted_reason=rollout.halted_reason if rollout else None,
         prerequisite_finished_at=prerequisite.finished_at if prerequisite else None,
@@ -168,6 +169,12 @@ def decide(fleet: Fleet, policy: GroupPolicy, body: UpdateCheck) -> UpdateDecisi
         if not started:
             return UpdateDecision(None, pol.Reason.RATE_LIMITED.value, poll)
     return UpdateDecision(verdict.target, verdict.reason.value, poll)
+
+
+def _observe(fleet: Fleet, body: UpdateCheck, host: HostRow | None, now: float) -> None:
+    """Write the host only when it is new or changed: most checks then read and never write."""
+    if host is None or host.version != body.current_version or host.group != body.group:
+        fleet.store.observe(body.node_id, body.group, body.current_version, now)
 
 
 @_guarded()

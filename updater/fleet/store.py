@@ -89,7 +89,9 @@ class Store:
         if self.postgres:
             import psycopg
 
-            self._pg = psycopg.connect(url, autocommit=True)
+            # Commits outside _write (a host's last-seen bookkeeping) need not wait for
+            # the WAL flush; every transaction that counts (locks, starts, reports) does.
+            self._pg = psycopg.connect(url, autocommit=True, options="-c synchronous_commit=off")
             ddl = _SCHEMA.format(real="DOUBLE PRECISION", serial="BIGSERIAL PRIMARY KEY")
             with self._pg.transaction():
                 # Two processes creating the schema at once would race on the catalog.
@@ -134,9 +136,12 @@ class Store:
         """A transaction that no other writer for ``group`` (on SQLite: any writer) interleaves."""
         if self.postgres:
             with self._pg.transaction():
+                self._pg.execute("SET LOCAL synchronous_commit TO on")
                 if group is not None:
-                    self._pg.execute("INSERT INTO groups VALUES (%s) ON CONFLICT DO NOTHING", (group,))
-                    self._pg.execute("SELECT name FROM groups WHERE name = %s FOR UPDATE", (group,))
+                    lock = "SELECT name FROM groups WHERE name = %s FOR UPDATE"
+                    if self._pg.execute(lock, (group,)).fetchone() is None:
+                        self._pg.execute("INSERT INTO groups VALUES (%s) ON CONFLICT DO NOTHING", (group,))
+                        self._pg.execute(lock, (group,))
                 yield
             return
         self._lite.execute("BEGIN IMMEDIATE")
@@ -164,6 +169,27 @@ class Store:
             " SET grp = excluded.grp, version = excluded.version, last_seen = excluded.last_seen",
             (node_id, group, version, now),
         )
+
+    def decision_view(
+        self, node_id: str, image_id: str, version: str, group: str, after: str | None
+    ) -> tuple[HostRow | None, ReleaseState, RolloutRow | None, RolloutRow | None]:
+        """In one query: the host, the release's state, its rollout here and in ``after``."""
+        row = self._one(
+            "SELECT h.node_id, h.grp, h.version, h.state, h.target, h.last_seq, r.state,"
+            " o.started_at, o.finished_at, o.halted_reason, p.started_at, p.finished_at, p.halted_reason"
+            " FROM (SELECT 1 AS one) AS one"
+            " LEFT JOIN hosts h ON h.node_id = ?"
+            " LEFT JOIN releases r ON r.image_id = ? AND r.version = ?"
+            " LEFT JOIN rollouts o ON o.grp = ? AND o.version = ?"
+            " LEFT JOIN rollouts p ON p.grp = ? AND p.version = ?",
+            (node_id, image_id, version, group, version, after or "", version),
+        )
+        assert row is not None
+        host = None if row[0] is None else HostRow(row[0], row[1], row[2], HostState(row[3]), row[4], row[5])
+        state = ReleaseState.ACTIVE if row[6] is None else ReleaseState(row[6])
+        rollout = None if row[7] is None else RolloutRow(row[7], row[8], row[9])
+        prerequisite = None if row[10] is None else RolloutRow(row[10], row[11], row[12])
+        return host, state, rollout, prerequisite
 
     def release_state(self, image_id: str, version: str) -> ReleaseState:
         row = self._one(
