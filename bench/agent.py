@@ -85,7 +85,7 @@ def main() -> int:
     peak_rss = 0
     while update.poll() is None:
         peak_rss = max(peak_rss, _rss_kib(update.pid))
-        time.sleep(0.02)
+        time.sleep(0.05)
     agent_s = time.monotonic() - start
     if update.returncode != 0 or host.verified_boot() != "1.1":
         print(update.stderr.read() if update.stderr else "", file=sys.stderr)

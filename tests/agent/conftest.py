@@ -131,26 +131,31 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
             if not path.is_file() or server.root.resolve() not in path.parents:
                 self.send_error(404)
                 return
-            data = path.read_bytes()
+            size = path.stat().st_size
             start = 0
             match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
             if match:
                 start = int(match[1])
                 self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
             else:
                 self.send_response(200)
-            body = data[start:]
-            self.send_header("Content-Length", str(len(body)))
+            length = size - start
+            self.send_header("Content-Length", str(length))
             self.end_headers()
-            cut = next((n for suffix, n in server.cut_after.items() if self.path.endswith(suffix)), None)
-            if cut is not None:
-                del server.cut_after[next(s for s in server.cut_after if self.path.endswith(s))]
-                body = body[:cut]
-            self.wfile.write(body)
-            server.bytes_sent += len(body)
-            if cut is not None:
+            suffix = next((s for s in server.cut_after if self.path.endswith(s)), None)
+            if suffix is not None:
+                length = min(length, server.cut_after.pop(suffix))
                 self.close_connection = True
+            with open(path, "rb") as handle:
+                handle.seek(start)
+                while length > 0:
+                    block = handle.read(min(length, 1 << 20))
+                    if not block:
+                        break
+                    self.wfile.write(block)
+                    server.bytes_sent += len(block)
+                    length -= len(block)
 
     return Handler
 
