@@ -6,14 +6,14 @@ import argparse
 import os
 from pathlib import Path
 
-DEFAULT_DB = "sqlite:///var/lib/berth/fleet.sqlite3"
+DEFAULT_DB = "sqlite:////var/lib/berth/fleet.sqlite3"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="run the fleet server (repository, rollouts, locks)")
     serve.add_argument("--config", type=Path, default=None, help="fleet.yaml (default: built-in)")
     serve.add_argument("--db", default=os.environ.get("BERTH_FLEET_DB", DEFAULT_DB),
-                       help="sqlite:///PATH or postgresql://… (default %(default)s)")
+                       help="sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH or postgresql://… (default %(default)s)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
