@@ -74,3 +74,16 @@ def test_status_prints_slots_entries_and_state(host: Host) -> None:
     assert "slot b:  1.1 (berth_1.1)" in text
     assert "berth_1.1+3.efi: 3 tries left, 0 done" in text
     assert "state:   rebooting -> 1.1 in slot b" in text
+
+
+def test_user_health_checks_decide_the_check_unit(host: Host) -> None:
+    checks = host.state_dir / "health.d"
+    checks.mkdir()
+    (checks / "10-ok").write_text("#!/bin/sh\nexit 0\n")
+    (checks / "10-ok").chmod(0o755)
+    (checks / "README").write_text("not executable: ignored\n")
+    assert host.agent("check-user").returncode == 0
+    (checks / "20-app").write_text("#!/bin/sh\necho app not serving >&2\nexit 3\n")
+    (checks / "20-app").chmod(0o755)
+    failed = host.agent("check-user", check=False)
+    assert failed.returncode == 1 and "20-app: exit 3 app not serving" in failed.stderr

@@ -18,7 +18,6 @@ from updater.agent.settings import credentials_dir_from_env, load_settings
 
 # The watchdog (WatchdogSec= in the unit) is fed at least this often while waiting.
 WATCHDOG_PING_S = 10.0
-HEALTH_DIRS = ("/etc/berth/health.d", "health.d")  # the second is under the state dir
 
 
 def make_agent(host_root: Path) -> Agent:
@@ -86,7 +85,7 @@ def render_status(report: dict[str, Any]) -> str:
 
 def run_user_checks(agent: Agent) -> int:
     """Run every executable in /etc/berth/health.d and <state_dir>/health.d; fail if one fails."""
-    directories = [Path(HEALTH_DIRS[0]), Path(agent.settings.state_dir) / HEALTH_DIRS[1]]
+    directories = [agent.paths.config.parent / "health.d", Path(agent.settings.state_dir) / "health.d"]
     failed = 0
     for directory in directories:
         if not directory.is_dir():
