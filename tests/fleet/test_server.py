@@ -95,7 +95,7 @@ def test_group_token_guards_locks_decisions_and_reports(make_fleet: Any) -> None
 
 def test_reboots_only_inside_the_maintenance_window(make_fleet: Any) -> None:
     opens = time.gmtime(time.time() + 2 * 3600)
-    window = {"start": f"{opens.tm_hour:02d}:00", "duration": "1h"}
+    window = {"start": f"{opens.tm_hour:02d}:00", "duration": "2h"}
     fleet = make_fleet({"default": {"windows": [window], "waves": NOW_WAVE}})
     response = post(fleet, "/v1/pre-reboot", lock_body("a"), HEADER)
     assert (response.status_code, response.json()["kind"]) == (409, "failed_outside_window")

@@ -35,7 +35,7 @@ def test_status_and_plot_show_a_rollout(make_fleet: Any, tmp_path: Path) -> None
     assert "blessed 1, rolled_back 1" in status.stdout
     assert "rate used  2/100" in status.stdout
     assert "locks      1/2  (b)" in status.stdout
-    assert "HALTED: 1 of 2 updates failed or rolled back" in status.stdout
+    assert "wave 100 %, HALTED: 1 of 2 updates failed or rolled back" in status.stdout
 
     png = tmp_path / "rollout.png"
     plot = berth("fleet", "plot", "--server", fleet.url, "--token", "admin-secret", "--version", "1.1.0",

@@ -57,7 +57,8 @@ def format_status(status: dict[str, Any]) -> str:
                 state = f"finished {_when(rollout['finished_at'], now)}"
             else:
                 state = "in progress"
-            lines.append(f"  rollout    {rollout['version']}: started {_when(rollout['started_at'], now)}, {state}")
+            lines.append(f"  rollout    {rollout['version']}: started {_when(rollout['started_at'], now)},"
+                         f" wave {rollout['wave_percent']:g} %, {state}")
     return "\n".join(lines)
 
 

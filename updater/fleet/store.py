@@ -25,6 +25,7 @@ from updater.fleet.policy import (
     rate_allows,
     rollout_finished,
     should_halt,
+    wave_share,
 )
 from updater.fleet.settings import GroupPolicy
 from updater.wire import Report, ReportEvent
@@ -375,7 +376,8 @@ class Store:
                 ),
                 "rate_limit": policy.rate.max_updates,
                 "rollouts": [
-                    {"version": v, "started_at": s, "finished_at": f, "halted_reason": h}
+                    {"version": v, "started_at": s, "finished_at": f, "halted_reason": h,
+                     "wave_percent": round(100 * wave_share(policy.waves, now - s), 2)}
                     for v, s, f, h in rollouts
                 ],
             }
