@@ -35,7 +35,8 @@ def test_defaults_then_files_then_credentials(tmp_path: Path) -> None:
      ("poll_interval_s: soon\n", "agent.yaml: setting 'poll_interval_s' must be int"),
      ("auto_reboot: 3\n", "setting 'auto_reboot' must be bool"),
      ("- a list\n", "must be a mapping"),
-     ("group: [\n", "not valid YAML")],
+     ("group: [\n", "not valid YAML"),
+     ("maintenance_window: nightly\n", "setting 'maintenance_window': maintenance window must look like")],
 )
 def test_bad_config_names_key_and_file(tmp_path: Path, text: str, message: str) -> None:
     config = tmp_path / "agent.yaml"

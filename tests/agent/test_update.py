@@ -4,6 +4,7 @@ stage, reboot, bless, clean up; and a failed boot that systemd-boot falls back f
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 Host = Server = Any  # fixtures from conftest.py
@@ -87,3 +88,14 @@ def test_user_health_checks_decide_the_check_unit(host: Host) -> None:
     (checks / "20-app").chmod(0o755)
     failed = host.agent("check-user", check=False)
     assert failed.returncode == 1 and "20-app: exit 3 app not serving" in failed.stderr
+
+
+def test_standalone_host_reboots_only_inside_its_maintenance_window(host: Host) -> None:
+    now = datetime.now(UTC)
+    closed = f"{(now + timedelta(hours=2)):%H}:00-{(now + timedelta(hours=3)):%H}:00"
+    host.settings(maintenance_window=closed)
+    host.agent("run", "--once")
+    assert host.state()["state"] == "staged" and host.rebooted() == 0
+    host.settings(maintenance_window=f"{now:%H}:00-{(now + timedelta(hours=1)):%H}:00")
+    host.agent("run", "--once")
+    assert host.state()["state"] == "rebooting" and host.rebooted() == 1

@@ -259,12 +259,13 @@ class Agent:
         if info.length != artifact.length or info.hashes.get("sha256") != artifact.sha256:
             raise WriteError(f"{artifact.target_path}: target info disagrees with the release")
         holder = [state]
+        what = f"writing {role.value} into partition {part.label!r}"
 
         def save(p: m.Progress) -> None:
             holder[0] = self.store.save(m.record_progress(holder[0], role.value, p))
 
         def tick(done: int) -> None:
-            self._progress(f"writing {role.value} into slot {holder[0].target.slot}", span[0] + done, span[1])
+            self._progress(what, span[0] + done, span[1])
 
         write_artifact(facts.disk, part, artifact, lambda offset: repo.stream(info, offset),
                        progress, save, tick)
@@ -303,8 +304,8 @@ class Agent:
         window = self.settings.maintenance_window
         now = datetime.fromtimestamp(self.clock(), UTC)
         if window and not self.settings.server_url and not Window.parse(window).contains(now):
-                notify(STATUS=f"{target.version} staged; rebooting in the window {window} UTC")
-                return min(self.settings.poll_interval_s, 60)
+            notify(STATUS=f"{target.version} staged; rebooting in the window {window} UTC")
+            return min(self.settings.poll_interval_s, 60)
         if not self.fleet.take_reboot_lock():
             notify(STATUS=f"{target.version} staged; waiting for a reboot lock")
             return self.settings.lock_retry_s

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from cli.errors import UserError
+from updater.agent.policy import Window
 
 CREDENTIAL_PREFIX = "berth."
 
@@ -124,6 +125,11 @@ def load_settings(config_file: Path, credentials_dir: Path | None) -> AgentSetti
     state_dir = cred_values.get("state_dir", values["state_dir"])
     values.update(_yaml_file(Path(state_dir) / "agent.yaml"))
     values.update(cred_values)
+    if values["maintenance_window"]:
+        try:
+            Window.parse(values["maintenance_window"])
+        except ValueError as error:
+            raise UserError(f"setting 'maintenance_window': {error}") from None
     return AgentSettings(**values)
 
 
