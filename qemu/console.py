@@ -16,7 +16,11 @@ from pathlib import Path
 
 # Terminal control sequences (colours, cursor moves) and carriage returns are
 # dropped so patterns and tails read like the text a person saw.
-_CONTROL = re.compile(r"\x1b\[[0-9;?=]*[A-Za-z]|\x1b[()][A-Z0-9]|\r")
+_CONTROL = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, soft reset
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: palette and title changes
+    r"|\x1b[()][A-Z0-9]|\r"
+)
 
 TAIL_LINES = 40
 

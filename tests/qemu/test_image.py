@@ -1,0 +1,113 @@
+"""A booted berth host is what berth says it is (one VM per engine, shared).
+
+Read-only checks come first; the reboot that proves /var persists runs last.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.qemu]
+
+
+def manifest(artifact: Path) -> dict[str, object]:
+    return dict(json.loads((artifact / "manifest.json").read_text()))
+
+
+def test_readiness_names_the_built_version_slot_a_and_root_hash(booted_host: Any) -> None:
+    built = manifest(booted_host.artifact)
+    assert booted_host.ready.version == built["version"]
+    assert booted_host.ready.roothash == built["roothash"]
+    assert booted_host.ready.slot == "a"
+    cmdline = booted_host.vm.run("cat /proc/cmdline").stdout
+    assert f"roothash={built['roothash']}" in cmdline.split()
+
+
+def test_root_is_dm_verity_and_read_only(booted_host: Any) -> None:
+    vm = booted_host.vm
+    source, options = vm.run("findmnt -no SOURCE,OPTIONS /").stdout.split()
+    assert source == "/dev/mapper/root"
+    assert "ro" in options.split(",")
+    dm = vm.run("basename $(readlink -f /dev/mapper/root)").stdout.strip()
+    assert vm.run(f"cat /sys/class/block/{dm}/dm/uuid").stdout.startswith("CRYPT-VERITY-")
+    write = vm.run("touch /usr/berth-write-probe", check=False)
+    assert write.returncode != 0 and "Read-only file system" in write.stderr
+
+
+def test_no_package_manager(booted_host: Any) -> None:
+    for tool in ("apt", "apt-get", "dpkg"):
+        found = booted_host.vm.run(f"command -v {tool}", check=False)
+        assert found.returncode != 0, f"{tool} is in the image at {found.stdout.strip()}"
+    leftovers = booted_host.vm.run("ls -d /var/lib/dpkg /var/lib/apt /etc/apt", check=False)
+    assert leftovers.stdout == ""
+
+
+def test_docker_runs_a_container_from_a_local_archive(
+    booted_host: Any, busybox_archive: tuple[Path, str]
+) -> None:
+    archive, tag = busybox_archive
+    vm = booted_host.vm
+    vm.ssh.copy_in(archive, "/var/tmp/busybox.tar")
+    assert tag in vm.run("docker load -i /var/tmp/busybox.tar").stdout
+    out = vm.run(f"docker run --rm {tag} sh -c 'echo hello from $(uname -s) in a container'")
+    assert out.stdout == "hello from Linux in a container\n"
+
+
+def test_booted_uki_is_the_blessed_default_entry(booted_host: Any) -> None:
+    built = manifest(booted_host.artifact)
+    entries = json.loads(booted_host.vm.run("bootctl list --json=short").stdout)
+    (booted,) = [e for e in entries if e.get("isSelected")]
+    assert booted["id"] == f"{built['image_id']}_{built['version']}.efi"
+    assert booted["type"] == "type2"  # a unified kernel image
+    assert booted.get("isDefault") is True
+    # No boot counter left on the entry: it is good (blessed), not on trial.
+    assert "triesLeft" not in booted and "+" not in booted["id"]
+
+
+def test_guest_reaches_host_service_only_through_its_fixed_address(
+    booted_host: Any, host_service: Any
+) -> None:
+    vm = booted_host.vm
+    fetch = "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=20).read().decode())"
+    for _ in range(3):  # each request is its own connection through the relay
+        assert vm.run(f"python3 -c '{fetch}' {host_service.guest_url}").stdout.encode() == host_service.body
+    # restrict=on: the user-mode gateway does not lead to the host's loopback.
+    direct = vm.run(f"python3 -c '{fetch}' http://10.0.2.2:{host_service.host_port}/", check=False)
+    assert direct.returncode != 0
+
+
+def test_smbios_credentials_reach_the_system(booted_host: Any) -> None:
+    for name, value in booted_host.credentials.items():
+        assert booted_host.vm.run(f"systemd-creds --system cat {name}").stdout.strip() == value
+
+
+def test_var_is_writable_and_survives_reboot_with_the_same_machine_id(booted_host: Any) -> None:
+    vm = booted_host.vm
+    token = secrets.token_hex(8)
+    vm.run(f"mkdir -p /var/lib/berth-test && echo {token} > /var/lib/berth-test/token && sync")
+    machine_id = vm.run("cat /etc/machine-id").stdout.strip()
+    assert machine_id == vm.machine.system_uuid.hex
+    vm.reboot()
+    again = vm.wait_ready()
+    vm.wait_ssh()
+    assert again.slot == "a" and again.version == booted_host.ready.version
+    assert vm.run("cat /var/lib/berth-test/token").stdout.strip() == token
+    assert vm.run("cat /etc/machine-id").stdout.strip() == machine_id
+
+
+def test_podman_variant_boots_and_runs_the_same_container(
+    booted_podman_host: Any, busybox_archive: tuple[Path, str]
+) -> None:
+    archive, tag = busybox_archive
+    vm = booted_podman_host.vm
+    assert manifest(booted_podman_host.artifact)["engine"] == "podman"
+    assert vm.run("command -v docker", check=False).returncode != 0
+    vm.ssh.copy_in(archive, "/var/tmp/busybox.tar")
+    vm.run("podman load -i /var/tmp/busybox.tar")
+    out = vm.run(f"podman run --rm {tag} sh -c 'echo hello from $(uname -s) in a container'")
+    assert out.stdout == "hello from Linux in a container\n"
