@@ -33,19 +33,23 @@ from updater.fleet.synthetic import synthetic_release, write_targets
 
 POLICY = {
     "repository": "repo",
-    "groups": {"default": {
-        "max_concurrent_reboots": 100_000,
-        "rate": {"max_updates": 1_000_000, "period": "1h"},
-        # A release in rollout: 5 % of the hosts may start, the rest wait for their wave.
-        "waves": [{"after": "0s", "percent": 5}, {"after": "30d", "percent": 100}],
-    }},
+    "groups": {
+        "default": {
+            "max_concurrent_reboots": 100_000,
+            "rate": {"max_updates": 1_000_000, "period": "1h"},
+            # A release in rollout: 5 % of the hosts may start, the rest wait for their wave.
+            "waves": [{"after": "0s", "percent": 5}, {"after": "30d", "percent": 100}],
+        }
+    },
 }
 
 
 def _request(method: str, path: str, body: dict | None = None, headers: str = "") -> bytes:
     payload = json.dumps(body).encode() if body is not None else b""
-    head = (f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n")
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}"
+        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+    )
     return head.encode() + payload
 
 
@@ -60,8 +64,9 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _drive(port: int, make: Callable[[int], list[bytes]], connections: int, seconds: float
-                 ) -> tuple[int, list[float], dict[int, int]]:
+async def _drive(
+    port: int, make: Callable[[int], list[bytes]], connections: int, seconds: float
+) -> tuple[int, list[float], dict[int, int]]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     stop = time.perf_counter() + seconds
@@ -91,23 +96,36 @@ def scenarios(fleet_size: int) -> dict[str, Callable[[int], list[bytes]]]:
 
     def decision(i: int) -> list[bytes]:
         # Hosts of a large fleet in rollout: most wait for their wave, some are offered.
-        return [_request("POST", "/v1/update/check", {"node_id": rng.choice(nodes), "group": "default",
-                                                      "current_version": "1.0.0"})]
+        return [
+            _request(
+                "POST",
+                "/v1/update/check",
+                {"node_id": rng.choice(nodes), "group": "default", "current_version": "1.0.0"},
+            )
+        ]
 
     def lock(i: int) -> list[bytes]:
         body = {"client_params": {"id": rng.choice(nodes), "group": "default"}}
         header = "fleet-lock-protocol: true\r\n"
-        return [_request("POST", "/v1/pre-reboot", body, header),
-                _request("POST", "/v1/steady-state", body, header)]
+        return [
+            _request("POST", "/v1/pre-reboot", body, header),
+            _request("POST", "/v1/steady-state", body, header),
+        ]
 
     def static(i: int) -> list[bytes]:
         return [_request("GET", "/repo/metadata/targets.json")]
 
-    return {"static file (baseline)": static, "decision": decision, "lock (pre-reboot/steady-state)": lock}
+    return {
+        "static file (baseline)": static,
+        "decision": decision,
+        "lock (pre-reboot/steady-state)": lock,
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--postgres", action="store_true", help="PostgreSQL instead of SQLite")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
@@ -118,23 +136,36 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp, contextlib.ExitStack() as stack:
         workdir = Path(tmp)
-        db = (stack.enter_context(postgres_cluster()) if args.postgres
-              else f"sqlite:///{workdir}/fleet.sqlite3")
+        db = (
+            stack.enter_context(postgres_cluster())
+            if args.postgres
+            else f"sqlite:///{workdir}/fleet.sqlite3"
+        )
         write_targets(workdir / "repo", [synthetic_release("1.0.0"), synthetic_release("1.1.0")])
-        server = stack.enter_context(running_server(write_config(workdir, POLICY), db, workers=args.workers))
+        server = stack.enter_context(
+            running_server(write_config(workdir, POLICY), db, workers=args.workers)
+        )
         port = int(server.url.rsplit(":", 1)[1])
         backend = "PostgreSQL" if args.postgres else "SQLite"
-        print(f"berth serve, {backend}, {args.workers} worker(s), {args.connections} connections,"
-              f" {args.seconds:g} s per scenario, fleet of {args.fleet} node ids")
+        print(
+            f"berth serve, {backend}, {args.workers} worker(s), {args.connections} connections,"
+            f" {args.seconds:g} s per scenario, fleet of {args.fleet} node ids"
+        )
         results = {}
         for name, make in scenarios(args.fleet).items():
-            rps, latencies, statuses = uvloop.run(_drive(port, make, args.connections, args.seconds))
+            rps, latencies, statuses = uvloop.run(
+                _drive(port, make, args.connections, args.seconds)
+            )
             cuts = statistics.quantiles(latencies, n=100)
             results[name] = rps
-            print(f"  {name:32s} {rps:7d} req/s   p50 {cuts[49] * 1000:6.2f} ms   p99 {cuts[98] * 1000:6.2f} ms"
-                  f"   statuses {statuses}")
+            print(
+                f"  {name:32s} {rps:7d} req/s   p50 {cuts[49] * 1000:6.2f} ms   p99 {cuts[98] * 1000:6.2f} ms"
+                f"   statuses {statuses}"
+            )
         decisions = results["decision"]
-        print(f"  largest fleet at a 5-minute poll: {decisions * 300:,} hosts ({decisions} decisions/s x 300 s)")
+        print(
+            f"  largest fleet at a 5-minute poll: {decisions * 300:,} hosts ({decisions} decisions/s x 300 s)"
+        )
     return 0
 
 

@@ -63,8 +63,14 @@ class FleetClient:
     """Talks to one fleet server as one node of one group."""
 
     def __init__(
-        self, server_url: str, node_id: str, group: str, *, token: str | None = None,
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT, session: requests.Session | None = None,
+        self,
+        server_url: str,
+        node_id: str,
+        group: str,
+        *,
+        token: str | None = None,
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        session: requests.Session | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.node_id, self.group = node_id, group
@@ -80,7 +86,9 @@ class FleetClient:
     def _post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         try:
             response = self.session.post(
-                self.server_url + path, json=body, timeout=self.timeout,
+                self.server_url + path,
+                json=body,
+                timeout=self.timeout,
                 headers={**self._headers, **(headers or {})},
             )
         except requests.RequestException as error:
@@ -119,8 +127,9 @@ class FleetClient:
         self._post(REPORTS_PATH, report.to_json())
 
     def _lock(self, path: str) -> None:
-        self._post(path, FleetLockRequest(self.node_id, self.group).to_json(),
-                   {FLEETLOCK_HEADER: "true"})
+        self._post(
+            path, FleetLockRequest(self.node_id, self.group).to_json(), {FLEETLOCK_HEADER: "true"}
+        )
 
     def pre_reboot(self) -> None:
         """Take (or renew) this node's reboot slot; LockDenied when none is free."""

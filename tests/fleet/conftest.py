@@ -51,15 +51,25 @@ class Fleet:
         return self.servers[0].url
 
     def publish(self, *versions: str, withdrawn: tuple[str, ...] = ()) -> None:
-        write_targets(self.workdir / "repo",
-                      [synthetic_release(v, withdrawn=v in withdrawn) for v in versions])
+        write_targets(
+            self.workdir / "repo",
+            [synthetic_release(v, withdrawn=v in withdrawn) for v in versions],
+        )
         for server in self.servers:
             self.admin("POST", "/admin/reload", url=server.url).raise_for_status()
 
-    def admin(self, method: str, path: str, body: Any = None, url: str | None = None,
-              token: str | None = ADMIN) -> requests.Response:
+    def admin(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        url: str | None = None,
+        token: str | None = ADMIN,
+    ) -> requests.Response:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return self.session.request(method, (url or self.url) + path, json=body, headers=headers, timeout=30)
+        return self.session.request(
+            method, (url or self.url) + path, json=body, headers=headers, timeout=30
+        )
 
     def advance(self, seconds: float) -> None:
         self.admin("POST", "/admin/clock", {"advance_s": seconds}).raise_for_status()
@@ -69,7 +79,9 @@ class Fleet:
         response.raise_for_status()
         return response.json()
 
-    def client(self, node: str, group: str = "default", token: str | None = None, server: int = 0) -> FleetClient:
+    def client(
+        self, node: str, group: str = "default", token: str | None = None, server: int = 0
+    ) -> FleetClient:
         return FleetClient(self.servers[server].url, node, group, token=token)
 
     def start(self, workers: int = 1) -> Server:
@@ -82,11 +94,19 @@ class Fleet:
 def make_fleet(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
     fleets: list[Fleet] = []
 
-    def make(groups: dict[str, Any], *, db: str | None = None, servers: int = 1,
-             releases: tuple[str, ...] = ("1.1.0",), **top: Any) -> Fleet:
+    def make(
+        groups: dict[str, Any],
+        *,
+        db: str | None = None,
+        servers: int = 1,
+        releases: tuple[str, ...] = ("1.1.0",),
+        **top: Any,
+    ) -> Fleet:
         workdir = tmp_path / f"fleet{len(fleets)}"
         workdir.mkdir()
-        config = write_config(workdir, {"repository": "repo", "admin_token": ADMIN, "groups": groups, **top})
+        config = write_config(
+            workdir, {"repository": "repo", "admin_token": ADMIN, "groups": groups, **top}
+        )
         write_targets(workdir / "repo", [synthetic_release(v) for v in releases])
         fleet = Fleet(workdir, config, db or f"sqlite:///{workdir / 'fleet.sqlite3'}")
         fleets.append(fleet)

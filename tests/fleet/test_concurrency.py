@@ -23,7 +23,9 @@ def db(request: pytest.FixtureRequest) -> str | None:
     return request.getfixturevalue("pg_url") if request.param == "postgres" else None
 
 
-def test_never_more_reboot_locks_than_slots_across_processes(make_fleet: Any, db: str | None) -> None:
+def test_never_more_reboot_locks_than_slots_across_processes(
+    make_fleet: Any, db: str | None
+) -> None:
     fleet = make_fleet({"default": {"max_concurrent_reboots": SLOTS}}, db=db, servers=2)
     holding: set[str] = set()
     guard = threading.Lock()
@@ -55,8 +57,16 @@ def test_never_more_reboot_locks_than_slots_across_processes(make_fleet: Any, db
 
 
 def test_rate_limit_is_exact_across_processes(make_fleet: Any, db: str | None) -> None:
-    fleet = make_fleet({"default": {"waves": [{"after": "0s", "percent": 100}],
-                                    "rate": {"max_updates": RATE, "period": "1h"}}}, db=db, servers=2)
+    fleet = make_fleet(
+        {
+            "default": {
+                "waves": [{"after": "0s", "percent": 100}],
+                "rate": {"max_updates": RATE, "period": "1h"},
+            }
+        },
+        db=db,
+        servers=2,
+    )
     start = threading.Barrier(24)
 
     def ask(index: int) -> str | None:
@@ -74,9 +84,19 @@ def test_rate_limit_is_exact_across_processes(make_fleet: Any, db: str | None) -
 
 
 @pytest.mark.slow
-def test_sigkill_under_load_loses_no_lock_and_no_counted_update(make_fleet: Any, db: str | None) -> None:
-    fleet = make_fleet({"default": {"waves": [{"after": "0s", "percent": 100}], "max_concurrent_reboots": 10_000,
-                                    "rate": {"max_updates": 10_000, "period": "1h"}}}, db=db)
+def test_sigkill_under_load_loses_no_lock_and_no_counted_update(
+    make_fleet: Any, db: str | None
+) -> None:
+    fleet = make_fleet(
+        {
+            "default": {
+                "waves": [{"after": "0s", "percent": 100}],
+                "max_concurrent_reboots": 10_000,
+                "rate": {"max_updates": 10_000, "period": "1h"},
+            }
+        },
+        db=db,
+    )
     offered: set[str] = set()
     locked: set[str] = set()
     guard = threading.Lock()

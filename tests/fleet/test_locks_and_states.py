@@ -43,8 +43,10 @@ def test_an_unreleased_lock_expires_after_its_ttl() -> None:
     assert locks.acquire(held, "b", 1, 60, 60).outcome is LockOutcome.ACQUIRED
 
 
-operations = st.lists(st.tuples(st.sampled_from(["lock", "unlock"]), st.sampled_from("abcdef"),
-                                st.floats(0, 50)), max_size=60)
+operations = st.lists(
+    st.tuples(st.sampled_from(["lock", "unlock"]), st.sampled_from("abcdef"), st.floats(0, 50)),
+    max_size=60,
+)
 
 
 @given(ops=operations, slots=st.integers(1, 4))
@@ -53,8 +55,11 @@ def test_never_more_live_holders_than_slots(ops: list[tuple[str, str, float]], s
     now = 0.0
     for op, node, step in ops:
         now += step
-        result = (locks.acquire(held, node, slots, 100, now) if op == "lock"
-                  else locks.release(held, node, now))
+        result = (
+            locks.acquire(held, node, slots, 100, now)
+            if op == "lock"
+            else locks.release(held, node, now)
+        )
         held = result.holders
         assert len(locks.live(held, now)) <= slots
         assert len({h.node_id for h in held}) == len(held)
@@ -62,19 +67,27 @@ def test_never_more_live_holders_than_slots(ops: list[tuple[str, str, float]], s
 
 def test_a_whole_update_walks_the_states() -> None:
     state = after_offer(HostState.IDLE)
-    for event in (ReportEvent.DOWNLOADING, ReportEvent.STAGED, ReportEvent.REBOOTING, ReportEvent.BLESSED):
+    for event in (
+        ReportEvent.DOWNLOADING,
+        ReportEvent.STAGED,
+        ReportEvent.REBOOTING,
+        ReportEvent.BLESSED,
+    ):
         state = after_report(state, event)
     assert state is HostState.BLESSED
     assert after_offer(state) is HostState.OFFERED  # ready for the next release
 
 
-@pytest.mark.parametrize(("state", "event"), [
-    (HostState.IDLE, ReportEvent.BLESSED),
-    (HostState.OFFERED, ReportEvent.REBOOTING),
-    (HostState.DOWNLOADING, ReportEvent.BLESSED),
-    (HostState.BLESSED, ReportEvent.ROLLED_BACK),
-    (HostState.FAILED, ReportEvent.FAILED),
-])
+@pytest.mark.parametrize(
+    ("state", "event"),
+    [
+        (HostState.IDLE, ReportEvent.BLESSED),
+        (HostState.OFFERED, ReportEvent.REBOOTING),
+        (HostState.DOWNLOADING, ReportEvent.BLESSED),
+        (HostState.BLESSED, ReportEvent.ROLLED_BACK),
+        (HostState.FAILED, ReportEvent.FAILED),
+    ],
+)
 def test_out_of_order_events_are_refused(state: HostState, event: ReportEvent) -> None:
     with pytest.raises(ReportRejected):
         after_report(state, event)

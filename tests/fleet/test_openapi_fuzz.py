@@ -20,11 +20,17 @@ ADMIN = "fuzz-admin"
 def api_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[schemathesis.BaseSchema]:
     workdir: Path = tmp_path_factory.mktemp("fuzz")
     write_targets(workdir / "repo", [synthetic_release("1.1.0"), synthetic_release("1.2.0")])
-    config = write_config(workdir, {
-        "repository": "repo", "admin_token": ADMIN,
-        "groups": {"default": {"waves": [{"after": "0s", "percent": 100}]},
-                   "guarded": {"token": "t0ken", "max_concurrent_reboots": 2}},
-    })
+    config = write_config(
+        workdir,
+        {
+            "repository": "repo",
+            "admin_token": ADMIN,
+            "groups": {
+                "default": {"waves": [{"after": "0s", "percent": 100}]},
+                "guarded": {"token": "t0ken", "max_concurrent_reboots": 2},
+            },
+        },
+    )
     with running_server(config, f"sqlite:///{workdir / 'fleet.sqlite3'}") as server:
         yield schemathesis.from_uri(server.url + "/openapi.json", base_url=server.url)
 

@@ -31,7 +31,9 @@ def test_wave_share_never_shrinks_as_time_passes(elapsed: float, later: float) -
 
 
 @given(node=names, version=versions, elapsed=st.floats(0, 1e7), later=st.floats(0, 1e7))
-def test_a_host_in_the_wave_stays_in_it(node: str, version: str, elapsed: float, later: float) -> None:
+def test_a_host_in_the_wave_stays_in_it(
+    node: str, version: str, elapsed: float, later: float
+) -> None:
     first, second = sorted((elapsed, later))
     if pol.in_wave(node, version, BOTTLEROCKET, first):
         assert pol.in_wave(node, version, BOTTLEROCKET, second)
@@ -53,7 +55,9 @@ def test_wave_shares_match_the_percentages_and_the_first_hosts_change_per_releas
 
 
 @given(started=st.integers(0, 1000), in_flight=st.integers(0, 1000), limit=st.integers(1, 1000))
-def test_rate_allows_a_start_only_below_the_limit_for_both_counts(started: int, in_flight: int, limit: int) -> None:
+def test_rate_allows_a_start_only_below_the_limit_for_both_counts(
+    started: int, in_flight: int, limit: int
+) -> None:
     allowed = pol.rate_allows(started, in_flight, RateLimit(limit, 3600))
     assert allowed == (started < limit and in_flight < limit)
     if allowed:
@@ -61,8 +65,12 @@ def test_rate_allows_a_start_only_below_the_limit_for_both_counts(started: int, 
         assert started + 1 <= limit and in_flight + 1 <= limit
 
 
-@given(started=st.integers(0, 10000), failed=st.integers(0, 10000),
-       share=st.floats(0, 1), minimum=st.integers(1, 100))
+@given(
+    started=st.integers(0, 10000),
+    failed=st.integers(0, 10000),
+    share=st.floats(0, 1),
+    minimum=st.integers(1, 100),
+)
 def test_halt_exactly_when_the_failure_share_crosses_the_threshold(
     started: int, failed: int, share: float, minimum: int
 ) -> None:
@@ -75,20 +83,29 @@ def _at(text: str, zone: str = "Europe/Berlin") -> float:
     return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone)).timestamp()
 
 
-NIGHTS = (Window(frozenset({0, 1, 2, 3}), 2 * 60, 4 * 3600), Window(frozenset({5}), 22 * 60, 6 * 3600))
+NIGHTS = (
+    Window(frozenset({0, 1, 2, 3}), 2 * 60, 4 * 3600),
+    Window(frozenset({5}), 22 * 60, 6 * 3600),
+)
 
 
-@pytest.mark.parametrize(("local", "open_"), [
-    ("2026-11-23 02:00", True),   # Monday, the window opens
-    ("2026-11-23 05:59", True),
-    ("2026-11-23 06:00", False),  # closed again
-    ("2026-11-23 01:59", False),
-    ("2026-11-27 03:00", False),  # Friday: no window
-    ("2026-11-28 23:30", True),   # Saturday night
-    ("2026-11-29 03:59", True),   # ... running past midnight into Sunday
-    ("2026-11-29 04:00", False),
-    ("2026-03-30 02:30", True),   # the Monday after the spring clock change, local time still counts
-])
+@pytest.mark.parametrize(
+    ("local", "open_"),
+    [
+        ("2026-11-23 02:00", True),  # Monday, the window opens
+        ("2026-11-23 05:59", True),
+        ("2026-11-23 06:00", False),  # closed again
+        ("2026-11-23 01:59", False),
+        ("2026-11-27 03:00", False),  # Friday: no window
+        ("2026-11-28 23:30", True),  # Saturday night
+        ("2026-11-29 03:59", True),  # ... running past midnight into Sunday
+        ("2026-11-29 04:00", False),
+        (
+            "2026-03-30 02:30",
+            True,
+        ),  # the Monday after the spring clock change, local time still counts
+    ],
+)
 def test_windows_follow_local_time_in_their_timezone(local: str, open_: bool) -> None:
     assert pol.window_open(NIGHTS, "Europe/Berlin", _at(local)) is open_
 
@@ -99,7 +116,9 @@ def test_no_windows_means_always_open(now: float) -> None:
 
 
 @given(now=st.floats(1e9, 3e9), start=st.integers(0, 1439), hours=st.integers(1, 48))
-def test_an_every_day_window_is_open_exactly_during_its_span(now: float, start: int, hours: int) -> None:
+def test_an_every_day_window_is_open_exactly_during_its_span(
+    now: float, start: int, hours: int
+) -> None:
     window = Window(frozenset(range(7)), start, hours * 3600)
     local = datetime.fromtimestamp(now, ZoneInfo("UTC"))
     minutes = local.hour * 60 + local.minute + local.second / 60 + local.microsecond / 6e7
@@ -108,9 +127,15 @@ def test_an_every_day_window_is_open_exactly_during_its_span(now: float, start: 
     assert pol.window_open((window,), "UTC", now) is expected
 
 
-@given(finished=st.one_of(st.none(), st.floats(0, 1e6)), soak=st.floats(0, 1e5), now=st.floats(0, 2e6))
-def test_a_group_waits_for_its_predecessor_plus_soak(finished: float | None, soak: float, now: float) -> None:
-    assert pol.may_start_after(finished, soak, now) == (finished is not None and now >= finished + soak)
+@given(
+    finished=st.one_of(st.none(), st.floats(0, 1e6)), soak=st.floats(0, 1e5), now=st.floats(0, 2e6)
+)
+def test_a_group_waits_for_its_predecessor_plus_soak(
+    finished: float | None, soak: float, now: float
+) -> None:
+    assert pol.may_start_after(finished, soak, now) == (
+        finished is not None and now >= finished + soak
+    )
 
 
 def test_choose_release_takes_the_newest_allowed_one() -> None:
@@ -119,13 +144,17 @@ def test_choose_release_takes_the_newest_allowed_one() -> None:
     stable = Channel("stable", "berth", None)
     assert pol.choose_release(releases, stable, "1.0.0", ()).version == "1.10.0"
     assert pol.choose_release(releases, stable, "1.0.0", ("1.10.0",)).version == "1.2.0"
-    assert pol.choose_release(releases, Channel("s", "berth", "1.1.0"), "1.0.0", ()).version == "1.1.0"
+    assert (
+        pol.choose_release(releases, Channel("s", "berth", "1.1.0"), "1.0.0", ()).version == "1.1.0"
+    )
     assert pol.choose_release(releases, stable, "1.10.0", ()) is None  # 2.0.0 is withdrawn
     assert pol.choose_release(releases, Channel("s", "other", None), "1.0.0", ()) is None
 
 
 @given(current=versions, bad=st.lists(versions, max_size=5))
-def test_choose_release_never_downgrades_or_offers_a_bad_version(current: str, bad: list[str]) -> None:
+def test_choose_release_never_downgrades_or_offers_a_bad_version(
+    current: str, bad: list[str]
+) -> None:
     from updater.wire import Version
 
     releases = [synthetic_release(f"1.{i}.0") for i in range(8)]
@@ -136,39 +165,75 @@ def test_choose_release_never_downgrades_or_offers_a_bad_version(current: str, b
 
 
 def _view(**changes: object) -> pol.RolloutView:
-    base = {"state": pol.ReleaseState.ACTIVE, "started_at": 0.0, "halted_reason": None,
-            "prerequisite_finished_at": None}
+    base = {
+        "state": pol.ReleaseState.ACTIVE,
+        "started_at": 0.0,
+        "halted_reason": None,
+        "prerequisite_finished_at": None,
+    }
     return pol.RolloutView(**{**base, **changes})  # type: ignore[arg-type]
 
 
 def test_decide_walks_through_every_reason() -> None:
-    group = parse_settings({"groups": {"g": {"waves": [{"after": "1h", "percent": 100}]}}},
-                           Path(".")).groups["g"]
+    group = parse_settings(
+        {"groups": {"g": {"waves": [{"after": "1h", "percent": 100}]}}}, Path(".")
+    ).groups["g"]
     decide = pol.decide
     assert decide(group, "n", "1.1", None, _view(), 3600).needs_slot
     assert decide(group, "n", "1.1", None, _view(), 10).reason is pol.Reason.WAITING_FOR_WAVE
-    assert decide(group, "n", "1.1", None, _view(started_at=None), 9e9).reason is pol.Reason.WAITING_FOR_GROUP
-    assert decide(group, "n", "1.1", None, _view(halted_reason="x"), 9e9).reason is pol.Reason.HALTED
-    assert decide(group, "n", "1.1", None, _view(state=pol.ReleaseState.PAUSED), 9e9).reason is pol.Reason.PAUSED
-    assert decide(group, "n", "1.1", None, _view(state=pol.ReleaseState.ABORTED), 9e9).reason is pol.Reason.ABORTED
+    assert (
+        decide(group, "n", "1.1", None, _view(started_at=None), 9e9).reason
+        is pol.Reason.WAITING_FOR_GROUP
+    )
+    assert (
+        decide(group, "n", "1.1", None, _view(halted_reason="x"), 9e9).reason is pol.Reason.HALTED
+    )
+    assert (
+        decide(group, "n", "1.1", None, _view(state=pol.ReleaseState.PAUSED), 9e9).reason
+        is pol.Reason.PAUSED
+    )
+    assert (
+        decide(group, "n", "1.1", None, _view(state=pol.ReleaseState.ABORTED), 9e9).reason
+        is pol.Reason.ABORTED
+    )
     # A host already started keeps going while halted or paused, but never onto a withdrawn release.
     assert decide(group, "n", "1.1", "1.1", _view(halted_reason="x"), 9e9).target == "1.1"
-    assert decide(group, "n", "1.1", "1.1", _view(state=pol.ReleaseState.PAUSED), 9e9).target == "1.1"
-    assert decide(group, "n", "1.1", "1.1", _view(state=pol.ReleaseState.WITHDRAWN), 9e9).target is None
+    assert (
+        decide(group, "n", "1.1", "1.1", _view(state=pol.ReleaseState.PAUSED), 9e9).target == "1.1"
+    )
+    assert (
+        decide(group, "n", "1.1", "1.1", _view(state=pol.ReleaseState.WITHDRAWN), 9e9).target
+        is None
+    )
 
 
-@pytest.mark.parametrize(("state", "action", "result"), [
-    ("active", "pause", "paused"), ("paused", "resume", "active"), ("active", "abort", "aborted"),
-    ("paused", "abort", "aborted"), ("aborted", "withdraw", "withdrawn"), ("active", "withdraw", "withdrawn"),
-])
-def test_operator_actions_move_a_release_between_named_states(state: str, action: str, result: str) -> None:
+@pytest.mark.parametrize(
+    ("state", "action", "result"),
+    [
+        ("active", "pause", "paused"),
+        ("paused", "resume", "active"),
+        ("active", "abort", "aborted"),
+        ("paused", "abort", "aborted"),
+        ("aborted", "withdraw", "withdrawn"),
+        ("active", "withdraw", "withdrawn"),
+    ],
+)
+def test_operator_actions_move_a_release_between_named_states(
+    state: str, action: str, result: str
+) -> None:
     assert pol.admin_transition(pol.ReleaseState(state), action) is pol.ReleaseState(result)
 
 
-@pytest.mark.parametrize(("state", "action"), [
-    ("active", "resume"), ("aborted", "resume"), ("aborted", "pause"), ("withdrawn", "resume"),
-    ("withdrawn", "withdraw"),
-])
+@pytest.mark.parametrize(
+    ("state", "action"),
+    [
+        ("active", "resume"),
+        ("aborted", "resume"),
+        ("aborted", "pause"),
+        ("withdrawn", "resume"),
+        ("withdrawn", "withdraw"),
+    ],
+)
 def test_operator_actions_refused_from_the_wrong_state(state: str, action: str) -> None:
     with pytest.raises(pol.TransitionError):
         pol.admin_transition(pol.ReleaseState(state), action)

@@ -12,6 +12,21 @@ from updater.client import FleetRejected, LockDenied
 from updater.wire import Report, ReportEvent
 
 HEADER = {"fleet-lock-protocol": "true"}
+BOTH_DATABASES = pytest.mark.parametrize(
+    "db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+@pytest.fixture
+def db(request: pytest.FixtureRequest) -> str | None:
+    """None (a fresh SQLite file) or a fresh PostgreSQL database, for tests run on both."""
+    return (
+        request.getfixturevalue("pg_url")
+        if getattr(request, "param", "sqlite") == "postgres"
+        else None
+    )
+
+
 NOW_WAVE = [{"after": "0s", "percent": 100}]
 
 
@@ -19,17 +34,30 @@ def lock_body(node: str, group: str = "default") -> dict[str, Any]:
     return {"client_params": {"id": node, "group": group}}
 
 
-def post(fleet: Any, path: str, body: Any = None, headers: dict[str, str] | None = None,
-         data: bytes | None = None) -> requests.Response:
-    return requests.post(fleet.url + path, json=body if data is None else None, data=data,
-                         headers=headers or {}, timeout=30)
+def post(
+    fleet: Any,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    data: bytes | None = None,
+) -> requests.Response:
+    return requests.post(
+        fleet.url + path,
+        json=body if data is None else None,
+        data=data,
+        headers=headers or {},
+        timeout=30,
+    )
 
 
 # --- FleetLock, from the protocol text ---
 
 
-def test_fleetlock_semaphore_is_owned_re_entrant_and_low_cardinality(make_fleet: Any) -> None:
-    fleet = make_fleet({"default": {}})
+@BOTH_DATABASES
+def test_fleetlock_semaphore_is_owned_re_entrant_and_low_cardinality(
+    make_fleet: Any, db: str | None
+) -> None:
+    fleet = make_fleet({"default": {}}, db=db)
     first = post(fleet, "/v1/pre-reboot", lock_body("a"), HEADER)
     assert first.status_code == 200
     assert post(fleet, "/v1/pre-reboot", lock_body("a"), HEADER).status_code == 200  # recursive
@@ -45,14 +73,17 @@ def test_fleetlock_semaphore_is_owned_re_entrant_and_low_cardinality(make_fleet:
     assert fleet.status()["groups"]["default"]["locks_held"] == ["b"]
 
 
-@pytest.mark.parametrize(("headers", "body", "status", "kind"), [
-    ({}, lock_body("a"), 400, "missing_header"),
-    ({"fleet-lock-protocol": "false"}, lock_body("a"), 400, "missing_header"),
-    (HEADER, {"id": "a", "group": "default"}, 400, "bad_request"),
-    (HEADER, {"client_params": {"id": 7, "group": "default"}}, 400, "bad_request"),
-    (HEADER, {"client_params": {"id": "a b", "group": "default"}}, 400, "bad_request"),
-    (HEADER, lock_body("a", "nope"), 404, "unknown_group"),
-])
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "kind"),
+    [
+        ({}, lock_body("a"), 400, "missing_header"),
+        ({"fleet-lock-protocol": "false"}, lock_body("a"), 400, "missing_header"),
+        (HEADER, {"id": "a", "group": "default"}, 400, "bad_request"),
+        (HEADER, {"client_params": {"id": 7, "group": "default"}}, 400, "bad_request"),
+        (HEADER, {"client_params": {"id": "a b", "group": "default"}}, 400, "bad_request"),
+        (HEADER, lock_body("a", "nope"), 404, "unknown_group"),
+    ],
+)
 def test_fleetlock_refusals_have_a_kind_and_change_nothing(
     make_fleet: Any, headers: dict[str, str], body: Any, status: int, kind: str
 ) -> None:
@@ -65,8 +96,12 @@ def test_fleetlock_refusals_have_a_kind_and_change_nothing(
 
 def test_fleetlock_malformed_json_is_bad_request(make_fleet: Any) -> None:
     fleet = make_fleet({"default": {}})
-    response = post(fleet, "/v1/pre-reboot", headers={**HEADER, "content-type": "application/json"},
-                    data=b"{not json")
+    response = post(
+        fleet,
+        "/v1/pre-reboot",
+        headers={**HEADER, "content-type": "application/json"},
+        data=b"{not json",
+    )
     assert (response.status_code, response.json()["kind"]) == (400, "bad_request")
 
 
@@ -122,9 +157,18 @@ def test_waves_open_over_time(make_fleet: Any) -> None:
     assert fleet.client("a").check("1.0.0").target_version == "1.1.0"
 
 
-def test_rate_limit_counts_starts_per_period_and_repeats_are_not_counted(make_fleet: Any) -> None:
-    fleet = make_fleet({"default": {"waves": NOW_WAVE, "rate": {"max_updates": 2, "period": "1h"}}})
-    assert [fleet.client(n).check("1.0.0").reason for n in "abc"] == ["offered", "offered", "rate_limited"]
+@BOTH_DATABASES
+def test_rate_limit_counts_starts_per_period_and_repeats_are_not_counted(
+    make_fleet: Any, db: str | None
+) -> None:
+    fleet = make_fleet(
+        {"default": {"waves": NOW_WAVE, "rate": {"max_updates": 2, "period": "1h"}}}, db=db
+    )
+    assert [fleet.client(n).check("1.0.0").reason for n in "abc"] == [
+        "offered",
+        "offered",
+        "rate_limited",
+    ]
     again = fleet.client("a").check("1.0.0")
     assert (again.target_version, again.reason) == ("1.1.0", "in_progress")
     assert fleet.status()["groups"]["default"]["rate_used"] == 2
@@ -135,7 +179,9 @@ def test_rate_limit_counts_starts_per_period_and_repeats_are_not_counted(make_fl
     assert fleet.client("c").check("1.0.0").reason == "offered"
 
 
-def _walk(fleet: Any, node: str, outcome: ReportEvent, group: str = "default", start: int = 1) -> None:
+def _walk(
+    fleet: Any, node: str, outcome: ReportEvent, group: str = "default", start: int = 1
+) -> None:
     client = fleet.client(node, group)
     events = (ReportEvent.DOWNLOADING, ReportEvent.STAGED, ReportEvent.REBOOTING, outcome)
     for seq, event in enumerate(events, start):
@@ -152,8 +198,9 @@ def test_bad_versions_and_withdrawn_releases_are_never_offered(make_fleet: Any) 
     assert fleet.client("a").check("1.0.0").target_version is None
 
 
-def test_pause_resume_abort(make_fleet: Any) -> None:
-    fleet = make_fleet({"default": {"waves": NOW_WAVE}})
+@BOTH_DATABASES
+def test_pause_resume_abort(make_fleet: Any, db: str | None) -> None:
+    fleet = make_fleet({"default": {"waves": NOW_WAVE}}, db=db)
     fleet.admin("POST", "/admin/releases/berth/1.1.0/pause").raise_for_status()
     assert fleet.client("a").check("1.0.0").reason == "paused"
     assert fleet.admin("POST", "/admin/releases/berth/1.1.0/pause").status_code == 409
@@ -164,9 +211,15 @@ def test_pause_resume_abort(make_fleet: Any) -> None:
     assert fleet.client("a").check("1.0.0").reason == "in_progress"  # started ones may finish
 
 
-def test_prod_starts_after_canary_finished_plus_soak(make_fleet: Any) -> None:
-    fleet = make_fleet({"canary": {"waves": NOW_WAVE},
-                        "prod": {"waves": NOW_WAVE, "after": "canary", "soak": "1h"}})
+@BOTH_DATABASES
+def test_prod_starts_after_canary_finished_plus_soak(make_fleet: Any, db: str | None) -> None:
+    fleet = make_fleet(
+        {
+            "canary": {"waves": NOW_WAVE},
+            "prod": {"waves": NOW_WAVE, "after": "canary", "soak": "1h"},
+        },
+        db=db,
+    )
     assert fleet.client("c1", "canary").check("1.0.0").target_version == "1.1.0"
     assert fleet.client("p1", "prod").check("1.0.0").reason == "waiting_for_group"
     _walk(fleet, "c1", ReportEvent.BLESSED, "canary")
@@ -175,8 +228,14 @@ def test_prod_starts_after_canary_finished_plus_soak(make_fleet: Any) -> None:
     assert fleet.client("p1", "prod").check("1.0.0").target_version == "1.1.0"
 
 
-def test_rollbacks_past_the_threshold_halt_the_release_in_the_group(make_fleet: Any) -> None:
-    fleet = make_fleet({"default": {"waves": NOW_WAVE, "halt": {"max_failure_share": 0.4, "min_updates": 2}}})
+@BOTH_DATABASES
+def test_rollbacks_past_the_threshold_halt_the_release_in_the_group(
+    make_fleet: Any, db: str | None
+) -> None:
+    fleet = make_fleet(
+        {"default": {"waves": NOW_WAVE, "halt": {"max_failure_share": 0.4, "min_updates": 2}}},
+        db=db,
+    )
     for node in "ab":
         assert fleet.client(node).check("1.0.0").reason == "offered"
     _walk(fleet, "a", ReportEvent.BLESSED)
@@ -184,23 +243,28 @@ def test_rollbacks_past_the_threshold_halt_the_release_in_the_group(make_fleet: 
     assert fleet.client("c").check("1.0.0").reason == "halted"
     rollout = fleet.status()["groups"]["default"]["rollouts"][0]
     assert rollout["halted_reason"] == "1 of 2 updates failed or rolled back"
-    assert 'berth_fleet_rollout_halted{group="default",version="1.1.0"} 1' in requests.get(
-        fleet.url + "/metrics", timeout=10).text
+    assert (
+        'berth_fleet_rollout_halted{group="default",version="1.1.0"} 1'
+        in requests.get(fleet.url + "/metrics", timeout=10).text
+    )
 
 
 # --- reports and bad input ---
 
 
-def test_reports_keep_history_and_refuse_replays_and_out_of_order(make_fleet: Any) -> None:
-    fleet = make_fleet({"default": {"waves": NOW_WAVE}})
+@BOTH_DATABASES
+def test_reports_keep_history_and_refuse_replays_and_out_of_order(
+    make_fleet: Any, db: str | None
+) -> None:
+    fleet = make_fleet({"default": {"waves": NOW_WAVE}}, db=db)
     client = fleet.client("a")
     client.check("1.0.0")
     client.report(Report("a", "default", 5, ReportEvent.DOWNLOADING, "1.1.0", "1.0.0"))
     before = fleet.admin("GET", "/admin/hosts/a").json()
     for report in (
-        Report("a", "default", 5, ReportEvent.STAGED, "1.1.0", "1.0.0"),    # replayed seq
-        Report("a", "default", 4, ReportEvent.STAGED, "1.1.0", "1.0.0"),    # older seq
-        Report("a", "default", 6, ReportEvent.BLESSED, "1.1.0", "1.0.0"),   # skips staged/rebooting
+        Report("a", "default", 5, ReportEvent.STAGED, "1.1.0", "1.0.0"),  # replayed seq
+        Report("a", "default", 4, ReportEvent.STAGED, "1.1.0", "1.0.0"),  # older seq
+        Report("a", "default", 6, ReportEvent.BLESSED, "1.1.0", "1.0.0"),  # skips staged/rebooting
     ):
         with pytest.raises(FleetRejected) as refused:
             client.report(report)
@@ -210,22 +274,45 @@ def test_reports_keep_history_and_refuse_replays_and_out_of_order(make_fleet: An
 
 
 BOTH = ("/v1/update/check", "/v1/reports")
-UNKNOWN_GROUP_REPORT = (b'{"node_id": "a", "group": "nope", "seq": 1, "event": "downloading",'
-                        b' "version": "1.1.0", "from_version": "1.0.0"}')
+UNKNOWN_GROUP_REPORT = (
+    b'{"node_id": "a", "group": "nope", "seq": 1, "event": "downloading",'
+    b' "version": "1.1.0", "from_version": "1.0.0"}'
+)
 
 
-@pytest.mark.parametrize(("paths", "data", "status"), [
-    (BOTH, b"{oops", 400),
-    (BOTH, b"[]", 400),
-    (BOTH, b'{"node_id": "a", "group": "default", "current_version": 1}', 400),
-    (BOTH, b'{"node_id": "a", "group": "default", "current_version": "1.0.0", "extra": 1}', 400),
-    (BOTH, b'{"node_id": "' + b"a" * 200_000 + b'"}', 413),
-    (("/v1/update/check",), b'{"node_id": "a", "group": "nope", "current_version": "1.0.0"}', 404),
-    (("/v1/reports",), UNKNOWN_GROUP_REPORT, 404),
-    (("/v1/reports",), UNKNOWN_GROUP_REPORT.replace(b'"seq": 1', b'"seq": -1'), 400),
-    (("/v1/reports",), UNKNOWN_GROUP_REPORT.replace(b'"downloading"', b'"exploded"'), 400),
-], ids=["malformed", "not-an-object", "wrong-type", "unknown-field", "huge", "check-unknown-group",
-        "report-unknown-group", "negative-seq", "unknown-event"])
+@pytest.mark.parametrize(
+    ("paths", "data", "status"),
+    [
+        (BOTH, b"{oops", 400),
+        (BOTH, b"[]", 400),
+        (BOTH, b'{"node_id": "a", "group": "default", "current_version": 1}', 400),
+        (
+            BOTH,
+            b'{"node_id": "a", "group": "default", "current_version": "1.0.0", "extra": 1}',
+            400,
+        ),
+        (BOTH, b'{"node_id": "' + b"a" * 200_000 + b'"}', 413),
+        (
+            ("/v1/update/check",),
+            b'{"node_id": "a", "group": "nope", "current_version": "1.0.0"}',
+            404,
+        ),
+        (("/v1/reports",), UNKNOWN_GROUP_REPORT, 404),
+        (("/v1/reports",), UNKNOWN_GROUP_REPORT.replace(b'"seq": 1', b'"seq": -1'), 400),
+        (("/v1/reports",), UNKNOWN_GROUP_REPORT.replace(b'"downloading"', b'"exploded"'), 400),
+    ],
+    ids=[
+        "malformed",
+        "not-an-object",
+        "wrong-type",
+        "unknown-field",
+        "huge",
+        "check-unknown-group",
+        "report-unknown-group",
+        "negative-seq",
+        "unknown-event",
+    ],
+)
 def test_bad_requests_get_a_clear_4xx_and_change_nothing(
     make_fleet: Any, paths: tuple[str, ...], data: bytes, status: int
 ) -> None:
@@ -243,7 +330,9 @@ def test_bad_requests_get_a_clear_4xx_and_change_nothing(
 def test_admin_api_needs_the_token(make_fleet: Any) -> None:
     fleet = make_fleet({"default": {}})
     assert fleet.admin("GET", "/admin/status", token=None).status_code == 401
-    assert fleet.admin("POST", "/admin/releases/berth/1.1.0/pause", token="guess").status_code == 401
+    assert (
+        fleet.admin("POST", "/admin/releases/berth/1.1.0/pause", token="guess").status_code == 401
+    )
 
 
 def test_reload_with_a_broken_config_keeps_the_old_policies(make_fleet: Any) -> None:
@@ -258,10 +347,14 @@ def test_reload_with_a_broken_config_keeps_the_old_policies(make_fleet: Any) -> 
 def test_serves_the_repository_metrics_and_openapi(make_fleet: Any) -> None:
     fleet = make_fleet({"default": {}})
     targets = requests.get(fleet.url + "/repo/metadata/targets.json", timeout=10)
-    assert targets.status_code == 200 and "berth/1.1.0/uki.efi" in targets.json()["signed"]["targets"]
+    assert (
+        targets.status_code == 200 and "berth/1.1.0/uki.efi" in targets.json()["signed"]["targets"]
+    )
     assert requests.get(fleet.url + "/repo/../fleet.yaml", timeout=10).status_code == 404
     schema = requests.get(fleet.url + "/openapi.json", timeout=10).json()
-    assert {"/v1/update/check", "/v1/reports", "/v1/pre-reboot", "/v1/steady-state"} <= set(schema["paths"])
+    assert {"/v1/update/check", "/v1/reports", "/v1/pre-reboot", "/v1/steady-state"} <= set(
+        schema["paths"]
+    )
     fleet.client("a").pre_reboot()
     metrics = requests.get(fleet.url + "/metrics", timeout=10).text
     assert 'berth_fleet_reboot_locks_held{group="default"} 1' in metrics
@@ -281,7 +374,11 @@ def test_client_errors_are_typed_when_nobody_answers() -> None:
     from updater.fleet.launch import free_port
 
     client = FleetClient(f"http://127.0.0.1:{free_port()}", "a", "default", timeout=(1, 1))
-    for call in (lambda: client.check("1.0.0"), client.pre_reboot, client.steady_state,
-                 lambda: client.report(Report("a", "default", 1, ReportEvent.FAILED, "1.1.0", "1.0.0"))):
+    for call in (
+        lambda: client.check("1.0.0"),
+        client.pre_reboot,
+        client.steady_state,
+        lambda: client.report(Report("a", "default", 1, ReportEvent.FAILED, "1.1.0", "1.0.0")),
+    ):
         with pytest.raises(FleetUnavailable):
             call()

@@ -25,19 +25,40 @@ def test_built_in_defaults_have_the_default_group() -> None:
     assert settings.admin_token is None
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("groups: {default: {max_concurrent_reboot: 2}}", "groups.default.max_concurrent_reboot: unknown key"),
-    ("groups: {default: {max_concurrent_reboots: two}}", "groups.default.max_concurrent_reboots: expected an integer"),
-    ("groups: {default: {rate: {period: soon}}}", "groups.default.rate.period: expected a duration"),
-    ("groups: {default: {timezone: Mars/Olympus}}", "groups.default.timezone: unknown timezone"),
-    ("groups: {default: {windows: [{start: '25:00', duration: 1h}]}}", "groups.default.windows[0].start"),
-    ("groups: {default: {waves: [{after: 1h, percent: 50}]}}", "groups.default.waves: the last wave must reach 100"),
-    ("groups: {a: {after: b}, b: {after: a}}", "cycle"),
-    ("groups: {a: {after: nobody}}", "groups.a.after: unknown group"),
-    ("groups: {a: {channel: beta}}", "groups.a.channel: unknown channel"),
-    ("pol_interval: 5m", "pol_interval: unknown key"),
-    ("groups: [a, b]", "groups: expected a dict"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "groups: {default: {max_concurrent_reboot: 2}}",
+            "groups.default.max_concurrent_reboot: unknown key",
+        ),
+        (
+            "groups: {default: {max_concurrent_reboots: two}}",
+            "groups.default.max_concurrent_reboots: expected an integer",
+        ),
+        (
+            "groups: {default: {rate: {period: soon}}}",
+            "groups.default.rate.period: expected a duration",
+        ),
+        (
+            "groups: {default: {timezone: Mars/Olympus}}",
+            "groups.default.timezone: unknown timezone",
+        ),
+        (
+            "groups: {default: {windows: [{start: '25:00', duration: 1h}]}}",
+            "groups.default.windows[0].start",
+        ),
+        (
+            "groups: {default: {waves: [{after: 1h, percent: 50}]}}",
+            "groups.default.waves: the last wave must reach 100",
+        ),
+        ("groups: {a: {after: b}, b: {after: a}}", "cycle"),
+        ("groups: {a: {after: nobody}}", "groups.a.after: unknown group"),
+        ("groups: {a: {channel: beta}}", "groups.a.channel: unknown channel"),
+        ("pol_interval: 5m", "pol_interval: unknown key"),
+        ("groups: [a, b]", "groups: expected a dict"),
+    ],
+)
 def test_bad_settings_name_the_file_and_the_key(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "fleet.yaml"
     path.write_text(text)

@@ -13,17 +13,32 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def berth(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, check=False,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        cwd=ROOT,
+        capture_output=True,
+        check=False,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_status_and_plot_show_a_rollout(make_fleet: Any, tmp_path: Path) -> None:
-    fleet = make_fleet({"default": {"waves": [{"after": "0s", "percent": 100}], "max_concurrent_reboots": 2,
-                                    "halt": {"max_failure_share": 0.3, "min_updates": 2}}})
+    fleet = make_fleet(
+        {
+            "default": {
+                "waves": [{"after": "0s", "percent": 100}],
+                "max_concurrent_reboots": 2,
+                "halt": {"max_failure_share": 0.3, "min_updates": 2},
+            }
+        }
+    )
     for node, outcome in (("a", ReportEvent.BLESSED), ("b", ReportEvent.ROLLED_BACK)):
         client = fleet.client(node)
         assert client.check("1.0.0").target_version == "1.1.0"
-        for seq, event in enumerate((ReportEvent.DOWNLOADING, ReportEvent.STAGED, ReportEvent.REBOOTING), 1):
+        for seq, event in enumerate(
+            (ReportEvent.DOWNLOADING, ReportEvent.STAGED, ReportEvent.REBOOTING), 1
+        ):
             client.report(Report(node, "default", seq, event, "1.1.0", "1.0.0"))
         client.pre_reboot()
         client.report(Report(node, "default", 4, outcome, "1.1.0", "1.0.0"))
@@ -38,8 +53,18 @@ def test_status_and_plot_show_a_rollout(make_fleet: Any, tmp_path: Path) -> None
     assert "wave 100 %, HALTED: 1 of 2 updates failed or rolled back" in status.stdout
 
     png = tmp_path / "rollout.png"
-    plot = berth("fleet", "plot", "--server", fleet.url, "--token", "admin-secret", "--version", "1.1.0",
-                 "--output", str(png))
+    plot = berth(
+        "fleet",
+        "plot",
+        "--server",
+        fleet.url,
+        "--token",
+        "admin-secret",
+        "--version",
+        "1.1.0",
+        "--output",
+        str(png),
+    )
     assert plot.returncode == 0, plot.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 

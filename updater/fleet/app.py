@@ -135,12 +135,17 @@ def decide(fleet: Fleet, policy: GroupPolicy, body: UpdateCheck) -> UpdateDecisi
     channel = snapshot.settings.channels[policy.channel]
     release = None
     if body.image_id == channel.image_id:
-        release = pol.choose_release(snapshot.releases, channel, body.current_version, body.bad_versions)
+        release = pol.choose_release(
+            snapshot.releases, channel, body.current_version, body.bad_versions
+        )
     if release is None:
         host = fleet.store.host(body.node_id)
         _observe(fleet, body, host, now)
-        reason = (pol.Reason.UP_TO_DATE.value if body.image_id == channel.image_id
-                  else f"group follows image {channel.image_id!r}")
+        reason = (
+            pol.Reason.UP_TO_DATE.value
+            if body.image_id == channel.image_id
+            else f"group follows image {channel.image_id!r}"
+        )
         return UpdateDecision(None, reason, poll)
     host, state, rollout, prerequisite = fleet.store.decision_view(
         body.node_id, release.image_id, release.version, policy.name, policy.after
@@ -206,7 +211,8 @@ async def pre_reboot(request: Request, fleet: Fleet) -> Response:
     result = fleet.store.lock(policy, body.node_id, now)
     if result.outcome is LockOutcome.FULL:
         raise Refused(
-            409, "failed_lock_semaphore_full",
+            409,
+            "failed_lock_semaphore_full",
             f"all {policy.max_concurrent_reboots} reboot slot(s) of {policy.name!r} are taken",
         )
     return JSONResponse({"outcome": result.outcome.value})
@@ -242,7 +248,9 @@ async def change_release(request: Request, fleet: Fleet) -> Response:
         )
     except pol.TransitionError as error:
         raise Refused(409, "rejected", str(error)) from None
-    return JSONResponse({"image_id": params["image_id"], "version": params["version"], "state": state.value})
+    return JSONResponse(
+        {"image_id": params["image_id"], "version": params["version"], "state": state.value}
+    )
 
 
 @_guarded()
@@ -253,7 +261,10 @@ async def reload(request: Request, fleet: Fleet) -> Response:
     except (ValueError, OSError) as error:
         raise Refused(400, "bad_request", f"reload failed, old policies kept: {error}") from None
     return JSONResponse(
-        {"groups": sorted(snapshot.settings.groups), "releases": [r.version for r in snapshot.releases]}
+        {
+            "groups": sorted(snapshot.settings.groups),
+            "releases": [r.version for r in snapshot.releases],
+        }
     )
 
 
@@ -263,7 +274,8 @@ async def status(request: Request, fleet: Fleet) -> Response:
     snapshot = fleet.catalog.current()
     body = fleet.store.status(dict(snapshot.settings.groups), fleet.now())
     body["catalog"] = [
-        {"image_id": r.image_id, "version": r.version, "withdrawn": r.withdrawn} for r in snapshot.releases
+        {"image_id": r.image_id, "version": r.version, "withdrawn": r.withdrawn}
+        for r in snapshot.releases
     ]
     return JSONResponse(body)
 
@@ -271,8 +283,12 @@ async def status(request: Request, fleet: Fleet) -> Response:
 @_guarded()
 async def history(request: Request, fleet: Fleet) -> Response:
     _admin(request, fleet)
-    return JSONResponse({"node_id": request.path_params["node_id"],
-                         "reports": fleet.store.history(request.path_params["node_id"])})
+    return JSONResponse(
+        {
+            "node_id": request.path_params["node_id"],
+            "reports": fleet.store.history(request.path_params["node_id"]),
+        }
+    )
 
 
 @_guarded()
@@ -286,19 +302,22 @@ async def timeline(request: Request, fleet: Fleet) -> Response:
 async def clock(request: Request, fleet: Fleet) -> Response:
     _admin(request, fleet)
     if not fleet.test_clock:
-        raise Refused(404, "bad_request", "the clock is only movable under `berth serve --test-clock`")
+        raise Refused(
+            404, "bad_request", "the clock is only movable under `berth serve --test-clock`"
+        )
     body = await _json_body(request, 1024)
     advance = body.get("advance_s") if isinstance(body, dict) else None
     if not isinstance(advance, (int, float)) or isinstance(advance, bool) or advance < 0:
-        raise Refused(400, "bad_request", "body must be {\"advance_s\": <seconds >= 0>}")
+        raise Refused(400, "bad_request", 'body must be {"advance_s": <seconds >= 0>}')
     fleet.store.set_clock_offset(fleet.store.clock_offset() + advance)
     return JSONResponse({"now": fleet.now()})
 
 
 async def metrics(request: Request) -> Response:
     fleet: Fleet = request.app.state.fleet
-    return PlainTextResponse(render_metrics(fleet.store.counts(), fleet.now()),
-                             media_type="text/plain; version=0.0.4")
+    return PlainTextResponse(
+        render_metrics(fleet.store.counts(), fleet.now()), media_type="text/plain; version=0.0.4"
+    )
 
 
 async def schema(request: Request) -> Response:
@@ -326,7 +345,9 @@ def create_app(config: Path | None, db_url: str, *, test_clock: bool = False) ->
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", schema, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
-        Mount(REPO_PATH, StaticFiles(directory=catalog.current().settings.repository, check_dir=False)),
+        Mount(
+            REPO_PATH, StaticFiles(directory=catalog.current().settings.repository, check_dir=False)
+        ),
     ]
     app = Starlette(routes=routes)
     app.state.fleet = fleet

@@ -10,15 +10,23 @@ DEFAULT_DB = "sqlite:////var/lib/berth/fleet.sqlite3"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    serve = subparsers.add_parser("serve", help="run the fleet server (repository, rollouts, locks)")
+    serve = subparsers.add_parser(
+        "serve", help="run the fleet server (repository, rollouts, locks)"
+    )
     serve.add_argument("--config", type=Path, default=None, help="fleet.yaml (default: built-in)")
-    serve.add_argument("--db", default=os.environ.get("BERTH_FLEET_DB", DEFAULT_DB),
-                       help="sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH or postgresql://… (default %(default)s)")
+    serve.add_argument(
+        "--db",
+        default=os.environ.get("BERTH_FLEET_DB", DEFAULT_DB),
+        help="sqlite:///RELATIVE/PATH, sqlite:////ABSOLUTE/PATH or postgresql://… (default %(default)s)",
+    )
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
-    serve.add_argument("--test-clock", action="store_true",
-                       help="let POST /admin/clock move the server's time (simulator and tests only)")
+    serve.add_argument(
+        "--test-clock",
+        action="store_true",
+        help="let POST /admin/clock move the server's time (simulator and tests only)",
+    )
     serve.set_defaults(handler=_serve)
 
     fleet = subparsers.add_parser("fleet", help="inspect and simulate rollouts")
@@ -29,8 +37,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ):
         verb = verbs.add_parser(name, help=help_text)
         verb.add_argument("--server", default="http://127.0.0.1:8080")
-        verb.add_argument("--token", default=os.environ.get("BERTH_ADMIN_TOKEN"),
-                          help="admin token (default $BERTH_ADMIN_TOKEN)")
+        verb.add_argument(
+            "--token",
+            default=os.environ.get("BERTH_ADMIN_TOKEN"),
+            help="admin token (default $BERTH_ADMIN_TOKEN)",
+        )
         verb.set_defaults(handler=handler)
         if name == "plot":
             verb.add_argument("--version", required=True, help="the release to plot")
@@ -40,14 +51,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sim.add_argument("--hosts", type=int, default=1000)
     sim.add_argument("--policy", type=Path, required=True, help="fleet.yaml to simulate")
     sim.add_argument("--releases", default="1.1.0", help="versions published one after the other")
-    sim.add_argument("--fail", action="append", default=[], metavar="VERSION=SHARE",
-                     help="share of hosts whose update to VERSION rolls back (repeatable)")
-    sim.add_argument("--split", default="", metavar="GROUP=N,…",
-                     help="hosts per group (default: spread evenly over the policy's groups)")
+    sim.add_argument(
+        "--fail",
+        action="append",
+        default=[],
+        metavar="VERSION=SHARE",
+        help="share of hosts whose update to VERSION rolls back (repeatable)",
+    )
+    sim.add_argument(
+        "--split",
+        default="",
+        metavar="GROUP=N,…",
+        help="hosts per group (default: spread evenly over the policy's groups)",
+    )
     sim.add_argument("--poll", default="30m", help="simulated poll interval of every host")
     sim.add_argument("--tick", default="10m", help="simulated time per step")
     sim.add_argument("--max-time", default="30d", help="give up after this much simulated time")
-    sim.add_argument("--db", default=None, help="database for the server (default: temporary SQLite)")
+    sim.add_argument(
+        "--db", default=None, help="database for the server (default: temporary SQLite)"
+    )
     sim.add_argument("--workers", type=int, default=2, help="server processes")
     sim.add_argument("--seed", type=int, default=1)
     sim.add_argument("--json", type=Path, default=None, help="also write the summary here")

@@ -50,15 +50,38 @@ def write_config(workdir: Path, data: dict[str, Any]) -> Path:
     return config
 
 
-def start_server(config: Path, db: str, *, workers: int = 1, test_clock: bool = False,
-                 port: int | None = None, timeout: float = 30) -> Server:
+def start_server(
+    config: Path,
+    db: str,
+    *,
+    workers: int = 1,
+    test_clock: bool = False,
+    port: int | None = None,
+    timeout: float = 30,
+) -> Server:
     port = port or free_port()
     log = config.with_name(f"serve-{port}.log")
     with log.open("w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", "serve", "--config", str(config), "--port", str(port),
-             "--db", db, "--workers", str(workers), *(["--test-clock"] if test_clock else [])],
-            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "cli.main",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                "--db",
+                db,
+                "--workers",
+                str(workers),
+                *(["--test-clock"] if test_clock else []),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
         )
     server = Server(f"http://127.0.0.1:{port}", config, db, process, log)
     deadline = time.monotonic() + timeout

@@ -42,7 +42,9 @@ def live(holders: Iterable[Holder], now: float) -> tuple[Holder, ...]:
     return tuple(h for h in holders if h.expires_at > now)
 
 
-def acquire(holders: Iterable[Holder], node_id: str, slots: int, ttl_s: float, now: float) -> LockResult:
+def acquire(
+    holders: Iterable[Holder], node_id: str, slots: int, ttl_s: float, now: float
+) -> LockResult:
     current = live(holders, now)
     others = tuple(h for h in current if h.node_id != node_id)
     mine = [h for h in current if h.node_id == node_id]

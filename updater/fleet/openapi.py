@@ -19,51 +19,108 @@ _LOCK_ERROR = {
 
 
 def _object(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": required, "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-def _post(summary: str, body: dict[str, Any], ok: dict[str, Any], errors: dict[str, str],
-          error_schema: dict[str, Any] = _ERROR, **extra: Any) -> dict[str, Any]:
+def _post(
+    summary: str,
+    body: dict[str, Any],
+    ok: dict[str, Any],
+    errors: dict[str, str],
+    error_schema: dict[str, Any] = _ERROR,
+    **extra: Any,
+) -> dict[str, Any]:
     responses = {"200": _json(ok, "success")}
     responses.update({code: _json(error_schema, text) for code, text in errors.items()})
-    return {"post": {"summary": summary, "requestBody": {"required": True, "content": {
-        "application/json": {"schema": body}}}, "responses": responses, **extra}}
+    return {
+        "post": {
+            "summary": summary,
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": responses,
+            **extra,
+        }
+    }
 
 
-_AGENT_ERRORS = {"400": "malformed body", "401": "group token missing or wrong",
-                 "404": "unknown group", "413": "body too large"}
-_LOCK_BODY = _object({"client_params": _object({"id": _NAME, "group": _NAME}, ["id", "group"])},
-                     ["client_params"])
-_LOCK_HEADER = [{"name": wire.FLEETLOCK_HEADER, "in": "header", "required": True,
-                 "schema": {"type": "string", "enum": ["true"]}}]
+_AGENT_ERRORS = {
+    "400": "malformed body",
+    "401": "group token missing or wrong",
+    "404": "unknown group",
+    "413": "body too large",
+}
+_LOCK_BODY = _object(
+    {"client_params": _object({"id": _NAME, "group": _NAME}, ["id", "group"])}, ["client_params"]
+)
+_LOCK_HEADER = [
+    {
+        "name": wire.FLEETLOCK_HEADER,
+        "in": "header",
+        "required": True,
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+]
 _ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
 def _admin_get(summary: str, params: list[str]) -> dict[str, Any]:
-    return {"get": {"summary": summary, "security": _ADMIN,
-                    "parameters": [{"name": p, "in": "path", "required": True, "schema": _NAME}
-                                   for p in params],
-                    "responses": {"200": _json({"type": "object"}, "success"),
-                                  "401": _json(_ERROR, "admin token missing or wrong"),
-                                  "403": _json(_ERROR, "admin API off")}}}
+    return {
+        "get": {
+            "summary": summary,
+            "security": _ADMIN,
+            "parameters": [
+                {"name": p, "in": "path", "required": True, "schema": _NAME} for p in params
+            ],
+            "responses": {
+                "200": _json({"type": "object"}, "success"),
+                "401": _json(_ERROR, "admin token missing or wrong"),
+                "403": _json(_ERROR, "admin API off"),
+            },
+        }
+    }
 
 
 @functools.cache
 def openapi_schema() -> dict[str, Any]:
-    check = _object({"node_id": _NAME, "group": _NAME, "current_version": _VERSION, "image_id": _NAME,
-                     "bad_versions": {"type": "array", "items": _VERSION}},
-                    ["node_id", "group", "current_version"])
-    decision = _object({"target_version": {**_VERSION, "nullable": True}, "reason": {"type": "string"},
-                        "poll_after_s": {"type": "integer"}}, ["target_version", "reason", "poll_after_s"])
-    report = _object({"node_id": _NAME, "group": _NAME, "seq": {"type": "integer", "minimum": 0},
-                      "event": {"type": "string", "enum": [e.value for e in wire.ReportEvent]},
-                      "version": _VERSION, "from_version": _VERSION, "detail": {"type": "string"},
-                      "extra": {"type": "object"}},
-                     ["node_id", "group", "seq", "event", "version", "from_version"])
+    check = _object(
+        {
+            "node_id": _NAME,
+            "group": _NAME,
+            "current_version": _VERSION,
+            "image_id": _NAME,
+            "bad_versions": {"type": "array", "items": _VERSION},
+        },
+        ["node_id", "group", "current_version"],
+    )
+    decision = _object(
+        {
+            "target_version": {**_VERSION, "nullable": True},
+            "reason": {"type": "string"},
+            "poll_after_s": {"type": "integer"},
+        },
+        ["target_version", "reason", "poll_after_s"],
+    )
+    report = _object(
+        {
+            "node_id": _NAME,
+            "group": _NAME,
+            "seq": {"type": "integer", "minimum": 0},
+            "event": {"type": "string", "enum": [e.value for e in wire.ReportEvent]},
+            "version": _VERSION,
+            "from_version": _VERSION,
+            "detail": {"type": "string"},
+            "extra": {"type": "object"},
+        },
+        ["node_id", "group", "seq", "event", "version", "from_version"],
+    )
     outcome = {"type": "object", "properties": {"outcome": {"type": "string"}}}
     lock_errors = {**_AGENT_ERRORS, "409": "semaphore full or outside the maintenance windows"}
     release_path = "/admin/releases/{image_id}/{version}/{action}"
@@ -72,38 +129,90 @@ def openapi_schema() -> dict[str, Any]:
         "info": {"title": "berth fleet server", "version": "1"},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "paths": {
-            wire.CHECK_PATH: _post("May this host update now, and to what?", check, decision,
-                                   _AGENT_ERRORS),
-            wire.REPORTS_PATH: _post("One step of one host's update", report,
-                                     {"type": "object"}, {**_AGENT_ERRORS, "409": "replayed, out of"
-                                                          " order or not following the host's state"}),
-            wire.PRE_REBOOT_PATH: _post("FleetLock: take (or renew) a reboot slot", _LOCK_BODY, outcome,
-                                        lock_errors, _LOCK_ERROR, parameters=_LOCK_HEADER),
-            wire.STEADY_STATE_PATH: _post("FleetLock: give the reboot slot back if held", _LOCK_BODY,
-                                          outcome, _AGENT_ERRORS, _LOCK_ERROR, parameters=_LOCK_HEADER),
-            release_path: {"post": {
-                "summary": "Pause, resume, abort or withdraw a release", "security": _ADMIN,
-                "parameters": [
-                    {"name": "image_id", "in": "path", "required": True, "schema": _NAME},
-                    {"name": "version", "in": "path", "required": True, "schema": _VERSION},
-                    {"name": "action", "in": "path", "required": True,
-                     "schema": {"type": "string", "enum": sorted(ADMIN_TRANSITIONS)}}],
-                "responses": {"200": _json({"type": "object"}, "new state"),
-                              **{c: _json(_ERROR, t) for c, t in {
-                                  "401": "admin token", "403": "admin API off",
-                                  "409": "not allowed from the current state"}.items()}}}},
-            "/admin/reload": {"post": {"summary": "Re-read fleet.yaml and targets.json now",
-                                       "security": _ADMIN, "responses": {
-                                           "200": _json({"type": "object"}, "reloaded"),
-                                           "400": _json(_ERROR, "bad file, old policies kept"),
-                                           "401": _json(_ERROR, "admin token"),
-                                           "403": _json(_ERROR, "admin API off")}}},
-            "/admin/status": _admin_get("Hosts per state, rollouts, locks, rate used per group", []),
+            wire.CHECK_PATH: _post(
+                "May this host update now, and to what?", check, decision, _AGENT_ERRORS
+            ),
+            wire.REPORTS_PATH: _post(
+                "One step of one host's update",
+                report,
+                {"type": "object"},
+                {
+                    **_AGENT_ERRORS,
+                    "409": "replayed, out of order or not following the host's state",
+                },
+            ),
+            wire.PRE_REBOOT_PATH: _post(
+                "FleetLock: take (or renew) a reboot slot",
+                _LOCK_BODY,
+                outcome,
+                lock_errors,
+                _LOCK_ERROR,
+                parameters=_LOCK_HEADER,
+            ),
+            wire.STEADY_STATE_PATH: _post(
+                "FleetLock: give the reboot slot back if held",
+                _LOCK_BODY,
+                outcome,
+                _AGENT_ERRORS,
+                _LOCK_ERROR,
+                parameters=_LOCK_HEADER,
+            ),
+            release_path: {
+                "post": {
+                    "summary": "Pause, resume, abort or withdraw a release",
+                    "security": _ADMIN,
+                    "parameters": [
+                        {"name": "image_id", "in": "path", "required": True, "schema": _NAME},
+                        {"name": "version", "in": "path", "required": True, "schema": _VERSION},
+                        {
+                            "name": "action",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"type": "string", "enum": sorted(ADMIN_TRANSITIONS)},
+                        },
+                    ],
+                    "responses": {
+                        "200": _json({"type": "object"}, "new state"),
+                        **{
+                            c: _json(_ERROR, t)
+                            for c, t in {
+                                "401": "admin token",
+                                "403": "admin API off",
+                                "409": "not allowed from the current state",
+                            }.items()
+                        },
+                    },
+                }
+            },
+            "/admin/reload": {
+                "post": {
+                    "summary": "Re-read fleet.yaml and targets.json now",
+                    "security": _ADMIN,
+                    "responses": {
+                        "200": _json({"type": "object"}, "reloaded"),
+                        "400": _json(_ERROR, "bad file, old policies kept"),
+                        "401": _json(_ERROR, "admin token"),
+                        "403": _json(_ERROR, "admin API off"),
+                    },
+                }
+            },
+            "/admin/status": _admin_get(
+                "Hosts per state, rollouts, locks, rate used per group", []
+            ),
             "/admin/hosts/{node_id}": _admin_get("One host's report history", ["node_id"]),
-            "/admin/timeline/{version}": _admin_get("Every report about one release, in order",
-                                                    ["version"]),
-            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
-                "description": "text exposition", "content": {"text/plain": {"schema": {
-                    "type": "string"}}}}}}},
+            "/admin/timeline/{version}": _admin_get(
+                "Every report about one release, in order", ["version"]
+            ),
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "text exposition",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
         },
     }

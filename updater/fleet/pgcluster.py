@@ -23,9 +23,13 @@ from updater.fleet.launch import free_port
 
 
 def _bin_dir() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
+    )
     if not found:
-        raise UserError("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): run make setup")
+        raise UserError(
+            "PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): run make setup"
+        )
     return Path(found[-1]).parent
 
 
@@ -42,15 +46,49 @@ def postgres_cluster() -> Iterator[str]:
         as_user = ["runuser", "-u", "postgres", "--"]
     data, port = directory / "data", free_port()
     log = directory / "postgres.log"
-    subprocess.run([*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                    "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
-    options = (f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=on"
-               " -c max_connections=200 -c shared_buffers=128MB")
-    subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(log), "-o", options,
-                    "-w", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_user,
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    options = (
+        f"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=on"
+        " -c max_connections=200 -c shared_buffers=128MB"
+    )
+    subprocess.run(
+        [
+            *as_user,
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-o",
+            options,
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True, check=False)
+        subprocess.run(
+            [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            capture_output=True,
+            check=False,
+        )
         shutil.rmtree(directory, ignore_errors=True)

@@ -159,8 +159,12 @@ class Verdict:
 
 
 def decide(
-    policy: GroupPolicy, node_id: str, target: str, in_flight_target: str | None,
-    rollout: RolloutView, now: float,
+    policy: GroupPolicy,
+    node_id: str,
+    target: str,
+    in_flight_target: str | None,
+    rollout: RolloutView,
+    now: float,
 ) -> Verdict:
     """Whether a host may start updating to ``target`` now, before the rate limit."""
     if rollout.state is ReleaseState.WITHDRAWN:
@@ -182,5 +186,7 @@ def decide(
     return Verdict(Reason.OFFERED, target, needs_slot=True)
 
 
-def rollout_may_begin(policy: GroupPolicy, prerequisite_finished_at: float | None, now: float) -> bool:
+def rollout_may_begin(
+    policy: GroupPolicy, prerequisite_finished_at: float | None, now: float
+) -> bool:
     return policy.after is None or may_start_after(prerequisite_finished_at, policy.soak_s, now)

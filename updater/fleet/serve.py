@@ -20,7 +20,9 @@ def _check_db(db_url: str) -> None:
         raise UserError(f"cannot open database {db_url}: {error}") from None
 
 
-def serve(config: Path | None, db_url: str, host: str, port: int, workers: int, test_clock: bool) -> int:
+def serve(
+    config: Path | None, db_url: str, host: str, port: int, workers: int, test_clock: bool
+) -> int:
     import uvicorn
 
     try:
@@ -28,10 +30,21 @@ def serve(config: Path | None, db_url: str, host: str, port: int, workers: int, 
     except SettingsError as error:
         raise UserError(str(error)) from None
     _check_db(db_url)
-    print(f"berth serve: http://{host}:{port} repository {settings.repository} database {db_url}"
-          f" groups {', '.join(settings.groups)}{' (test clock)' if test_clock else ''}", flush=True)
-    options = {"host": host, "port": port, "http": "httptools", "loop": "uvloop", "access_log": False,
-                   "log_level": "warning", "timeout_keep_alive": 30, "backlog": 4096}
+    print(
+        f"berth serve: http://{host}:{port} repository {settings.repository} database {db_url}"
+        f" groups {', '.join(settings.groups)}{' (test clock)' if test_clock else ''}",
+        flush=True,
+    )
+    options = {
+        "host": host,
+        "port": port,
+        "http": "httptools",
+        "loop": "uvloop",
+        "access_log": False,
+        "log_level": "warning",
+        "timeout_keep_alive": 30,
+        "backlog": 4096,
+    }
     if workers <= 1:
         from updater.fleet.app import create_app
 
@@ -40,7 +53,11 @@ def serve(config: Path | None, db_url: str, host: str, port: int, workers: int, 
     from updater.fleet.app import SERVE_ENV
 
     os.environ[SERVE_ENV] = json.dumps(
-        {"config": str(config.resolve()) if config else None, "db": db_url, "test_clock": test_clock}
+        {
+            "config": str(config.resolve()) if config else None,
+            "db": db_url,
+            "test_clock": test_clock,
+        }
     )
     uvicorn.run("updater.fleet.app:app_from_env", factory=True, workers=workers, **options)  # type: ignore[arg-type]
     return 0

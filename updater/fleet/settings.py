@@ -241,7 +241,9 @@ def _list(items: list[Any], table: Table, where: str) -> list[dict[str, Any]]:
 def _group(name: str, data: Any, channels: Mapping[str, Channel], groups: set[str]) -> GroupPolicy:
     where = f"groups.{name}."
     raw = _table(data, GROUP_TABLE, where)
-    waves = tuple(Wave(w["after"], w["percent"]) for w in _list(raw["waves"], WAVE_TABLE, where + "waves"))
+    waves = tuple(
+        Wave(w["after"], w["percent"]) for w in _list(raw["waves"], WAVE_TABLE, where + "waves")
+    )
     if not waves or max(w.percent for w in waves) < 100:
         raise SettingsError(f"{where}waves: the last wave must reach 100 percent")
     if raw["channel"] not in channels:
@@ -274,7 +276,8 @@ def parse_settings(data: Any, base_dir: Path) -> FleetSettings:
         for name, value in raw["channels"].items()
     }
     groups = {
-        name: _group(name, value, channels, set(raw["groups"])) for name, value in raw["groups"].items()
+        name: _group(name, value, channels, set(raw["groups"]))
+        for name, value in raw["groups"].items()
     }
     _check_no_cycle(groups)
     repository = Path(raw["repository"])

@@ -84,7 +84,9 @@ class Ledger:
             held.add(host.node_id)
             limit = self.settings.groups[host.group].max_concurrent_reboots
             if len(held) > limit:
-                self.violations.append(f"{host.group}: {len(held)} reboot locks held, limit {limit}")
+                self.violations.append(
+                    f"{host.group}: {len(held)} reboot locks held, limit {limit}"
+                )
 
     def gave_lock(self, host: Host) -> None:
         with self.lock:
@@ -99,8 +101,10 @@ class Ledger:
                 starts.popleft()
             self.in_flight[host.group] += 1
             if len(starts) > rate.max_updates or self.in_flight[host.group] > rate.max_updates:
-                self.violations.append(f"{host.group}: {len(starts)} started / {self.in_flight[host.group]}"
-                                       f" in flight within {rate.period_s:g}s, limit {rate.max_updates}")
+                self.violations.append(
+                    f"{host.group}: {len(starts)} started / {self.in_flight[host.group]}"
+                    f" in flight within {rate.period_s:g}s, limit {rate.max_updates}"
+                )
 
     def finished(self, host: Host) -> None:
         with self.lock:
@@ -121,13 +125,15 @@ class Simulation:
         rng = random.Random(plan.seed)
         self.hosts = [
             Host(f"sim-{group}-{i:06d}", group, next_poll=rng.uniform(0, plan.poll_s))
-            for group, count in plan.split.items() for i in range(count)
+            for group, count in plan.split.items()
+            for i in range(count)
         ]
         self.failing = {
             (h.node_id, version)
             for (version, group), share in plan.fail.items()
             for h in self.hosts
-            if (group is None or h.group == group) and random.Random(f"{plan.seed}{h.node_id}").random() < share
+            if (group is None or h.group == group)
+            and random.Random(f"{plan.seed}{h.node_id}").random() < share
         }
 
     def _client(self, host: Host) -> FleetClient:
@@ -138,8 +144,13 @@ class Simulation:
         return FleetClient(self.server, host.node_id, host.group, token=token, session=session)
 
     def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = requests.request(method, self.server + path, json=body, timeout=30,
-                                    headers={"Authorization": f"Bearer {self.token}"})
+        response = requests.request(
+            method,
+            self.server + path,
+            json=body,
+            timeout=30,
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
         response.raise_for_status()
         return response.json()
 
@@ -153,7 +164,12 @@ class Simulation:
         if host.phase == "rebooting":
             assert host.target is not None
             failed = (host.node_id, host.target) in self.failing
-            self._report(client, host, ReportEvent.ROLLED_BACK if failed else ReportEvent.BLESSED, host.target)
+            self._report(
+                client,
+                host,
+                ReportEvent.ROLLED_BACK if failed else ReportEvent.BLESSED,
+                host.target,
+            )
             if failed:
                 host.bad.add(host.target)
             else:
@@ -171,9 +187,13 @@ class Simulation:
             if decision.target_version is None:
                 return
             if decision.target_version in host.bad:
-                self.ledger.violations.append(f"{host.node_id} offered {decision.target_version} it rolled back")
+                self.ledger.violations.append(
+                    f"{host.node_id} offered {decision.target_version} it rolled back"
+                )
             if (host.group, decision.target_version) in self.halted_seen:
-                self.ledger.violations.append(f"{host.node_id} offered halted {decision.target_version}")
+                self.ledger.violations.append(
+                    f"{host.node_id} offered halted {decision.target_version}"
+                )
             host.target = decision.target_version
             self.ledger.started(host, self.now)
             self._report(client, host, ReportEvent.DOWNLOADING, host.target)
@@ -198,13 +218,19 @@ class Simulation:
             return False
         if all(h.version == version or version in h.bad for h in self.hosts):
             return True
-        halted = {g for g, info in status["groups"].items()
-                  for r in info["rollouts"] if r["version"] == version and r["halted_reason"]}
+        halted = {
+            g
+            for g, info in status["groups"].items()
+            for r in info["rollouts"]
+            if r["version"] == version and r["halted_reason"]
+        }
         self.halted_seen |= {(g, version) for g in halted}
         # Groups that wait (directly or not) on a halted group can never start it either.
         waiting = {g for g, p in self.ledger.settings.groups.items() if self._waits_on(g, halted)}
-        return all(h.version == version or version in h.bad or h.group in halted | waiting
-                   for h in self.hosts)
+        return all(
+            h.version == version or version in h.bad or h.group in halted | waiting
+            for h in self.hosts
+        )
 
     def _waits_on(self, group: str, halted: set[str]) -> bool:
         after = self.ledger.settings.groups[group].after
@@ -233,20 +259,33 @@ class Simulation:
                     if self.ledger.violations or self._settled(version, status):
                         break
                     if self.now - start > self.plan.max_time_s:
-                        self.ledger.violations.append(f"{version}: not settled after {self.plan.max_time_s:g}s")
+                        self.ledger.violations.append(
+                            f"{version}: not settled after {self.plan.max_time_s:g}s"
+                        )
                         break
-                    self.now = self._admin("POST", "/admin/clock", {"advance_s": self.plan.tick_s})["now"]
+                    self.now = self._admin("POST", "/admin/clock", {"advance_s": self.plan.tick_s})[
+                        "now"
+                    ]
                     if progress:
                         on = sum(h.version == version for h in self.hosts)
-                        print(f"\r  {version}: t+{(self.now - began) / 3600:6.1f}h  {on}/{len(self.hosts)}"
-                              f" hosts on it, {self.ledger.requests} requests", end="", flush=True)
+                        print(
+                            f"\r  {version}: t+{(self.now - began) / 3600:6.1f}h  {on}/{len(self.hosts)}"
+                            f" hosts on it, {self.ledger.requests} requests",
+                            end="",
+                            flush=True,
+                        )
                 if progress:
                     print()
-                summary["releases"][version] = self._release_summary(version, status, self.now - began)
+                summary["releases"][version] = self._release_summary(
+                    version, status, self.now - began
+                )
                 if self.ledger.violations:
                     break
-        summary.update(requests=self.ledger.requests, wall_s=round(time.monotonic() - started_wall, 1),
-                       violations=self.ledger.violations)
+        summary.update(
+            requests=self.ledger.requests,
+            wall_s=round(time.monotonic() - started_wall, 1),
+            violations=self.ledger.violations,
+        )
         summary["requests_per_s"] = int(self.ledger.requests / max(summary["wall_s"], 0.001))
         return summary
 
@@ -281,7 +320,9 @@ def check_ordering(summary: dict[str, Any], settings: FleetSettings) -> list[str
 
 
 @contextlib.contextmanager
-def simulated_server(policy: Path, workdir: Path, db: str | None, workers: int) -> Iterator[tuple[str, str, Path]]:
+def simulated_server(
+    policy: Path, workdir: Path, db: str | None, workers: int
+) -> Iterator[tuple[str, str, Path]]:
     """`berth serve --test-clock` with this policy; yields (url, admin token, repository)."""
     import yaml
 
@@ -298,7 +339,9 @@ def simulated_server(policy: Path, workdir: Path, db: str | None, workers: int) 
 def _split(text: str, settings: FleetSettings, hosts: int) -> dict[str, int]:
     if not text:
         names = list(settings.groups)
-        return {name: hosts // len(names) + (i < hosts % len(names)) for i, name in enumerate(names)}
+        return {
+            name: hosts // len(names) + (i < hosts % len(names)) for i, name in enumerate(names)
+        }
     split = {}
     for part in text.split(","):
         name, _, count = part.partition("=")
@@ -324,16 +367,25 @@ def run_cli(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.policy)
         plan = Plan(
-            hosts=args.hosts, releases=args.releases.split(","), fail=_fail(args.fail),
-            split=_split(args.split, settings, args.hosts), poll_s=parse_duration(args.poll),
-            tick_s=parse_duration(args.tick), max_time_s=parse_duration(args.max_time), seed=args.seed,
+            hosts=args.hosts,
+            releases=args.releases.split(","),
+            fail=_fail(args.fail),
+            split=_split(args.split, settings, args.hosts),
+            poll_s=parse_duration(args.poll),
+            tick_s=parse_duration(args.tick),
+            max_time_s=parse_duration(args.max_time),
+            seed=args.seed,
         )
     except (SettingsError, ValueError) as error:
         raise UserError(str(error)) from None
-    with (tempfile.TemporaryDirectory(prefix="berth-simulate-") as tmp,
-          simulated_server(args.policy, Path(tmp), args.db, args.workers) as (url, token, repository)):
+    with (
+        tempfile.TemporaryDirectory(prefix="berth-simulate-") as tmp,
+        simulated_server(args.policy, Path(tmp), args.db, args.workers) as (url, token, repository),
+    ):
         print(f"simulating {sum(plan.split.values())} hosts {plan.split} against {url}")
-        summary = Simulation(plan, url, token, settings).run(repository, progress=sys.stdout.isatty())
+        summary = Simulation(plan, url, token, settings).run(
+            repository, progress=sys.stdout.isatty()
+        )
     summary["violations"] += check_ordering(summary, settings)
     text = json.dumps(summary, indent=2)
     print(text)

@@ -15,13 +15,17 @@ def fetch(server: str, token: str | None, path: str) -> Any:
     if not token:
         raise UserError("the admin API needs a token: pass --token or set BERTH_ADMIN_TOKEN")
     try:
-        response = requests.get(server.rstrip("/") + path, headers={"Authorization": f"Bearer {token}"},
-                                timeout=30)
+        response = requests.get(
+            server.rstrip("/") + path, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
     except requests.RequestException as error:
         raise UserError(f"cannot reach the fleet server at {server}: {error}") from None
     if response.status_code != 200:
-        detail = response.json().get("error") if response.headers.get("content-type", "").startswith(
-            "application/json") else response.text[:200]
+        detail = (
+            response.json().get("error")
+            if response.headers.get("content-type", "").startswith("application/json")
+            else response.text[:200]
+        )
         raise UserError(f"{path}: HTTP {response.status_code}: {detail}")
     return response.json()
 
@@ -38,10 +42,14 @@ def format_status(status: dict[str, Any]) -> str:
     lines = [time.strftime("fleet status at %Y-%m-%d %H:%M:%S UTC", time.gmtime(now))]
     admin_states = {r["version"]: r["state"] for r in status["releases"]}
     for release in status["catalog"]:
-        state = "withdrawn" if release["withdrawn"] else admin_states.get(release["version"], "active")
+        state = (
+            "withdrawn" if release["withdrawn"] else admin_states.get(release["version"], "active")
+        )
         lines.append(f"  release {release['image_id']} {release['version']}: {state}")
     for name, group in status["groups"].items():
-        states = ", ".join(f"{s} {n}" for s, n in sorted(group["hosts_by_state"].items())) or "no hosts"
+        states = (
+            ", ".join(f"{s} {n}" for s, n in sorted(group["hosts_by_state"].items())) or "no hosts"
+        )
         versions = ", ".join(f"{v}: {n}" for v, n in sorted(group["hosts_by_version"].items()))
         lines += [
             f"group {name}",
@@ -57,8 +65,10 @@ def format_status(status: dict[str, Any]) -> str:
                 state = f"finished {_when(rollout['finished_at'], now)}"
             else:
                 state = "in progress"
-            lines.append(f"  rollout    {rollout['version']}: started {_when(rollout['started_at'], now)},"
-                         f" wave {rollout['wave_percent']:g} %, {state}")
+            lines.append(
+                f"  rollout    {rollout['version']}: started {_when(rollout['started_at'], now)},"
+                f" wave {rollout['wave_percent']:g} %, {state}"
+            )
     return "\n".join(lines)
 
 
@@ -79,10 +89,21 @@ def plot_rollout(server: str, token: str | None, version: str, output: Path) -> 
     start = events[0]["at"]
     figure, axis = plt.subplots(figsize=(9, 5))
     for group in sorted({e["group"] for e in events}):
-        for event, style in (("downloading", ":"), ("blessed", "-"), ("rolled_back", "--"), ("failed", "-.")):
-            times = [(e["at"] - start) / 3600 for e in events if e["group"] == group and e["event"] == event]
+        for event, style in (
+            ("downloading", ":"),
+            ("blessed", "-"),
+            ("rolled_back", "--"),
+            ("failed", "-."),
+        ):
+            times = [
+                (e["at"] - start) / 3600
+                for e in events
+                if e["group"] == group and e["event"] == event
+            ]
             if times:
-                axis.step(times, range(1, len(times) + 1), style, where="post", label=f"{group}: {event}")
+                axis.step(
+                    times, range(1, len(times) + 1), style, where="post", label=f"{group}: {event}"
+                )
     axis.set_xlabel(f"hours since the first report about {version}")
     axis.set_ylabel("hosts (cumulative)")
     axis.set_title(f"rollout of {version}")

@@ -141,7 +141,9 @@ class Store:
                 if group is not None:
                     lock = "SELECT name FROM groups WHERE name = %s FOR UPDATE"
                     if self._pg.execute(lock, (group,)).fetchone() is None:
-                        self._pg.execute("INSERT INTO groups VALUES (%s) ON CONFLICT DO NOTHING", (group,))
+                        self._pg.execute(
+                            "INSERT INTO groups VALUES (%s) ON CONFLICT DO NOTHING", (group,)
+                        )
                         self._pg.execute(lock, (group,))
                 yield
             return
@@ -160,7 +162,11 @@ class Store:
             "SELECT node_id, grp, version, state, target, last_seq FROM hosts WHERE node_id = ?",
             (node_id,),
         )
-        return None if row is None else HostRow(row[0], row[1], row[2], HostState(row[3]), row[4], row[5])
+        return (
+            None
+            if row is None
+            else HostRow(row[0], row[1], row[2], HostState(row[3]), row[4], row[5])
+        )
 
     def observe(self, node_id: str, group: str, version: str, now: float) -> None:
         """Record a host that asked, or its new group or version."""
@@ -186,7 +192,11 @@ class Store:
             (node_id, image_id, version, group, version, after or "", version),
         )
         assert row is not None
-        host = None if row[0] is None else HostRow(row[0], row[1], row[2], HostState(row[3]), row[4], row[5])
+        host = (
+            None
+            if row[0] is None
+            else HostRow(row[0], row[1], row[2], HostState(row[3]), row[4], row[5])
+        )
         state = ReleaseState.ACTIVE if row[6] is None else ReleaseState(row[6])
         rollout = None if row[7] is None else RolloutRow(row[7], row[8], row[9])
         prerequisite = None if row[10] is None else RolloutRow(row[10], row[11], row[12])
@@ -239,21 +249,28 @@ class Store:
                 (node_id, policy.name, version, now),
             )
             self._rows(
-                "UPDATE hosts SET state = ?, target = ? WHERE node_id = ?", (state.value, version, node_id)
+                "UPDATE hosts SET state = ?, target = ? WHERE node_id = ?",
+                (state.value, version, node_id),
             )
             return True
 
     # --- FleetLock ---
 
     def _holders(self, group: str) -> list[lockmath.Holder]:
-        rows = self._rows("SELECT node_id, acquired_at, expires_at FROM locks WHERE grp = ?", (group,))
+        rows = self._rows(
+            "SELECT node_id, acquired_at, expires_at FROM locks WHERE grp = ?", (group,)
+        )
         return [lockmath.Holder(*row) for row in rows]
 
-    def _apply_locks(self, group: str, before: list[lockmath.Holder], result: lockmath.LockResult) -> None:
+    def _apply_locks(
+        self, group: str, before: list[lockmath.Holder], result: lockmath.LockResult
+    ) -> None:
         after = {h.node_id: h for h in result.holders}
         for holder in before:
             if holder.node_id not in after:
-                self._rows("DELETE FROM locks WHERE grp = ? AND node_id = ?", (group, holder.node_id))
+                self._rows(
+                    "DELETE FROM locks WHERE grp = ? AND node_id = ?", (group, holder.node_id)
+                )
         for holder in result.holders:
             if holder not in before:
                 self._rows(
@@ -285,21 +302,35 @@ class Store:
         with self._write(policy.name):
             host = self.host(report.node_id)
             if host is None:
-                host = HostRow(report.node_id, report.group, report.from_version, HostState.IDLE, None, -1)
+                host = HostRow(
+                    report.node_id, report.group, report.from_version, HostState.IDLE, None, -1
+                )
             if report.seq <= host.last_seq:
                 raise ReportRejected(
                     f"report seq {report.seq} is not after the last one ({host.last_seq}):"
                     " replayed or out of order"
                 )
             state = after_report(host.state, report.event)
-            finished = report.event in (ReportEvent.BLESSED, ReportEvent.ROLLED_BACK, ReportEvent.FAILED)
+            finished = report.event in (
+                ReportEvent.BLESSED,
+                ReportEvent.ROLLED_BACK,
+                ReportEvent.FAILED,
+            )
             version = report.version if report.event is ReportEvent.BLESSED else report.from_version
             target = None if finished else report.version
             self._rows(
                 "INSERT INTO reports (node_id, seq, at, grp, event, version, from_version, detail)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (report.node_id, report.seq, now, policy.name, report.event.value, report.version,
-                 report.from_version, report.detail),
+                (
+                    report.node_id,
+                    report.seq,
+                    now,
+                    policy.name,
+                    report.event.value,
+                    report.version,
+                    report.from_version,
+                    report.detail,
+                ),
             )
             self._rows(
                 "INSERT INTO hosts (node_id, grp, version, state, target, last_seq, last_seen)"
@@ -359,8 +390,12 @@ class Store:
     def status(self, policies: dict[str, GroupPolicy], now: float) -> dict[str, Any]:
         groups: dict[str, Any] = {}
         for name, policy in policies.items():
-            states = self._rows("SELECT state, COUNT(*) FROM hosts WHERE grp = ? GROUP BY state", (name,))
-            versions = self._rows("SELECT version, COUNT(*) FROM hosts WHERE grp = ? GROUP BY version", (name,))
+            states = self._rows(
+                "SELECT state, COUNT(*) FROM hosts WHERE grp = ? GROUP BY state", (name,)
+            )
+            versions = self._rows(
+                "SELECT version, COUNT(*) FROM hosts WHERE grp = ? GROUP BY version", (name,)
+            )
             rollouts = self._rows(
                 "SELECT version, started_at, finished_at, halted_reason FROM rollouts WHERE grp = ?",
                 (name,),
@@ -376,8 +411,13 @@ class Store:
                 ),
                 "rate_limit": policy.rate.max_updates,
                 "rollouts": [
-                    {"version": v, "started_at": s, "finished_at": f, "halted_reason": h,
-                     "wave_percent": round(100 * wave_share(policy.waves, now - s), 2)}
+                    {
+                        "version": v,
+                        "started_at": s,
+                        "finished_at": f,
+                        "halted_reason": h,
+                        "wave_percent": round(100 * wave_share(policy.waves, now - s), 2),
+                    }
                     for v, s, f, h in rollouts
                 ],
             }
@@ -407,10 +447,14 @@ class Store:
         """Raw figures the metrics endpoint renders."""
         return {
             "hosts": self._rows("SELECT grp, state, COUNT(*) FROM hosts GROUP BY grp, state"),
-            "updates": self._rows("SELECT grp, COALESCE(outcome, 'in_flight'), COUNT(*) FROM updates"
-                                  " GROUP BY grp, COALESCE(outcome, 'in_flight')"),
+            "updates": self._rows(
+                "SELECT grp, COALESCE(outcome, 'in_flight'), COUNT(*) FROM updates"
+                " GROUP BY grp, COALESCE(outcome, 'in_flight')"
+            ),
             "locks": self._rows("SELECT grp, expires_at FROM locks"),
-            "halted": self._rows("SELECT grp, version FROM rollouts WHERE halted_reason IS NOT NULL"),
+            "halted": self._rows(
+                "SELECT grp, version FROM rollouts WHERE halted_reason IS NOT NULL"
+            ),
         }
 
     # --- the test clock's offset, shared by all processes on this database ---

@@ -22,13 +22,27 @@ def synthetic_release(version: str, *, image_id: str = "berth", withdrawn: bool 
         return hashlib.sha256(f"{image_id}/{version}/{role}/{kind}".encode()).hexdigest()
 
     artifacts = {
-        role: ReleaseArtifact(role, target_path(image_id, version, role), 1 << 20, digest(role, "wire"),
-                              "zstd" if role is ArtifactRole.ROOT else "none", 2 << 20,
-                              digest(role, "installed"))
+        role: ReleaseArtifact(
+            role,
+            target_path(image_id, version, role),
+            1 << 20,
+            digest(role, "wire"),
+            "zstd" if role is ArtifactRole.ROOT else "none",
+            2 << 20,
+            digest(role, "installed"),
+        )
         for role in ArtifactRole
     }
-    return Release(image_id, version, digest(ArtifactRole.ROOT, "roothash"), 1 << 30, 1 << 26,
-                   None, withdrawn, artifacts)
+    return Release(
+        image_id,
+        version,
+        digest(ArtifactRole.ROOT, "roothash"),
+        1 << 30,
+        1 << 26,
+        None,
+        withdrawn,
+        artifacts,
+    )
 
 
 def write_targets(repository: Path, releases: Iterable[Release]) -> None:
