@@ -300,6 +300,7 @@ UNKNOWN_GROUP_REPORT = (
         (("/v1/reports",), UNKNOWN_GROUP_REPORT, 404),
         (("/v1/reports",), UNKNOWN_GROUP_REPORT.replace(b'"seq": 1', b'"seq": -1'), 400),
         (("/v1/reports",), UNKNOWN_GROUP_REPORT.replace(b'"downloading"', b'"exploded"'), 400),
+        (BOTH, b"[" * 60_000, 400),
     ],
     ids=[
         "malformed",
@@ -311,6 +312,7 @@ UNKNOWN_GROUP_REPORT = (
         "report-unknown-group",
         "negative-seq",
         "unknown-event",
+        "deeply-nested",
     ],
 )
 def test_bad_requests_get_a_clear_4xx_and_change_nothing(

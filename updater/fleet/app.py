@@ -91,7 +91,7 @@ async def _json_body(request: Request, limit: int) -> Any:
             raise Refused(413, "bad_request", f"body larger than {limit} bytes")
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise Refused(400, "bad_request", "body is not valid JSON") from None
 
 
