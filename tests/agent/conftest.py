@@ -118,6 +118,7 @@ class Server:
     cut_after: dict[str, int] = field(default_factory=dict)
     log: list[str] = field(default_factory=list)
     bytes_sent: int = 0
+    ranges: bool = True  # False: answer range requests with the whole file, as some servers do
 
 
 def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
@@ -134,7 +135,7 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
             size = path.stat().st_size
             start = 0
             match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
-            if match:
+            if match and server.ranges:
                 start = int(match[1])
                 self.send_response(206)
                 self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")

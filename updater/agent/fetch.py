@@ -35,21 +35,25 @@ class RequestsFetcher(FetcherInterface):
         return self.stream(url, 0)
 
     def stream(self, url: str, offset: int) -> Iterator[bytes]:
-        """The bytes of ``url`` from ``offset`` on (an HTTP Range request when offset > 0)."""
+        """The bytes of ``url`` from ``offset`` on (an HTTP Range request when offset > 0;
+        from a server that ignores ranges the first ``offset`` bytes are skipped)."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         response = self.session.get(url, stream=True, timeout=self.timeout_s, headers=headers)
         if response.status_code >= 400:
             response.close()
             raise DownloadHTTPError(f"{url}: HTTP {response.status_code}", response.status_code)
-        if offset and response.status_code != 206:
-            response.close()
-            raise DownloadHTTPError(f"{url}: server ignored the range request", response.status_code)
-        return self._chunks(response)
+        skip = offset if offset and response.status_code != 206 else 0
+        return self._chunks(response, skip)
 
     @staticmethod
-    def _chunks(response: requests.Response) -> Iterator[bytes]:
+    def _chunks(response: requests.Response, skip: int) -> Iterator[bytes]:
         with response:
-            yield from response.iter_content(CHUNK)
+            for chunk in response.iter_content(CHUNK):
+                if skip >= len(chunk):
+                    skip -= len(chunk)
+                    continue
+                yield chunk[skip:]
+                skip = 0
 
 
 class TufRepository:
