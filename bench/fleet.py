@@ -75,7 +75,10 @@ async def _drive(
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         counter = index
         while time.perf_counter() < stop:
-            for raw in make(counter):
+            batch = make(counter)
+            if not batch:
+                break
+            for raw in batch:
                 started = time.perf_counter()
                 writer.write(raw)
                 status = await _read_response(reader)
@@ -94,15 +97,18 @@ def scenarios(fleet_size: int) -> dict[str, Callable[[int], list[bytes]]]:
     rng = random.Random(7)
     nodes = [f"node-{i:07d}" for i in range(fleet_size)]
 
-    def decision(i: int) -> list[bytes]:
-        # Hosts of a large fleet in rollout: most wait for their wave, some are offered.
-        return [
-            _request(
-                "POST",
-                "/v1/update/check",
-                {"node_id": rng.choice(nodes), "group": "default", "current_version": "1.0.0"},
-            )
-        ]
+    def check(node: str) -> list[bytes]:
+        body = {"node_id": node, "group": "default", "current_version": "1.0.0"}
+        return [_request("POST", "/v1/update/check", body)]
+
+    def decision_known(i: int) -> list[bytes]:
+        # A fleet in rollout that the server already knows: most hosts wait for
+        # their wave, the 5 % in it are offered once and then told to carry on.
+        return check(rng.choice(nodes))
+
+    def decision_new(i: int) -> list[bytes]:
+        # Every request from a host the server has never seen: one more write each.
+        return check(f"new-{i:09d}")
 
     def lock(i: int) -> list[bytes]:
         body = {"client_params": {"id": rng.choice(nodes), "group": "default"}}
@@ -117,9 +123,33 @@ def scenarios(fleet_size: int) -> dict[str, Callable[[int], list[bytes]]]:
 
     return {
         "static file (baseline)": static,
-        "decision": decision,
+        "decision, first contact": decision_new,
+        "decision, known hosts": decision_known,
         "lock (pre-reboot/steady-state)": lock,
     }
+
+
+def warm_up(port: int, fleet_size: int) -> None:
+    """Make every node id known to the server, as in a fleet that has been polling."""
+    import uvloop
+
+    nodes = iter(range(fleet_size))
+
+    def next_node(i: int) -> list[bytes]:
+        node = next(nodes, None)
+        return (
+            []
+            if node is None
+            else [
+                _request(
+                    "POST",
+                    "/v1/update/check",
+                    {"node_id": f"node-{node:07d}", "group": "default", "current_version": "1.0.0"},
+                )
+            ]
+        )
+
+    uvloop.run(_drive(port, next_node, 32, 3600))
 
 
 def main() -> int:
@@ -130,7 +160,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--fleet", type=int, default=100_000, help="distinct node ids")
+    parser.add_argument("--fleet", type=int, default=20_000, help="distinct node ids")
     args = parser.parse_args()
     import uvloop
 
@@ -153,6 +183,8 @@ def main() -> int:
         )
         results = {}
         for name, make in scenarios(args.fleet).items():
+            if name == "decision, known hosts":
+                warm_up(port, args.fleet)
             rps, latencies, statuses = uvloop.run(
                 _drive(port, make, args.connections, args.seconds)
             )
@@ -162,7 +194,7 @@ def main() -> int:
                 f"  {name:32s} {rps:7d} req/s   p50 {cuts[49] * 1000:6.2f} ms   p99 {cuts[98] * 1000:6.2f} ms"
                 f"   statuses {statuses}"
             )
-        decisions = results["decision"]
+        decisions = results["decision, known hosts"]
         print(
             f"  largest fleet at a 5-minute poll: {decisions * 300:,} hosts ({decisions} decisions/s x 300 s)"
         )
