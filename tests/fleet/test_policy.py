@@ -169,7 +169,6 @@ def _view(**changes: object) -> pol.RolloutView:
         "state": pol.ReleaseState.ACTIVE,
         "started_at": 0.0,
         "halted_reason": None,
-        "prerequisite_finished_at": None,
     }
     return pol.RolloutView(**{**base, **changes})  # type: ignore[arg-type]
 

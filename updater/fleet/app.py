@@ -159,7 +159,6 @@ def decide(fleet: Fleet, policy: GroupPolicy, body: UpdateCheck) -> UpdateDecisi
         state=state,
         started_at=rollout.started_at if rollout else None,
         halted_reason=rollout.halted_reason if rollout else None,
-        prerequisite_finished_at=prerequisite.finished_at if prerequisite else None,
     )
     in_flight = host.target if host else None
     verdict = pol.decide(policy, body.node_id, release.version, in_flight, view, now)

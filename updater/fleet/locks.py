@@ -33,10 +33,6 @@ class LockResult:
     outcome: LockOutcome
     holders: tuple[Holder, ...]  # the semaphore after the operation
 
-    @property
-    def ok(self) -> bool:
-        return self.outcome is not LockOutcome.FULL
-
 
 def live(holders: Iterable[Holder], now: float) -> tuple[Holder, ...]:
     return tuple(h for h in holders if h.expires_at > now)

@@ -147,7 +147,6 @@ class RolloutView:
     state: ReleaseState
     started_at: float | None  # None: this group's rollout has not begun
     halted_reason: str | None
-    prerequisite_finished_at: float | None  # of the group this one waits on
 
 
 @dataclass(frozen=True)
