@@ -29,11 +29,16 @@ def test_health_checks_gate_boot_complete_and_presets_enable_every_unit() -> Non
         unit = _unit(name)
         assert unit["Install"]["RequiredBy"] == "boot-complete.target"
         assert "boot-complete.target" in unit["Unit"]["Before"]
+        # A failed check on a boot on trial reboots at once (spends the next try).
+        assert unit["Unit"]["OnFailure"] == "berth-trial-failed.service"
+    trial = _unit("berth-trial-failed.service")
+    assert trial["Service"]["ExecCondition"] == "/usr/lib/berth/on-trial"
+    assert "Install" not in trial  # started only by the checks' OnFailure=
     agent = _unit("berth-agent.service")["Service"]
     assert agent["Type"] == "notify" and agent["WatchdogSec"] and agent["ImportCredential"] == "berth.*"
     presets = (TREE / "usr/lib/systemd/system-preset/50-berth-agent.preset").read_text().split("\n")
     assert sorted(line.split()[1] for line in presets if line.startswith("enable")) == \
-        sorted(p.name for p in UNITS.glob("*.service"))
+        sorted(p.name for p in UNITS.glob("*.service") if "Install" in _unit(p.name))
 
 
 def test_shipped_agent_yaml_parses_and_documents_every_setting(tmp_path: Path) -> None:

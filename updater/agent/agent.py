@@ -159,6 +159,10 @@ class Agent:
             return min(self.settings.poll_interval_s, 10)
         if state.lock_held and self.fleet.release_reboot_lock():
             state = self.store.save(m.lock_released(state))
+        if not self.settings.effective_repo_url:
+            # A host provisioned without a repository runs (and stays healthy) until it gets one.
+            notify(STATUS=f"{current} booted; no repository: set server_url or repo_url")
+            return self.settings.poll_interval_s
         offer = self.fleet.offer(current, state.bad_versions, facts.booted.image_id)
         poll = offer.poll_after_s or self.settings.poll_interval_s
         if not offer.allowed:
