@@ -346,6 +346,15 @@ def test_reload_with_a_broken_config_keeps_the_old_policies(make_fleet: Any) -> 
     assert fleet.client("a").check("1.0.0").target_version == "1.1.0"
 
 
+def test_a_broken_targets_json_keeps_the_last_good_releases(make_fleet: Any) -> None:
+    fleet = make_fleet({"default": {"waves": NOW_WAVE}})
+    (fleet.workdir / "repo" / "metadata" / "targets.json").write_text('{"signed": 7}')
+    response = fleet.admin("POST", "/admin/reload")
+    assert response.status_code == 400 and "not a usable targets.json" in response.json()["error"]
+    time.sleep(1.1)  # past the once-a-second freshness check, which must not break either
+    assert fleet.client("a").check("1.0.0").target_version == "1.1.0"
+
+
 def test_serves_the_repository_metrics_and_openapi(make_fleet: Any) -> None:
     fleet = make_fleet({"default": {}})
     targets = requests.get(fleet.url + "/repo/metadata/targets.json", timeout=10)

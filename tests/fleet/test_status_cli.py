@@ -78,3 +78,7 @@ def test_status_errors_are_one_line(make_fleet: Any) -> None:
     bad_config = berth("serve", "--config", "/nonexistent/fleet.yaml")
     assert bad_config.returncode == 1
     assert bad_config.stderr.startswith("berth: error: /nonexistent/fleet.yaml: cannot read")
+    (fleet.workdir / "repo" / "metadata" / "targets.json").write_text("[]")
+    bad_targets = berth("serve", "--config", str(fleet.config), "--port", "1")
+    assert bad_targets.returncode == 1
+    assert "targets.json: not a usable targets.json" in bad_targets.stderr

@@ -37,10 +37,11 @@ def read_releases(repository: Path) -> tuple[Release, ...]:
     """Releases in ``repository/metadata/targets.json``; none while it does not exist."""
     path = repository / "metadata" / "targets.json"
     try:
-        signed = json.loads(path.read_text())["signed"]
+        return tuple(releases_from_targets(json.loads(path.read_text())["signed"]))
     except FileNotFoundError:
         return ()
-    return tuple(releases_from_targets(signed))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(f"{path}: not a usable targets.json ({error!r})") from None
 
 
 class Catalog:

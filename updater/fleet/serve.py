@@ -7,7 +7,6 @@ import os
 from pathlib import Path
 
 from cli.errors import UserError
-from updater.fleet.settings import SettingsError, load_settings
 
 
 def _check_db(db_url: str) -> None:
@@ -25,9 +24,11 @@ def serve(
 ) -> int:
     import uvicorn
 
+    from updater.fleet.catalog import Catalog
+
     try:
-        settings = load_settings(config)
-    except SettingsError as error:
+        settings = Catalog(config).current().settings  # settings and targets.json both readable
+    except ValueError as error:  # SettingsError included
         raise UserError(str(error)) from None
     _check_db(db_url)
     print(
