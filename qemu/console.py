@@ -19,7 +19,14 @@ from pathlib import Path
 _CONTROL = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"  # CSI: colours, cursor moves, soft reset
     r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)"  # OSC: palette and title changes
-    r"|\x1b[()][A-Z0-9]|\r"
+    r"|\x1b[()][A-Z0-9]"  # character set selection
+    r"|\x1b[@-Z\\^_]"  # two-byte escapes (e.g. ESC M, reverse line feed)
+    r"|\r"
+)
+
+# What a boot that will never become ready prints: fail at once, not at the timeout.
+BOOT_FAILURE = re.compile(
+    r"You are in emergency mode|Kernel panic - not syncing|Entering emergency mode"
 )
 
 TAIL_LINES = 40
@@ -30,7 +37,7 @@ class ConsoleTimeout(TimeoutError):
 
 
 class GuestDied(RuntimeError):
-    """QEMU exited while output was awaited."""
+    """QEMU exited, or the guest said it cannot go on, while output was awaited."""
 
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:
@@ -66,11 +73,13 @@ class ConsoleLog:
         pattern: str | re.Pattern[str],
         timeout: float,
         alive: Callable[[], str | None] = lambda: None,
+        fail_on: re.Pattern[str] | None = None,
         poll: float = 0.2,
     ) -> re.Match[str]:
         """Wait until ``pattern`` appears in output not yet matched past.
 
-        ``alive`` returns None while the guest runs, or why it stopped.
+        ``alive`` returns None while the guest runs, or why it stopped;
+        ``fail_on`` matching first means the awaited output will never come.
         """
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         deadline = time.monotonic() + timeout
@@ -81,6 +90,9 @@ class ConsoleLog:
             if match:
                 self._consumed = match.end()
                 return match
+            failed = fail_on.search(self._text, self._consumed) if fail_on else None
+            if failed:
+                stopped = f"the guest printed {failed.group(0)!r}"
             if stopped is not None:
                 raise GuestDied(
                     f"{stopped} while waiting for /{regex.pattern}/; console tail:\n"

@@ -11,6 +11,7 @@ console's tail, a QEMU that dies raises GuestDied with QEMU's own last words.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import tempfile
@@ -20,7 +21,7 @@ from types import TracebackType
 from typing import Self
 
 from qemu.accel import choose_accel
-from qemu.console import ConsoleLog, tail
+from qemu.console import BOOT_FAILURE, ConsoleLog, tail
 from qemu.machine import GUEST_SSH_PORT, Accel, Console, Forward, Machine, qemu_command
 from qemu.monitor import Monitor
 from qemu.ready import PATTERN as READY_PATTERN
@@ -148,15 +149,19 @@ class VM:
             return "the virtual CPU stopped with an internal error (KVM?)"
         return None
 
-    def wait_for(self, pattern: str, timeout: float | None = None) -> str:
+    def _wait(self, pattern: str | re.Pattern[str], timeout: float | None) -> re.Match[str]:
+        # Fails early when QEMU dies or the guest drops to an emergency shell or panics.
+        return self.console.wait_for(
+            pattern, timeout or self.boot_timeout, self.stopped_reason, fail_on=BOOT_FAILURE
+        )
+
+    def wait_for(self, pattern: str | re.Pattern[str], timeout: float | None = None) -> str:
         """Wait for the pattern on the console (output after the last match); return the match."""
-        match = self.console.wait_for(pattern, timeout or self.boot_timeout, self.stopped_reason)
-        return match.group(0)
+        return self._wait(pattern, timeout).group(0)
 
     def wait_ready(self, timeout: float | None = None) -> Ready:
         """Wait for this boot's readiness line (boot-complete.target reached and blessed)."""
-        match = self.console.wait_for(READY_PATTERN, timeout or self.boot_timeout, self.stopped_reason)
-        return Ready.from_match(match)
+        return Ready.from_match(self._wait(READY_PATTERN, timeout))
 
     def run(self, command: str, **kwargs: object) -> subprocess.CompletedProcess[str]:
         """Run a shell command line in the guest over SSH (see SshTarget.run)."""

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from qemu.console import ConsoleLog, ConsoleTimeout, GuestDied
+from qemu.console import BOOT_FAILURE, ConsoleLog, ConsoleTimeout, GuestDied
 from qemu.ready import PATTERN, Ready
 
 READY = "BERTH-READY version=1.2.0 slot=b roothash=" + "ab" * 32 + " uptime_s=12.34"
@@ -70,3 +70,22 @@ def test_last_words_of_a_dying_guest_still_match(tmp_path: Path) -> None:
     log = tmp_path / "serial.log"
     log.write_text(READY + "\n")
     assert ConsoleLog(log).wait_for(PATTERN, timeout=1, alive=lambda: "QEMU exited with status 0")
+
+
+def test_an_emergency_shell_fails_the_wait_at_once(tmp_path: Path) -> None:
+    log = tmp_path / "serial.log"
+    log.write_text(
+        "[ TIME ] Timed out waiting for device dev-mapper-root.device\n"
+        "You are in emergency mode. After logging in, type \"journalctl -xb\"\n"
+    )
+    started = time.monotonic()
+    with pytest.raises(GuestDied, match="emergency mode") as caught:
+        ConsoleLog(log).wait_for(PATTERN, timeout=60, fail_on=BOOT_FAILURE)
+    assert time.monotonic() - started < 5
+    assert "dev-mapper-root.device" in str(caught.value)
+
+
+def test_escape_sequences_are_stripped(tmp_path: Path) -> None:
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"\x1b[!p\x1b]104\x07\x1bM\x1b[K[**    ] Job running\r\n\x1b[0;32m  OK  \x1b[0m done\r\n")
+    assert ConsoleLog(log).text == "[**    ] Job running\n  OK   done\n"

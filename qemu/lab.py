@@ -1,0 +1,219 @@
+"""A lab for end-to-end scenarios: releases, a real fleet server, hosts in QEMU.
+
+    lab = Lab(workdir, narrate=print)
+    lab.publish(build_release(out, "1.0.0"))       # `berth build`, `berth publish`
+    with lab.serve(groups={"lab": {...}}):         # `berth serve` on 127.0.0.1
+        host = lab.boot("h1", artifact, group="lab")
+        host.wait_ready()                          # BERTH-READY on its console
+        lab.wait_report(host, "blessed", "1.1.0")  # the server's records
+
+The lab knows the agent only from outside, like an operator: each host's
+serial console, SSH, and what the fleet server recorded. Every step it takes
+is told to ``narrate`` (the demo prints it, tests log it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from qemu.harness import VM
+from qemu.machine import HOST_SERVICES_ADDRESS
+from qemu.ready import Ready
+
+# The guest finds the fleet server at http://HOST_SERVICES_ADDRESS:FLEET_GUEST_PORT.
+FLEET_GUEST_PORT = 8080
+ADMIN_TOKEN = "berth-lab-admin"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+Narrate = Callable[[str], None]
+
+
+def berth(args: list[str], log: Path) -> str:
+    """Run a `berth` verb as a user would; its full output goes to ``log``; return stdout."""
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
+    with log.open("a") as out:
+        out.write(f"$ berth {' '.join(args)}\n{result.stdout}{result.stderr}\n")
+    if result.returncode != 0:
+        raise RuntimeError(f"berth {args[0]} failed (exit {result.returncode}): "
+                           f"{result.stderr.strip()[-500:]}; log: {log}")
+    return result.stdout
+
+
+def build_release(output: Path, version: str, *, fault: str = "none", log: Path | None = None) -> Path:
+    """`berth build` one release (mkosi's caches make a rebuild take a minute or two)."""
+    config = output / f"image-{version}.yaml"
+    output.mkdir(parents=True, exist_ok=True)
+    import yaml
+
+    from builder.cli import DEFAULT_CONFIG
+
+    settings = yaml.safe_load(DEFAULT_CONFIG.read_text()) | {"version": version, "fault": fault}
+    config.write_text(yaml.safe_dump(settings))
+    out = berth(["build", "--config", str(config), "--output", str(output), "--quiet"],
+                log or output / f"build-{version}.log")
+    return Path(out.strip().splitlines()[-1])
+
+
+def lab_group(**overrides: Any) -> dict[str, Any]:
+    """A rollout group for the lab: everyone at once, halt on the first rollback."""
+    return {
+        "channel": "stable",
+        "waves": [{"after": "0s", "percent": 100}],
+        "max_concurrent_reboots": 1,
+        "rate": {"max_updates": 10, "period": "1h"},
+        "halt": {"max_failure_share": 0.0, "min_updates": 1},
+        "lock_ttl": "1h",
+        **overrides,
+    }
+
+
+@dataclass
+class Host:
+    """One booted VM of the lab, with the identity the fleet server knows it by."""
+
+    name: str
+    vm: VM
+    group: str
+    narrate: Narrate
+
+    @property
+    def node_id(self) -> str:
+        # The image derives /etc/machine-id from the SMBIOS UUID; the agent uses it.
+        return self.vm.machine.system_uuid.hex
+
+    @property
+    def console_log(self) -> Path:
+        return self.vm.state.serial_log
+
+    def wait_ready(self, timeout: float | None = None) -> Ready:
+        ready = self.vm.wait_ready(timeout)
+        self.narrate(f"{self.name}: up and blessed on {ready.version} from slot {ready.slot.upper()} "
+                     f"(boot-complete after {ready.uptime_s:.0f} s)")
+        return ready
+
+    def agent_status(self) -> dict[str, Any]:
+        """`berth agent status --json` in the guest over SSH."""
+        self.vm.wait_ssh()
+        return dict(json.loads(self.vm.run("berth agent status --json").stdout))
+
+    def run(self, command: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        self.vm.wait_ssh()
+        return self.vm.run(command, **kwargs)
+
+
+class Lab:
+    def __init__(self, workdir: Path, narrate: Narrate = lambda _: None) -> None:
+        self.workdir = workdir
+        self.narrate = narrate
+        self.repo = workdir / "repository"
+        self.keys = workdir / "keys"
+        self.log = workdir / "lab.log"
+        self.hosts: list[Host] = []
+        self.server_url = ""
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    # ---- releases ------------------------------------------------------------------------
+
+    def publish(self, artifact: Path) -> None:
+        if not self.keys.exists():
+            berth(["keys", "init", "--keys", str(self.keys)], self.log)
+        manifest = json.loads((artifact / "manifest.json").read_text())
+        self.narrate(f"publishing {manifest['image_id']} {manifest['version']} (signed TUF targets)")
+        berth(["publish", str(artifact), "--repo", str(self.repo), "--keys", str(self.keys)], self.log)
+
+    @property
+    def tuf_root(self) -> bytes:
+        return (self.repo / "metadata" / "root.json").read_bytes()
+
+    # ---- the fleet server ----------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def serve(self, groups: dict[str, dict[str, Any]], poll_interval: str = "5s") -> Iterator[str]:
+        """`berth serve` on a free 127.0.0.1 port with the lab's repository and SQLite."""
+        from updater.fleet.launch import running_server, write_config
+
+        config = write_config(self.workdir, {
+            "repository": str(self.repo),
+            "admin_token": ADMIN_TOKEN,
+            "poll_interval": poll_interval,
+            "channels": {"stable": {"image_id": "berth", "pin": None}},
+            "groups": groups,
+        })
+        with running_server(config, f"sqlite:///{self.workdir / 'fleet.sqlite3'}") as server:
+            self.server_url = server.url
+            self.narrate(f"fleet server up at {server.url} (log: {server.log})")
+            try:
+                yield server.url
+            finally:
+                self.server_url = ""
+
+    def admin(self, path: str) -> Any:
+        response = requests.get(f"{self.server_url}{path}",
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def reports(self, host: Host) -> list[dict[str, Any]]:
+        return list(self.admin(f"/admin/hosts/{host.node_id}")["reports"])
+
+    def wait_report(self, host: Host, event: str, version: str, timeout: float = 900) -> dict[str, Any]:
+        """Wait until the server recorded ``event`` for ``version`` from ``host``; return it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.reports(host) if r["event"] == event and r["version"] == version]
+            if found:
+                self.narrate(f"{host.name}: server recorded '{event}' for {version}")
+                return found[-1]
+            reason = host.vm.stopped_reason()
+            if reason is not None or time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{host.name}: no '{event}' report for {version} "
+                    f"({reason or f'within {timeout:.0f} s'}); reports so far: "
+                    f"{[(r['event'], r['version']) for r in self.reports(host)]}; console: {host.console_log}"
+                )
+            time.sleep(2)
+
+    # ---- hosts ---------------------------------------------------------------------------
+
+    def boot(
+        self, name: str, artifact: Path, *, group: str, bless_timeout_s: int = 600,
+        memory_mb: int = 1536,
+    ) -> Host:
+        """Boot a host provisioned for the lab's fleet server through SMBIOS credentials."""
+        if not self.server_url:
+            raise RuntimeError("start the fleet server (Lab.serve) before booting hosts")
+        port = int(self.server_url.rsplit(":", 1)[1])
+        vm = VM(
+            artifact, self.workdir / name, memory_mb=memory_mb,
+            host_services={FLEET_GUEST_PORT: port},
+            credentials={
+                "berth.server_url": f"http://{HOST_SERVICES_ADDRESS}:{FLEET_GUEST_PORT}",
+                "berth.tuf_root": self.tuf_root,
+                "berth.group": group,
+                "berth.poll_interval_s": "5",
+                "berth.lock_retry_s": "5",
+                "berth.bless_timeout_s": str(bless_timeout_s),
+            },
+        )
+        host = Host(name, vm, group, self.narrate)
+        vm.start()
+        self.hosts.append(host)
+        self.narrate(f"{name}: booting {artifact.name} in QEMU ({vm.accel.value}); "
+                     f"watch its console with: tail -f {host.console_log}")
+        return host
+
+    def close(self) -> None:
+        for host in self.hosts:
+            host.vm.close()
+        self.hosts.clear()
