@@ -70,12 +70,18 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         repart.mkdir()
         for filename, text in layout.repart_definitions(settings).items():
             (repart / filename).write_text(text)
-        command = driver.mkosi_command(
-            settings, output_dir=work / "mkosi", repart_dir=repart,
-            extra_trees=stage_agent(work / "agent-tree"), mirror=driver.host_mirror(), cache=cache,
+        mirror = driver.host_mirror()
+        progress(f"building the initrd with mkosi; full log: {log}")
+        driver.run(driver.initrd_command(output_dir=work / "initrd", mirror=mirror, cache=cache), log, show=show)
+        initrd = next((work / "initrd").glob("initrd*"))
+        progress(f"building {name} ({settings.engine}) with mkosi")
+        driver.run(
+            driver.image_command(
+                settings, output_dir=work / "mkosi", initrd=initrd, repart_dir=repart,
+                extra_trees=stage_agent(work / "agent-tree"), mirror=mirror, cache=cache,
+            ),
+            log, show=show, append=True,
         )
-        progress(f"building {name} ({settings.engine}) with mkosi; full log: {log}")
-        driver.run(command, log, show=show)
 
         progress("extracting root, verity and UKI from the disk image")
         (work / "mkosi" / "image.raw").rename(out / "disk.raw")
@@ -102,7 +108,9 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
             artifacts={
                 a: manifest.Artifact((out / a).stat().st_size, artifacts.sha256(out / a)) for a in ARTIFACTS
             },
-            packages=manifest.packages_from_mkosi(mkosi_manifest),
+            packages=manifest.packages(
+                mkosi_manifest, (work / "mkosi" / "package-sizes.tsv").read_text()
+            ),
         ))
         final = output / name
         if final.exists():

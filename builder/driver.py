@@ -41,35 +41,49 @@ def host_mirror() -> str:
     return mirror
 
 
-def mkosi_command(
-    settings: BuildSettings, *, output_dir: Path, repart_dir: Path, extra_trees: Sequence[Path],
-    mirror: str, cache: Path,
-) -> list[str]:
+def _common(*, tree: Path, output_dir: Path, mirror: str, cache: Path, cache_name: str) -> list[str]:
     mk = cache / "mkosi"
     return [
         "mkosi",
-        "--directory", str(TREE),
+        "--directory", str(tree),
+        "--local-mirror", mirror,
+        "--output-dir", str(output_dir),
+        "--workspace-dir", str(mk / "workspace"),
+        "--package-cache-dir", str(mk / "packages"),
+        # One incremental cache per image (initrd, each engine): they stay warm side by side.
+        "--cache-dir", str(mk / f"cache-{cache_name}"),
+        "--incremental", "yes",
+        "--force",
+    ]
+
+
+def initrd_command(*, output_dir: Path, mirror: str, cache: Path) -> list[str]:
+    return [
+        *_common(tree=TREE / "initrd", output_dir=output_dir, mirror=mirror, cache=cache, cache_name="initrd"),
+        "build",
+    ]
+
+
+def image_command(
+    settings: BuildSettings, *, output_dir: Path, initrd: Path, repart_dir: Path,
+    extra_trees: Sequence[Path], mirror: str, cache: Path,
+) -> list[str]:
+    return [
+        *_common(tree=TREE, output_dir=output_dir, mirror=mirror, cache=cache, cache_name=settings.engine),
         # The engine is one switch: a config directory included on top of the tree.
         "--include", str(TREE / "engines" / settings.engine),
         "--image-id", settings.image_id,
         "--image-version", settings.version,
         "--unified-kernel-image-format", settings.artifact_name,
-        "--local-mirror", mirror,
+        "--initrd", str(initrd),
         "--repart-dir", str(repart_dir),
         *(f"--extra-tree={tree}:/" for tree in extra_trees),
-        "--output-dir", str(output_dir),
         "--output", "image",
-        "--workspace-dir", str(mk / "workspace"),
-        "--package-cache-dir", str(mk / "packages"),
-        # One incremental cache per engine, so both variants stay warm.
-        "--cache-dir", str(mk / f"cache-{settings.engine}"),
-        "--incremental", "yes",
-        "--force",
         "build",
     ]
 
 
-def run(command: list[str], log_path: Path, *, show: bool = True) -> None:
+def run(command: list[str], log_path: Path, *, show: bool = True, append: bool = False) -> None:
     """Run mkosi, writing everything to `log_path` and echoing its phases."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     for flag in ("--workspace-dir", "--package-cache-dir", "--cache-dir"):
@@ -78,7 +92,7 @@ def run(command: list[str], log_path: Path, *, show: bool = True) -> None:
     # Debian's own tools only: mkosi runs ukify with whatever `python3` PATH
     # finds first, and that must be the one with python3-pefile.
     env = dict(os.environ, NO_COLOR="1", TERM="dumb", PATH="/usr/sbin:/usr/bin:/sbin:/bin")
-    with log_path.open("w") as log:
+    with log_path.open("a" if append else "w") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
         proc = subprocess.Popen(

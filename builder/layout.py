@@ -77,6 +77,8 @@ def repart_definitions(settings: BuildSettings) -> dict[str, str]:
             Type="root", Label=label, Format="erofs", CopyFiles="/",
             # The ESP's content and /var's mount point are not part of the slot.
             ExcludeFiles=["/boot/", "/efi/", "/var/"],
+            # Services with PrivateTmp= may start before /var is mounted.
+            MakeDirectories="/var/tmp",
             Verity="data", VerityMatchKey="root", **fixed(s.slot_size),
         ),
         "11-root-verity-a.conf": _conf(

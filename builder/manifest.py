@@ -13,11 +13,16 @@ class Artifact:
     sha256: str
 
 
-def packages_from_mkosi(mkosi_manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    """Debian packages (name, version, installed size in bytes) from mkosi's manifest,
-    which mkosi records before the package database is removed."""
+def packages(mkosi_manifest: dict[str, Any], sizes_tsv: str) -> list[dict[str, Any]]:
+    """The image's Debian packages: name and version from mkosi's manifest (recorded
+    after package removal, before the database goes), installed size in bytes from
+    the `package-sizes.tsv` mkosi.postinst writes."""
+    sizes = {}
+    for line in sizes_tsv.splitlines():
+        name, _, kib = line.partition("\t")
+        sizes[name] = int(kib or 0) * 1024
     found = [
-        {"name": p["name"], "version": p["version"], "size": int(p.get("size", 0))}
+        {"name": p["name"], "version": p["version"], "installed_size": sizes.get(p["name"], 0)}
         for p in mkosi_manifest.get("packages", [])
         if p.get("type") == "deb"
     ]
