@@ -135,3 +135,24 @@ def test_sigkill_under_load_loses_no_lock_and_no_counted_update(
     # committed without its answer reaching the client before the kill).
     assert len(offered) <= status["rate_used"] <= len(offered) + 8
     assert len(held) <= len(locked) + 8
+
+
+@pytest.mark.postgres
+def test_server_reconnects_when_postgres_drops_its_connection(make_fleet: Any, pg_url: str) -> None:
+    import contextlib
+
+    import psycopg
+
+    fleet = make_fleet({"default": {}}, db=pg_url)
+    fleet.client("a").pre_reboot()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    # The request that finds the connection dead may fail; the ones after it must not.
+    with contextlib.suppress(FleetUnavailable):
+        fleet.client("b").steady_state()
+    assert fleet.status()["groups"]["default"]["locks_held"] == ["a"]
+    with pytest.raises(LockDenied):
+        fleet.client("b").pre_reboot()

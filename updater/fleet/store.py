@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+# Commits outside Store._write (a host's last-seen bookkeeping) need not wait for
+# the WAL flush; every transaction that counts (locks, starts, reports) does.
+_PG_OPTIONS = "-c synchronous_commit=off"
+
+
 @dataclass(frozen=True)
 class HostRow:
     node_id: str
@@ -90,9 +95,7 @@ class Store:
         if self.postgres:
             import psycopg
 
-            # Commits outside _write (a host's last-seen bookkeeping) need not wait for
-            # the WAL flush; every transaction that counts (locks, starts, reports) does.
-            self._pg = psycopg.connect(url, autocommit=True, options="-c synchronous_commit=off")
+            self._pg = psycopg.connect(url, autocommit=True, options=_PG_OPTIONS)
             ddl = _SCHEMA.format(real="DOUBLE PRECISION", serial="BIGSERIAL PRIMARY KEY")
             with self._pg.transaction():
                 # Two processes creating the schema at once would race on the catalog.
@@ -120,7 +123,7 @@ class Store:
 
     def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if self.postgres:
-            cursor = self._pg.execute(sql.replace("?", "%s"), params)
+            cursor = self._live_pg().execute(sql.replace("?", "%s"), params)
             return cursor.fetchall() if cursor.description else []
         return self._lite.execute(sql, params).fetchall()
 
@@ -132,11 +135,19 @@ class Store:
         row = self._one(sql, params)
         return int(row[0]) if row else 0
 
+    def _live_pg(self) -> Any:
+        """The connection, re-opened if PostgreSQL dropped it (a restart fails one request, not all)."""
+        if self._pg.broken or self._pg.closed:
+            import psycopg
+
+            self._pg = psycopg.connect(self.url, autocommit=True, options=_PG_OPTIONS)
+        return self._pg
+
     @contextmanager
     def _write(self, group: str | None = None) -> Iterator[None]:
         """A transaction that no other writer for ``group`` (on SQLite: any writer) interleaves."""
         if self.postgres:
-            with self._pg.transaction():
+            with self._live_pg().transaction():
                 self._pg.execute("SET LOCAL synchronous_commit TO on")
                 if group is not None:
                     lock = "SELECT name FROM groups WHERE name = %s FOR UPDATE"
