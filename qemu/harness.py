@@ -20,8 +20,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from qemu.qmp import ConnectError
+
 from qemu.accel import choose_accel
-from qemu.console import BOOT_FAILURE, ConsoleLog, tail
+from qemu.console import BOOT_FAILURE, ConsoleLog, GuestDied, tail
 from qemu.machine import GUEST_SSH_PORT, Accel, Console, Forward, Machine, qemu_command
 from qemu.monitor import Monitor
 from qemu.ready import PATTERN as READY_PATTERN
@@ -135,7 +137,13 @@ class VM:
                 qemu_command(self.machine), stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
         assert self.machine.qmp_socket is not None
-        self._monitor = Monitor(self.machine.qmp_socket)
+        process = self._process
+        try:
+            self._monitor = Monitor(self.machine.qmp_socket, lambda: process.poll() is None)
+        except (ConnectError, OSError) as error:
+            reason = self.stopped_reason() or f"no QMP connection: {error}"
+            self.stop()
+            raise GuestDied(f"QEMU did not come up: {reason}") from error
         return self
 
     def stopped_reason(self) -> str | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,9 @@ _GONE = (QMPError, EOFError, OSError, TimeoutError)
 
 
 class Monitor:
-    def __init__(self, socket_path: Path, timeout: float = 30.0) -> None:
+    def __init__(
+        self, socket_path: Path, running: Callable[[], bool], timeout: float = 30.0
+    ) -> None:
         self._loop = asyncio.new_event_loop()
         self._client = QMPClient("berth")
         self._timeout = timeout
@@ -29,7 +32,7 @@ class Monitor:
                 self._run(self._client.connect(str(socket_path)))
                 return
             except (ConnectError, OSError):
-                if time.monotonic() >= deadline:
+                if time.monotonic() >= deadline or not running():
                     self._loop.close()
                     raise
                 time.sleep(0.1)

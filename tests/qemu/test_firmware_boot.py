@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qemu.console import ConsoleTimeout
+from qemu.console import ConsoleTimeout, GuestDied
 from qemu.harness import VM
 
 
@@ -37,3 +37,15 @@ def test_hanging_boot_fails_with_console_tail_and_qmp_resets(tmp_path: Path) -> 
     again = VM(base, tmp_path / "vm", memory_mb=256, cpus=1)
     assert again.machine.system_uuid == first_uuid
     again.close()
+
+
+@pytest.mark.slow
+@pytest.mark.qemu
+def test_qemu_that_cannot_start_says_why(tmp_path: Path) -> None:
+    base = tmp_path / "disk.raw"
+    base.write_bytes(b"\0" * (1 << 20))
+    vm = VM(base, tmp_path / "vm", memory_mb=256, cpus=1)
+    vm.state.efi_vars.write_bytes(b"too short for a flash device")
+    with pytest.raises(GuestDied, match="QEMU did not come up: QEMU exited with status 1"):
+        vm.start()
+    vm.close()
