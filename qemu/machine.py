@@ -126,6 +126,9 @@ def qemu_command(machine: Machine, binary: str = "qemu-system-x86_64") -> list[s
     argv = [
         binary,
         "-machine", "q35,smm=off",
+        # No default CD-ROM, VGA or parallel port: fewer devices for the
+        # firmware and the kernel to probe; everything is added explicitly.
+        "-nodefaults",
         *machine.accel.args,
         "-smp", str(machine.cpus),
         "-m", f"{machine.memory_mb}M",
@@ -142,7 +145,8 @@ def qemu_command(machine: Machine, binary: str = "qemu-system-x86_64") -> list[s
     for name, value in sorted(machine.credentials.items()):
         argv += ["-smbios", smbios_credential(name, value)]
     if machine.console is Console.STDIO:
-        argv += ["-nographic"]  # serial and monitor multiplexed on the terminal
+        # serial and monitor multiplexed on the terminal (ctrl-a c switches)
+        argv += ["-nographic", "-serial", "mon:stdio"]
     else:
         if machine.serial_log is None:
             raise ValueError("a logged console needs serial_log")

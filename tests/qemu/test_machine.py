@@ -79,8 +79,8 @@ def test_firmware_is_shared_read_only_and_variables_are_the_vms_own() -> None:
 
 
 def test_accelerator_choice_picks_cpu_model() -> None:
-    assert qemu_command(machine(accel=Accel.TCG))[3:7] == ["-accel", "tcg", "-cpu", "max"]
-    assert qemu_command(machine(accel=Accel.KVM))[3:7] == ["-accel", "kvm", "-cpu", "host"]
+    assert qemu_command(machine(accel=Accel.TCG))[4:8] == ["-accel", "tcg", "-cpu", "max"]
+    assert qemu_command(machine(accel=Accel.KVM))[4:8] == ["-accel", "kvm", "-cpu", "host"]
 
 
 def test_disks_by_format_and_boot_order() -> None:
@@ -100,6 +100,7 @@ def test_console_goes_to_log_or_terminal() -> None:
     assert option(logged, "-qmp") == ["unix:/run/vm/qmp.sock,server=on,wait=off"]
     interactive = qemu_command(machine(console=Console.STDIO, qmp_socket=None))
     assert "-nographic" in interactive and "-chardev" not in interactive
+    assert option(interactive, "-serial") == ["mon:stdio"]
     with pytest.raises(ValueError):
         qemu_command(machine(serial_log=None))
 
