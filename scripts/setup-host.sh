@@ -21,7 +21,10 @@ APT_PACKAGES=(
 )
 
 want_hash() {
-  { printf '%s\n' "${APT_PACKAGES[@]}"; cat "$REPO/pyproject.toml"; cat "$0"; } | sha256sum | cut -d' ' -f1
+  # The checkout's path counts: the venv holds an editable install of one
+  # checkout, and a fresh clone (CI) must not run another checkout's code.
+  { echo "$REPO"; printf '%s\n' "${APT_PACKAGES[@]}"; cat "$REPO/pyproject.toml"; cat "$0"; } \
+    | sha256sum | cut -d' ' -f1
 }
 
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$(want_hash)" && -x "$VENV/bin/berth" ]] \
