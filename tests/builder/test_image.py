@@ -1,0 +1,134 @@
+"""A real `berth build` of the default (docker) image and the podman variant, checked
+from the outside: partition table, ESP, UKI command line, root file system, manifest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from builder import artifacts, layout, uki
+from builder.lint import lint
+
+pytestmark = pytest.mark.slow
+NAME = "berth_1.0.0"
+
+
+def _manifest(image: Path) -> dict:
+    return json.loads((image / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def docker_root(default_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("docker-root") / "root"
+    artifacts.extract_root(default_image / "root.erofs", root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def podman_root(podman_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("podman-root") / "root"
+    artifacts.extract_root(podman_image / "root.erofs", root)
+    return root
+
+
+def test_artifact_directory_is_complete_and_alone(default_image: Path) -> None:
+    assert default_image.name == NAME
+    assert sorted(p.name for p in default_image.iterdir()) == sorted(
+        ["disk.raw", "disk.qcow2", "root.erofs", "root.verity", "uki.efi", "manifest.json"]
+    )
+    assert [p.name for p in default_image.parent.iterdir()] == [NAME]  # no partial build left
+
+
+def test_gpt_follows_the_discoverable_partitions_layout(default_image: Path) -> None:
+    manifest = _manifest(default_image)
+    table = artifacts.read_table(default_image / "disk.raw")
+    by_type = lambda t: [p for p in table if p.type == t]  # noqa: E731
+    assert [p.label for p in by_type(layout.TYPE_ESP)] == ["esp"]
+    assert sorted(p.label for p in by_type(layout.TYPE_ROOT)) == ["_empty", NAME]
+    assert sorted(p.label for p in by_type(layout.TYPE_ROOT_VERITY)) == ["_empty", f"{NAME}_verity"]
+    assert [p.label for p in by_type(layout.TYPE_VAR)] == ["var"]
+    assert {p.size for p in by_type(layout.TYPE_ROOT)} == {manifest["slot_size"]}
+    assert {p.size for p in by_type(layout.TYPE_ROOT_VERITY)} == {manifest["verity_slot_size"]}
+    assert table[-1].label == "var"  # last, so it can grow into a larger disk
+    root = layout.find(table, layout.TYPE_ROOT, NAME)
+    verity = layout.find(table, layout.TYPE_ROOT_VERITY, f"{NAME}_verity")
+    assert (root.uuid, verity.uuid) == layout.uuids_from_roothash(manifest["roothash"])
+
+
+def test_uki_names_the_root_hash_and_the_serial_console(default_image: Path) -> None:
+    cmdline = uki.cmdline((default_image / "uki.efi").read_bytes())
+    words = cmdline.split()
+    assert f"roothash={_manifest(default_image)['roothash']}" in words
+    assert "console=ttyS0" in words
+    assert not any(w.startswith("root=") for w in words)
+    assert {".linux", ".initrd", ".osrel"} <= set(uki.sections((default_image / "uki.efi").read_bytes()))
+
+
+def test_esp_holds_systemd_boot_and_the_first_uki_without_tries(default_image: Path, tmp_path: Path) -> None:
+    disk = default_image / "disk.raw"
+    esp = layout.find(artifacts.read_table(disk), layout.TYPE_ESP, "esp")
+    assert artifacts.list_esp(disk, esp, "/EFI/Linux") == [f"{NAME}.efi"]
+    assert "BOOTX64.EFI" in artifacts.list_esp(disk, esp, "/EFI/BOOT")
+    assert "systemd-bootx64.efi" in artifacts.list_esp(disk, esp, "/EFI/systemd")
+    artifacts.copy_from_esp(disk, esp, f"/EFI/Linux/{NAME}.efi", tmp_path / "uki.efi")
+    assert (tmp_path / "uki.efi").read_bytes() == (default_image / "uki.efi").read_bytes()
+
+
+def test_root_holds_no_package_manager(docker_root: Path) -> None:
+    for rel in ("usr/bin/apt", "usr/bin/apt-get", "usr/bin/dpkg", "var/lib/dpkg", "var/lib/apt", "etc/apt"):
+        assert not (docker_root / rel).exists(), rel
+    assert lint(docker_root) == []
+
+
+def test_root_is_a_container_host_with_the_berth_agent(docker_root: Path) -> None:
+    os_release = (docker_root / "usr/lib/os-release").read_text()
+    assert 'IMAGE_ID="berth"' in os_release or "IMAGE_ID=berth" in os_release
+    assert "IMAGE_VERSION" in os_release and "1.0.0" in os_release
+    assert (docker_root / "usr/sbin/dockerd").is_file()
+    assert (docker_root / "usr/bin/docker").is_file()
+    assert (docker_root / "usr/lib/berth/python/cli/main.py").is_file()
+    assert (docker_root / "usr/lib/berth/python/updater/wire.py").is_file()
+    assert not list((docker_root / "usr/lib/berth/python").rglob("__pycache__"))
+    wrapper = (docker_root / "usr/bin/berth").read_text()
+    assert wrapper.startswith("#!/usr/bin/python3") and "/usr/lib/berth/python" in wrapper
+    assert "PARTLABEL=var /var ext4 defaults,x-systemd.growfs 0 2" in (docker_root / "etc/fstab").read_text()
+    assert (docker_root / "etc/machine-id").read_text() == ""
+    assert not list((docker_root / "var").iterdir()) or [p.name for p in (docker_root / "var").iterdir()] == ["tmp"]
+
+
+def test_manifest_hashes_and_sizes_match_the_files(default_image: Path) -> None:
+    manifest = _manifest(default_image)
+    assert (manifest["image_id"], manifest["version"], manifest["engine"]) == ("berth", "1.0.0", "docker")
+    assert set(manifest["artifacts"]) == {"disk.raw", "disk.qcow2", "root.erofs", "root.verity", "uki.efi"}
+    for name, entry in manifest["artifacts"].items():
+        path = default_image / name
+        assert entry == {"size": path.stat().st_size, "sha256": artifacts.sha256(path)}, name
+    names = {p["name"] for p in manifest["packages"]}
+    assert {"docker.io", "systemd", "linux-image-cloud-amd64", "python3-tuf", "openssh-server"} <= names
+    assert "apt" not in names and "podman" not in names
+    assert all(p["version"] for p in manifest["packages"])
+
+
+def test_qcow2_is_the_same_disk(default_image: Path) -> None:
+    info = json.loads(subprocess.run(
+        ["qemu-img", "info", "--output=json", str(default_image / "disk.qcow2")],
+        check=True, capture_output=True, text=True,
+    ).stdout)
+    assert info["format"] == "qcow2"
+    assert info["virtual-size"] == (default_image / "disk.raw").stat().st_size
+
+
+def test_podman_variant_swaps_only_the_engine(podman_image: Path, podman_root: Path) -> None:
+    manifest = _manifest(podman_image)
+    assert manifest["engine"] == "podman"
+    names = {p["name"] for p in manifest["packages"]}
+    assert "podman" in names and "docker.io" not in names
+    assert (podman_root / "usr/bin/podman").is_file()
+    assert (podman_root / "usr/lib/systemd/system-generators/podman-system-generator").exists()  # Quadlet
+    assert not (podman_root / "usr/sbin/dockerd").exists()
+    assert lint(podman_root) == []
+    cmdline = uki.cmdline((podman_image / "uki.efi").read_bytes())
+    assert f"roothash={manifest['roothash']}" in cmdline.split()
