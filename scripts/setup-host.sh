@@ -80,8 +80,14 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   # Debian's interpreter, so the venv matches what a fresh machine has.
   /usr/bin/python3 -m venv "$VENV"
 fi
-"$VENV/bin/pip" install -q --upgrade pip >/dev/null
-"$VENV/bin/pip" install -q -e "$REPO[dev]"
+PIP_LOG="$BERTH_CACHE/logs/pip.log"
+mkdir -p "$(dirname "$PIP_LOG")"
+if ! { "$VENV/bin/pip" install -q --upgrade pip && "$VENV/bin/pip" install -q -e "$REPO[dev]"; } \
+     >"$PIP_LOG" 2>&1; then
+  tail -n 30 "$PIP_LOG" >&2
+  echo "pip install failed; full log: $PIP_LOG" >&2
+  exit 1
+fi
 
 want_hash > "$STAMP"
 log "host ready (mkosi $mkosi_version, venv $VENV)"
