@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from builder import artifacts, driver, layout, manifest, uki
+from builder import artifacts, driver, fault, layout, manifest, uki
 from builder.lint import lint
 from builder.settings import BuildSettings
 from cli.errors import UserError
@@ -78,7 +78,10 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         driver.run(
             driver.image_command(
                 settings, output_dir=work / "mkosi", initrd=initrd, repart_dir=repart,
-                extra_trees=stage_agent(work / "agent-tree"), mirror=mirror, cache=cache,
+                extra_trees=[
+                    *stage_agent(work / "agent-tree"), *fault.extra_trees(settings.fault, work / "fault-tree"),
+                ],
+                mirror=mirror, cache=cache,
             ),
             log, show=show, append=True,
         )

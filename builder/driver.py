@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder import layout
+from builder import fault, layout
 from builder.settings import BuildSettings
 from cli.errors import UserError
 
@@ -78,6 +78,7 @@ def image_command(
         "--initrd", str(initrd),
         "--repart-dir", str(repart_dir),
         *(f"--extra-tree={tree}:/" for tree in extra_trees),
+        *(f"--kernel-command-line={arg}" for arg in fault.kernel_command_line(settings.fault)),
         "--output", "image",
         "build",
     ]

@@ -15,6 +15,7 @@ from typing import Any
 from cli.errors import UserError
 
 ENGINES = ("docker", "podman")
+FAULTS = ("none", "health-check", "kernel-panic")
 _IMAGE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 _VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
 
@@ -35,6 +36,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("slot_margin_percent", int, 25, "free share of a slot the root must leave for growth"),
     Setting("esp_size_mib", int, 256, "EFI system partition size in MiB (holds two or three UKIs)"),
     Setting("var_size_mib", int, 1024, "initial var partition size in MiB (grows at first boot)"),
+    Setting("fault", str, "none", "build a release that fails on purpose (fallback tests): none, "
+            "health-check (a health check fails at every boot) or kernel-panic (PID 1 exits at boot)"),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -48,6 +51,7 @@ class BuildSettings:
     slot_margin_percent: int
     esp_size_mib: int
     var_size_mib: int
+    fault: str
 
     @property
     def artifact_name(self) -> str:
@@ -72,6 +76,8 @@ def _check(name: str, value: Any, source: str) -> Any:
 def _problem(name: str, value: Any) -> str | None:
     if name == "engine" and value not in ENGINES:
         return f"must be one of {', '.join(ENGINES)}, got {value!r}"
+    if name == "fault" and value not in FAULTS:
+        return f"must be one of {', '.join(FAULTS)}, got {value!r}"
     if name == "image_id" and not _IMAGE_ID.match(value):
         return f"must be lower-case letters, digits and '-' (no '_'), got {value!r}"
     if name == "version" and not _VERSION.match(value):

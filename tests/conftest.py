@@ -13,19 +13,21 @@ ImageBuilder = Callable[..., Path]
 
 @pytest.fixture(scope="session")
 def image_builder(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilder:
-    """`image_builder(version="1.0.0", engine="docker")` -> the artifact directory
-    `<out>/berth_<version>/` of a real `berth build`; each (version, engine) is built
-    once per session (mkosi's caches under $BERTH_CACHE keep rebuilds warm)."""
+    """`image_builder(version="1.0.0", engine="docker", fault="none")` -> the artifact
+    directory `<out>/berth_<version>/` of a real `berth build`; each (version, engine,
+    fault) is built once per session (mkosi's caches under $BERTH_CACHE keep rebuilds warm)."""
     from builder import settings
     from builder.build import build
     from builder.cli import DEFAULT_CONFIG
 
-    built: dict[tuple[str, str], Path] = {}
+    built: dict[tuple[str, str, str], Path] = {}
 
-    def make(version: str = "1.0.0", engine: str = "docker") -> Path:
-        key = (version, engine)
+    def make(version: str = "1.0.0", engine: str = "docker", fault: str = "none") -> Path:
+        key = (version, engine, fault)
         if key not in built:
-            chosen = settings.override(settings.load(DEFAULT_CONFIG), version=version, engine=engine)
+            chosen = settings.override(
+                settings.load(DEFAULT_CONFIG), version=version, engine=engine, fault=fault
+            )
             output = tmp_path_factory.mktemp(f"image-{engine}-{version}")
             built[key] = build(chosen, output, show=False)
         return built[key]

@@ -32,6 +32,7 @@ def test_every_setting_in_the_table_is_a_field_of_the_dataclass() -> None:
     [
         ({"engin": "docker"}, "unknown key 'engin'"),
         ({"engine": "lxc"}, "key 'engine' must be one of docker, podman"),
+        ({"fault": "oops"}, "key 'fault' must be one of none, health-check, kernel-panic"),
         ({"slot_size_mib": "1G"}, "key 'slot_size_mib' must be int, got str"),
         ({"slot_size_mib": True}, "key 'slot_size_mib' must be int, got bool"),
         ({"slot_size_mib": 0}, "key 'slot_size_mib' must be positive"),
@@ -89,3 +90,17 @@ def test_cli_rejects_bad_input_in_one_line_and_leaves_no_artifacts(
     assert len(lines) == 1 and lines[0].startswith("berth: error: ")
     assert expected in lines[0]
     assert not output.exists() or not any(output.iterdir())
+
+
+def test_faulty_releases_change_only_what_makes_them_fail(tmp_path: Path) -> None:
+    from builder import fault
+
+    assert fault.extra_trees("none", tmp_path / "none") == []
+    assert fault.kernel_command_line("none") == []
+    assert fault.kernel_command_line("health-check") == []
+    assert fault.kernel_command_line("kernel-panic") == ["init=/usr/bin/false"]
+    assert fault.extra_trees("kernel-panic", tmp_path / "panic") == []
+    (tree,) = fault.extra_trees("health-check", tmp_path / "check")
+    check = tree / "etc/berth/health.d/00-built-to-fail"
+    failed = subprocess.run([str(check)], capture_output=True, text=True, check=False)
+    assert failed.returncode == 1 and "fault=health-check" in failed.stderr
