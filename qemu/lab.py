@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import requests
 
@@ -32,7 +32,14 @@ from qemu.ready import Ready
 
 # The guest finds the fleet server at http://HOST_SERVICES_ADDRESS:FLEET_GUEST_PORT.
 FLEET_GUEST_PORT = 8080
+# A site's workload: a container restarted by the engine, its data in a volume on /var.
+APP = "berth-e2e-app"
+APP_DATA = "/var/lib/berth-e2e-app"
 ADMIN_TOKEN = "berth-lab-admin"
+# The scenarios' releases. Versions only grow, so one host can take them in order.
+V1, V2, V3 = "1.0.0", "1.1.0", "1.2.0"
+BAD_CHECK, BAD_PANIC = "1.3.0", "1.4.0"
+FAULTS = {BAD_CHECK: "health-check", BAD_PANIC: "kernel-panic"}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 Narrate = Callable[[str], None]
 
@@ -50,19 +57,14 @@ def berth(args: list[str], log: Path) -> str:
     return result.stdout
 
 
-def build_release(output: Path, version: str, *, fault: str = "none", log: Path | None = None) -> Path:
-    """`berth build` one release (mkosi's caches make a rebuild take a minute or two)."""
-    config = output / f"image-{version}.yaml"
-    output.mkdir(parents=True, exist_ok=True)
-    import yaml
-
+def build_release(output: Path, version: str, *, fault: str = "none", show: bool = False) -> Path:
+    """`berth build` one release into ``output`` (mkosi's caches keep a rebuild to minutes)."""
+    from builder import settings
+    from builder.build import build
     from builder.cli import DEFAULT_CONFIG
 
-    settings = yaml.safe_load(DEFAULT_CONFIG.read_text()) | {"version": version, "fault": fault}
-    config.write_text(yaml.safe_dump(settings))
-    out = berth(["build", "--config", str(config), "--output", str(output), "--quiet"],
-                log or output / f"build-{version}.log")
-    return Path(out.strip().splitlines()[-1])
+    chosen = settings.override(settings.load(DEFAULT_CONFIG), version=version, fault=fault)
+    return build(chosen, output, show=show)
 
 
 def lab_group(**overrides: Any) -> dict[str, Any]:
@@ -110,6 +112,28 @@ class Host:
     def run(self, command: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         self.vm.wait_ssh()
         return self.vm.run(command, **kwargs)
+
+    def start_app(self, archive: Path) -> None:
+        """Load a container image from ``archive`` and run APP with restart=always;
+        it appends a line to APP_DATA/starts each time it starts."""
+        self.vm.wait_ssh()
+        self.vm.ssh.copy_in(archive, "/var/tmp/app.tar")
+        tag = self.run("docker load -q -i /var/tmp/app.tar").stdout.split("Loaded image:")[-1].strip()
+        self.run(f"mkdir -p {APP_DATA} && docker run -d --name {APP} --restart=always "
+                 f"-v {APP_DATA}:/data {tag} sh -c 'echo started >> /data/starts; exec sleep 1000000'")
+        self.narrate(f"{self.name}: container {APP} runs (restart=always, volume {APP_DATA})")
+
+    def app_running(self) -> bool:
+        state = self.run(f"docker inspect -f '{{{{.State.Running}}}}' {APP}", check=False)
+        return state.stdout.strip() == "true"
+
+    def app_starts(self) -> int:
+        return len(self.run(f"cat {APP_DATA}/starts").stdout.splitlines())
+
+    def boots_of(self, roothash: str) -> int:
+        """How many times this VM's kernel started with ``roothash`` (from its console)."""
+        return sum(1 for line in self.vm.console.text.splitlines()
+                   if "Command line:" in line and f"roothash={roothash}" in line)
 
 
 class Lab:
@@ -217,3 +241,9 @@ class Lab:
         for host in self.hosts:
             host.vm.close()
         self.hosts.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
