@@ -158,7 +158,7 @@ class VM:
         return None
 
     def _wait(self, pattern: str | re.Pattern[str], timeout: float | None) -> re.Match[str]:
-        # Fails early when QEMU dies or the guest drops to an emergency shell or panics.
+        # Fails early when QEMU dies or the guest drops to the emergency shell.
         return self.console.wait_for(
             pattern, timeout or self.boot_timeout, self.stopped_reason, fail_on=BOOT_FAILURE
         )

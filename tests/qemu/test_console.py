@@ -89,3 +89,10 @@ def test_escape_sequences_are_stripped(tmp_path: Path) -> None:
     log = tmp_path / "serial.log"
     log.write_bytes(b"\x1b[!p\x1b]104\x07\x1bM\x1b[K[**    ] Job running\r\n\x1b[0;32m  OK  \x1b[0m done\r\n")
     assert ConsoleLog(log).text == "[**    ] Job running\n  OK   done\n"
+
+
+def test_a_kernel_panic_is_not_final_the_next_boot_may_be_ready(tmp_path: Path) -> None:
+    # The image reboots on panic; boot counting may then fall back to a good entry.
+    log = tmp_path / "serial.log"
+    log.write_text("Kernel panic - not syncing: Attempted to kill init!\nRebooting in 5 seconds..\n" + READY + "\n")
+    assert ConsoleLog(log).wait_for(PATTERN, timeout=1, fail_on=BOOT_FAILURE)
