@@ -140,6 +140,10 @@ class Repository:
         snapshot.signed.expires = self._expiry("snapshot")
         self._write("snapshot", snapshot)
         self.refresh_timestamp(timestamp_days, first=first)
+        # The fleet server reads releases from the unversioned copy; written last, it
+        # never names targets the signed timestamp does not lead to yet.
+        targets = self.metadata_dir / f"{snapshot.signed.meta['targets.json'].version}.targets.json"
+        atomic_write(self.metadata_dir / "targets.json", targets.read_bytes())
 
     def refresh_timestamp(self, days: int | None = None, first: bool = False) -> None:
         """Re-sign the timestamp (expiring ``days`` from now): run it more often than it expires."""

@@ -61,6 +61,9 @@ def test_withdraw_and_refresh_timestamp(server: Server, tmp_path: Path, keys_dir
     client.refresh()
     signed = json.loads((tmp_path / "client/targets.json").read_text())["signed"]
     assert releases_from_targets(signed)[0].withdrawn
+    # The unversioned copy the fleet server reads is the targets the client verified.
+    served = json.loads((server.root / "repo/metadata/targets.json").read_text())["signed"]
+    assert served == signed
     after = json.loads((server.root / "repo/metadata/timestamp.json").read_text())["signed"]["version"]
     assert after == before + 2
 
