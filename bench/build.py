@@ -23,9 +23,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from builder import artifacts, layout, settings  # noqa: E402
-from builder.build import build  # noqa: E402
-from builder.cli import DEFAULT_CONFIG  # noqa: E402
+from builder import artifacts, layout, settings
+from builder.build import build
+from builder.cli import DEFAULT_CONFIG
 
 MIB = 1024 * 1024
 PAYLOAD = ("root.erofs", "root.verity", "uki.efi")
@@ -121,7 +121,7 @@ def _uki_sections(path: Path) -> dict[str, int]:
 
 
 def _markdown(r: dict) -> str:
-    m = lambda b: f"{b / MIB:.1f} MiB"  # noqa: E731
+    m = lambda b: f"{b / MIB:.1f} MiB"
     lines = [
         f"| figure ({r['engine']}, {r['cpus']} CPUs) | value |",
         "|---|---|",

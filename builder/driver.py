@@ -109,6 +109,6 @@ def run(command: list[str], log_path: Path, *, show: bool = True, append: bool =
         status = proc.wait()
     if status != 0:
         tail = [_ANSI.sub("", t).strip() for t in log_path.read_text().splitlines()[-200:]]
-        errors = [t for t in tail if re.search(r"error|fail|not fit|no space|unable", t, re.I)]
+        errors = [t for t in tail if re.search(r"error|fail|not fit|no space|unable", t, re.IGNORECASE)]
         hint = f": {errors[-1][:200]}" if errors else ""
         raise UserError(f"mkosi failed (exit {status}){hint}; full log: {log_path}")

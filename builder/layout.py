@@ -67,7 +67,7 @@ def repart_definitions(settings: BuildSettings) -> dict[str, str]:
     """File name -> systemd-repart definition for the whole disk."""
     s = slots(settings)
     label = settings.artifact_name
-    fixed = lambda size: {"SizeMinBytes": size, "SizeMaxBytes": size}  # noqa: E731
+    fixed = lambda size: {"SizeMinBytes": size, "SizeMaxBytes": size}
     return {
         "00-esp.conf": _conf(
             Type="esp", Label=ESP_LABEL, Format="vfat",

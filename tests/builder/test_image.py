@@ -45,7 +45,7 @@ def test_artifact_directory_is_complete_and_alone(default_image: Path) -> None:
 def test_gpt_follows_the_discoverable_partitions_layout(default_image: Path) -> None:
     manifest = _manifest(default_image)
     table = artifacts.read_table(default_image / "disk.raw")
-    by_type = lambda t: [p for p in table if p.type == t]  # noqa: E731
+    by_type = lambda t: [p for p in table if p.type == t]
     assert [p.label for p in by_type(layout.TYPE_ESP)] == ["esp"]
     assert sorted(p.label for p in by_type(layout.TYPE_ROOT)) == ["_empty", NAME]
     assert sorted(p.label for p in by_type(layout.TYPE_ROOT_VERITY)) == ["_empty", f"{NAME}_verity"]
