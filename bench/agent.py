@@ -26,7 +26,9 @@ CACHE = Path(os.environ.get("BERTH_CACHE", Path.home() / ".cache/berth"))
 
 
 def _fixtures():
-    spec = importlib.util.spec_from_file_location("agent_fixtures", REPO / "tests/agent/conftest.py")
+    spec = importlib.util.spec_from_file_location(
+        "agent_fixtures", REPO / "tests/agent/conftest.py"
+    )
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     sys.modules["agent_fixtures"] = module
     spec.loader.exec_module(module)  # type: ignore[union-attr]
@@ -44,23 +46,34 @@ def _rss_kib(pid: int) -> int:
 
 
 def _agent(host, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "cli.main", "agent", "--host-root", str(host.root), *args],
-                            cwd=REPO, text=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "agent", "--host-root", str(host.root), *args],
+        cwd=REPO,
+        text=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root-mib", type=int, default=256, help="size of the release's root payload")
+    parser.add_argument(
+        "--root-mib", type=int, default=256, help="size of the release's root payload"
+    )
     parser.add_argument("--workdir", type=Path, default=CACHE / "bench-agent")
     args = parser.parse_args()
     fx = _fixtures()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
     slot_mib = args.root_mib + args.root_mib // 8 + 16
-    print(f"building releases (root payload {args.root_mib} MiB, slots {slot_mib} MiB) in {args.workdir}")
+    print(
+        f"building releases (root payload {args.root_mib} MiB, slots {slot_mib} MiB) in {args.workdir}"
+    )
     out = args.workdir / "releases"
-    releases = {"1.0": fx.build_release(out, "1.0", 4 << 20, slot_mib),
-                "1.1": fx.build_release(out, "1.1", args.root_mib << 20, slot_mib)}
+    releases = {
+        "1.0": fx.build_release(out, "1.0", 4 << 20, slot_mib),
+        "1.1": fx.build_release(out, "1.1", args.root_mib << 20, slot_mib),
+    }
     base_disk = args.workdir / "base.raw"
     fx.make_disk(base_disk, releases["1.0"], slot_mib)
     keys = args.workdir / "keys"
@@ -68,7 +81,9 @@ def main() -> int:
     server, httpd = fx.start_server(args.workdir / "served")
     repo = server.root / "repo"
     fx.publish(repo, keys, releases["1.0"])
-    host = fx.make_host(args.workdir, base_disk, releases, f"{server.url}/repo", repo / "metadata/root.json")
+    host = fx.make_host(
+        args.workdir, base_disk, releases, f"{server.url}/repo", repo / "metadata/root.json"
+    )
     host.settings(poll_interval_s=2)
 
     idle = _agent(host, "run")  # nothing newer than 1.0: the service loop idles
@@ -99,8 +114,19 @@ def main() -> int:
     for part, name in ((parts[3], "root.erofs"), (parts[4], "root.verity")):
         source = releases["1.1"].directory / name
         installed += source.stat().st_size
-        subprocess.run(["dd", f"if={source}", f"of={host.disk}", "bs=4M", "conv=fsync,notrunc",
-                        "oflag=seek_bytes", f"seek={part['start'] * 512}", "status=none"], check=True)
+        subprocess.run(
+            [
+                "dd",
+                f"if={source}",
+                f"of={host.disk}",
+                "bs=4M",
+                "conv=fsync,notrunc",
+                "oflag=seek_bytes",
+                f"seek={part['start'] * 512}",
+                "status=none",
+            ],
+            check=True,
+        )
     dd_s = time.monotonic() - start
 
     targets = sum(p.stat().st_size for p in (repo / "targets/berth/1.1").iterdir())
@@ -117,12 +143,20 @@ def main() -> int:
         "rss_idle_mib": round(idle_rss / 1024, 1),
         "rss_writing_peak_mib": round(peak_rss / 1024, 1),
     }
-    print(f"installed {installed / 2**20:.1f} MiB (root + verity) from {downloaded / 2**20:.1f} MiB downloaded "
-          f"({targets / 2**20:.1f} MiB of targets)")
-    print(f"agent: check + stream + write + read back + stage  {agent_s:6.2f} s  "
-          f"({figures['agent_mib_per_s']} MiB/s)")
-    print(f"dd of the same bytes, conv=fsync                   {dd_s:6.2f} s  ({figures['dd_mib_per_s']} MiB/s)")
-    print(f"agent RSS: idle {figures['rss_idle_mib']} MiB, writing (peak) {figures['rss_writing_peak_mib']} MiB")
+    print(
+        f"installed {installed / 2**20:.1f} MiB (root + verity) from {downloaded / 2**20:.1f} MiB downloaded "
+        f"({targets / 2**20:.1f} MiB of targets)"
+    )
+    print(
+        f"agent: check + stream + write + read back + stage  {agent_s:6.2f} s  "
+        f"({figures['agent_mib_per_s']} MiB/s)"
+    )
+    print(
+        f"dd of the same bytes, conv=fsync                   {dd_s:6.2f} s  ({figures['dd_mib_per_s']} MiB/s)"
+    )
+    print(
+        f"agent RSS: idle {figures['rss_idle_mib']} MiB, writing (peak) {figures['rss_writing_peak_mib']} MiB"
+    )
     print(json.dumps(figures))
     shutil.rmtree(args.workdir, ignore_errors=True)
     return 0

@@ -75,10 +75,14 @@ def one_boot(artifact: Path, engine: str, state: Path) -> dict[str, object]:
                 raise SystemExit(f"boot failed: {vm.stopped_reason()}")
             time.sleep(0.1)
         if ready is None or "login" not in seen:
-            raise SystemExit(f"no login prompt or BERTH-READY in {vm.boot_timeout:.0f} s; see {vm.state.serial_log}")
+            raise SystemExit(
+                f"no login prompt or BERTH-READY in {vm.boot_timeout:.0f} s; see {vm.state.serial_log}"
+            )
         vm.wait_ssh()
         unit = ENGINE_UNIT[engine]
-        active_us = int(vm.run(f"systemctl show -P ActiveEnterTimestampMonotonic {unit}").stdout.strip())
+        active_us = int(
+            vm.run(f"systemctl show -P ActiveEnterTimestampMonotonic {unit}").stdout.strip()
+        )
         seen["engine"] = seen["ready"] - (ready.uptime_s - active_us / 1e6)
         vm.run(f"{engine} info >/dev/null")  # and it does answer
         analyze = vm.run("systemd-analyze time").stdout.splitlines()[0]
@@ -115,16 +119,21 @@ def main() -> int:
         for n in range(args.boots):
             result = one_boot(args.artifact, engine, Path(scratch, f"vm{n}"))
             boots.append(result)
-            print(f"boot {n + 1}/{args.boots}: " + ", ".join(
-                f"{k}={v}" for k, v in result.items() if k.endswith(("_s", "_mib"))
-            ), file=sys.stderr)
+            print(
+                f"boot {n + 1}/{args.boots}: "
+                + ", ".join(f"{k}={v}" for k, v in result.items() if k.endswith(("_s", "_mib"))),
+                file=sys.stderr,
+            )
     phases = sorted({p for b in boots for p in b["systemd_analyze"]})  # type: ignore[attr-defined]
     summary = {
         "artifact": str(args.artifact),
         "engine": engine,
         "accel": boots[0]["accel"],
         "boots": len(boots),
-        **{f"median_{k}": median_of(boots, k) for k in ("login_s", "ready_s", "engine_s", "idle_memory_mib")},
+        **{
+            f"median_{k}": median_of(boots, k)
+            for k in ("login_s", "ready_s", "engine_s", "idle_memory_mib")
+        },
         "median_systemd_analyze_s": {
             p: round(statistics.median(b["systemd_analyze"].get(p, 0.0) for b in boots), 2)  # type: ignore[attr-defined]
             for p in phases

@@ -47,10 +47,15 @@ def zstd_size(path: Path, level: int) -> tuple[int, float]:
 
 def du_by_dir(root: Path, depth: int = 3, top: int = 15) -> list[tuple[int, str]]:
     out = subprocess.run(
-        ["du", "-x", "-B1", f"--max-depth={depth}", str(root)], check=True, capture_output=True, text=True
+        ["du", "-x", "-B1", f"--max-depth={depth}", str(root)],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
-    rows = [(int(size), Path(path).relative_to(root).as_posix()) for size, path in
-            (line.split("\t", 1) for line in out.splitlines())]
+    rows = [
+        (int(size), Path(path).relative_to(root).as_posix())
+        for size, path in (line.split("\t", 1) for line in out.splitlines())
+    ]
     leaves = [r for r in rows if r[1].count("/") == depth - 1]
     return sorted(leaves, reverse=True)[:top]
 
@@ -117,7 +122,11 @@ def main() -> int:
 def _uki_sections(path: Path) -> dict[str, int]:
     from builder import uki
 
-    return {name: len(data) for name, data in uki.sections(path.read_bytes()).items() if len(data) > 64 * 1024}
+    return {
+        name: len(data)
+        for name, data in uki.sections(path.read_bytes()).items()
+        if len(data) > 64 * 1024
+    }
 
 
 def _markdown(r: dict) -> str:
@@ -134,11 +143,17 @@ def _markdown(r: dict) -> str:
     ]
     for level, p in r["payload_zstd"].items():
         parts = ", ".join(f"{n} {m(b)}" for n, b in p["bytes"].items())
-        lines.append(f"| update payload, zstd -{level} ({parts}; {p['seconds']} s) | **{m(p['total'])}** |")
-    lines += ["", "Root by package (installed size, top 15 of "
-              f"{r['package_count']}): " + ", ".join(f"{n} {m(s)}" for s, n in r["packages_top"]),
-              "", "Root by directory (du of the final root): "
-              + ", ".join(f"/{d} {m(s)}" for s, d in r["root_du_top_dirs"])]
+        lines.append(
+            f"| update payload, zstd -{level} ({parts}; {p['seconds']} s) | **{m(p['total'])}** |"
+        )
+    lines += [
+        "",
+        "Root by package (installed size, top 15 of "
+        f"{r['package_count']}): " + ", ".join(f"{n} {m(s)}" for s, n in r["packages_top"]),
+        "",
+        "Root by directory (du of the final root): "
+        + ", ".join(f"/{d} {m(s)}" for s, d in r["root_du_top_dirs"]),
+    ]
     return "\n".join(lines)
 
 

@@ -17,7 +17,9 @@ _CHUNK = 4 * 1024 * 1024
 
 
 def read_table(disk: Path) -> list[layout.Partition]:
-    out = subprocess.run(["sfdisk", "--json", str(disk)], check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        ["sfdisk", "--json", str(disk)], check=True, capture_output=True, text=True
+    )
     return layout.partitions(json.loads(out.stdout))
 
 
@@ -42,22 +44,28 @@ def copy_range(source: Path, start: int, size: int, target: Path) -> None:
 def copy_from_esp(disk: Path, esp: layout.Partition, path: str, target: Path) -> None:
     subprocess.run(
         ["mcopy", "-n", "-i", f"{disk}@@{esp.start}", f"::{path}", str(target)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
 
 
 def list_esp(disk: Path, esp: layout.Partition, directory: str) -> list[str]:
     out = subprocess.run(
         ["mdir", "-b", "-i", f"{disk}@@{esp.start}", f"::{directory}"],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     )
-    return sorted(line.strip().rsplit("/", 1)[-1] for line in out.stdout.splitlines() if line.strip())
+    return sorted(
+        line.strip().rsplit("/", 1)[-1] for line in out.stdout.splitlines() if line.strip()
+    )
 
 
 def to_qcow2(raw: Path, target: Path) -> None:
     subprocess.run(
         ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(target)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
 
 
@@ -73,5 +81,6 @@ def extract_root(root_image: Path, target: Path) -> None:
     """Unpack an erofs image with owners and modes (setuid bits included) for the lint."""
     subprocess.run(
         ["fsck.erofs", f"--extract={target}", "--preserve", str(root_image)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )

@@ -45,8 +45,11 @@ def stage_agent(tree: Path) -> list[Path]:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(driver.REPO / "cli", python / "cli", ignore=ignore)
     shutil.copytree(
-        driver.REPO / "updater", python / "updater",
-        ignore=lambda d, names: ignore(d, names) | ({"image"} if Path(d) == AGENT_TREE.parent else set()),
+        driver.REPO / "updater",
+        python / "updater",
+        ignore=lambda d, names: (
+            ignore(d, names) | ({"image"} if Path(d) == AGENT_TREE.parent else set())
+        ),
     )
     wrapper = tree / "usr/bin/berth"
     wrapper.parent.mkdir(parents=True)
@@ -72,18 +75,29 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
             (repart / filename).write_text(text)
         mirror = driver.host_mirror()
         progress(f"building the initrd with mkosi; full log: {log}")
-        driver.run(driver.initrd_command(output_dir=work / "initrd", mirror=mirror, cache=cache), log, show=show)
+        driver.run(
+            driver.initrd_command(output_dir=work / "initrd", mirror=mirror, cache=cache),
+            log,
+            show=show,
+        )
         initrd = next((work / "initrd").glob("initrd*"))
         progress(f"building {name} ({settings.engine}) with mkosi")
         driver.run(
             driver.image_command(
-                settings, output_dir=work / "mkosi", initrd=initrd, repart_dir=repart,
+                settings,
+                output_dir=work / "mkosi",
+                initrd=initrd,
+                repart_dir=repart,
                 extra_trees=[
-                    *stage_agent(work / "agent-tree"), *fault.extra_trees(settings.fault, work / "fault-tree"),
+                    *stage_agent(work / "agent-tree"),
+                    *fault.extra_trees(settings.fault, work / "fault-tree"),
                 ],
-                mirror=mirror, cache=cache,
+                mirror=mirror,
+                cache=cache,
             ),
-            log, show=show, append=True,
+            log,
+            show=show,
+            append=True,
         )
 
         progress("extracting root, verity and UKI from the disk image")
@@ -97,7 +111,9 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         artifacts.extract_root(out / "root.erofs", rootfs)
         findings = lint(rootfs)
         if findings:
-            raise UserError(f"lint found {len(findings)} problem(s) in the root: " + "; ".join(findings))
+            raise UserError(
+                f"lint found {len(findings)} problem(s) in the root: " + "; ".join(findings)
+            )
 
         progress("converting to qcow2")
         artifacts.to_qcow2(out / "disk.raw", out / "disk.qcow2")
@@ -105,16 +121,23 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         progress("hashing artifacts and writing manifest.json")
         mkosi_manifest = json.loads((work / "mkosi" / "image.manifest").read_text())
         slots = layout.slots(settings)
-        (out / "manifest.json").write_text(manifest.render(
-            image_id=settings.image_id, version=settings.version, engine=settings.engine,
-            roothash=roothash, slot_size=slots.slot_size, verity_slot_size=slots.verity_slot_size,
-            artifacts={
-                a: manifest.Artifact((out / a).stat().st_size, artifacts.sha256(out / a)) for a in ARTIFACTS
-            },
-            packages=manifest.packages(
-                mkosi_manifest, (work / "mkosi" / "package-sizes.tsv").read_text()
-            ),
-        ))
+        (out / "manifest.json").write_text(
+            manifest.render(
+                image_id=settings.image_id,
+                version=settings.version,
+                engine=settings.engine,
+                roothash=roothash,
+                slot_size=slots.slot_size,
+                verity_slot_size=slots.verity_slot_size,
+                artifacts={
+                    a: manifest.Artifact((out / a).stat().st_size, artifacts.sha256(out / a))
+                    for a in ARTIFACTS
+                },
+                packages=manifest.packages(
+                    mkosi_manifest, (work / "mkosi" / "package-sizes.tsv").read_text()
+                ),
+            )
+        )
         final = output / name
         if final.exists():
             old = work / "previous"

@@ -16,8 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="build settings (YAML)")
     parser.add_argument("--version", help="release version, dotted integers (overrides the config)")
-    parser.add_argument("--engine", help="container engine: docker or podman (overrides the config)")
-    parser.add_argument("--output", type=Path, default=Path("out"), help="where the artifact directory goes")
+    parser.add_argument(
+        "--engine", help="container engine: docker or podman (overrides the config)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=Path("out"), help="where the artifact directory goes"
+    )
     parser.add_argument("--quiet", action="store_true", help="print only the artifact directory")
     parser.set_defaults(handler=_build)
 

@@ -25,7 +25,10 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("BERTH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "berth"
+    base = (
+        os.environ.get("BERTH_CACHE")
+        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "berth"
+    )
     return Path(base)
 
 
@@ -34,52 +37,86 @@ def host_mirror() -> str:
     unreachable debug-symbols repository, so the build names one mirror itself)."""
     apt = Path("/etc/apt")
     files = [apt / "sources.list", *sorted((apt / "sources.list.d").glob("*"))]
-    texts = {f.name: f.read_text() for f in files if f.is_file() and f.suffix in (".list", ".sources")}
+    texts = {
+        f.name: f.read_text() for f in files if f.is_file() and f.suffix in (".list", ".sources")
+    }
     mirror = layout.parse_mirror(texts)
     if mirror is None:
-        raise UserError("no Debian mirror found in /etc/apt/sources.list{,.d}: add one (deb …/debian)")
+        raise UserError(
+            "no Debian mirror found in /etc/apt/sources.list{,.d}: add one (deb …/debian)"
+        )
     return mirror
 
 
-def _common(*, tree: Path, output_dir: Path, mirror: str, cache: Path, cache_name: str) -> list[str]:
+def _common(
+    *, tree: Path, output_dir: Path, mirror: str, cache: Path, cache_name: str
+) -> list[str]:
     mk = cache / "mkosi"
     return [
         "mkosi",
-        "--directory", str(tree),
-        "--local-mirror", mirror,
-        "--output-dir", str(output_dir),
-        "--workspace-dir", str(mk / "workspace"),
-        "--package-cache-dir", str(mk / "packages"),
+        "--directory",
+        str(tree),
+        "--local-mirror",
+        mirror,
+        "--output-dir",
+        str(output_dir),
+        "--workspace-dir",
+        str(mk / "workspace"),
+        "--package-cache-dir",
+        str(mk / "packages"),
         # One incremental cache per image (initrd, each engine): they stay warm side by side.
-        "--cache-dir", str(mk / f"cache-{cache_name}"),
-        "--incremental", "yes",
+        "--cache-dir",
+        str(mk / f"cache-{cache_name}"),
+        "--incremental",
+        "yes",
         "--force",
     ]
 
 
 def initrd_command(*, output_dir: Path, mirror: str, cache: Path) -> list[str]:
     return [
-        *_common(tree=TREE / "initrd", output_dir=output_dir, mirror=mirror, cache=cache, cache_name="initrd"),
+        *_common(
+            tree=TREE / "initrd",
+            output_dir=output_dir,
+            mirror=mirror,
+            cache=cache,
+            cache_name="initrd",
+        ),
         "build",
     ]
 
 
 def image_command(
-    settings: BuildSettings, *, output_dir: Path, initrd: Path, repart_dir: Path,
-    extra_trees: Sequence[Path], mirror: str, cache: Path,
+    settings: BuildSettings,
+    *,
+    output_dir: Path,
+    initrd: Path,
+    repart_dir: Path,
+    extra_trees: Sequence[Path],
+    mirror: str,
+    cache: Path,
 ) -> list[str]:
     return [
-        *_common(tree=TREE, output_dir=output_dir, mirror=mirror, cache=cache, cache_name=settings.engine),
+        *_common(
+            tree=TREE, output_dir=output_dir, mirror=mirror, cache=cache, cache_name=settings.engine
+        ),
         # The engine is one switch: a config directory included on top of the tree.
-        "--include", str(TREE / "engines" / settings.engine),
-        "--image-id", settings.image_id,
-        "--image-version", settings.version,
-        "--unified-kernel-image-format", settings.artifact_name,
-        "--initrd", str(initrd),
-        "--repart-dir", str(repart_dir),
+        "--include",
+        str(TREE / "engines" / settings.engine),
+        "--image-id",
+        settings.image_id,
+        "--image-version",
+        settings.version,
+        "--unified-kernel-image-format",
+        settings.artifact_name,
+        "--initrd",
+        str(initrd),
+        "--repart-dir",
+        str(repart_dir),
         *(f"--extra-tree={tree}:/" for tree in extra_trees),
         *(f"--kernel-command-line={arg}" for arg in fault.kernel_command_line(settings.fault)),
-        "--output", "image",
+        "--output",
+        "image",
         "build",
     ]
 
@@ -97,18 +134,28 @@ def run(command: list[str], log_path: Path, *, show: bool = True, append: bool =
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
         proc = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=env, text=True, errors="replace",
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            text=True,
+            errors="replace",
         )
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
             text = _ANSI.sub("", line).strip()
             if show and text.startswith("‣"):
-                print(f"  [{time.monotonic() - start:5.0f}s] {text.lstrip('‣ ').strip()}", file=sys.stderr)
+                print(
+                    f"  [{time.monotonic() - start:5.0f}s] {text.lstrip('‣ ').strip()}",
+                    file=sys.stderr,
+                )
         status = proc.wait()
     if status != 0:
         tail = [_ANSI.sub("", t).strip() for t in log_path.read_text().splitlines()[-200:]]
-        errors = [t for t in tail if re.search(r"error|fail|not fit|no space|unable", t, re.IGNORECASE)]
+        errors = [
+            t for t in tail if re.search(r"error|fail|not fit|no space|unable", t, re.IGNORECASE)
+        ]
         hint = f": {errors[-1][:200]}" if errors else ""
         raise UserError(f"mkosi failed (exit {status}){hint}; full log: {log_path}")

@@ -70,24 +70,37 @@ def repart_definitions(settings: BuildSettings) -> dict[str, str]:
     fixed = lambda size: {"SizeMinBytes": size, "SizeMaxBytes": size}
     return {
         "00-esp.conf": _conf(
-            Type="esp", Label=ESP_LABEL, Format="vfat",
-            CopyFiles=["/boot:/", "/efi:/"], **fixed(settings.esp_size_mib * MIB),
+            Type="esp",
+            Label=ESP_LABEL,
+            Format="vfat",
+            CopyFiles=["/boot:/", "/efi:/"],
+            **fixed(settings.esp_size_mib * MIB),
         ),
         "10-root-a.conf": _conf(
-            Type="root", Label=label, Format="erofs", CopyFiles="/",
+            Type="root",
+            Label=label,
+            Format="erofs",
+            CopyFiles="/",
             # The ESP's content and /var's mount point are not part of the slot.
             ExcludeFiles=["/boot/", "/efi/", "/var/"],
             # Services with PrivateTmp= may start before /var is mounted.
             MakeDirectories="/var/tmp",
-            Verity="data", VerityMatchKey="root", **fixed(s.slot_size),
+            Verity="data",
+            VerityMatchKey="root",
+            **fixed(s.slot_size),
         ),
         "11-root-verity-a.conf": _conf(
-            Type="root-verity", Label=f"{label}_verity",
-            Verity="hash", VerityMatchKey="root", **fixed(s.verity_slot_size),
+            Type="root-verity",
+            Label=f"{label}_verity",
+            Verity="hash",
+            VerityMatchKey="root",
+            **fixed(s.verity_slot_size),
         ),
         # The B slots stay empty until the agent writes an update there;
         # SplitName=- keeps them out of mkosi's split artifacts.
-        "20-root-b.conf": _conf(Type="root", Label=EMPTY_LABEL, SplitName="-", **fixed(s.slot_size)),
+        "20-root-b.conf": _conf(
+            Type="root", Label=EMPTY_LABEL, SplitName="-", **fixed(s.slot_size)
+        ),
         "21-root-verity-b.conf": _conf(
             Type="root-verity", Label=EMPTY_LABEL, SplitName="-", **fixed(s.verity_slot_size)
         ),
@@ -99,11 +112,11 @@ def repart_definitions(settings: BuildSettings) -> dict[str, str]:
 
 def erofs_size(superblock: bytes) -> int:
     """Bytes an erofs file system really uses, read from the start of its image."""
-    magic, = struct.unpack_from("<I", superblock, 1024)
+    (magic,) = struct.unpack_from("<I", superblock, 1024)
     if magic != 0xE0F5E1E2:
         raise ValueError("not an erofs image")
     blkszbits = superblock[1024 + 12]
-    blocks, = struct.unpack_from("<I", superblock, 1024 + 36)
+    (blocks,) = struct.unpack_from("<I", superblock, 1024 + 36)
     return blocks << blkszbits
 
 
@@ -135,8 +148,12 @@ def partitions(sfdisk_json: dict) -> list[Partition]:
     sector = int(table.get("sectorsize", 512))
     return [
         Partition(
-            node=p["node"], start=p["start"] * sector, size=p["size"] * sector,
-            type=p["type"].upper(), uuid=p.get("uuid", "").lower(), label=p.get("name", ""),
+            node=p["node"],
+            start=p["start"] * sector,
+            size=p["size"] * sector,
+            type=p["type"].upper(),
+            uuid=p.get("uuid", "").lower(),
+            label=p.get("name", ""),
         )
         for p in table["partitions"]
     ]
@@ -146,13 +163,16 @@ def find(parts: list[Partition], type_uuid: str, label: str) -> Partition:
     """The one partition of this type and label (partitions are never found by number)."""
     found = [p for p in parts if p.type == type_uuid and p.label == label]
     if len(found) != 1:
-        raise ValueError(f"expected one partition of type {type_uuid} labelled {label!r}, found {len(found)}")
+        raise ValueError(
+            f"expected one partition of type {type_uuid} labelled {label!r}, found {len(found)}"
+        )
     return found[0]
 
 
 def uuids_from_roothash(roothash: str) -> tuple[str, str]:
     """(root partition UUID, verity partition UUID) as systemd-repart derives them from a
     root hash: its first and last 128 bits, verbatim."""
+
     def fmt(h: str) -> str:
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
 
@@ -171,7 +191,8 @@ def parse_mirror(sources: dict[str, str]) -> str | None:
         if name.endswith(".sources"):
             for stanza in text.split("\n\n"):
                 fields = dict(
-                    line.split(":", 1) for line in stanza.splitlines()
+                    line.split(":", 1)
+                    for line in stanza.splitlines()
                     if ":" in line and not line.startswith(("#", " "))
                 )
                 uris = fields.get("URIs", "").split()

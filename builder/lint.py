@@ -37,23 +37,25 @@ FORBIDDEN: tuple[tuple[str, str], ...] = (
 )
 
 # setuid/setgid programs a container host legitimately needs.
-SETID_ALLOWED: frozenset[str] = frozenset({
-    "usr/bin/su",
-    "usr/bin/mount",
-    "usr/bin/umount",
-    "usr/bin/passwd",
-    "usr/bin/newgrp",
-    "usr/bin/chsh",
-    "usr/bin/chfn",
-    "usr/bin/gpasswd",
-    "usr/bin/expiry",
-    "usr/bin/chage",
-    "usr/bin/newuidmap",
-    "usr/bin/newgidmap",
-    "usr/sbin/unix_chkpwd",
-    "usr/lib/openssh/ssh-keysign",
-    "usr/lib/dbus-1.0/dbus-daemon-launch-helper",
-})
+SETID_ALLOWED: frozenset[str] = frozenset(
+    {
+        "usr/bin/su",
+        "usr/bin/mount",
+        "usr/bin/umount",
+        "usr/bin/passwd",
+        "usr/bin/newgrp",
+        "usr/bin/chsh",
+        "usr/bin/chfn",
+        "usr/bin/gpasswd",
+        "usr/bin/expiry",
+        "usr/bin/chage",
+        "usr/bin/newuidmap",
+        "usr/bin/newgidmap",
+        "usr/sbin/unix_chkpwd",
+        "usr/lib/openssh/ssh-keysign",
+        "usr/lib/dbus-1.0/dbus-daemon-launch-helper",
+    }
+)
 
 
 def lint(root: Path) -> list[str]:
@@ -67,7 +69,11 @@ def lint(root: Path) -> list[str]:
                 if fnmatch.fnmatchcase(rel, pattern):
                     findings.add(f"{what}: /{rel}")
             mode = path.lstat().st_mode
-            if stat.S_ISREG(mode) and mode & (stat.S_ISUID | stat.S_ISGID) and rel not in SETID_ALLOWED:
+            if (
+                stat.S_ISREG(mode)
+                and mode & (stat.S_ISUID | stat.S_ISGID)
+                and rel not in SETID_ALLOWED
+            ):
                 kind = "setuid" if mode & stat.S_ISUID else "setgid"
                 findings.add(f"{kind} file not in allowlist: /{rel}")
     return sorted(findings)

@@ -30,8 +30,15 @@ def packages(mkosi_manifest: dict[str, Any], sizes_tsv: str) -> list[dict[str, A
 
 
 def render(
-    *, image_id: str, version: str, engine: str, roothash: str, slot_size: int,
-    verity_slot_size: int, artifacts: dict[str, Artifact], packages: list[dict[str, Any]],
+    *,
+    image_id: str,
+    version: str,
+    engine: str,
+    roothash: str,
+    slot_size: int,
+    verity_slot_size: int,
+    artifacts: dict[str, Artifact],
+    packages: list[dict[str, Any]],
 ) -> str:
     document = {
         "image_id": image_id,
@@ -40,7 +47,9 @@ def render(
         "roothash": roothash,
         "slot_size": slot_size,
         "verity_slot_size": verity_slot_size,
-        "artifacts": {name: {"size": a.size, "sha256": a.sha256} for name, a in sorted(artifacts.items())},
+        "artifacts": {
+            name: {"size": a.size, "sha256": a.sha256} for name, a in sorted(artifacts.items())
+        },
         "packages": packages,
     }
     return json.dumps(document, indent=2) + "\n"

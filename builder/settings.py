@@ -36,8 +36,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("slot_margin_percent", int, 25, "free share of a slot the root must leave for growth"),
     Setting("esp_size_mib", int, 256, "EFI system partition size in MiB (holds two or three UKIs)"),
     Setting("var_size_mib", int, 1024, "initial var partition size in MiB (grows at first boot)"),
-    Setting("fault", str, "none", "build a release that fails on purpose (fallback tests): none, "
-            "health-check (a health check fails at every boot) or kernel-panic (PID 1 exits at boot)"),
+    Setting(
+        "fault",
+        str,
+        "none",
+        "build a release that fails on purpose (fallback tests): none, "
+        "health-check (a health check fails at every boot) or kernel-panic (PID 1 exits at boot)",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -103,7 +108,9 @@ def parse(data: Any, source: str) -> BuildSettings:
 
 def override(settings: BuildSettings, **changes: Any) -> BuildSettings:
     """Apply command-line overrides (None means "not given"), checked like file values."""
-    given = {k: _check(k, v, f"--{k.replace('_', '-')}") for k, v in changes.items() if v is not None}
+    given = {
+        k: _check(k, v, f"--{k.replace('_', '-')}") for k, v in changes.items() if v is not None
+    }
     return dataclasses.replace(settings, **given)
 
 

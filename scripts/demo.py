@@ -27,7 +27,9 @@ def build_default_image(output: Path) -> Path:
 
 def show_image(image: Path) -> None:
     manifest = json.loads((image / "manifest.json").read_text())
-    print(f"\nImage {manifest['image_id']} {manifest['version']} ({manifest['engine']}) in {image}/")
+    print(
+        f"\nImage {manifest['image_id']} {manifest['version']} ({manifest['engine']}) in {image}/"
+    )
     for name, entry in manifest["artifacts"].items():
         print(f"  {name:<12} {entry['size'] / MIB:9.1f} MiB  sha256 {entry['sha256'][:16]}…")
     print(f"  root hash    {manifest['roothash']}")
@@ -38,9 +40,11 @@ def show_image(image: Path) -> None:
     print(f"\n{len(packages)} Debian packages, no package manager; the largest:")
     for p in packages[:8]:
         print(f"  {p['name']:<28} {p['version']:<28} {p['installed_size'] / MIB:6.1f} MiB")
-    print(f"\nBoot it:  qemu-system-x86_64 -accel tcg -cpu max -m 2G -nographic "
-          f"-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd "
-          f"-drive file={image}/disk.qcow2,if=virtio,snapshot=on")
+    print(
+        f"\nBoot it:  qemu-system-x86_64 -accel tcg -cpu max -m 2G -nographic "
+        f"-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd "
+        f"-drive file={image}/disk.qcow2,if=virtio,snapshot=on"
+    )
 
 
 def main() -> int:

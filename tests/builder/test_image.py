@@ -64,10 +64,14 @@ def test_uki_names_the_root_hash_and_the_serial_console(default_image: Path) -> 
     assert f"roothash={_manifest(default_image)['roothash']}" in words
     assert "console=ttyS0" in words
     assert not any(w.startswith("root=") for w in words)
-    assert {".linux", ".initrd", ".osrel"} <= set(uki.sections((default_image / "uki.efi").read_bytes()))
+    assert {".linux", ".initrd", ".osrel"} <= set(
+        uki.sections((default_image / "uki.efi").read_bytes())
+    )
 
 
-def test_esp_holds_systemd_boot_and_the_first_uki_without_tries(default_image: Path, tmp_path: Path) -> None:
+def test_esp_holds_systemd_boot_and_the_first_uki_without_tries(
+    default_image: Path, tmp_path: Path
+) -> None:
     disk = default_image / "disk.raw"
     esp = layout.find(artifacts.read_table(disk), layout.TYPE_ESP, "esp")
     assert artifacts.list_esp(disk, esp, "/EFI/Linux") == [f"{NAME}.efi"]
@@ -78,7 +82,14 @@ def test_esp_holds_systemd_boot_and_the_first_uki_without_tries(default_image: P
 
 
 def test_root_holds_no_package_manager(docker_root: Path) -> None:
-    for rel in ("usr/bin/apt", "usr/bin/apt-get", "usr/bin/dpkg", "var/lib/dpkg", "var/lib/apt", "etc/apt"):
+    for rel in (
+        "usr/bin/apt",
+        "usr/bin/apt-get",
+        "usr/bin/dpkg",
+        "var/lib/dpkg",
+        "var/lib/apt",
+        "etc/apt",
+    ):
         assert not (docker_root / rel).exists(), rel
     assert lint(docker_root) == []
 
@@ -94,29 +105,54 @@ def test_root_is_a_container_host_with_the_berth_agent(docker_root: Path) -> Non
     assert not list((docker_root / "usr/lib/berth/python").rglob("__pycache__"))
     wrapper = (docker_root / "usr/bin/berth").read_text()
     assert wrapper.startswith("#!/usr/bin/python3") and "/usr/lib/berth/python" in wrapper
-    assert "PARTLABEL=var /var ext4 defaults,x-systemd.growfs 0 2" in (docker_root / "etc/fstab").read_text()
+    assert (
+        "PARTLABEL=var /var ext4 defaults,x-systemd.growfs 0 2"
+        in (docker_root / "etc/fstab").read_text()
+    )
     assert (docker_root / "etc/machine-id").read_text() == ""
-    assert not list((docker_root / "var").iterdir()) or [p.name for p in (docker_root / "var").iterdir()] == ["tmp"]
+    assert not list((docker_root / "var").iterdir()) or [
+        p.name for p in (docker_root / "var").iterdir()
+    ] == ["tmp"]
 
 
 def test_manifest_hashes_and_sizes_match_the_files(default_image: Path) -> None:
     manifest = _manifest(default_image)
-    assert (manifest["image_id"], manifest["version"], manifest["engine"]) == ("berth", "1.0.0", "docker")
-    assert set(manifest["artifacts"]) == {"disk.raw", "disk.qcow2", "root.erofs", "root.verity", "uki.efi"}
+    assert (manifest["image_id"], manifest["version"], manifest["engine"]) == (
+        "berth",
+        "1.0.0",
+        "docker",
+    )
+    assert set(manifest["artifacts"]) == {
+        "disk.raw",
+        "disk.qcow2",
+        "root.erofs",
+        "root.verity",
+        "uki.efi",
+    }
     for name, entry in manifest["artifacts"].items():
         path = default_image / name
         assert entry == {"size": path.stat().st_size, "sha256": artifacts.sha256(path)}, name
     names = {p["name"] for p in manifest["packages"]}
-    assert {"docker.io", "systemd", "linux-image-cloud-amd64", "python3-tuf", "openssh-server"} <= names
+    assert {
+        "docker.io",
+        "systemd",
+        "linux-image-cloud-amd64",
+        "python3-tuf",
+        "openssh-server",
+    } <= names
     assert "apt" not in names and "podman" not in names
     assert all(p["version"] for p in manifest["packages"])
 
 
 def test_qcow2_is_the_same_disk(default_image: Path) -> None:
-    info = json.loads(subprocess.run(
-        ["qemu-img", "info", "--output=json", str(default_image / "disk.qcow2")],
-        check=True, capture_output=True, text=True,
-    ).stdout)
+    info = json.loads(
+        subprocess.run(
+            ["qemu-img", "info", "--output=json", str(default_image / "disk.qcow2")],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
     assert info["format"] == "qcow2"
     assert info["virtual-size"] == (default_image / "disk.raw").stat().st_size
 
@@ -127,7 +163,9 @@ def test_podman_variant_swaps_only_the_engine(podman_image: Path, podman_root: P
     names = {p["name"] for p in manifest["packages"]}
     assert "podman" in names and "docker.io" not in names
     assert (podman_root / "usr/bin/podman").is_file()
-    assert (podman_root / "usr/lib/systemd/system-generators/podman-system-generator").exists()  # Quadlet
+    assert (
+        podman_root / "usr/lib/systemd/system-generators/podman-system-generator"
+    ).exists()  # Quadlet
     assert not (podman_root / "usr/sbin/dockerd").exists()
     assert lint(podman_root) == []
     cmdline = uki.cmdline((podman_image / "uki.efi").read_bytes())

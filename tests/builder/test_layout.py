@@ -23,10 +23,23 @@ def _parsed(text: str) -> configparser.ConfigParser:
 
 
 def test_repart_definitions_lay_out_both_slots_alike() -> None:
-    defs = {name: _parsed(text)["Partition"] for name, text in layout.repart_definitions(DEFAULTS).items()}
+    defs = {
+        name: _parsed(text)["Partition"]
+        for name, text in layout.repart_definitions(DEFAULTS).items()
+    }
     slots = layout.slots(DEFAULTS)
-    a, av, b, bv = defs["10-root-a.conf"], defs["11-root-verity-a.conf"], defs["20-root-b.conf"], defs["21-root-verity-b.conf"]
-    assert (a["Type"], a["Label"], a["Format"], a["Verity"]) == ("root", "berth_1.0.0", "erofs", "data")
+    a, av, b, bv = (
+        defs["10-root-a.conf"],
+        defs["11-root-verity-a.conf"],
+        defs["20-root-b.conf"],
+        defs["21-root-verity-b.conf"],
+    )
+    assert (a["Type"], a["Label"], a["Format"], a["Verity"]) == (
+        "root",
+        "berth_1.0.0",
+        "erofs",
+        "data",
+    )
     assert (av["Type"], av["Label"], av["Verity"]) == ("root-verity", "berth_1.0.0_verity", "hash")
     assert (b["Type"], b["Label"], b["SplitName"]) == ("root", "_empty", "-")
     assert (bv["Type"], bv["Label"], bv["SplitName"]) == ("root-verity", "_empty", "-")
@@ -45,8 +58,16 @@ def test_verity_slot_holds_what_veritysetup_writes(tmp_path: Path, data_mib: int
     with data.open("r+b") as f:
         f.truncate(data_mib * MIB)
     subprocess.run(
-        ["veritysetup", "format", "--data-block-size=512", "--hash-block-size=512", str(data), str(hashes)],
-        check=True, capture_output=True,
+        [
+            "veritysetup",
+            "format",
+            "--data-block-size=512",
+            "--hash-block-size=512",
+            str(data),
+            str(hashes),
+        ],
+        check=True,
+        capture_output=True,
     )
     need = layout.verity_size(data_mib * MIB)
     assert hashes.stat().st_size <= need < hashes.stat().st_size + 2 * MIB
@@ -70,7 +91,9 @@ def test_erofs_size_reads_the_superblock_of_a_real_image(tmp_path: Path) -> None
 def test_slot_fit_honours_the_margin() -> None:
     tight = settings.parse({"slot_size_mib": 1000, "slot_margin_percent": 20}, "test")
     layout.check_slot_fit(800 * MIB, tight)
-    with pytest.raises(UserError, match="800 MiB.*1000 MiB slot with 20% margin allows 800 MiB") as error:
+    with pytest.raises(
+        UserError, match="800 MiB.*1000 MiB slot with 20% margin allows 800 MiB"
+    ) as error:
         layout.check_slot_fit(800 * MIB + 1, tight)
     assert "slot_size_mib" in str(error.value)
 
@@ -84,10 +107,29 @@ def test_partition_uuids_derive_from_the_root_hash() -> None:
 
 
 def test_partitions_are_found_by_type_and_label_never_by_number() -> None:
-    table = {"partitiontable": {"sectorsize": 512, "partitions": [
-        {"node": "d1", "start": 2048, "size": 100, "type": layout.TYPE_ROOT.lower(), "uuid": "A", "name": "_empty"},
-        {"node": "d2", "start": 4096, "size": 100, "type": layout.TYPE_ROOT, "uuid": "B", "name": "berth_2"},
-    ]}}
+    table = {
+        "partitiontable": {
+            "sectorsize": 512,
+            "partitions": [
+                {
+                    "node": "d1",
+                    "start": 2048,
+                    "size": 100,
+                    "type": layout.TYPE_ROOT.lower(),
+                    "uuid": "A",
+                    "name": "_empty",
+                },
+                {
+                    "node": "d2",
+                    "start": 4096,
+                    "size": 100,
+                    "type": layout.TYPE_ROOT,
+                    "uuid": "B",
+                    "name": "berth_2",
+                },
+            ],
+        }
+    }
     parts = layout.partitions(table)
     found = layout.find(parts, layout.TYPE_ROOT, "berth_2")
     assert (found.node, found.start, found.uuid) == ("d2", 4096 * 512, "b")
@@ -104,4 +146,7 @@ def test_mirror_comes_from_the_machines_apt_sources() -> None:
     assert layout.parse_mirror({"debian.sources": deb822}) == "http://ftp.example.org/debian"
     one_line = "deb https://packages.cloud.example/apt cloud main\ndeb [arch=amd64] http://m.example/debian bookworm main\n"
     assert layout.parse_mirror({"sources.list": one_line}) == "http://m.example/debian"
-    assert layout.parse_mirror({"x.list": "deb https://deb.nodesource.com/node_20.x nodistro main\n"}) is None
+    assert (
+        layout.parse_mirror({"x.list": "deb https://deb.nodesource.com/node_20.x nodistro main\n"})
+        is None
+    )

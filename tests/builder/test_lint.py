@@ -30,16 +30,31 @@ def test_a_clean_root_passes(tmp_path: Path) -> None:
 def test_package_managers_compilers_and_databases_are_all_listed(tmp_path: Path) -> None:
     _clean_tree(tmp_path)
     for rel in (
-        "usr/bin/apt", "usr/bin/apt-get", "usr/bin/dpkg", "usr/bin/dpkg-query", "var/lib/dpkg/status",
-        "var/lib/apt/lists/x", "etc/apt/sources.list", "usr/bin/pip3", "usr/bin/gcc-14", "usr/bin/cc",
+        "usr/bin/apt",
+        "usr/bin/apt-get",
+        "usr/bin/dpkg",
+        "usr/bin/dpkg-query",
+        "var/lib/dpkg/status",
+        "var/lib/apt/lists/x",
+        "etc/apt/sources.list",
+        "usr/bin/pip3",
+        "usr/bin/gcc-14",
+        "usr/bin/cc",
         "usr/lib/python3/dist-packages/pip/__init__.py",
     ):
         _touch(tmp_path, rel)
     found = lint(tmp_path)
     for expected in (
-        "apt: /usr/bin/apt", "apt: /usr/bin/apt-get", "dpkg: /usr/bin/dpkg", "dpkg: /usr/bin/dpkg-query",
-        "dpkg database: /var/lib/dpkg", "apt database: /var/lib/apt", "apt configuration: /etc/apt",
-        "pip: /usr/bin/pip3", "compiler: /usr/bin/gcc-14", "compiler: /usr/bin/cc",
+        "apt: /usr/bin/apt",
+        "apt: /usr/bin/apt-get",
+        "dpkg: /usr/bin/dpkg",
+        "dpkg: /usr/bin/dpkg-query",
+        "dpkg database: /var/lib/dpkg",
+        "apt database: /var/lib/apt",
+        "apt configuration: /etc/apt",
+        "pip: /usr/bin/pip3",
+        "compiler: /usr/bin/gcc-14",
+        "compiler: /usr/bin/cc",
         "pip: /usr/lib/python3/dist-packages/pip",
     ):
         assert expected in found

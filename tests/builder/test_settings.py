@@ -82,8 +82,21 @@ def test_cli_rejects_bad_input_in_one_line_and_leaves_no_artifacts(
     config.write_text(yaml_text)
     output = tmp_path / "out"
     result = subprocess.run(
-        [sys.executable, "-m", "cli.main", "build", "--config", str(config), "--output", str(output), *args],
-        check=False, cwd=REPO, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "build",
+            "--config",
+            str(config),
+            "--output",
+            str(output),
+            *args,
+        ],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
