@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 from updater.wire import Version
 
+# Versions have at most this many dotted parts (updater.wire.Version).
+MAX_VERSION_PARTS = 4
 # Tries a freshly staged entry gets (systemd's documented default is 3 too).
 STAGED_TRIES = 3
 
@@ -74,7 +76,9 @@ def boot_order(entries: list[BootEntry]) -> list[BootEntry]:
     """
 
     def key(entry: BootEntry) -> tuple[bool, tuple[int, ...], int, int]:
-        negated = tuple(-part for part in Version.parse(entry.version).key)
+        # Padded to the longest version form, so 1.1.0 (key (1, 1)) sorts before 1.0.0 (key (1,)).
+        parts = Version.parse(entry.version).key
+        negated = tuple(-part for part in parts + (0,) * (MAX_VERSION_PARTS - len(parts)))
         left = -(entry.tries_left if entry.tries_left is not None else 0)
         return (entry.bad, negated, left, entry.tries_done)
 
