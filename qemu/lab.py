@@ -144,6 +144,7 @@ class Lab:
         self.keys = workdir / "keys"
         self.log = workdir / "lab.log"
         self.hosts: list[Host] = []
+        self._told: dict[tuple[str, str], int] = {}  # reports narrated per (node, version)
         self.server_url = ""
         workdir.mkdir(parents=True, exist_ok=True)
 
@@ -191,22 +192,28 @@ class Lab:
     def reports(self, host: Host) -> list[dict[str, Any]]:
         return list(self.admin(f"/admin/hosts/{host.node_id}")["reports"])
 
-    def wait_report(self, host: Host, event: str, version: str, timeout: float = 900) -> dict[str, Any]:
-        """Wait until the server recorded ``event`` for ``version`` from ``host``; return it."""
+    def follow(self, host: Host, version: str, until: tuple[str, ...], timeout: float = 1800) -> list[dict[str, Any]]:
+        """Wait until the server recorded a report from ``host`` about ``version`` whose
+        event is in ``until``, narrating each report once; return them all (with the
+        server's times)."""
         deadline = time.monotonic() + timeout
+        key = (host.node_id, version)
         while True:
-            found = [r for r in self.reports(host) if r["event"] == event and r["version"] == version]
-            if found:
-                self.narrate(f"{host.name}: server recorded '{event}' for {version}")
-                return found[-1]
+            reports = [r for r in self.reports(host) if r["version"] == version]
+            for report in reports[self._told.get(key, 0):]:
+                detail = f": {report['detail']}" if report["detail"] else ""
+                self.narrate(f"{host.name}: {report['event']} {version}{detail}")
+            self._told[key] = len(reports)
+            if any(r["event"] in until for r in reports):
+                return reports
             reason = host.vm.stopped_reason()
             if reason is not None or time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"{host.name}: no '{event}' report for {version} "
-                    f"({reason or f'within {timeout:.0f} s'}); reports so far: "
-                    f"{[(r['event'], r['version']) for r in self.reports(host)]}; console: {host.console_log}"
+                    f"{host.name}: no {'/'.join(until)} report for {version} "
+                    f"({reason or f'within {timeout:.0f} s'}); got {[r['event'] for r in reports]}; "
+                    f"console: {host.console_log}"
                 )
-            time.sleep(2)
+            time.sleep(1)
 
     # ---- hosts ---------------------------------------------------------------------------
 
