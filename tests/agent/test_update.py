@@ -26,6 +26,19 @@ def test_update_stages_new_version_with_tries_and_reboots(host: Host, server: Se
     assert targets < server.bytes_sent < targets + (64 << 10)
 
 
+def test_staged_version_booted_by_a_power_cut_is_followed_without_another_reboot(host: Host) -> None:
+    host.settings(auto_reboot=False)
+    host.agent("run", "--once")
+    assert host.state()["state"] == "staged" and host.rebooted() == 0
+    assert host.boot() == "1.1"  # the power comes back: systemd-boot picks the staged entry
+    host.agent("run", "--once")
+    assert host.state()["state"] == "rebooting" and host.rebooted() == 0
+    host.bless()
+    host.agent("run", "--once")
+    assert host.state()["state"] == "idle" and host.rebooted() == 0
+    assert host.entries() == ["berth_1.1.efi", "berth_1.0.efi"]
+
+
 def test_blessed_boot_finishes_the_update(host: Host) -> None:
     host.agent("run", "--once")
     assert host.boot() == "1.1"

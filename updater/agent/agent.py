@@ -51,7 +51,7 @@ from updater.agent.slots import (
 from updater.agent.statefile import StateStore, atomic_write
 from updater.agent.writer import StreamEnded, WriteError, read_back, write_artifact
 from updater.release import ArtifactRole, Release
-from updater.wire import Report, ReportEvent
+from updater.wire import Report, ReportEvent, Version
 
 # Failures after which a later step may simply try again (the state is kept).
 RETRYABLE = (
@@ -302,6 +302,13 @@ class Agent:
     def _staged(self, state: m.AgentState, facts: Facts) -> float:
         target = state.target
         assert target is not None
+        if Version.parse(facts.booted.version) == Version.parse(target.version):
+            # A power cut or someone else's reboot already booted the staged entry: follow
+            # that boot to its bless (or fallback) instead of spending a try on another reboot.
+            log("warning", f"{target.version} booted before the agent rebooted", version=target.version)
+            state = self.store.save(m.mark_rebooting(state))
+            state = self._report(state, ReportEvent.REBOOTING, target, "booted without the agent's reboot")
+            return self._after_reboot(state, facts)
         if not self.settings.auto_reboot:
             notify(STATUS=f"{target.version} staged; reboot to use it")
             return self.settings.poll_interval_s
