@@ -113,6 +113,14 @@ class Host:
         self.vm.wait_ssh()
         return self.vm.run(command, **kwargs)
 
+    def agent_activity(self) -> str:
+        """What the agent tells systemd it is doing (its sd_notify STATUS=)."""
+        return self.run("systemctl show -P StatusText berth-agent", check=False).stdout.strip()
+
+    def power_cut(self, when: str) -> None:
+        self.narrate(f"{self.name}: power cut ({when})")
+        self.vm.hard_reset()
+
     def start_app(self, archive: Path) -> None:
         """Load a container image from ``archive`` and run APP with restart=always;
         it appends a line to APP_DATA/starts each time it starts."""
@@ -188,6 +196,23 @@ class Lab:
                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
         response.raise_for_status()
         return response.json()
+
+    def reboot_lock(self, group: str, holder: str, take: bool) -> None:
+        """Take (or give back) one of ``group``'s reboot slots as ``holder``, as an
+        operator keeping hosts from rebooting would, over FleetLock."""
+        from updater.wire import (
+            FLEETLOCK_HEADER,
+            PRE_REBOOT_PATH,
+            STEADY_STATE_PATH,
+            FleetLockRequest,
+        )
+
+        response = requests.post(
+            f"{self.server_url}{PRE_REBOOT_PATH if take else STEADY_STATE_PATH}",
+            json=FleetLockRequest(holder, group).to_json(), headers={FLEETLOCK_HEADER: "true"}, timeout=10,
+        )
+        response.raise_for_status()
+        self.narrate(f"{holder} {'holds' if take else 'gave back'} a reboot lock of group {group}")
 
     def reports(self, host: Host) -> list[dict[str, Any]]:
         return list(self.admin(f"/admin/hosts/{host.node_id}")["reports"])
