@@ -80,3 +80,31 @@ def fallback(lab: Lab, host: Host, artifact: Path) -> Fallback:
     host.narrate(f"{host.name}: {version} booted {boots} times, then {ready.version} came back by itself")
     return Fallback(version, ready, [r["event"] for r in reports], boots, back - rebooting["at"],
                     reports[-1]["detail"])
+
+
+@dataclass(frozen=True)
+class Journey:
+    """Scenarios 1, 5 and 2 on one fresh host, as `make demo` and bench/e2e.py run them."""
+
+    host: Host
+    first_boot: Ready
+    update: Update
+    slots_after_update: dict[str, str | None]
+    fallback: Fallback
+    halted: str | None  # why the fleet server halted the bad release for the group
+
+
+def update_then_fall_back(lab: Lab, group: str, v1: Path, v2: Path, bad: Path, app: Path) -> Journey:
+    """Boot ``v1`` with a container, update it to ``v2``, then roll out ``bad`` and fall back."""
+    lab.publish(v1)
+    host = lab.boot("host1", v1, group=group)
+    first = host.wait_ready()
+    host.start_app(app)
+    done = update(lab, host, v2, with_app=True)
+    slots = {name: slot["version"] for name, slot in host.agent_status()["slots"].items()}
+    host.narrate(f"{host.name}: slot A holds {slots['a']}, slot B {slots['b']}")
+    back = fallback(lab, host, bad)
+    rollouts = lab.admin("/admin/status")["groups"][group]["rollouts"]
+    halted = next((r["halted_reason"] for r in rollouts if r["version"] == back.version), None)
+    host.narrate(f"fleet server: rollout of {back.version} in group {group} halted: {halted}")
+    return Journey(host, first, done, slots, back, halted)

@@ -67,31 +67,23 @@ def update_and_fall_back(v1: Path, output: Path) -> None:
     bad = build_release(output, BAD_CHECK, fault=FAULTS[BAD_CHECK], show=True)
     work = cache_dir() / "demo"
     shutil.rmtree(work, ignore_errors=True)
-    print("\nScenario 1: a host on 1.0.0 takes an update through the fleet server", flush=True)
-    with Lab(work, narrate) as lab:
-        lab.publish(v1)
-        with lab.serve({"demo": lab_group()}):
-            host = lab.boot("host1", v1, group="demo")
-            host.wait_ready()
-            write_busybox_archive(work / "busybox.tar")
-            host.start_app(work / "busybox.tar")
-            done = scenarios.update(lab, host, v2, with_app=True)
-            slots = {name: slot["version"] for name, slot in host.agent_status()["slots"].items()}
-            narrate(f"host1: slot A holds {slots['a']} (the fallback), slot B runs {slots['b']}")
-            print("\nScenario 2: a release that fails its health check is rolled out", flush=True)
-            back = scenarios.fallback(lab, host, bad)
-            rollout = [r for r in lab.admin("/admin/status")["groups"]["demo"]["rollouts"]
-                       if r["version"] == BAD_CHECK]
-            halted = rollout[0]["halted_reason"] if rollout else None
-            print(f"""
+    work.mkdir(parents=True)
+    write_busybox_archive(work / "busybox.tar")
+    print(f"\nA host boots {v1.name}, runs a container, takes {V2} from the fleet server, "
+          f"then is offered {BAD_CHECK}, which fails its health check.", flush=True)
+    with Lab(work, narrate) as lab, lab.serve({"demo": lab_group()}):
+        trip = scenarios.update_then_fall_back(lab, "demo", v1, v2, bad, work / "busybox.tar")
+    up, back = trip.update, trip.fallback
+    print(f"""
 Report
-  update {v1.name.split("_")[1]} -> {done.version}: published to blessed in {done.publish_to_blessed_s:.0f} s;
-    the container (restart=always, data on /var) ran again {done.downtime_s:.0f} s after the reboot began;
-    slot A kept {slots['a']} as fallback while {done.version} booted from slot B.
-  faulty {back.version}: booted {back.failed_boots} times (systemd-boot counted the tries down),
-    back on {back.ready.version} by itself {back.fallback_s:.0f} s after the reboot began;
-    the agent reported {back.events[-1]} ({back.detail}); the fleet server halted {back.version}: {halted}.
-  Logs: console {host.console_log}, lab {lab.log}, fleet server {work}/serve-*.log
+  update {trip.first_boot.version} -> {up.version}: published to blessed in {up.publish_to_blessed_s:.0f} s;
+    the container (restart=always, data on /var) ran again {up.downtime_s:.0f} s after the reboot began;
+    slot A kept {trip.slots_after_update['a']} as the fallback while {up.version} ran from slot B.
+  faulty {back.version}: booted {back.failed_boots} times (systemd-boot counted its tries down), then
+    {back.ready.version} came back by itself, {back.fallback_s:.0f} s after the reboot began;
+    the agent reported {back.events[-1]} ({back.detail});
+    the fleet server halted {back.version} for the group: {trip.halted}.
+  Logs: console {trip.host.console_log}, fleet server {work}/serve-*.log, lab {lab.log}
   tests/e2e also proves a release whose kernel panics falls back the same way.""")
 
 
