@@ -244,14 +244,14 @@ class Lab:
 
     def boot(
         self, name: str, artifact: Path, *, group: str, bless_timeout_s: int = 600,
-        memory_mb: int = 1536,
+        memory_mb: int = 1536, cpus: int = 2,
     ) -> Host:
         """Boot a host provisioned for the lab's fleet server through SMBIOS credentials."""
         if not self.server_url:
             raise RuntimeError("start the fleet server (Lab.serve) before booting hosts")
         port = int(self.server_url.rsplit(":", 1)[1])
         vm = VM(
-            artifact, self.workdir / name, memory_mb=memory_mb,
+            artifact, self.workdir / name, memory_mb=memory_mb, cpus=cpus,
             host_services={FLEET_GUEST_PORT: port},
             credentials={
                 "berth.server_url": f"http://{HOST_SERVICES_ADDRESS}:{FLEET_GUEST_PORT}",
