@@ -45,19 +45,22 @@ def zstd_size(path: Path, level: int) -> tuple[int, float]:
     return len(proc.stdout), time.monotonic() - start
 
 
-def du_by_dir(root: Path, depth: int = 3, top: int = 15) -> list[tuple[int, str]]:
+def largest(root: Path, top: int = 12) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The biggest directories two levels down and the biggest single files of a root."""
     out = subprocess.run(
-        ["du", "-x", "-B1", f"--max-depth={depth}", str(root)],
-        check=True,
-        capture_output=True,
-        text=True,
+        ["du", "-x", "-B1", "--max-depth=2", str(root)], check=True, capture_output=True, text=True
     ).stdout
-    rows = [
+    dirs = [
         (int(size), Path(path).relative_to(root).as_posix())
         for size, path in (line.split("\t", 1) for line in out.splitlines())
     ]
-    leaves = [r for r in rows if r[1].count("/") == depth - 1]
-    return sorted(leaves, reverse=True)[:top]
+    files = [
+        (p.lstat().st_size, p.relative_to(root).as_posix())
+        for p in root.rglob("*")
+        if p.is_file() and not p.is_symlink()
+    ]
+    two_deep = [d for d in dirs if d[1].count("/") == 1]
+    return sorted(two_deep, reverse=True)[:top], sorted(files, reverse=True)[:top]
 
 
 def main() -> int:
@@ -90,7 +93,7 @@ def main() -> int:
             }
         rootfs = work / "rootfs"
         artifacts.extract_root(image / "root.erofs", rootfs)
-        dirs = du_by_dir(rootfs)
+        dirs, files = largest(rootfs)
         shutil.rmtree(rootfs)
         uki_sections = _uki_sections(image / "uki.efi")
 
@@ -109,6 +112,7 @@ def main() -> int:
         "uki_sections": uki_sections,
         "payload_zstd": payload,
         "root_du_top_dirs": dirs,
+        "root_largest_files": files,
         "packages_top": [(p["installed_size"], p["name"]) for p in packages[:15]],
         "package_count": len(packages),
     }
@@ -153,6 +157,8 @@ def _markdown(r: dict) -> str:
         "",
         "Root by directory (du of the final root): "
         + ", ".join(f"/{d} {m(s)}" for s, d in r["root_du_top_dirs"]),
+        "",
+        "Largest files: " + ", ".join(f"/{f} {m(s)}" for s, f in r["root_largest_files"]),
     ]
     return "\n".join(lines)
 

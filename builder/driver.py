@@ -133,15 +133,20 @@ def run(command: list[str], log_path: Path, *, show: bool = True, append: bool =
     with log_path.open("a" if append else "w") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
-        proc = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            text=True,
-            errors="replace",
-        )
+        try:
+            proc = subprocess.Popen(
+                command,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                text=True,
+                errors="replace",
+            )
+        except FileNotFoundError as error:
+            raise UserError(
+                f"{command[0]} not found: run `make setup` (scripts/setup-host.sh)"
+            ) from error
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
