@@ -33,8 +33,12 @@ from qemu.lab import BAD_CHECK, FAULTS, V1, V2, Lab, build_release, lab_group
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "out", help="where the releases are built")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "out", help="where the releases are built"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
 
@@ -62,8 +66,10 @@ def main() -> int:
     print(f"accelerator                              {accel}")
     print(f"publish -> host blessed on {V2}          {figures['publish_to_blessed_s']:7.0f} s")
     print(f"downtime per update (reboot -> app up)   {figures['update_downtime_s']:7.0f} s")
-    print(f"fallback ({figures['fallback_failed_boots']} failed boots -> {V2} up)    "
-          f"{figures['fallback_s']:7.0f} s")
+    print(
+        f"fallback ({figures['fallback_failed_boots']} failed boots -> {V2} up)    "
+        f"{figures['fallback_s']:7.0f} s"
+    )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1) + "\n")
     return 0
