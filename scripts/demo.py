@@ -40,11 +40,7 @@ def show_image(image: Path) -> None:
     print(f"\n{len(packages)} Debian packages, no package manager; the largest:")
     for p in packages[:8]:
         print(f"  {p['name']:<28} {p['version']:<28} {p['installed_size'] / MIB:6.1f} MiB")
-    print(
-        f"\nBoot it:  qemu-system-x86_64 -accel tcg -cpu max -m 2G -nographic "
-        f"-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd "
-        f"-drive file={image}/disk.qcow2,if=virtio,snapshot=on"
-    )
+    print(f"\nBoot it yourself:  berth vm {image}   (serial console; ctrl-a x quits)\n")
 
 
 def update_and_fall_back(v1: Path, output: Path) -> None:
