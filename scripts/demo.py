@@ -40,7 +40,7 @@ def show_image(image: Path) -> None:
     print(f"\n{len(packages)} Debian packages, no package manager; the largest:")
     for p in packages[:8]:
         print(f"  {p['name']:<28} {p['version']:<28} {p['installed_size'] / MIB:6.1f} MiB")
-    print(f"\nBoot it yourself:  berth vm {image}   (serial console; ctrl-a x quits)\n")
+    print(f"\nBoot it yourself:  {sys.prefix}/bin/berth vm {image}   (ctrl-a x quits)\n")
 
 
 def update_and_fall_back(v1: Path, output: Path) -> None:
