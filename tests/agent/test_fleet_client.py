@@ -38,6 +38,7 @@ class Fleet:
     holder: str | None = None
     checks: list[UpdateCheck] = field(default_factory=list)
     reports: list[Report] = field(default_factory=list)
+    authorizations: list[str | None] = field(default_factory=list)
 
 
 @pytest.fixture
@@ -58,6 +59,7 @@ def fleet() -> Iterator[Fleet]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            state.authorizations.append(self.headers.get("Authorization"))
             if self.path == CHECK_PATH:
                 state.checks.append(UpdateCheck.from_json(body))
                 self._reply(200, UpdateDecision(state.offer, "wave 1" if state.offer else "not yet", 1).to_json())
@@ -124,6 +126,12 @@ def test_rollback_is_reported_and_told_to_the_fleet(host: Host, fleet: Fleet) ->
     fleet.offer = None
     host.agent("run", "--once")
     assert fleet.checks[-1].bad_versions == ("1.1",)
+
+
+def test_group_token_goes_with_every_request(host: Host, fleet: Fleet) -> None:
+    host.settings(server_url=fleet.url, node_id="node-9", fleet_token="s3cret")
+    host.agent("run", "--once")
+    assert fleet.authorizations and set(fleet.authorizations) == {"Bearer s3cret"}
 
 
 def test_unreachable_fleet_changes_nothing(host: Host) -> None:

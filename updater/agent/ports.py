@@ -44,10 +44,10 @@ class Standalone:
 
 
 class ServerFleet:
-    def __init__(self, server_url: str, node_id: str, group: str) -> None:
+    def __init__(self, server_url: str, node_id: str, group: str, token: str = "") -> None:
         from updater.client import FleetClient
 
-        self.client = FleetClient(server_url, node_id, group)
+        self.client = FleetClient(server_url, node_id, group, token=token or None)
 
     def offer(self, current: str, bad: tuple[str, ...], image_id: str) -> Offer:
         from updater.client import FleetError

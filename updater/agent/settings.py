@@ -25,6 +25,7 @@ SETTINGS: tuple[tuple[str, type, Any, str], ...] = (
     ("server_url", str, "", "fleet server base URL; empty: standalone, no reboot locks"),
     ("repo_url", str, "", "TUF repository base URL (metadata/, targets/); default <server_url>/repo"),
     ("group", str, "default", "rollout group this host belongs to"),
+    ("fleet_token", str, "", "bearer token the fleet server asks of this group; empty: none"),
     ("node_id", str, "", "fleet identity; default: /etc/machine-id, kept in <state_dir>/node-id"),
     ("poll_interval_s", int, 300, "seconds between update checks (Zincati's default)"),
     ("trusted_root", str, "/etc/berth/tuf-root.json", "initial TUF root.json if the credential berth.tuf_root is absent"),
@@ -44,6 +45,7 @@ class AgentSettings:
     server_url: str
     repo_url: str
     group: str
+    fleet_token: str
     node_id: str
     poll_interval_s: int
     trusted_root: str
