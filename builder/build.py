@@ -16,6 +16,7 @@ from pathlib import Path
 from builder import artifacts, driver, fault, layout, manifest, uki
 from builder.lint import lint
 from builder.settings import BuildSettings
+from cli.cache import cache_dir
 from cli.errors import UserError
 
 ARTIFACTS = ("disk.raw", "disk.qcow2", "root.erofs", "root.verity", "uki.efi")
@@ -62,7 +63,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
     """Build the image and return its artifact directory `output/<id>_<version>/`."""
     progress = _Progress(show)
     name = settings.artifact_name
-    cache = driver.cache_dir()
+    cache = cache_dir()
     log = cache / "logs" / f"build-{name}-{settings.engine}.log"
     output.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{name}.partial-", dir=output))

@@ -24,14 +24,6 @@ TREE = REPO / "images" / "host"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
-def cache_dir() -> Path:
-    base = (
-        os.environ.get("BERTH_CACHE")
-        or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "berth"
-    )
-    return Path(base)
-
-
 def host_mirror() -> str:
     """The Debian mirror from this machine's apt sources (mkosi's default adds an
     unreachable debug-symbols repository, so the build names one mirror itself)."""

@@ -19,17 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from cli.cache import cache_dir
 from qemu.machine import OVMF_CODE, OVMF_VARS_TEMPLATE, Accel
 
 PROBE_SECONDS = 20.0
 _FIRMWARE_REACHED = b"BdsDxe"
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("BERTH_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "berth"
-    )
-    return Path(base)
 
 
 def _host_key(binary: str) -> str:

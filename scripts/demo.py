@@ -48,7 +48,7 @@ def update_and_fall_back(v1: Path, output: Path) -> None:
     import shutil
     import time
 
-    from builder.driver import cache_dir
+    from cli.cache import cache_dir
     from qemu import scenarios
     from qemu.container_image import write_busybox_archive
     from qemu.lab import BAD_CHECK, FAULTS, V2, Lab, build_release, lab_group
