@@ -14,15 +14,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from cli.cache import cache_dir
+
 REPO = Path(__file__).resolve().parents[1]
-CACHE = Path(os.environ.get("BERTH_CACHE", Path.home() / ".cache/berth"))
 
 
 def _fixtures():
@@ -60,7 +60,7 @@ def main() -> int:
     parser.add_argument(
         "--root-mib", type=int, default=256, help="size of the release's root payload"
     )
-    parser.add_argument("--workdir", type=Path, default=CACHE / "bench-agent")
+    parser.add_argument("--workdir", type=Path, default=cache_dir() / "bench-agent")
     args = parser.parse_args()
     fx = _fixtures()
     shutil.rmtree(args.workdir, ignore_errors=True)
