@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -66,10 +67,15 @@ class Fleet:
     def now(self) -> float:
         return time.time() + (self.store.clock_offset() if self.test_clock else 0.0)
 
-    def group(self, name: str, request: Request) -> GroupPolicy:
+    def policy(self, name: str) -> GroupPolicy:
         policy = self.catalog.current().settings.groups.get(name)
         if policy is None:
             raise Refused(404, "unknown_group", f"unknown group {name!r}")
+        return policy
+
+    def group(self, name: str, request: Request) -> GroupPolicy:
+        """The group's policy, for a request that must carry the group's token if it has one."""
+        policy = self.policy(name)
         if policy.token is not None and not _bearer_matches(request, policy.token):
             raise Refused(401, "unauthorized", f"group {name!r} needs its bearer token")
         return policy
@@ -220,7 +226,7 @@ async def pre_reboot(request: Request, fleet: Fleet) -> Response:
 @_guarded(fleetlock=True)
 async def steady_state(request: Request, fleet: Fleet) -> Response:
     policy, body = await _lock_request(request, fleet)
-    result = fleet.store.unlock(policy.name, body.node_id, fleet.now())
+    result = fleet.store.unlock(policy, body.node_id, fleet.now())
     return JSONResponse({"outcome": result.outcome.value})
 
 
@@ -298,6 +304,26 @@ async def timeline(request: Request, fleet: Fleet) -> Response:
 
 
 @_guarded()
+async def lock_log(request: Request, fleet: Fleet) -> Response:
+    _admin(request, fleet)
+    policy = fleet.policy(request.path_params["group"])
+    since = request.query_params.get("since")
+    try:
+        since_s = None if since is None else float(since)
+    except ValueError:
+        since_s = math.nan
+    if since_s is not None and not math.isfinite(since_s):
+        raise Refused(400, "bad_request", f"since must be seconds since the epoch, got {since!r}")
+    return JSONResponse(
+        {
+            "group": policy.name,
+            "max_concurrent_reboots": policy.max_concurrent_reboots,
+            "events": fleet.store.lock_log(policy.name, since_s),
+        }
+    )
+
+
+@_guarded()
 async def clock(request: Request, fleet: Fleet) -> Response:
     _admin(request, fleet)
     if not fleet.test_clock:
@@ -340,6 +366,7 @@ def create_app(config: Path | None, db_url: str, *, test_clock: bool = False) ->
         Route("/admin/status", status, methods=["GET"]),
         Route("/admin/hosts/{node_id}", history, methods=["GET"]),
         Route("/admin/timeline/{version}", timeline, methods=["GET"]),
+        Route("/admin/locks/{group}", lock_log, methods=["GET"]),
         Route("/admin/clock", clock, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", schema, methods=["GET"]),

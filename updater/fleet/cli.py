@@ -1,4 +1,4 @@
-"""`berth serve` and `berth fleet status|plot|simulate` (argparse only at import time)."""
+"""`berth serve` and `berth fleet status|locks|plot|simulate` (argparse only at import time)."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     verbs = fleet.add_subparsers(dest="fleet_verb", metavar="VERB", required=True)
     for name, help_text, handler in (
         ("status", "hosts per state, waves, rate used, locks and halts per group", _status),
+        ("locks", "a group's reboot-lock log and the most locks ever held at once", _locks),
         ("plot", "write a PNG of a release's rollout over time", _plot),
     ):
         verb = verbs.add_parser(name, help=help_text)
@@ -43,7 +44,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help="admin token (default $BERTH_ADMIN_TOKEN)",
         )
         verb.set_defaults(handler=handler)
-        if name == "plot":
+        if name == "locks":
+            verb.add_argument("group", metavar="GROUP", help="the group whose log to show")
+            verb.add_argument(
+                "--json", action="store_true", help="print the log and its peak as JSON"
+            )
+        elif name == "plot":
             verb.add_argument("--version", required=True, help="the release to plot")
             verb.add_argument("--output", type=Path, default=Path("rollout.png"))
 
@@ -86,6 +92,12 @@ def _status(args: argparse.Namespace) -> int:
     from updater.fleet.status import print_status
 
     return print_status(args.server, args.token)
+
+
+def _locks(args: argparse.Namespace) -> int:
+    from updater.fleet.status import print_lock_log
+
+    return print_lock_log(args.server, args.token, args.group, args.json)
 
 
 def _plot(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 from updater import wire
+from updater.fleet.locks import LockEventKind
 from updater.fleet.policy import ADMIN_TRANSITIONS
 
 _NAME = {"type": "string", "pattern": wire._NAME.pattern}
@@ -71,18 +72,26 @@ _LOCK_HEADER = [
 _ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
 
 
-def _admin_get(summary: str, params: list[str]) -> dict[str, Any]:
+def _admin_get(
+    summary: str,
+    params: list[str],
+    ok: dict[str, Any] | None = None,
+    errors: dict[str, str] | None = None,
+    query: tuple[dict[str, Any], ...] = (),
+) -> dict[str, Any]:
     return {
         "get": {
             "summary": summary,
             "security": _ADMIN,
             "parameters": [
                 {"name": p, "in": "path", "required": True, "schema": _NAME} for p in params
-            ],
+            ]
+            + list(query),
             "responses": {
-                "200": _json({"type": "object"}, "success"),
+                "200": _json(ok or {"type": "object"}, "success"),
                 "401": _json(_ERROR, "admin token missing or wrong"),
                 "403": _json(_ERROR, "admin API off"),
+                **{code: _json(_ERROR, text) for code, text in (errors or {}).items()},
             },
         }
     }
@@ -122,6 +131,24 @@ def openapi_schema() -> dict[str, Any]:
         ["node_id", "group", "seq", "event", "version", "from_version"],
     )
     outcome = {"type": "object", "properties": {"outcome": {"type": "string"}}}
+    lock_log = _object(
+        {
+            "group": _NAME,
+            "max_concurrent_reboots": {"type": "integer", "minimum": 1},
+            "events": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "at": {"type": "number"},
+                        "node_id": _NAME,
+                        "event": {"type": "string", "enum": [k.value for k in LockEventKind]},
+                    },
+                    ["at", "node_id", "event"],
+                ),
+            },
+        },
+        ["group", "max_concurrent_reboots", "events"],
+    )
     lock_errors = {**_AGENT_ERRORS, "409": "semaphore full or outside the maintenance windows"}
     release_path = "/admin/releases/{image_id}/{version}/{action}"
     return {
@@ -202,6 +229,21 @@ def openapi_schema() -> dict[str, Any]:
             "/admin/hosts/{node_id}": _admin_get("One host's report history", ["node_id"]),
             "/admin/timeline/{version}": _admin_get(
                 "Every report about one release, in order", ["version"]
+            ),
+            "/admin/locks/{group}": _admin_get(
+                "A group's reboot-lock log (granted, renewed, released, expired), in order",
+                ["group"],
+                lock_log,
+                {"400": "since is not a number", "404": "unknown group"},
+                (
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "required": False,
+                        "description": "only events at or after this server time (epoch seconds)",
+                        "schema": {"type": "number"},
+                    },
+                ),
             ),
             "/metrics": {
                 "get": {

@@ -64,6 +64,7 @@ class GroupPolicy:
     rate: RateLimit
     max_concurrent_reboots: int
     lock_ttl_s: float
+    lock_log_retention_s: float
     windows: tuple[Window, ...]
     timezone: str
     after: str | None
@@ -190,6 +191,7 @@ GROUP_TABLE: Table = (
     ("rate", dict, {}, "rate limit {max_updates, period}"),
     ("max_concurrent_reboots", _int(1), 1, "FleetLock semaphore size"),
     ("lock_ttl", parse_duration, "1h", "an unreleased reboot lock expires after this"),
+    ("lock_log_retention", parse_duration, "90d", "reboot-lock events older than this are dropped"),
     ("windows", list, [], "maintenance windows [{days, start, duration}]; none: always open"),
     ("timezone", _timezone, "UTC", "timezone the windows are in"),
     ("after", _optional(_str), None, "group that must finish a release before this one starts"),
@@ -260,6 +262,7 @@ def _group(name: str, data: Any, channels: Mapping[str, Channel], groups: set[st
         rate=RateLimit(rate["max_updates"], rate["period"]),
         max_concurrent_reboots=raw["max_concurrent_reboots"],
         lock_ttl_s=raw["lock_ttl"],
+        lock_log_retention_s=raw["lock_log_retention"],
         windows=tuple(Window(w["days"], w["start"], w["duration"]) for w in windows),
         timezone=raw["timezone"],
         after=raw["after"],

@@ -1,14 +1,17 @@
-"""`berth fleet status` and `berth fleet plot`: the admin API's view, as a table or a PNG."""
+"""`berth fleet status|locks|plot`: the admin API's view, as tables or a PNG."""
 
 from __future__ import annotations
 
+import json
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
 import requests
 
 from cli.errors import UserError
+from updater.fleet.locks import LockEventKind, Peak, most_held
 
 
 def fetch(server: str, token: str | None, path: str) -> Any:
@@ -74,6 +77,43 @@ def format_status(status: dict[str, Any]) -> str:
 
 def print_status(server: str, token: str | None) -> int:
     print(format_status(fetch(server, token, "/admin/status")))
+    return 0
+
+
+def _clock(epoch: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}"
+
+
+def lock_peak(log: dict[str, Any]) -> Peak:
+    return most_held((e["at"], e["node_id"], LockEventKind(e["event"])) for e in log["events"])
+
+
+def format_lock_log(log: dict[str, Any]) -> str:
+    events = log["events"]
+    width = max((len(e["node_id"]) for e in events), default=4)
+    lines = [
+        f"reboot locks of group {log['group']} (at most {log['max_concurrent_reboots']} at once)",
+        f"{'time (UTC)':<23}  {'node':<{width}}  event",
+    ]
+    lines += [f"{_clock(e['at'])}  {e['node_id']:<{width}}  {e['event']}" for e in events]
+    if not events:
+        lines.append("(no lock events recorded)")
+    peak = lock_peak(log)
+    lines.append(
+        f"most held at once: {peak.count} of {log['max_concurrent_reboots']}"
+        + (f" ({', '.join(peak.holders)}) at {_clock(peak.at)}" if peak.at is not None else "")
+    )
+    return "\n".join(lines)
+
+
+def print_lock_log(server: str, token: str | None, group: str, as_json: bool) -> int:
+    log = fetch(server, token, f"/admin/locks/{urllib.parse.quote(group, safe='')}")
+    if as_json:
+        peak = lock_peak(log)
+        log["most_held"] = {"count": peak.count, "holders": list(peak.holders), "at": peak.at}
+        print(json.dumps(log, indent=2))
+    else:
+        print(format_lock_log(log))
     return 0
 
 

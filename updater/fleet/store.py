@@ -1,5 +1,10 @@
 """Fleet state in SQLite (default) or PostgreSQL: hosts, counted updates, locks, rollouts, reports.
 
+Every change to a group's reboot locks is also appended to ``lock_events``
+(granted, renewed, released, expired) in the same transaction, so the log and
+the semaphore never disagree; each change also trims the group's events older
+than its ``lock_log_retention``.
+
 Every invariant that must hold across server processes (the lock semaphore,
 the rate limit, report ordering, the automatic halt) is decided inside one
 database transaction: SQLite's ``BEGIN IMMEDIATE`` takes the single writer
@@ -45,6 +50,9 @@ CREATE INDEX IF NOT EXISTS updates_node ON updates (node_id, version);
 CREATE TABLE IF NOT EXISTS locks (
   grp TEXT NOT NULL, node_id TEXT NOT NULL, acquired_at {real} NOT NULL,
   expires_at {real} NOT NULL, PRIMARY KEY (grp, node_id));
+CREATE TABLE IF NOT EXISTS lock_events (
+  id {serial}, grp TEXT NOT NULL, node_id TEXT NOT NULL, event TEXT NOT NULL, at {real} NOT NULL);
+CREATE INDEX IF NOT EXISTS lock_events_grp ON lock_events (grp, at);
 CREATE TABLE IF NOT EXISTS rollouts (
   grp TEXT NOT NULL, version TEXT NOT NULL, started_at {real} NOT NULL, finished_at {real},
   halted_reason TEXT, PRIMARY KEY (grp, version));
@@ -274,8 +282,13 @@ class Store:
         return [lockmath.Holder(*row) for row in rows]
 
     def _apply_locks(
-        self, group: str, before: list[lockmath.Holder], result: lockmath.LockResult
+        self,
+        policy: GroupPolicy,
+        before: list[lockmath.Holder],
+        result: lockmath.LockResult,
+        now: float,
     ) -> None:
+        group = policy.name
         after = {h.node_id: h for h in result.holders}
         for holder in before:
             if holder.node_id not in after:
@@ -289,6 +302,17 @@ class Store:
                     " ON CONFLICT (grp, node_id) DO UPDATE SET expires_at = excluded.expires_at",
                     (group, holder.node_id, holder.acquired_at, holder.expires_at),
                 )
+        events = lockmath.lock_events(before, result, now)
+        for event in events:
+            self._rows(
+                "INSERT INTO lock_events (grp, node_id, event, at) VALUES (?, ?, ?, ?)",
+                (group, event.node_id, event.kind.value, now),
+            )
+        if events:
+            self._rows(
+                "DELETE FROM lock_events WHERE grp = ? AND at < ?",
+                (group, now - policy.lock_log_retention_s),
+            )
 
     def lock(self, policy: GroupPolicy, node_id: str, now: float) -> lockmath.LockResult:
         with self._write(policy.name):
@@ -296,15 +320,23 @@ class Store:
             result = lockmath.acquire(
                 before, node_id, policy.max_concurrent_reboots, policy.lock_ttl_s, now
             )
-            self._apply_locks(policy.name, before, result)
+            self._apply_locks(policy, before, result, now)
             return result
 
-    def unlock(self, group: str, node_id: str, now: float) -> lockmath.LockResult:
-        with self._write(group):
-            before = self._holders(group)
+    def unlock(self, policy: GroupPolicy, node_id: str, now: float) -> lockmath.LockResult:
+        with self._write(policy.name):
+            before = self._holders(policy.name)
             result = lockmath.release(before, node_id, now)
-            self._apply_locks(group, before, result)
+            self._apply_locks(policy, before, result, now)
             return result
+
+    def lock_log(self, group: str, since: float | None = None) -> list[dict[str, Any]]:
+        """The group's lock events in the order they happened (from ``since`` on, if given)."""
+        rows = self._rows(
+            "SELECT at, node_id, event FROM lock_events WHERE grp = ? AND at >= ? ORDER BY id",
+            (group, float("-inf") if since is None else since),
+        )
+        return [{"at": at, "node_id": node, "event": event} for at, node, event in rows]
 
     # --- reports ---
 
