@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,24 @@ from updater.fleet.pgcluster import postgres_cluster
 from updater.fleet.synthetic import synthetic_release, write_targets
 
 ADMIN = "admin-secret"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def berth() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the `berth` CLI as a user would, in a process of its own."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", *args],
+            cwd=ROOT,
+            capture_output=True,
+            check=False,
+            text=True,
+            timeout=120,
+        )
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from updater.client import FleetUnavailable, LockDenied
+from updater.fleet.locks import LockEventKind, most_held
 
 SLOTS = 3
 RATE = 7
@@ -54,6 +55,13 @@ def test_never_more_reboot_locks_than_slots_across_processes(
     assert most <= SLOTS
     assert granted >= SLOTS  # the slots were really contended and handed around
     assert fleet.status()["groups"]["default"]["locks_held"] == []
+    # The server's own log, replayed, proves the same: never more holders than slots.
+    events = fleet.admin("GET", "/admin/locks/default").json()["events"]
+    kinds = [e["event"] for e in events]
+    assert kinds.count("granted") == kinds.count("released") == granted
+    assert [e["at"] for e in events] == sorted(e["at"] for e in events)
+    replay = most_held((e["at"], e["node_id"], LockEventKind(e["event"])) for e in events)
+    assert 1 <= replay.count <= SLOTS
 
 
 def test_rate_limit_is_exact_across_processes(make_fleet: Any, db: str | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -164,6 +164,10 @@ def store(db_url: str) -> Iterator[Store]:
     opened.close()
 
 
+def at(now: float) -> Callable[[], float]:
+    return lambda: now
+
+
 def execute(url: str, sql: str) -> None:
     """One statement on a connection of its own, as another tool or an older berth would."""
     if url.startswith("sqlite:"):
@@ -180,14 +184,14 @@ def execute(url: str, sql: str) -> None:
 def test_store_logs_every_lock_change_in_order_per_group(store: Store) -> None:
     groups = policies(default={"lock_ttl": "60s"}, other={"max_concurrent_reboots": 2})
     default, other = groups["default"], groups["other"]
-    store.lock(default, "a", 100.0)
-    store.lock(other, "a", 105.0)  # another group, another semaphore and log
-    store.lock(default, "a", 110.0)
-    store.lock(default, "b", 120.0)  # full: nothing changed, nothing logged
-    store.unlock(default, "b", 125.0)  # holds nothing: nothing logged
-    store.unlock(default, "a", 130.0)
-    store.lock(default, "b", 140.0)
-    store.lock(default, "c", 200.0)  # b's lease ran out at 200
+    store.lock(default, "a", at(100.0))
+    store.lock(other, "a", at(105.0))  # another group, another semaphore and log
+    store.lock(default, "a", at(110.0))
+    store.lock(default, "b", at(120.0))  # full: nothing changed, nothing logged
+    store.unlock(default, "b", at(125.0))  # holds nothing: nothing logged
+    store.unlock(default, "a", at(130.0))
+    store.lock(default, "b", at(140.0))
+    store.lock(default, "c", at(200.0))  # b's lease ran out at 200
     assert store.lock_log("default") == [
         {"at": 100.0, "node_id": "a", "event": "granted"},
         {"at": 110.0, "node_id": "a", "event": "renewed"},
@@ -205,30 +209,30 @@ def test_store_drops_events_older_than_the_retention(store: Store) -> None:
     policy = policies(default={"max_concurrent_reboots": 2, "lock_log_retention": "100s"})[
         "default"
     ]
-    store.lock(policy, "a", 0.0)
-    store.unlock(policy, "a", 10.0)
-    store.lock(policy, "b", 50.0)
-    store.lock(policy, "c", 60.0)
-    store.unlock(policy, "b", 150.0)  # keeps what happened from 50 s on
+    store.lock(policy, "a", at(0.0))
+    store.unlock(policy, "a", at(10.0))
+    store.lock(policy, "b", at(50.0))
+    store.lock(policy, "c", at(60.0))
+    store.unlock(policy, "b", at(150.0))  # keeps what happened from 50 s on
     assert [(e["node_id"], e["event"]) for e in store.lock_log("default")] == [
         ("b", "granted"),
         ("c", "granted"),
         ("b", "released"),
     ]
     # The semaphore itself is untouched by trimming: c still holds its slot.
-    assert [h.node_id for h in store.lock(policy, "c", 155.0).holders] == ["c"]
+    assert [h.node_id for h in store.lock(policy, "c", at(155.0)).holders] == ["c"]
 
 
 def test_schema_creation_keeps_an_existing_database(db_url: str) -> None:
     policy = policies(default={"max_concurrent_reboots": 2})["default"]
     first = Store(db_url)
-    first.lock(policy, "a", 1.0)
+    first.lock(policy, "a", at(1.0))
     first.close()
     execute(db_url, "DROP TABLE lock_events")  # a database from before the lock log
     again = Store(db_url)
     try:
         Store(db_url).close()  # and opening an up-to-date one changes nothing
-        result = again.lock(policy, "b", 2.0)
+        result = again.lock(policy, "b", at(2.0))
         assert [h.node_id for h in result.holders] == ["a", "b"]
         assert again.lock_log("default") == [{"at": 2.0, "node_id": "b", "event": "granted"}]
     finally:

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 from updater.wire import Report, ReportEvent
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-def berth(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", *args],
-        cwd=ROOT,
-        capture_output=True,
-        check=False,
-        text=True,
-        timeout=120,
-    )
-
-
-def test_status_and_plot_show_a_rollout(make_fleet: Any, tmp_path: Path) -> None:
+def test_status_and_plot_show_a_rollout(make_fleet: Any, berth: Any, tmp_path: Path) -> None:
     fleet = make_fleet(
         {
             "default": {
@@ -69,7 +54,7 @@ def test_status_and_plot_show_a_rollout(make_fleet: Any, tmp_path: Path) -> None
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
-def test_status_errors_are_one_line(make_fleet: Any) -> None:
+def test_status_errors_are_one_line(make_fleet: Any, berth: Any) -> None:
     fleet = make_fleet({"default": {}})
     wrong = berth("fleet", "status", "--server", fleet.url, "--token", "nope")
     assert wrong.returncode == 1

@@ -210,10 +210,9 @@ async def _lock_request(request: Request, fleet: Fleet) -> tuple[GroupPolicy, Fl
 @_guarded(fleetlock=True)
 async def pre_reboot(request: Request, fleet: Fleet) -> Response:
     policy, body = await _lock_request(request, fleet)
-    now = fleet.now()
-    if not pol.window_open(policy.windows, policy.timezone, now):
+    if not pol.window_open(policy.windows, policy.timezone, fleet.now()):
         raise Refused(409, "failed_outside_window", f"group {policy.name!r} is outside its windows")
-    result = fleet.store.lock(policy, body.node_id, now)
+    result = fleet.store.lock(policy, body.node_id, fleet.now)
     if result.outcome is LockOutcome.FULL:
         raise Refused(
             409,
@@ -226,7 +225,7 @@ async def pre_reboot(request: Request, fleet: Fleet) -> Response:
 @_guarded(fleetlock=True)
 async def steady_state(request: Request, fleet: Fleet) -> Response:
     policy, body = await _lock_request(request, fleet)
-    result = fleet.store.unlock(policy, body.node_id, fleet.now())
+    result = fleet.store.unlock(policy, body.node_id, fleet.now)
     return JSONResponse({"outcome": result.outcome.value})
 
 

@@ -16,7 +16,7 @@ The decisions themselves are the pure functions of policy/locks/hoststate.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -314,8 +314,14 @@ class Store:
                 (group, now - policy.lock_log_retention_s),
             )
 
-    def lock(self, policy: GroupPolicy, node_id: str, now: float) -> lockmath.LockResult:
+    # The time is read once the group's transaction holds its lock, so that leases
+    # are judged, and events logged, in the order the transactions commit.
+
+    def lock(
+        self, policy: GroupPolicy, node_id: str, clock: Callable[[], float]
+    ) -> lockmath.LockResult:
         with self._write(policy.name):
+            now = clock()
             before = self._holders(policy.name)
             result = lockmath.acquire(
                 before, node_id, policy.max_concurrent_reboots, policy.lock_ttl_s, now
@@ -323,8 +329,11 @@ class Store:
             self._apply_locks(policy, before, result, now)
             return result
 
-    def unlock(self, policy: GroupPolicy, node_id: str, now: float) -> lockmath.LockResult:
+    def unlock(
+        self, policy: GroupPolicy, node_id: str, clock: Callable[[], float]
+    ) -> lockmath.LockResult:
         with self._write(policy.name):
+            now = clock()
             before = self._holders(policy.name)
             result = lockmath.release(before, node_id, now)
             self._apply_locks(policy, before, result, now)
