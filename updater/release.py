@@ -7,7 +7,7 @@ on) and the agent (fetches). Pure stdlib, no I/O: callers pass the signed
 A release ``<image_id>`` ``<version>`` is three TUF targets::
 
     <image_id>/<version>/root.erofs.zst   the root slot image, zstd-compressed for transport
-    <image_id>/<version>/root.verity      its dm-verity hash tree
+    <image_id>/<version>/root.verity.zst  its dm-verity hash tree, zstd-compressed too
     <image_id>/<version>/uki.efi          the unified kernel image (roothash= on its cmdline)
 
 each carrying ``custom: {"berth": {...}}`` with the fields of ReleaseArtifact.
@@ -30,8 +30,15 @@ class ArtifactRole(StrEnum):
 
 TARGET_FILENAMES: dict[ArtifactRole, str] = {
     ArtifactRole.ROOT: "root.erofs.zst",
-    ArtifactRole.VERITY: "root.verity",
+    ArtifactRole.VERITY: "root.verity.zst",
     ArtifactRole.UKI: "uki.efi",
+}
+# How each role travels. The slot images are mostly zero padding and repeated hashes
+# of zero blocks; the UKI is compressed already and goes to the ESP as it is.
+TARGET_COMPRESSION: dict[ArtifactRole, str] = {
+    ArtifactRole.ROOT: "zstd",
+    ArtifactRole.VERITY: "zstd",
+    ArtifactRole.UKI: "none",
 }
 
 

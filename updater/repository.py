@@ -21,6 +21,7 @@ from typing import Any
 from cli.errors import UserError
 from updater.atomic import atomic_write
 from updater.release import (
+    TARGET_COMPRESSION,
     ArtifactRole,
     Release,
     ReleaseArtifact,
@@ -215,9 +216,9 @@ class Repository:
         directory, _, name = path.rpartition("/")
         (self.targets_dir / directory).mkdir(parents=True, exist_ok=True)
         temp = self.targets_dir / directory / f".{name}.partial"
-        compression = "zstd" if role == ArtifactRole.ROOT else "none"
+        compression = TARGET_COMPRESSION[role]
         if compression == "zstd":
-            _compress_frames(source, temp, frame_bytes)
+            compress_frames(source, temp, frame_bytes)
         else:
             shutil.copyfile(source, temp)
         with open(temp, "rb+") as handle:
@@ -228,12 +229,14 @@ class Repository:
         return ReleaseArtifact(role, path, length, sha256, compression, source.stat().st_size, installed_sha256)
 
     def withdraw(self, image_id: str, version: str, timestamp_days: int | None = None) -> None:
-        if not any(r.image_id == image_id and r.version == version for r in self.releases()):
+        found = [r for r in self.releases() if r.image_id == image_id and r.version == version]
+        if not found:
             raise UserError(f"{image_id} {version} is not published in {self.repo_dir}")
 
         def mark(signed: Any) -> None:
-            for role in ArtifactRole:
-                target = signed.targets[target_path(image_id, version, role)]
+            # The paths the release was signed with: older releases carry older target names.
+            for artifact in found[0].artifacts.values():
+                target = signed.targets[artifact.target_path]
                 target.unrecognized_fields["custom"]["berth"]["withdrawn"] = True
 
         self._update_targets(mark, timestamp_days)
@@ -263,7 +266,7 @@ def _read_manifest(artifact_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def _compress_frames(source: Path, destination: Path, frame_bytes: int) -> None:
+def compress_frames(source: Path, destination: Path, frame_bytes: int) -> None:
     """zstd in independent frames of ``frame_bytes`` input each (plain `zstd -d` reads them too)."""
     import zstandard
 

@@ -324,6 +324,16 @@ class Host:
                 data += hashlib.sha256(handle.read(part["size"] * 512)).digest()
         return data, self.entries(), parts[:3]
 
+    def slot_b(self, version: str) -> list[bytes]:
+        """What slot b's root and verity partitions hold, as long as ``version``'s images."""
+        parts = sfdisk_json(self.disk)
+        found = []
+        with open(self.disk, "rb") as disk:
+            for part, name in ((parts[3], "root.erofs"), (parts[4], "root.verity")):
+                disk.seek(part["start"] * 512)
+                found.append(disk.read((self.releases[version].directory / name).stat().st_size))
+        return found
+
     def snapshot(self, name: str) -> Path:
         """Copy the whole host (files and disk) aside, to restore it after each power cut."""
         target = self.root.parent / f"snapshot-{name}"
@@ -393,3 +403,13 @@ def make_host(base: Path, base_disk: Path, releases: dict[str, BuiltRelease], re
 @pytest.fixture
 def host(tmp_path: Path, base_disk: Path, releases: dict[str, BuiltRelease], server: Server, repo: Path) -> Host:
     return make_host(tmp_path, base_disk, releases, f"{server.url}/repo", repo / "metadata/root.json")
+
+
+@pytest.fixture
+def host_of(tmp_path: Path, base_disk: Path, releases: dict[str, BuiltRelease], server: Server):
+    """host_of(repo_dir): a host booted from 1.0 whose agent polls ``repo_dir`` (served)."""
+    def make(repo_dir: Path) -> Host:
+        url = f"{server.url}/{repo_dir.relative_to(server.root)}"
+        return make_host(tmp_path, base_disk, releases, url, repo_dir / "metadata/root.json")
+
+    return make

@@ -47,7 +47,7 @@ def _inactive_slot_abandoned(host: Host, message: str) -> None:
     assert status["slots"]["b"]["label"] == "_empty"
 
 
-@pytest.mark.parametrize("suffix", ["root.erofs.zst", "root.verity", "uki.efi"])
+@pytest.mark.parametrize("suffix", ["root.erofs.zst", "root.verity.zst", "uki.efi"])
 def test_tampered_target_is_refused(host: Host, server: Server, suffix: str) -> None:
     target = _target(server, "1.1", suffix)
     data = bytearray(target.read_bytes())
@@ -57,7 +57,7 @@ def test_tampered_target_is_refused(host: Host, server: Server, suffix: str) -> 
 
 
 def test_target_longer_than_signed_is_refused(host: Host, server: Server) -> None:
-    target = _target(server, "1.1", "root.verity")
+    target = _target(server, "1.1", "root.verity.zst")
     target.write_bytes(target.read_bytes() + b"\0" * 4096)
     _inactive_slot_abandoned(host, "longer than the signed")
 

@@ -38,16 +38,20 @@ def test_published_release_verifies_with_ngclient(server: Server, tmp_path: Path
     assert [r.version for r in found] == ["1.0", "1.1"]
     newest = found[-1]
     assert newest.roothash == releases["1.1"].roothash and newest.min_version == "1.0"
-    root_artifact = newest.artifacts[ArtifactRole.ROOT]
-    # ngclient downloads and checks each target (length and hash) itself too.
-    info = client.get_targetinfo(root_artifact.target_path)
-    assert info is not None
-    path = client.download_target(info)
-    # Plain zstd reads the multi-frame stream back to the exact root image.
-    plain = subprocess.run(["zstd", "-dc", path], capture_output=True, check=True).stdout
-    assert plain == (releases["1.1"].directory / "root.erofs").read_bytes()
-    assert root_artifact.installed_sha256 == json.loads(
-        (releases["1.1"].directory / "manifest.json").read_text())["artifacts"]["root.erofs"]["sha256"]
+    manifest = json.loads((releases["1.1"].directory / "manifest.json").read_text())
+    for role, name in ((ArtifactRole.ROOT, "root.erofs"), (ArtifactRole.VERITY, "root.verity")):
+        artifact = newest.artifacts[role]
+        assert artifact.target_path == f"berth/1.1/{name}.zst" and artifact.compression == "zstd"
+        # ngclient downloads and checks each target (length and hash) itself too.
+        info = client.get_targetinfo(artifact.target_path)
+        assert info is not None
+        path = client.download_target(info)
+        # Plain zstd reads the multi-frame stream back to the exact slot image.
+        plain = subprocess.run(["zstd", "-dc", path], capture_output=True, check=True).stdout
+        assert plain == (releases["1.1"].directory / name).read_bytes()
+        assert artifact.length < artifact.installed_size == len(plain)
+        assert artifact.installed_sha256 == manifest["artifacts"][name]["sha256"]
+    assert newest.artifacts[ArtifactRole.UKI].compression == "none"
 
 
 def test_withdraw_and_refresh_timestamp(server: Server, tmp_path: Path, keys_dir: Path, releases: Any,

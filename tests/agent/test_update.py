@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import pytest
+
+from updater import release as release_layout
+from updater.release import ArtifactRole
+from updater.repository import Repository
 
 Host = Server = Any  # fixtures from conftest.py
 
@@ -20,10 +27,35 @@ def test_update_stages_new_version_with_tries_and_reboots(host: Host, server: Se
     assert host.verified_boot() == "1.1"
     status = json.loads(host.agent("status", "--json").stdout)
     assert status["slots"]["b"]["version"] == "1.1" and status["booted"]["slot"] == "a"
+    # Both slot partitions hold exactly the built images, zero padding and all.
+    built = host.releases["1.1"].directory
+    assert host.slot_b("1.1") == [(built / n).read_bytes() for n in ("root.erofs", "root.verity")]
     # Streamed, not staged: nothing big lands on /var, and every target byte came over once.
     assert all(p.stat().st_size < 64 << 10 for p in host.state_dir.rglob("*") if p.is_file())
     targets = sum(p.stat().st_size for p in (server.root / "repo/targets/berth/1.1").iterdir())
     assert targets < server.bytes_sent < targets + (64 << 10)
+
+
+def test_release_published_with_an_uncompressed_verity_target_installs_and_withdraws(
+    host_of: Any, server: Server, keys_dir: Path, releases: Any, publish_release: Any, cli: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Releases signed before the verity image was compressed: the agent follows each
+    artifact's signed compression, and publish still withdraws them by their own names."""
+    repo_dir = server.root / "repo"
+    monkeypatch.setitem(release_layout.TARGET_FILENAMES, ArtifactRole.VERITY, "root.verity")
+    monkeypatch.setitem(release_layout.TARGET_COMPRESSION, ArtifactRole.VERITY, "none")
+    Repository(repo_dir, keys_dir).publish(releases["1.1"].directory, None, frame_bytes=1 << 20)
+    monkeypatch.undo()
+    verity = Repository(repo_dir, keys_dir).releases()[0].artifacts[ArtifactRole.VERITY]
+    assert (verity.target_path, verity.compression) == ("berth/1.1/root.verity", "none")
+    host = host_of(repo_dir)
+    host.agent("run", "--once")
+    assert host.verified_boot() == "1.1"
+    assert host.slot_b("1.1")[1] == (releases["1.1"].directory / "root.verity").read_bytes()
+    publish_release("1.2")  # the current layout beside the old one
+    cli(["publish", "--withdraw", "1.1", "--repo", str(repo_dir), "--keys", str(keys_dir)])
+    assert [r.withdrawn for r in Repository(repo_dir, keys_dir).releases()] == [True, False]
 
 
 def test_staged_version_booted_by_a_power_cut_is_followed_without_another_reboot(host: Host) -> None:

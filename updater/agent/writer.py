@@ -1,16 +1,26 @@
 """Stream a release artifact into a partition, resumably, and read it back.
 
-The root image arrives as concatenated zstd frames (berth publish compresses
-it that way): after each whole frame the partition is fsynced and the
+The slot images arrive as concatenated zstd frames (berth publish compresses
+them that way): after each whole frame the partition is fsynced and the
 (wire offset, installed offset) pair saved, so a restart asks the server for
 the rest from that frame on with an HTTP range request. Nothing is staged
 anywhere but in the partition itself.
+
+Most of a slot is zero padding. Whole aligned blocks of zeros go to the block
+layer's zero-out (BLKZEROOUT), which thin storage and QEMU's qcow2 do without
+writing data; on a regular file, or a device that cannot, they are written as
+zeros. Either way the slot ends up holding exactly the installed bytes: the
+inactive slot still holds an older release, so nothing is skipped.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import os
+import stat
+import struct
 from collections.abc import Callable, Iterator
 
 import zstandard
@@ -22,7 +32,14 @@ from updater.release import ReleaseArtifact
 
 # How often an uncompressed artifact records its progress.
 _PLAIN_CHECKPOINT = 8 << 20
-_READ = 4 << 20
+_READ = 8 << 20
+# Zero runs are cut into blocks of this size, aligned on the disk.
+ZERO_BLOCK = 64 << 10
+_ZEROS = bytes(ZERO_BLOCK)
+_ZERO_WRITE = bytes(1 << 20)
+BLKZEROOUT = 0x127F  # _IO(0x12, 127) in <linux/fs.h>
+# What a device (or a file) answers when it has no zero-out: write the zeros instead.
+_NO_ZEROOUT = (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL)
 
 
 class WriteError(RuntimeError):
@@ -33,9 +50,37 @@ class StreamEnded(RuntimeError):
     """The server stopped before the end: resume later from the last checkpoint."""
 
 
+def pieces(data: bytes, offset: int) -> Iterator[tuple[int, int, bool]]:
+    """Cut ``data``, bound for disk ``offset``, into (start, end, zero) pieces covering it
+    in order: the zero pieces are whole ZERO_BLOCK-aligned blocks of zeros, the rest data."""
+    start, zero = 0, False
+    at = -offset % ZERO_BLOCK
+    while at + ZERO_BLOCK <= len(data):
+        block_zero = data.startswith(_ZEROS, at)
+        if block_zero != zero:
+            if at > start:
+                yield start, at, zero
+            start, zero = at, block_zero
+        at += ZERO_BLOCK
+    if zero:
+        yield start, at, True
+        start = at
+    if start < len(data):
+        yield start, len(data), False
+
+
+def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        done = os.pwrite(fd, view, offset)
+        offset += done
+        view = view[done:]
+
+
 class _Sink:
     def __init__(self, fd: int, part: Partition, artifact: ReleaseArtifact, installed: int) -> None:
         self.fd, self.part, self.artifact, self.installed = fd, part, artifact, installed
+        self.zeroout = stat.S_ISBLK(os.fstat(fd).st_mode)
 
     def write(self, data: bytes) -> None:
         if self.installed + len(data) > self.artifact.installed_size:
@@ -43,11 +88,29 @@ class _Sink:
                 f"{self.artifact.target_path}: decompresses past its signed "
                 f"{self.artifact.installed_size} bytes"
             )
+        offset = self.part.offset + self.installed
         view = memoryview(data)
-        while view:
-            done = os.pwrite(self.fd, view, self.part.offset + self.installed)
-            self.installed += done
-            view = view[done:]
+        for start, end, zero in pieces(data, offset):
+            if zero:
+                self._zero(offset + start, end - start)
+            else:
+                _pwrite_all(self.fd, view[start:end], offset + start)
+        self.installed += len(data)
+
+    def _zero(self, offset: int, length: int) -> None:
+        if self.zeroout:
+            try:
+                fcntl.ioctl(self.fd, BLKZEROOUT, struct.pack("=QQ", offset, length))
+                return
+            except OSError as error:
+                if error.errno not in _NO_ZEROOUT:
+                    raise
+                self.zeroout = False
+        end = offset + length
+        while offset < end:
+            size = min(len(_ZERO_WRITE), end - offset)
+            _pwrite_all(self.fd, memoryview(_ZERO_WRITE)[:size], offset)
+            offset += size
 
 
 def write_artifact(
@@ -132,19 +195,24 @@ def write_artifact(
 
 def read_back(disk: str, part: Partition, artifact: ReleaseArtifact, tick: Callable[[int], None]) -> bool:
     """Whether the partition now holds exactly the signed installed bytes (read from the disk,
-    not the page cache)."""
+    not the page cache: the writer fsynced them, so dropping the clean pages first makes
+    every read reach the device)."""
     digest = hashlib.sha256()
+    buffer = memoryview(bytearray(_READ))
     fd = os.open(disk, os.O_RDONLY)
     try:
         os.posix_fadvise(fd, part.offset, artifact.installed_size, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, part.offset, artifact.installed_size, os.POSIX_FADV_SEQUENTIAL)
         done = 0
         while done < artifact.installed_size:
             want = min(_READ, artifact.installed_size - done)
-            data = os.pread(fd, want, part.offset + done)
-            if not data:
+            got = os.preadv(fd, [buffer[:want]], part.offset + done)
+            if not got:
                 return False
-            digest.update(data)
-            done += len(data)
+            digest.update(buffer[:got])
+            # Checked bytes need no cache: a slot's worth would push the host's own pages out.
+            os.posix_fadvise(fd, part.offset + done, got, os.POSIX_FADV_DONTNEED)
+            done += got
             tick(done)
     finally:
         os.close(fd)
