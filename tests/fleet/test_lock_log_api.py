@@ -6,7 +6,10 @@ import json
 import time
 from typing import Any
 
+import jsonschema
 import requests
+
+from updater.fleet.openapi import openapi_schema
 
 HEADER = {"fleet-lock-protocol": "true"}
 TOKEN = "admin-secret"
@@ -40,6 +43,8 @@ def test_the_log_shows_grants_and_releases_through_fleetlock(make_fleet: Any) ->
         ("b", "granted"),
         ("a", "released"),
     ]
+    ok = openapi_schema()["paths"]["/admin/locks/{group}"]["get"]["responses"]["200"]
+    jsonschema.validate(body, ok["content"]["application/json"]["schema"])
     times = [e["at"] for e in body["events"]]
     assert before - 1 <= times[0] <= times[1] <= times[2] <= time.time() + 1
     since = fleet.admin("GET", f"/admin/locks/prod?since={times[2]}").json()["events"]
