@@ -16,6 +16,7 @@ import requests
 from updater.client import FleetClient
 from updater.fleet.launch import Server, start_server, stop_server, write_config
 from updater.fleet.pgcluster import postgres_cluster
+from updater.fleet.store import Store
 from updater.fleet.synthetic import synthetic_release, write_targets
 
 ADMIN = "admin-secret"
@@ -54,6 +55,21 @@ def pg_url(pg_cluster: str) -> str:
     with psycopg.connect(pg_cluster, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
     return pg_cluster.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh database for a Store, once on SQLite and once on PostgreSQL."""
+    if request.param == "postgres":
+        return request.getfixturevalue("pg_url")
+    return f"sqlite:///{tmp_path / 'fleet.sqlite3'}"
+
+
+@pytest.fixture
+def store(db_url: str) -> Iterator[Store]:
+    opened = Store(db_url)
+    yield opened
+    opened.close()
 
 
 @dataclass

@@ -65,6 +65,76 @@ def test_rate_allows_a_start_only_below_the_limit_for_both_counts(
         assert started + 1 <= limit and in_flight + 1 <= limit
 
 
+def test_most_started_counts_the_window_rate_allows_counts() -> None:
+    # The window at t holds starts with started_at > t - period: one a period apart is out.
+    assert pol.most_started_in_any_period([0.0, 10.0, 20.0], 10) == 1
+    assert pol.most_started_in_any_period([0.0, 10.0, 20.0], 10.5) == 2
+    assert pol.most_started_in_any_period([5.0, 5.0, 5.0, 30.0], 1) == 3
+    assert pol.most_started_in_any_period([20.0, 0.0, 19.0, 1.0], 19.5) == 3  # any order
+    assert pol.most_started_in_any_period([], 3600) == 0
+    assert pol.most_started_in_any_period([1.0, 2.0], 0) == 0  # a window of no length
+
+
+def _window_counts(started_ats: list[float], period: float) -> list[int]:
+    """How many starts the window (t - period, t] holds at every instant the count changes."""
+    instants = started_ats + [s + period for s in started_ats]
+    return [sum(1 for s in started_ats if t - period < s <= t) for t in instants]
+
+
+@given(
+    started_ats=st.lists(st.integers(0, 200).map(float), max_size=40),
+    period=st.integers(0, 60).map(float) | st.floats(0, 100),
+)
+def test_most_started_matches_counting_every_window(
+    started_ats: list[float], period: float
+) -> None:
+    expected = max(_window_counts(started_ats, period), default=0)
+    assert pol.most_started_in_any_period(started_ats, period) == expected
+
+
+@given(
+    asks=st.lists(st.floats(0, 50), max_size=60),
+    limit=st.integers(1, 5),
+    period=st.sampled_from([1.0, 7.5, 10.0]),
+)
+def test_starts_rate_allows_admitted_never_fill_a_period_past_the_limit(
+    asks: list[float], limit: int, period: float
+) -> None:
+    # The store's rule, replayed: a start at `now` if fewer than `limit` started after now - period.
+    started: list[float] = []
+    now = 0.0
+    for step in asks:
+        now += step
+        in_period = sum(1 for s in started if s > now - period)
+        if pol.rate_allows(in_period, 0, RateLimit(limit, period)):
+            started.append(now)
+    most = pol.most_started_in_any_period(started, period)
+    assert most <= limit
+    if len(asks) >= limit and sum(asks[1:limit]) < period:
+        assert most == limit  # the first `limit` asks all fit in one period, and all started
+
+
+def test_most_in_flight_counts_from_start_to_finish() -> None:
+    assert pol.most_in_flight([]) == 0
+    assert pol.most_in_flight([(0.0, 10.0), (10.0, 20.0)]) == 1  # finished as the next started
+    assert pol.most_in_flight([(0.0, 10.0), (5.0, None), (9.0, 9.5), (30.0, None)]) == 3
+    assert pol.most_in_flight([(0.0, None), (100.0, None)]) == 2  # unfinished: still in flight
+
+
+@given(
+    spans=st.lists(
+        st.tuples(st.integers(0, 50).map(float), st.none() | st.integers(0, 20).map(float)),
+        max_size=30,
+    )
+)
+def test_most_in_flight_matches_counting_at_every_start(
+    spans: list[tuple[float, float | None]],
+) -> None:
+    updates = [(s, None if d is None else s + d) for s, d in spans]
+    counts = [sum(1 for s, f in updates if s <= t and (f is None or f > t)) for t, _ in updates]
+    assert pol.most_in_flight(updates) == max(counts, default=0)
+
+
 @given(
     started=st.integers(0, 10000),
     failed=st.integers(0, 10000),

@@ -302,8 +302,8 @@ async def timeline(request: Request, fleet: Fleet) -> Response:
     return JSONResponse({"version": version, "events": fleet.store.timeline(version)})
 
 
-@_guarded()
-async def lock_log(request: Request, fleet: Fleet) -> Response:
+def _group_log(request: Request, fleet: Fleet) -> tuple[GroupPolicy, float | None]:
+    """The group (admin only) and the ``since`` query of a log request."""
     _admin(request, fleet)
     policy = fleet.policy(request.path_params["group"])
     since = request.query_params.get("since")
@@ -313,11 +313,29 @@ async def lock_log(request: Request, fleet: Fleet) -> Response:
         since_s = math.nan
     if since_s is not None and not math.isfinite(since_s):
         raise Refused(400, "bad_request", f"since must be seconds since the epoch, got {since!r}")
+    return policy, since_s
+
+
+@_guarded()
+async def lock_log(request: Request, fleet: Fleet) -> Response:
+    policy, since = _group_log(request, fleet)
     return JSONResponse(
         {
             "group": policy.name,
             "max_concurrent_reboots": policy.max_concurrent_reboots,
-            "events": fleet.store.lock_log(policy.name, since_s),
+            "events": fleet.store.lock_log(policy.name, since),
+        }
+    )
+
+
+@_guarded()
+async def update_log(request: Request, fleet: Fleet) -> Response:
+    policy, since = _group_log(request, fleet)
+    return JSONResponse(
+        {
+            "group": policy.name,
+            "rate": {"max_updates": policy.rate.max_updates, "period_s": policy.rate.period_s},
+            "updates": fleet.store.update_log(policy.name, since),
         }
     )
 
@@ -366,6 +384,7 @@ def create_app(config: Path | None, db_url: str, *, test_clock: bool = False) ->
         Route("/admin/hosts/{node_id}", history, methods=["GET"]),
         Route("/admin/timeline/{version}", timeline, methods=["GET"]),
         Route("/admin/locks/{group}", lock_log, methods=["GET"]),
+        Route("/admin/updates/{group}", update_log, methods=["GET"]),
         Route("/admin/clock", clock, methods=["POST"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", schema, methods=["GET"]),

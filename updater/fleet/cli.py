@@ -1,4 +1,4 @@
-"""`berth serve` and `berth fleet status|locks|plot|simulate` (argparse only at import time)."""
+"""`berth serve` and `berth fleet status|locks|updates|plot|simulate` (argparse only at import time)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     for name, help_text, handler in (
         ("status", "hosts per state, waves, rate used, locks and halts per group", _status),
         ("locks", "a group's reboot-lock log and the most locks ever held at once", _locks),
+        (
+            "updates",
+            "a group's counted updates, its busiest rate period and the most in flight at once",
+            _updates,
+        ),
         ("plot", "write a PNG of a release's rollout over time", _plot),
     ):
         verb = verbs.add_parser(name, help=help_text)
@@ -44,10 +49,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help="admin token (default $BERTH_ADMIN_TOKEN)",
         )
         verb.set_defaults(handler=handler)
-        if name == "locks":
+        if name in ("locks", "updates"):
             verb.add_argument("group", metavar="GROUP", help="the group whose log to show")
             verb.add_argument(
-                "--json", action="store_true", help="print the log and its peak as JSON"
+                "--json", action="store_true", help="print the log and its peaks as JSON"
             )
         elif name == "plot":
             verb.add_argument("--version", required=True, help="the release to plot")
@@ -98,6 +103,12 @@ def _locks(args: argparse.Namespace) -> int:
     from updater.fleet.status import print_lock_log
 
     return print_lock_log(args.server, args.token, args.group, args.json)
+
+
+def _updates(args: argparse.Namespace) -> int:
+    from updater.fleet.status import print_update_log
+
+    return print_update_log(args.server, args.token, args.group, args.json)
 
 
 def _plot(args: argparse.Namespace) -> int:

@@ -27,6 +27,8 @@ class HostState(enum.StrEnum):
 RESTING = frozenset({HostState.IDLE, HostState.BLESSED, HostState.ROLLED_BACK, HostState.FAILED})
 # Outcomes that count against a release for the automatic halt.
 FAILURES = frozenset({HostState.ROLLED_BACK, HostState.FAILED})
+# Reports that finish a counted update; the event is its outcome.
+FINISHING = frozenset({ReportEvent.BLESSED, ReportEvent.ROLLED_BACK, ReportEvent.FAILED})
 
 _FROM: dict[ReportEvent, frozenset[HostState]] = {
     ReportEvent.DOWNLOADING: RESTING | {HostState.OFFERED, HostState.DOWNLOADING},

@@ -6,6 +6,7 @@ import functools
 from typing import Any
 
 from updater import wire
+from updater.fleet.hoststate import FINISHING
 from updater.fleet.locks import LockEventKind
 from updater.fleet.policy import ADMIN_TRANSITIONS
 
@@ -97,6 +98,25 @@ def _admin_get(
     }
 
 
+def _group_log(summary: str, ok: dict[str, Any], since: str) -> dict[str, Any]:
+    """An admin log of one group, from ``since`` (server time, epoch seconds) on if given."""
+    return _admin_get(
+        summary,
+        ["group"],
+        ok,
+        {"400": "since is not a number", "404": "unknown group"},
+        (
+            {
+                "name": "since",
+                "in": "query",
+                "required": False,
+                "description": since,
+                "schema": {"type": "number"},
+            },
+        ),
+    )
+
+
 @functools.cache
 def openapi_schema() -> dict[str, Any]:
     check = _object(
@@ -148,6 +168,36 @@ def openapi_schema() -> dict[str, Any]:
             },
         },
         ["group", "max_concurrent_reboots", "events"],
+    )
+    update_log = _object(
+        {
+            "group": _NAME,
+            "rate": _object(
+                {
+                    "max_updates": {"type": "integer", "minimum": 1},
+                    "period_s": {"type": "number", "minimum": 0},
+                },
+                ["max_updates", "period_s"],
+            ),
+            "updates": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "node_id": _NAME,
+                        "version": _VERSION,
+                        "started_at": {"type": "number"},
+                        "finished_at": {"type": "number", "nullable": True},
+                        "outcome": {
+                            "type": "string",
+                            "enum": sorted(e.value for e in FINISHING),
+                            "nullable": True,
+                        },
+                    },
+                    ["node_id", "version", "started_at", "finished_at", "outcome"],
+                ),
+            },
+        },
+        ["group", "rate", "updates"],
     )
     lock_errors = {**_AGENT_ERRORS, "409": "semaphore full or outside the maintenance windows"}
     release_path = "/admin/releases/{image_id}/{version}/{action}"
@@ -230,20 +280,15 @@ def openapi_schema() -> dict[str, Any]:
             "/admin/timeline/{version}": _admin_get(
                 "Every report about one release, in order", ["version"]
             ),
-            "/admin/locks/{group}": _admin_get(
+            "/admin/locks/{group}": _group_log(
                 "A group's reboot-lock log (granted, renewed, released, expired), in order",
-                ["group"],
                 lock_log,
-                {"400": "since is not a number", "404": "unknown group"},
-                (
-                    {
-                        "name": "since",
-                        "in": "query",
-                        "required": False,
-                        "description": "only events at or after this server time (epoch seconds)",
-                        "schema": {"type": "number"},
-                    },
-                ),
+                "only events at or after this server time (epoch seconds)",
+            ),
+            "/admin/updates/{group}": _group_log(
+                "The updates a group's rate limit counted, in the order they started",
+                update_log,
+                "only updates started at or after this server time (epoch seconds)",
             ),
             "/metrics": {
                 "get": {

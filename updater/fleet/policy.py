@@ -89,6 +89,35 @@ def rate_allows(started_in_period: int, in_flight: int, rate: RateLimit) -> bool
     return started_in_period < rate.max_updates and in_flight < rate.max_updates
 
 
+def most_started_in_any_period(started_ats: Iterable[float], period_s: float) -> int:
+    """The most starts in any window ``(t - period_s, t]``, the window rate_allows counts.
+
+    The store counts ``started_at > now - period``; that count only grows at a
+    start, so the busiest window ends at one, and it is found in one sorted pass.
+    """
+    times = sorted(started_ats)
+    most = first = 0
+    for last, end in enumerate(times):
+        while first <= last and not times[first] > end - period_s:
+            first += 1
+        most = max(most, last - first + 1)
+    return most
+
+
+def most_in_flight(spans: Iterable[tuple[float, float | None]]) -> int:
+    """The most updates in flight at once, each from its start until its finish (None: still going).
+
+    An update finishing at the instant another starts is not counted with it.
+    """
+    spans = list(spans)
+    edges = sorted([(s, 1) for s, _ in spans] + [(f, -1) for _, f in spans if f is not None])
+    most = running = 0
+    for _, step in edges:  # at one instant, -1 sorts before +1: finishes first
+        running += step
+        most = max(most, running)
+    return most
+
+
 def should_halt(started: int, failed: int, rule: HaltRule) -> bool:
     return started >= rule.min_updates and failed / started > rule.max_failure_share
 

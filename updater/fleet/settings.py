@@ -96,6 +96,15 @@ def parse_duration(value: Any) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as parse_duration reads it back, in the largest whole unit: 3600 -> 1h."""
+    for unit in ("d", "h", "m"):
+        count = seconds / _UNITS[unit]
+        if count >= 1 and count == int(count):
+            return f"{int(count)}{unit}"
+    return f"{seconds:g}s"
+
+
 def _int(minimum: int) -> Callable[[Any], int]:
     def parse(value: Any) -> int:
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:

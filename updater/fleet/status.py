@@ -1,10 +1,11 @@
-"""`berth fleet status|locks|plot`: the admin API's view, as tables or a PNG."""
+"""`berth fleet status|locks|updates|plot`: the admin API's view, as tables or a PNG."""
 
 from __future__ import annotations
 
 import json
 import time
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ import requests
 
 from cli.errors import UserError
 from updater.fleet.locks import LockEventKind, Peak, most_held
+from updater.fleet.policy import most_in_flight, most_started_in_any_period
+from updater.fleet.settings import format_duration
 
 
 def fetch(server: str, token: str | None, path: str) -> Any:
@@ -106,15 +109,80 @@ def format_lock_log(log: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def print_lock_log(server: str, token: str | None, group: str, as_json: bool) -> int:
-    log = fetch(server, token, f"/admin/locks/{urllib.parse.quote(group, safe='')}")
-    if as_json:
-        peak = lock_peak(log)
-        log["most_held"] = {"count": peak.count, "holders": list(peak.holders), "at": peak.at}
-        print(json.dumps(log, indent=2))
-    else:
-        print(format_lock_log(log))
+def _print_group_log(
+    server: str,
+    token: str | None,
+    path: str,
+    group: str,
+    as_json: bool,
+    summary: Callable[[dict[str, Any]], dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+) -> int:
+    """Fetch ``path/GROUP``; print it as a table, or as JSON plus its ``summary``."""
+    log = fetch(server, token, f"{path}/{urllib.parse.quote(group, safe='')}")
+    print(json.dumps({**log, **summary(log)}, indent=2) if as_json else table(log))
     return 0
+
+
+def _lock_summary(log: dict[str, Any]) -> dict[str, Any]:
+    peak = lock_peak(log)
+    return {"most_held": {"count": peak.count, "holders": list(peak.holders), "at": peak.at}}
+
+
+def print_lock_log(server: str, token: str | None, group: str, as_json: bool) -> int:
+    return _print_group_log(
+        server, token, "/admin/locks", group, as_json, _lock_summary, format_lock_log
+    )
+
+
+def rate_peaks(log: dict[str, Any]) -> dict[str, Any]:
+    """What the log proves of the rate limit: its busiest period, and the most in flight at once."""
+    updates = log["updates"]
+    return {
+        "most_started_in_any_period": most_started_in_any_period(
+            (u["started_at"] for u in updates), log["rate"]["period_s"]
+        ),
+        "most_in_flight": most_in_flight((u["started_at"], u["finished_at"]) for u in updates),
+    }
+
+
+def format_update_log(log: dict[str, Any]) -> str:
+    updates, limit = log["updates"], log["rate"]["max_updates"]
+    period = format_duration(log["rate"]["period_s"])
+    node = max((len(u["node_id"]) for u in updates), default=4)
+    version = max((len(u["version"]) for u in updates), default=7)
+    header = ("started (UTC)", "finished (UTC)", "node", "version", "outcome")
+    rows = [
+        (
+            _clock(u["started_at"]),
+            "-" if u["finished_at"] is None else _clock(u["finished_at"]),
+            u["node_id"],
+            u["version"],
+            u["outcome"] or "in_flight",
+        )
+        for u in updates
+    ]
+    lines = [
+        f"updates of group {log['group']} (at most {limit} started per {period}, and in flight)"
+    ]
+    lines += [
+        f"{s:<23}  {f:<23}  {n:<{node}}  {v:<{version}}  {o}"
+        for s, f, n, v, o in [header, *rows]
+    ]
+    if not rows:
+        lines.append("(no updates started)")
+    peaks = rate_peaks(log)
+    lines.append(
+        f"most started in any {period}: {peaks['most_started_in_any_period']} of {limit};"
+        f" most in flight at once: {peaks['most_in_flight']} of {limit}"
+    )
+    return "\n".join(lines)
+
+
+def print_update_log(server: str, token: str | None, group: str, as_json: bool) -> int:
+    return _print_group_log(
+        server, token, "/admin/updates", group, as_json, rate_peaks, format_update_log
+    )
 
 
 def plot_rollout(server: str, token: str | None, version: str, output: Path) -> int:

@@ -23,7 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from updater.fleet import locks as lockmath
-from updater.fleet.hoststate import FAILURES, HostState, ReportRejected, after_offer, after_report
+from updater.fleet.hoststate import (
+    FAILURES,
+    FINISHING,
+    HostState,
+    ReportRejected,
+    after_offer,
+    after_report,
+)
 from updater.fleet.policy import (
     ReleaseState,
     admin_transition,
@@ -90,6 +97,10 @@ class RolloutRow:
     halted_reason: str | None
 
 
+def _from(since: float | None) -> float:
+    return float("-inf") if since is None else since
+
+
 def is_postgres(url: str) -> bool:
     return url.startswith(("postgresql://", "postgres://"))
 
@@ -142,6 +153,11 @@ class Store:
     def _count(self, sql: str, params: tuple[Any, ...]) -> int:
         row = self._one(sql, params)
         return int(row[0]) if row else 0
+
+    def _dicts(
+        self, keys: tuple[str, ...], sql: str, params: tuple[Any, ...]
+    ) -> list[dict[str, Any]]:
+        return [dict(zip(keys, row, strict=True)) for row in self._rows(sql, params)]
 
     def _live_pg(self) -> Any:
         """The connection, re-opened if PostgreSQL dropped it (a restart fails one request, not all)."""
@@ -341,11 +357,11 @@ class Store:
 
     def lock_log(self, group: str, since: float | None = None) -> list[dict[str, Any]]:
         """The group's lock events in the order they happened (from ``since`` on, if given)."""
-        rows = self._rows(
+        return self._dicts(
+            ("at", "node_id", "event"),
             "SELECT at, node_id, event FROM lock_events WHERE grp = ? AND at >= ? ORDER BY id",
-            (group, float("-inf") if since is None else since),
+            (group, _from(since)),
         )
-        return [{"at": at, "node_id": node, "event": event} for at, node, event in rows]
 
     # --- reports ---
 
@@ -363,11 +379,7 @@ class Store:
                     " replayed or out of order"
                 )
             state = after_report(host.state, report.event)
-            finished = report.event in (
-                ReportEvent.BLESSED,
-                ReportEvent.ROLLED_BACK,
-                ReportEvent.FAILED,
-            )
+            finished = report.event in FINISHING
             version = report.version if report.event is ReportEvent.BLESSED else report.from_version
             target = None if finished else report.version
             self._rows(
@@ -481,13 +493,25 @@ class Store:
         }
 
     def history(self, node_id: str) -> list[dict[str, Any]]:
-        rows = self._rows(
+        return self._dicts(
+            ("seq", "at", "group", "event", "version", "from_version", "detail"),
             "SELECT seq, at, grp, event, version, from_version, detail FROM reports"
             " WHERE node_id = ? ORDER BY seq",
             (node_id,),
         )
-        keys = ("seq", "at", "group", "event", "version", "from_version", "detail")
-        return [dict(zip(keys, row, strict=True)) for row in rows]
+
+    def update_log(self, group: str, since: float | None = None) -> list[dict[str, Any]]:
+        """The group's counted updates in the order they started (from ``since`` on, if given).
+
+        These rows are what start_update counted for the rate limit; ``finished_at``
+        and ``outcome`` stay None while an update is in flight.
+        """
+        return self._dicts(
+            ("node_id", "version", "started_at", "finished_at", "outcome"),
+            "SELECT node_id, version, started_at, finished_at, outcome FROM updates"
+            " WHERE grp = ? AND started_at >= ? ORDER BY started_at, id",
+            (group, _from(since)),
+        )
 
     def timeline(self, version: str) -> list[dict[str, Any]]:
         rows = self._rows(
