@@ -18,6 +18,7 @@ from updater.fleet.launch import Server, start_server, stop_server, write_config
 from updater.fleet.pgcluster import postgres_cluster
 from updater.fleet.store import Store
 from updater.fleet.synthetic import synthetic_release, write_targets
+from updater.wire import Report, ReportEvent
 
 ADMIN = "admin-secret"
 ROOT = Path(__file__).resolve().parents[2]
@@ -119,6 +120,20 @@ class Fleet:
         self, node: str, group: str = "default", token: str | None = None, server: int = 0
     ) -> FleetClient:
         return FleetClient(self.servers[server].url, node, group, token=token)
+
+    def finish_update(
+        self,
+        node: str,
+        outcome: ReportEvent = ReportEvent.BLESSED,
+        group: str = "default",
+        token: str | None = None,
+        server: int = 0,
+    ) -> None:
+        """Report an offered 1.0.0 → 1.1.0 update through to its outcome, as the host's agent would."""
+        client = self.client(node, group, token, server)
+        steps = (ReportEvent.DOWNLOADING, ReportEvent.STAGED, ReportEvent.REBOOTING, outcome)
+        for seq, event in enumerate(steps, 1):
+            client.report(Report(node, group, seq, event, "1.1.0", "1.0.0"))
 
     def start(self, workers: int = 1) -> Server:
         server = start_server(self.config, self.db, workers=workers, test_clock=True)
