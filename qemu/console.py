@@ -68,6 +68,11 @@ class ConsoleLog:
         self._read_new()
         return self._text
 
+    def skip_past_output(self) -> None:
+        """Later waits see only what the guest prints from now on."""
+        self._read_new()
+        self._consumed = len(self._text)
+
     def wait_for(
         self,
         pattern: str | re.Pattern[str],

@@ -187,7 +187,9 @@ class VM:
             pass
 
     def hard_reset(self) -> None:
-        """Reset the machine like its reset switch: no shutdown, unsynced writes lost."""
+        """Reset the machine like its reset switch: no shutdown, unsynced writes lost.
+        Later waits see only what the next boot prints."""
+        self.console.skip_past_output()
         self.monitor.hard_reset()
 
     def power_off(self, timeout: float = 120.0) -> int:

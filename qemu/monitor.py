@@ -29,6 +29,9 @@ class Monitor:
         # QEMU creates the socket shortly after it starts; wait for it.
         while True:
             try:
+                # Connecting to a socket not there yet would be logged as an ERROR by the library.
+                if not socket_path.exists():
+                    raise FileNotFoundError(socket_path)
                 self._run(self._client.connect(str(socket_path)))
                 return
             except (ConnectError, OSError):

@@ -24,9 +24,6 @@ from qemu.lab import V1, V2, Host, Lab, lab_group
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.qemu,
-    pytest.mark.skip(
-        reason="scenario 3 has not yet run to completion here: four cuts of a TCG guest take longer than CI's 90 minutes leave beside the rest of the suite; issue 6 stays open for it"
-    ),
 ]
 GROUP = "cuts"
 
@@ -38,7 +35,7 @@ def wait_for_activity(host: Host, pattern: str, timeout: float = 1200) -> str:
         activity = host.agent_activity()
         if re.search(pattern, activity):
             return activity
-        time.sleep(0.5)
+        time.sleep(2)
     raise TimeoutError(f"{host.name}: agent never reported /{pattern}/; last: {activity!r}")
 
 
@@ -62,13 +59,16 @@ def test_power_cuts_during_download_slot_write_after_staging_and_first_boot(
     lab.reboot_lock(GROUP, "operator", take=True)  # the agent may stage, but not reboot
     lab.publish(release(V2))
 
-    wait_for_activity(host, r"writing root .*: [0-9]%")
+    v1 = scenarios.manifest(release(V1))["roothash"]
+    wait_for_activity(host, r"writing root .*: [0-9]%")  # single digits: just begun
     host.power_cut("download just begun")
+    # The agent resumes from its last checkpoint as soon as it starts again, long
+    # before the boot is blessed, so follow its progress rather than the console.
+    wait_for_activity(host, r"writing (root|verity) .*: [3-9][0-9]%")
+    assert host.boots_of(v1) == 2  # the cut host came back on v1
+    host.power_cut("slot B part written")
     ready = host.wait_ready()
     assert (ready.version, ready.slot) == (V1, "a")
-    wait_for_activity(host, r"writing root .*: [5-9][0-9]%")
-    host.power_cut("slot B half written")
-    assert host.wait_ready().version == V1
 
     lab.follow(host, V2, ("staged",))
     host.power_cut("UKI just staged")

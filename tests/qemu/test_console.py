@@ -27,6 +27,19 @@ def test_each_wait_sees_only_output_after_the_previous_match(tmp_path: Path) -> 
     assert console.wait_for(PATTERN, timeout=1)["slot"] == "a"
 
 
+def test_after_a_reset_waits_see_only_the_next_boot(tmp_path: Path) -> None:
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"boot 1\r\n" + READY.encode() + b"\r\n")  # never waited for
+    console = ConsoleLog(log)
+    console.skip_past_output()
+    with pytest.raises(ConsoleTimeout):
+        console.wait_for(PATTERN, timeout=0.3)
+    with log.open("ab") as out:
+        out.write(READY.replace("1.2.0", "1.3.0").encode() + b"\r\n")
+    assert console.wait_for(PATTERN, timeout=1)["version"] == "1.3.0"
+    assert "boot 1" in console.text  # the whole log is still there to read
+
+
 def test_output_written_while_waiting_and_split_mid_character(tmp_path: Path) -> None:
     log = tmp_path / "serial.log"
     log.write_bytes(b"")
