@@ -14,6 +14,7 @@ import pytest
 
 from updater.client import FleetUnavailable, LockDenied
 from updater.fleet.locks import LockEventKind, most_held
+from updater.fleet.policy import most_in_flight, most_started_in_any_period
 
 SLOTS = 3
 RATE = 7
@@ -75,20 +76,40 @@ def test_rate_limit_is_exact_across_processes(make_fleet: Any, db: str | None) -
         db=db,
         servers=2,
     )
-    start = threading.Barrier(24)
 
-    def ask(index: int) -> str | None:
-        client = fleet.client(f"node-{index}", server=index % 2)
-        start.wait()
-        return client.check("1.0.0").target_version
+    def race(indexes: list[int]) -> set[int]:
+        """Every host asks at once, half through each server; the ones offered the update."""
+        start = threading.Barrier(len(indexes))
 
-    with ThreadPoolExecutor(24) as pool:
-        offered = [t for t in pool.map(ask, range(24)) if t is not None]
-    assert len(offered) == RATE
+        def ask(index: int) -> str | None:
+            client = fleet.client(f"node-{index}", server=index % 2)
+            start.wait()
+            return client.check("1.0.0").target_version
+
+        with ThreadPoolExecutor(len(indexes)) as pool:
+            answers = pool.map(ask, indexes)
+            return {i for i, target in zip(indexes, answers, strict=True) if target is not None}
+
+    first = race(list(range(24)))
+    assert len(first) == RATE
     for server in range(2):
         status = fleet.admin("GET", "/admin/status", url=fleet.servers[server].url).json()
         assert status["groups"]["default"]["rate_used"] == RATE
         assert status["groups"]["default"]["hosts_by_state"] == {"offered": RATE, "idle": 24 - RATE}
+    # Those updates finish and their period passes: the rest race for the next period's slots.
+    for index in first:
+        fleet.finish_update(f"node-{index}", server=index % 2)
+    fleet.advance(3600)
+    second = race(sorted(set(range(24)) - first))
+    assert len(second) == RATE
+    # The server's own record proves the rate was kept: no period held more than RATE starts.
+    log = fleet.admin("GET", "/admin/updates/default").json()
+    updates = log["updates"]
+    assert log["rate"] == {"max_updates": RATE, "period_s": 3600.0}
+    assert {u["node_id"] for u in updates} == {f"node-{i}" for i in first | second}
+    assert [u["outcome"] for u in updates] == ["blessed"] * RATE + [None] * RATE
+    assert most_started_in_any_period((u["started_at"] for u in updates), 3600) == RATE
+    assert most_in_flight((u["started_at"], u["finished_at"]) for u in updates) == RATE
 
 
 @pytest.mark.slow

@@ -73,7 +73,9 @@ def test_store_logs_counted_starts_in_start_order_with_their_outcomes(store: Sto
 
 
 def test_the_log_shows_what_the_rate_limit_counted(make_fleet: Any) -> None:
-    fleet = make_fleet({"prod": {**ALL_AT_ONCE, "rate": {"max_updates": 2, "period": "1h"}, "token": "g"}})
+    fleet = make_fleet(
+        {"prod": {**ALL_AT_ONCE, "rate": {"max_updates": 2, "period": "1h"}, "token": "g"}}
+    )
     before = time.time()
     offered = {n: fleet.client(n, "prod", token="g").check("1.0.0") for n in ("a", "b", "c")}
     assert [d.reason for d in offered.values()] == ["offered", "offered", "rate_limited"]
