@@ -1,23 +1,32 @@
 """Agent figures: writing and verifying a release into the inactive slot against
 the disk's own limit (dd of the same bytes with fsync, in the same run), bytes
-downloaded, and the agent's resident memory idle and while writing.
+on the wire per target, the writer's write and read-back times on a block device,
+and the agent's resident memory idle and while writing.
 
-    ~/.cache/berth/venv/bin/python bench/agent.py [--root-mib 256] [--workdir DIR]
+    ~/.cache/berth/venv/bin/python bench/agent.py [--root-mib 256] [--slot-mib N] [--workdir DIR]
 
 Synthetic release (half random, half zero bytes: zstd takes it to about half,
-close to a real root's 178/452 MB), a real GPT disk image file, a TUF repository
-made by `berth publish` and served on 127.0.0.1; the agent runs as `berth agent`.
+close to a real root's 178/452 MB) laid out as `berth build` lays it out: the
+root image is the whole slot (erofs, then zeros), the verity image the whole
+verity slot (512-byte blocks, as systemd-repart 254 hashes). A real GPT disk
+image file, a TUF repository made by `berth publish` and served on 127.0.0.1;
+the agent runs as `berth agent`. The writer alone is then timed on a loop device
+over a copy of the disk (root; else on the file), its slot b first filled with
+0xff bytes: the inactive slot holds an older release, never zeros.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from cli.cache import cache_dir
@@ -55,24 +64,86 @@ def _agent(host, *args: str) -> subprocess.Popen[str]:
     )
 
 
+@contextlib.contextmanager
+def _block_device(disk: Path) -> Iterator[str]:
+    """A loop device over ``disk`` when we may make one, else the file itself."""
+    if os.geteuid() != 0 or shutil.which("losetup") is None:
+        yield str(disk)
+        return
+    device = subprocess.run(
+        ["losetup", "--find", "--show", str(disk)], check=True, capture_output=True, text=True
+    ).stdout.strip()
+    try:
+        yield device
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=True)
+
+
+def _writer_times(disk: Path, repo: Path, version: str) -> dict[str, dict[str, float]]:
+    """Stream each slot target from the repository's file into slot b, then read it back."""
+    from updater.agent.gpt import read_partitions
+    from updater.agent.machine import Progress
+    from updater.agent.slots import find_slots
+    from updater.agent.writer import read_back, write_artifact
+    from updater.release import ArtifactRole, releases_from_targets
+
+    signed = json.loads((repo / "metadata/targets.json").read_text())["signed"]
+    release = next(r for r in releases_from_targets(signed) if r.version == version)
+    times = {}
+    old = b"\xff" * (1 << 20)
+    with _block_device(disk) as device:
+        slot = find_slots(read_partitions(device))["b"]
+        for role, part in ((ArtifactRole.ROOT, slot.root), (ArtifactRole.VERITY, slot.verity)):
+            artifact = release.artifacts[role]
+            directory, _, name = artifact.target_path.rpartition("/")
+            path = repo / "targets" / directory / f"{artifact.sha256}.{name}"
+            with open(device, "r+b") as handle:  # an older release's bytes, on the device
+                handle.seek(part.offset)
+                for _ in range(part.size >> 20):
+                    handle.write(old)
+                os.fsync(handle.fileno())
+
+            def stream(offset: int, path: Path = path) -> Iterator[bytes]:
+                with open(path, "rb") as source:
+                    source.seek(offset)
+                    while chunk := source.read(1 << 20):
+                        yield chunk
+
+            start = time.monotonic()
+            write_artifact(device, part, artifact, stream, Progress(), lambda _: None, lambda _: None)
+            written = time.monotonic()
+            if not read_back(device, part, artifact, lambda _: None):
+                raise SystemExit(f"{artifact.target_path}: read back does not match")
+            times[role.value] = {
+                "write_s": round(written - start, 2),
+                "read_back_s": round(time.monotonic() - written, 2),
+                "on": "loop device" if device != str(disk) else "file",
+            }
+    return times
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--root-mib", type=int, default=256, help="size of the release's root payload"
+    )
+    parser.add_argument(
+        "--slot-mib", type=int, default=0, help="root slot size (default: the payload + 1/8 + 16 MiB)"
     )
     parser.add_argument("--workdir", type=Path, default=cache_dir() / "bench-agent")
     args = parser.parse_args()
     fx = _fixtures()
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
-    slot_mib = args.root_mib + args.root_mib // 8 + 16
+    slot_mib = args.slot_mib or args.root_mib + args.root_mib // 8 + 16
+    load_before = os.getloadavg()
     print(
         f"building releases (root payload {args.root_mib} MiB, slots {slot_mib} MiB) in {args.workdir}"
     )
     out = args.workdir / "releases"
     releases = {
-        "1.0": fx.build_release(out, "1.0", 4 << 20, slot_mib),
-        "1.1": fx.build_release(out, "1.1", args.root_mib << 20, slot_mib),
+        "1.0": fx.build_release(out, "1.0", 4 << 20, slot_mib, whole_slot=True),
+        "1.1": fx.build_release(out, "1.1", args.root_mib << 20, slot_mib, whole_slot=True),
     }
     base_disk = args.workdir / "base.raw"
     fx.make_disk(base_disk, releases["1.0"], slot_mib)
@@ -128,12 +199,17 @@ def main() -> int:
             check=True,
         )
     dd_s = time.monotonic() - start
+    shutil.copyfile(base_disk, args.workdir / "writer.raw")
+    writer = _writer_times(args.workdir / "writer.raw", repo, "1.1")
 
-    targets = sum(p.stat().st_size for p in (repo / "targets/berth/1.1").iterdir())
+    wire = {p.name.split(".", 1)[1]: p.stat().st_size for p in (repo / "targets/berth/1.1").iterdir()}
+    targets = sum(wire.values())
     figures = {
         "root_payload_mib": args.root_mib,
+        "slot_mib": slot_mib,
         "installed_bytes": installed,
         "target_bytes": targets,
+        "wire_bytes": wire,
         "downloaded_bytes": downloaded,
         "agent_update_s": round(agent_s, 2),
         "dd_fsync_s": round(dd_s, 2),
@@ -142,6 +218,8 @@ def main() -> int:
         "dd_mib_per_s": round(installed / dd_s / 2**20, 1),
         "rss_idle_mib": round(idle_rss / 1024, 1),
         "rss_writing_peak_mib": round(peak_rss / 1024, 1),
+        "writer": writer,
+        "load_average": [round(x, 2) for x in (*load_before, *os.getloadavg())],
     }
     print(
         f"installed {installed / 2**20:.1f} MiB (root + verity) from {downloaded / 2**20:.1f} MiB downloaded "
@@ -157,6 +235,10 @@ def main() -> int:
     print(
         f"agent RSS: idle {figures['rss_idle_mib']} MiB, writing (peak) {figures['rss_writing_peak_mib']} MiB"
     )
+    print("on the wire: " + ", ".join(f"{n} {b / 2**20:.1f} MiB" for n, b in sorted(wire.items())))
+    for role, t in writer.items():
+        print(f"writer, {role} on a {t['on']}: write {t['write_s']} s, read back {t['read_back_s']} s")
+    print(f"load average (1/5/15 min) before {load_before}, after {os.getloadavg()}")
     print(json.dumps(figures))
     shutil.rmtree(args.workdir, ignore_errors=True)
     return 0

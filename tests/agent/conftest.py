@@ -26,14 +26,17 @@ from pathlib import Path
 import pytest
 import yaml
 
+from builder.layout import verity_size
 from updater.repository import init_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SLOT_MIB = 16  # root slot; its verity slot is a 16th of it, in whole MiB (sfdisk aligns to 1 MiB)
+SLOT_MIB = 16  # root slot; its verity slot is sized as the builder sizes it
 
 
 def verity_mib(slot_mib: int) -> int:
-    return max(1, slot_mib // 16)
+    return verity_size(slot_mib << 20) >> 20
+
+
 TYPES = {
     "esp": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
     "root": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
@@ -53,8 +56,13 @@ class BuiltRelease:
     uki_sha256: str
 
 
-def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: int = SLOT_MIB) -> BuiltRelease:
-    """A small real release: erofs root, real dm-verity tree, a stand-in UKI, manifest.json."""
+def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: int = SLOT_MIB,
+                  whole_slot: bool = False) -> BuiltRelease:
+    """A small real release: erofs root, real dm-verity tree, a stand-in UKI, manifest.json.
+
+    ``whole_slot``: as `berth build` makes them, the root image is the whole slot (the
+    erofs, then zeros), hashed in 512-byte blocks like systemd-repart 254, and the verity
+    image is the whole verity slot."""
     directory = out / f"berth_{version}"
     src = out / f"src-{version}"
     (src / "usr/lib").mkdir(parents=True)
@@ -62,10 +70,15 @@ def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: 
     (src / "blob").write_bytes(os.urandom(blob_bytes // 2) + bytes(blob_bytes // 2))
     directory.mkdir(parents=True)
     subprocess.run(["mkfs.erofs", "--quiet", "-T0", str(directory / "root.erofs"), str(src)], check=True)
+    blocks = ["--data-block-size=512", "--hash-block-size=512"] if whole_slot else []
+    if whole_slot:
+        os.truncate(directory / "root.erofs", slot_mib << 20)
     out_text = subprocess.run(
-        ["veritysetup", "format", str(directory / "root.erofs"), str(directory / "root.verity")],
+        ["veritysetup", "format", *blocks, str(directory / "root.erofs"), str(directory / "root.verity")],
         check=True, capture_output=True, text=True,
     ).stdout
+    if whole_slot:
+        os.truncate(directory / "root.verity", verity_mib(slot_mib) << 20)
     roothash = re.search(r"Root hash:\s+([0-9a-f]{64})", out_text)[1]  # type: ignore[index]
     # A stand-in for a UKI: what matters to the boot path is its .cmdline (roothash=).
     uki = b"MZ" + bytes(510) + f".cmdline\0roothash={roothash} console=ttyS0\0".encode() + os.urandom(4096)

@@ -39,7 +39,9 @@ _ZEROS = bytes(ZERO_BLOCK)
 _ZERO_WRITE = bytes(1 << 20)
 BLKZEROOUT = 0x127F  # _IO(0x12, 127) in <linux/fs.h>
 # What a device (or a file) answers when it has no zero-out: write the zeros instead.
-_NO_ZEROOUT = (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL)
+# EBUSY too: on a whole disk whose other partitions are mounted (/var, the ESP) the
+# kernel may only invalidate the range's cached pages, and a dirty one refuses.
+_NO_ZEROOUT = (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL, errno.EBUSY)
 
 
 class WriteError(RuntimeError):
