@@ -166,8 +166,7 @@ def format_update_log(log: dict[str, Any]) -> str:
         f"updates of group {log['group']} (at most {limit} started per {period}, and in flight)"
     ]
     lines += [
-        f"{s:<23}  {f:<23}  {n:<{node}}  {v:<{version}}  {o}"
-        for s, f, n, v, o in [header, *rows]
+        f"{s:<23}  {f:<23}  {n:<{node}}  {v:<{version}}  {o}" for s, f, n, v, o in [header, *rows]
     ]
     if not rows:
         lines.append("(no updates started)")
