@@ -14,7 +14,14 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from updater.release import ArtifactRole, Release, ReleaseArtifact, release_custom, target_path
+from updater.release import (
+    TARGET_COMPRESSION,
+    ArtifactRole,
+    Release,
+    ReleaseArtifact,
+    release_custom,
+    target_path,
+)
 
 
 def synthetic_release(version: str, *, image_id: str = "berth", withdrawn: bool = False) -> Release:
@@ -27,7 +34,7 @@ def synthetic_release(version: str, *, image_id: str = "berth", withdrawn: bool 
             target_path(image_id, version, role),
             1 << 20,
             digest(role, "wire"),
-            "zstd" if role is ArtifactRole.ROOT else "none",
+            TARGET_COMPRESSION[role],
             2 << 20,
             digest(role, "installed"),
         )
