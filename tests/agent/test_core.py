@@ -119,8 +119,8 @@ def test_boot_entries_parse_and_sort_like_systemd_boot() -> None:
     # Trailing zeros: 1.1.0 is newer than 1.0.0 (and 1.0.1 than 1.0).
     trailing = parse_entries(["berth_1.0.0.efi", "berth_1.0.1.efi", "berth_1.1.0.efi", "berth_1.0.efi"])
     assert [e.version for e in boot_order(trailing)][:2] == ["1.1.0", "1.0.1"]
-    counting = parse_entry(staged_filename("berth", "1.2"))
-    assert counting and (counting.tries_left, counting.tries_done, counting.blessed) == (3, 0, False)
+    counting = parse_entry(staged_filename("berth", "1.2", 2))
+    assert counting and (counting.tries_left, counting.tries_done, counting.blessed) == (2, 0, False)
     assert parse_entry("my_image_1.2.efi").image_id == "my_image"  # type: ignore[union-attr]
 
 

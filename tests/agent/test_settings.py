@@ -36,6 +36,7 @@ def test_defaults_then_files_then_credentials(tmp_path: Path) -> None:
      ("auto_reboot: 3\n", "setting 'auto_reboot' must be bool"),
      ("- a list\n", "must be a mapping"),
      ("group: [\n", "not valid YAML"),
+     ("boot_tries: 0\n", "setting 'boot_tries': must be 1 to 9, got 0"),
      ("maintenance_window: nightly\n", "setting 'maintenance_window': maintenance window must look like")],
 )
 def test_bad_config_names_key_and_file(tmp_path: Path, text: str, message: str) -> None:

@@ -36,6 +36,12 @@ def test_update_stages_new_version_with_tries_and_reboots(host: Host, server: Se
     assert targets < server.bytes_sent < targets + (64 << 10)
 
 
+def test_boot_tries_setting_names_the_staged_entrys_counter(host: Host, server: Server) -> None:
+    host.settings(boot_tries=2)
+    host.agent("run", "--once")
+    assert host.entries() == ["berth_1.1+2.efi", "berth_1.0.efi"]
+
+
 def test_release_published_with_an_uncompressed_verity_target_installs_and_withdraws(
     host_of: Any, server: Server, keys_dir: Path, releases: Any, publish_release: Any, cli: Any,
     monkeypatch: pytest.MonkeyPatch,

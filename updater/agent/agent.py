@@ -285,7 +285,7 @@ class Agent:
             return  # installed before a power cut cut the state update short
         uki = release.artifacts[ArtifactRole.UKI]
         info = repo.target(uki.target_path)
-        facts.esp.install(staged_filename(release.image_id, release.version),
+        facts.esp.install(staged_filename(release.image_id, release.version, self.settings.boot_tries),
                           repo.stream(info, 0), info.length, info.hashes["sha256"])
 
     def _progress(self, what: str, done: int, total: int) -> None:

@@ -17,8 +17,6 @@ from updater.wire import Version
 
 # Versions have at most this many dotted parts (updater.wire.Version).
 MAX_VERSION_PARTS = 4
-# Tries a freshly staged entry gets (systemd's documented default is 3 too).
-STAGED_TRIES = 3
 
 _NAME = re.compile(
     r"^(?P<image_id>.+)_(?P<version>[0-9]+(?:\.[0-9]+){0,3})"
@@ -59,8 +57,8 @@ def parse_entry(filename: str) -> BootEntry | None:
     )
 
 
-def staged_filename(image_id: str, version: str) -> str:
-    return f"{image_id}_{version}+{STAGED_TRIES}.efi"
+def staged_filename(image_id: str, version: str, tries: int) -> str:
+    return f"{image_id}_{version}+{tries}.efi"
 
 
 def parse_entries(filenames: list[str]) -> list[BootEntry]:

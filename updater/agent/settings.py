@@ -34,6 +34,7 @@ SETTINGS: tuple[tuple[str, type, Any, str], ...] = (
     ("disk", str, "", "disk holding the slots; default: the disk of the booted root partition"),
     ("auto_reboot", bool, True, "reboot by itself once an update is staged"),
     ("maintenance_window", str, "", "standalone only: daily UTC window for reboots, e.g. 02:00-04:00"),
+    ("boot_tries", int, 3, "boots systemd-boot gives a new version before it falls back (1-9)"),
     ("bless_timeout_s", int, 900, "a new boot not blessed after this long is rebooted (spends a try)"),
     ("reboot_command", str, "systemctl reboot", "command that reboots the host"),
     ("lock_retry_s", int, 60, "seconds between reboot-lock attempts when the fleet is busy"),
@@ -54,6 +55,7 @@ class AgentSettings:
     disk: str
     auto_reboot: bool
     maintenance_window: str
+    boot_tries: int
     bless_timeout_s: int
     reboot_command: str
     lock_retry_s: int
@@ -127,6 +129,8 @@ def load_settings(config_file: Path, credentials_dir: Path | None) -> AgentSetti
     state_dir = cred_values.get("state_dir", values["state_dir"])
     values.update(_yaml_file(Path(state_dir) / "agent.yaml"))
     values.update(cred_values)
+    if not 1 <= values["boot_tries"] <= 9:
+        raise UserError(f"setting 'boot_tries': must be 1 to 9, got {values['boot_tries']}")
     if values["maintenance_window"]:
         try:
             Window.parse(values["maintenance_window"])
