@@ -244,9 +244,10 @@ class Lab:
 
     def boot(
         self, name: str, artifact: Path, *, group: str, bless_timeout_s: int = 600,
-        memory_mb: int = 1536, cpus: int = 2,
+        boot_tries: int | None = None, memory_mb: int = 1536, cpus: int = 2,
     ) -> Host:
-        """Boot a host provisioned for the lab's fleet server through SMBIOS credentials."""
+        """Boot a host provisioned for the lab's fleet server through SMBIOS credentials
+        (``boot_tries``: the agent's setting; None keeps its default)."""
         if not self.server_url:
             raise RuntimeError("start the fleet server (Lab.serve) before booting hosts")
         port = int(self.server_url.rsplit(":", 1)[1])
@@ -260,6 +261,7 @@ class Lab:
                 "berth.poll_interval_s": "5",
                 "berth.lock_retry_s": "5",
                 "berth.bless_timeout_s": str(bless_timeout_s),
+                **({"berth.boot_tries": str(boot_tries)} if boot_tries is not None else {}),
             },
         )
         host = Host(name, vm, group, self.narrate)
