@@ -211,11 +211,10 @@ class Agent:
         refusal = may_write_slot(target.slot, facts.booted_slot.name, boot_blessed(facts.esp.entries(), facts.booted.version))
         if refusal:
             return self._give_up(state, f"slot {target.slot} may not be written: {refusal}")
-        repo, releases = self.signed_releases()
-        match = [r for r in releases if r.image_id == target.image_id and r.version == target.version]
-        if not match or match[0].withdrawn:
+        signed = self._signed_target(target)
+        if signed is None:
             return self._give_up(state, f"release {target.version} is no longer offered")
-        release = match[0]
+        repo, release = signed
         slot = facts.slots[target.slot]
         try:
             if state.state == m.State.WRITING:
@@ -228,6 +227,12 @@ class Agent:
         state = self.store.save(m.mark_staged(state))
         state = self._report(state, ReportEvent.STAGED, target)
         return self._staged(state, facts)
+
+    def _signed_target(self, target: m.Target) -> tuple[TufRepository, Release] | None:
+        """The repository and the signed release ``target`` names, unless it was withdrawn."""
+        repo, releases = self.signed_releases()
+        match = [r for r in releases if r.image_id == target.image_id and r.version == target.version]
+        return (repo, match[0]) if match and not match[0].withdrawn else None
 
     def _write_slot(
         self, state: m.AgentState, facts: Facts, repo: TufRepository, release: Release, slot: Slot
@@ -281,9 +286,14 @@ class Agent:
         root_label, verity_label = slot_labels(release.image_id, release.version)
         relabel(facts.disk, {slot.root.index: (root_uuid, root_label),
                              slot.verity.index: (verity_uuid, verity_label)})
-        if entries_for(facts.esp.entries(), release.version):
-            return  # installed before a power cut cut the state update short
         uki = release.artifacts[ArtifactRole.UKI]
+        installed = entries_for(facts.esp.entries(), release.version)
+        if any(facts.esp.holds(e.filename, uki.installed_size, uki.installed_sha256) for e in installed):
+            return  # installed before a power cut cut the state update short
+        for entry in installed:  # what a power cut left of an earlier install
+            log("warning", f"{entry.filename} is not the signed UKI; installing it again",
+                version=release.version)
+            facts.esp.remove(entry)
         info = repo.target(uki.target_path)
         facts.esp.install(staged_filename(release.image_id, release.version, self.settings.boot_tries),
                           repo.stream(info, 0), info.length, info.hashes["sha256"])
@@ -320,6 +330,17 @@ class Agent:
         if not self.fleet.take_reboot_lock():
             notify(STATUS=f"{target.version} staged; waiting for a reboot lock")
             return self.settings.lock_retry_s
+        # A power cut since staging may have left the entry short (vfat): check it once
+        # more against the signed UKI right before the reboot that depends on it.
+        signed = self._signed_target(target)
+        try:
+            if signed is None:
+                raise WriteError(f"release {target.version} is no longer offered")
+            self._stage(facts, *signed, facts.slots[target.slot])
+        except (WriteError, EspError) as error:
+            self.fleet.release_reboot_lock()
+            self._invalidate(facts, target.slot)
+            return self._give_up(state, str(error))
         state = self.store.save(m.mark_rebooting(state))
         self._report(state, ReportEvent.REBOOTING, target)
         return self._reboot()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from updater.agent.entries import BootEntry, parse_entries
 from updater.agent.failpoint import durable
-from updater.atomic import fsync_dir
+from updater.atomic import fsync_dir, fsync_file
 
 
 class EspError(RuntimeError):
@@ -44,10 +44,25 @@ class Esp:
                 raise EspError(f"{filename}: {written} bytes with sha256 {digest.hexdigest()[:16]}… "
                                f"do not match the signed target")
             os.replace(temp, self.linux / filename)
+            # vfat keeps a file's size and first cluster in its directory entry, which a
+            # rename writes empty and the file's own fsync fills in: without this a power
+            # cut leaves a 0-byte entry (seen in QEMU), whatever the directory's fsync did.
+            fsync_file(self.linux / filename)
         finally:
             temp.unlink(missing_ok=True)
         fsync_dir(self.linux)
         durable(f"esp install {filename}")
+
+    def holds(self, filename: str, length: int, sha256: str) -> bool:
+        """Whether the entry ``filename`` is exactly the signed UKI (read from the ESP)."""
+        path = self.linux / filename
+        try:
+            if path.stat().st_size != length:
+                return False
+            with open(path, "rb") as handle:
+                return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
+        except FileNotFoundError:
+            return False
 
     def remove(self, entry: BootEntry) -> None:
         (self.linux / entry.filename).unlink(missing_ok=True)
