@@ -333,27 +333,36 @@ class Store:
     # The time is read once the group's transaction holds its lock, so that leases
     # are judged, and events logged, in the order the transactions commit.
 
-    def lock(
-        self, policy: GroupPolicy, node_id: str, clock: Callable[[], float]
+    def _change_locks(
+        self,
+        policy: GroupPolicy,
+        clock: Callable[[], float],
+        change: Callable[[list[lockmath.Holder], float], lockmath.LockResult],
     ) -> lockmath.LockResult:
         with self._write(policy.name):
             now = clock()
             before = self._holders(policy.name)
-            result = lockmath.acquire(
-                before, node_id, policy.max_concurrent_reboots, policy.lock_ttl_s, now
-            )
+            result = change(before, now)
             self._apply_locks(policy, before, result, now)
             return result
+
+    def lock(
+        self, policy: GroupPolicy, node_id: str, clock: Callable[[], float]
+    ) -> lockmath.LockResult:
+        return self._change_locks(
+            policy,
+            clock,
+            lambda before, now: lockmath.acquire(
+                before, node_id, policy.max_concurrent_reboots, policy.lock_ttl_s, now
+            ),
+        )
 
     def unlock(
         self, policy: GroupPolicy, node_id: str, clock: Callable[[], float]
     ) -> lockmath.LockResult:
-        with self._write(policy.name):
-            now = clock()
-            before = self._holders(policy.name)
-            result = lockmath.release(before, node_id, now)
-            self._apply_locks(policy, before, result, now)
-            return result
+        return self._change_locks(
+            policy, clock, lambda before, now: lockmath.release(before, node_id, now)
+        )
 
     def lock_log(self, group: str, since: float | None = None) -> list[dict[str, Any]]:
         """The group's lock events in the order they happened (from ``since`` on, if given)."""
