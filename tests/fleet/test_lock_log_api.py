@@ -109,17 +109,3 @@ def test_berth_fleet_locks_prints_the_log_and_the_peak(make_fleet: Any, berth: A
     assert document["most_held"]["count"] == 2
     assert document["most_held"]["holders"] == ["node-a", "b"]
     assert document["most_held"]["at"] == document["events"][1]["at"]
-
-
-def test_berth_fleet_locks_errors_are_one_line(make_fleet: Any, berth: Any) -> None:
-    fleet = make_fleet({"default": {}})
-    empty = berth("fleet", "locks", "default", "--server", fleet.url, "--token", TOKEN)
-    assert empty.stdout.splitlines()[2:] == [
-        "(no lock events recorded)",
-        "most held at once: 0 of 1",
-    ]
-    unknown = berth("fleet", "locks", "nope", "--server", fleet.url, "--token", TOKEN)
-    assert unknown.returncode == 1
-    assert (
-        unknown.stderr.strip() == "berth: error: /admin/locks/nope: HTTP 404: unknown group 'nope'"
-    )

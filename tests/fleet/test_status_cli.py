@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from updater.wire import Report, ReportEvent
 
 
@@ -67,3 +69,29 @@ def test_status_errors_are_one_line(make_fleet: Any, berth: Any) -> None:
     bad_targets = berth("serve", "--config", str(fleet.config), "--port", "1")
     assert bad_targets.returncode == 1
     assert "targets.json: not a usable targets.json" in bad_targets.stderr
+
+
+@pytest.mark.parametrize(
+    "verb, empty",
+    [
+        ("locks", ["(no lock events recorded)", "most held at once: 0 of 1"]),
+        (
+            "updates",
+            [
+                "(no updates started)",
+                "most started in any 1h: 0 of 100; most in flight at once: 0 of 100",
+            ],
+        ),
+    ],
+)
+def test_group_logs_say_when_empty_and_errors_are_one_line(
+    make_fleet: Any, berth: Any, verb: str, empty: list[str]
+) -> None:
+    fleet = make_fleet({"default": {}})
+    token = ("--server", fleet.url, "--token", "admin-secret")
+    assert berth("fleet", verb, "default", *token).stdout.splitlines()[2:] == empty
+    unknown = berth("fleet", verb, "nope", *token)
+    assert unknown.returncode == 1
+    assert (
+        unknown.stderr.strip() == f"berth: error: /admin/{verb}/nope: HTTP 404: unknown group 'nope'"
+    )

@@ -163,18 +163,3 @@ def test_berth_fleet_updates_prints_the_log_and_the_peaks(make_fleet: Any, berth
     assert [u["node_id"] for u in document["updates"]] == ["node-a", "b", "c"]
     assert document["rate"] == {"max_updates": 3, "period_s": 7200.0}
     assert (document["most_started_in_any_period"], document["most_in_flight"]) == (3, 2)
-
-
-def test_berth_fleet_updates_errors_are_one_line(make_fleet: Any, berth: Any) -> None:
-    fleet = make_fleet({"default": {}})
-    empty = berth("fleet", "updates", "default", "--server", fleet.url, "--token", TOKEN)
-    assert empty.stdout.splitlines()[2:] == [
-        "(no updates started)",
-        "most started in any 1h: 0 of 100; most in flight at once: 0 of 100",
-    ]
-    unknown = berth("fleet", "updates", "nope", "--server", fleet.url, "--token", TOKEN)
-    assert unknown.returncode == 1
-    assert (
-        unknown.stderr.strip()
-        == "berth: error: /admin/updates/nope: HTTP 404: unknown group 'nope'"
-    )
