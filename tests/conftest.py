@@ -3,12 +3,40 @@ every area (builder checks, QEMU boots, end-to-end updates)."""
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 ImageBuilder = Callable[..., Path]
+
+# What the image builds, VM disks and published releases of one whole run take
+# at their peak (the README's figures give the measured peak), with room to spare. Short of it, a run would die minutes in on ENOSPC errors
+# that name no cause.
+SLOW_RUN_NEEDS_GIB = 24
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not any(item.get_closest_marker("slow") for item in items):
+        return
+    cache = Path(os.environ.get("BERTH_CACHE", Path.home() / ".cache" / "berth"))
+    cache.mkdir(parents=True, exist_ok=True)
+    scratch = Path(config.option.basetemp or os.environ.get("TMPDIR", "/tmp")).absolute()
+    while not scratch.exists():
+        scratch = scratch.parent
+    free = {str(path): shutil.disk_usage(path).free for path in (scratch, cache)}
+    short = {path: bytes_ for path, bytes_ in free.items() if bytes_ < SLOW_RUN_NEEDS_GIB << 30}
+    if short:
+        shown = ", ".join(
+            f"{path}: {bytes_ / (1 << 30):.1f} GiB free" for path, bytes_ in short.items()
+        )
+        pytest.exit(
+            f"the image and QEMU tests need about {SLOW_RUN_NEEDS_GIB} GiB free ({shown}); "
+            "free some space, point TMPDIR or --basetemp elsewhere, or run -m 'not slow'",
+            returncode=pytest.ExitCode.USAGE_ERROR,
+        )
 
 
 @pytest.fixture(scope="session")
