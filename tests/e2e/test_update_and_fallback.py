@@ -52,6 +52,8 @@ def test_update_to_v2_through_the_fleet_keeps_v1_as_fallback_and_the_container_w
 ) -> None:
     host.start_app(app_archive)
     assert host.app_starts() == 1
+    machine_id = host.run("cat /etc/machine-id").stdout.strip()
+    assert machine_id == host.node_id  # derived from the VM's SMBIOS UUID, not stored on /var
     done = scenarios.update(lab, host, release(V2), with_app=True)
 
     assert (done.ready.version, done.ready.slot) == (V2, "b")
@@ -68,6 +70,7 @@ def test_update_to_v2_through_the_fleet_keeps_v1_as_fallback_and_the_container_w
     # Scenario 5: the engine restarted the container on v2, with the data it wrote on v1.
     assert host.app_running()
     assert host.app_starts() == 2
+    assert host.run("cat /etc/machine-id").stdout.strip() == machine_id
 
 
 def test_v3_goes_into_slot_a_in_place_of_v1(lab: Lab, host: Host, release: Callable[[str], Path]) -> None:
