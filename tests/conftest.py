@@ -13,8 +13,8 @@ import pytest
 ImageBuilder = Callable[..., Path]
 
 # What the image builds, VM disks and published releases of one whole run take
-# at their peak (13.3 GiB measured: see the README), with half as much again to spare. Short of it, a run would die minutes in on ENOSPC errors
-# that name no cause.
+# at their peak (13.3 GiB measured: see the README), with half as much again to
+# spare. Short of it, a run would die minutes in on ENOSPC errors naming no cause.
 SLOW_RUN_NEEDS_GIB = 20
 
 
