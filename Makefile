@@ -17,4 +17,4 @@ test: setup
 lint: setup
 	@$(VENV)/bin/ruff check builder updater qemu cli tests bench scripts
 	@# qemu/ is a namespace package beside PyPI's qemu.qmp: name its files.
-	@$(VENV)/bin/mypy --explicit-package-bases builder updater cli qemu/*.py
+	@$(VENV)/bin/mypy --explicit-package-bases builder updater cli qemu/*.py bench/*.py

@@ -79,28 +79,26 @@ def _block_device(disk: Path) -> Iterator[str]:
         subprocess.run(["losetup", "--detach", device], check=True)
 
 
-def _writer_times(disk: Path, repo: Path, version: str) -> dict[str, dict[str, float]]:
+def _writer_times(disk: Path, repo: Path, version: str) -> dict[str, dict[str, float | str]]:
     """Stream each slot target from the repository's file into slot b, then read it back."""
     from updater.agent.gpt import read_partitions
     from updater.agent.machine import Progress
     from updater.agent.slots import find_slots
     from updater.agent.writer import read_back, write_artifact
-    from updater.release import ArtifactRole, releases_from_targets
+    from updater.release import ArtifactRole, releases_from_targets, stored_target_path
 
     signed = json.loads((repo / "metadata/targets.json").read_text())["signed"]
     release = next(r for r in releases_from_targets(signed) if r.version == version)
-    times = {}
+    times: dict[str, dict[str, float | str]] = {}
     old = b"\xff" * (1 << 20)
     with _block_device(disk) as device:
         slot = find_slots(read_partitions(device))["b"]
         for role, part in ((ArtifactRole.ROOT, slot.root), (ArtifactRole.VERITY, slot.verity)):
             artifact = release.artifacts[role]
-            directory, _, name = artifact.target_path.rpartition("/")
-            path = repo / "targets" / directory / f"{artifact.sha256}.{name}"
+            path = repo / "targets" / stored_target_path(artifact.target_path, artifact.sha256)
             with open(device, "r+b") as handle:  # an older release's bytes, on the device
                 handle.seek(part.offset)
-                for _ in range(part.size >> 20):
-                    handle.write(old)
+                handle.writelines(old for _ in range(part.size >> 20))
                 os.fsync(handle.fileno())
 
             def stream(offset: int, path: Path = path) -> Iterator[bytes]:

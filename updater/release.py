@@ -46,6 +46,13 @@ def target_path(image_id: str, version: str, role: ArtifactRole) -> str:
     return f"{image_id}/{version}/{TARGET_FILENAMES[role]}"
 
 
+def stored_target_path(path: str, sha256: str) -> str:
+    """Where a consistent-snapshot repository keeps the target ``path``: its file
+    name prefixed with its hash, so a release's bytes never change under a client."""
+    directory, _, name = path.rpartition("/")
+    return f"{directory}/{sha256}.{name}" if directory else f"{sha256}.{name}"
+
+
 @dataclass(frozen=True)
 class ReleaseArtifact:
     role: ArtifactRole

@@ -27,6 +27,7 @@ from updater.release import (
     ReleaseArtifact,
     release_custom,
     releases_from_targets,
+    stored_target_path,
     target_path,
 )
 from updater.wire import Version, WireError
@@ -224,8 +225,7 @@ class Repository:
         with open(temp, "rb+") as handle:
             os.fsync(handle.fileno())
         sha256, length = _sha256(temp), temp.stat().st_size
-        # Consistent snapshot: the client asks for <sha256>.<name>.
-        os.replace(temp, self.targets_dir / directory / f"{sha256}.{name}")
+        os.replace(temp, self.targets_dir / stored_target_path(path, sha256))
         return ReleaseArtifact(role, path, length, sha256, compression, source.stat().st_size, installed_sha256)
 
     def withdraw(self, image_id: str, version: str, timestamp_days: int | None = None) -> None:

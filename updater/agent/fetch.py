@@ -20,7 +20,7 @@ from tuf.api.metadata import TargetFile
 from tuf.ngclient import FetcherInterface, Updater
 
 from updater.agent.statefile import atomic_write
-from updater.release import Release, releases_from_targets
+from updater.release import Release, releases_from_targets, stored_target_path
 
 CHUNK = 1 << 20
 
@@ -90,11 +90,10 @@ class TufRepository:
         return info
 
     def url(self, info: TargetFile) -> str:
-        directory, _, name = info.path.rpartition("/")
         root = json.loads((self.metadata_dir / "root.json").read_bytes())["signed"]
         if root.get("consistent_snapshot"):
-            name = f"{info.hashes['sha256']}.{name}"
-        return f"{self.targets_url}{directory}/{name}" if directory else f"{self.targets_url}{name}"
+            return f"{self.targets_url}{stored_target_path(info.path, info.hashes['sha256'])}"
+        return f"{self.targets_url}{info.path}"
 
     def stream(self, info: TargetFile, offset: int) -> Iterator[bytes]:
         return self.fetcher.stream(self.url(info), offset)
