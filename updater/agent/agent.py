@@ -16,15 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-
-import requests
-from tuf.api import exceptions as tuf_errors
+from typing import TYPE_CHECKING
 
 from cli.errors import UserError
 from updater.agent import machine as m
 from updater.agent.entries import BootEntry, entries_for, staged_filename
 from updater.agent.esp import Esp, EspError
-from updater.agent.fetch import TufRepository
 from updater.agent.gpt import Partition, read_partitions, relabel
 from updater.agent.host import Booted, HostPaths, booted, disk_of_partition, find_esp, machine_id
 from updater.agent.journal import log, notify
@@ -53,13 +50,23 @@ from updater.agent.writer import StreamEnded, WriteError, read_back, write_artif
 from updater.release import ArtifactRole, Release
 from updater.wire import Report, ReportEvent, Version
 
+if TYPE_CHECKING:
+    from updater.agent.fetch import TufRepository
+
 # Failures after which a later step may simply try again (the state is kept).
-RETRYABLE = (
-    tuf_errors.DownloadError,
-    requests.RequestException,
-    StreamEnded,
-    OSError,
-)
+def retryable_errors() -> tuple[type[Exception], ...]:
+    # TUF and requests load only when a step meets an error (or fetches): the
+    # agent's start and idle process stay small (see service.py).
+    import requests
+    from tuf.api import exceptions as tuf_errors
+
+    return (tuf_errors.DownloadError, requests.RequestException, StreamEnded, OSError)
+
+
+def refused_errors() -> type[Exception]:
+    from tuf.api import exceptions as tuf_errors
+
+    return tuf_errors.RepositoryError
 SLOT_ROLES = (ArtifactRole.ROOT, ArtifactRole.VERITY)
 
 
@@ -116,6 +123,8 @@ class Agent:
             url = self.settings.effective_repo_url
             if not url:
                 raise UserError("no repository: set repo_url or server_url")
+            from updater.agent.fetch import TufRepository
+
             repo = TufRepository(self.state_dir / "tuf", url, self.trusted_root())
             self._signed = (repo, repo.refresh())
         return self._signed
@@ -136,9 +145,9 @@ class Agent:
         }
         try:
             return handlers[state.state](state, facts)
-        except RETRYABLE as error:
+        except retryable_errors() as error:
             log("error", f"{state.state.value}: {error}; will retry", state=state.state.value)
-        except tuf_errors.RepositoryError as error:
+        except refused_errors() as error:
             log("error", f"repository metadata refused: {error}", state=state.state.value)
         return self.settings.poll_interval_s
 

@@ -55,6 +55,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _check_user(args: argparse.Namespace) -> int:
-    from updater.agent.service import run_user_checks
+    # Not the whole agent: this runs on every boot's path (berth-check-user.service).
+    from updater.agent.host import HostPaths
+    from updater.agent.usercheck import check_directories, run_user_checks
 
-    return run_user_checks(_agent(args))
+    return run_user_checks(check_directories(HostPaths.under(args.host_root)))

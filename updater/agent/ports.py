@@ -8,10 +8,13 @@ speaks to `berth serve` through updater.client.FleetClient.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from updater.agent.journal import log
 from updater.wire import Report
+
+if TYPE_CHECKING:
+    from updater.client import FleetClient
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,18 @@ class Standalone:
 
 class ServerFleet:
     def __init__(self, server_url: str, node_id: str, group: str, token: str = "") -> None:
-        from updater.client import FleetClient
+        self._params = (server_url, node_id, group, token or None)
+        self._client: FleetClient | None = None
 
-        self.client = FleetClient(server_url, node_id, group, token=token or None)
+    @property
+    def client(self) -> FleetClient:
+        # Made on first use: the HTTP stack loads in the agent's step, not at its start.
+        if self._client is None:
+            from updater.client import FleetClient
+
+            server_url, node_id, group, token = self._params
+            self._client = FleetClient(server_url, node_id, group, token=token)
+        return self._client
 
     def offer(self, current: str, bad: tuple[str, ...], image_id: str) -> Offer:
         from updater.client import FleetError

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -33,22 +32,67 @@ def make_agent(host_root: Path) -> Agent:
 
 
 def run(agent: Agent, once: bool) -> int:
-    notify(READY="1", STATUS="starting")
+    # Ready means healthy: the facts `berth agent check` reports (slots, boot
+    # entries, state) are read before READY=1, so the health check unit needs
+    # only the unit's state and no second Python process on the boot's path.
+    report = status(agent)
+    notify(READY="1", STATUS=f"{report['state']} on slot {report['booted']['slot']}")
     log("info", f"agent started (node {agent.node_id()}, group {agent.settings.group})")
+    if once:
+        step(agent)
+        return 0
     while True:
-        try:
-            delay = agent.step()
-        except UserError:
-            raise
-        except Exception as error:  # noqa: BLE001 - the service keeps running and says why
-            log("error", f"step failed: {type(error).__name__}: {error}")
-            delay = agent.settings.poll_interval_s
-        if once:
-            return 0
+        delay = step_apart(agent)
         deadline = time.monotonic() + delay
         while (left := deadline - time.monotonic()) > 0:
             notify(WATCHDOG="1")
             time.sleep(min(left, WATCHDOG_PING_S))
+
+
+def step(agent: Agent) -> float:
+    """One step of the agent; the seconds until the next. Only a UserError stops the service."""
+    try:
+        return agent.step()
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the service keeps running and says why
+        log("error", f"step failed: {type(error).__name__}: {error}")
+        return float(agent.settings.poll_interval_s)
+
+
+def step_apart(agent: Agent) -> float:
+    """step() in a forked child, so that what a step loads (TUF, requests,
+    cryptography, HTTP sessions, write buffers) is given back when it ends and
+    the agent idles at the size of its core. The child feeds the watchdog as the
+    step itself did (NotifyAccess=all in the unit); the state the step changes is
+    on disk (state.json), so nothing needs to come back but the delay."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the parent's loop
+        os.close(reader)
+        code = 0
+        try:
+            answer = repr(step(agent))
+        except UserError as error:
+            answer, code = f"error {error}", 1
+        except BaseException as error:  # noqa: BLE001 - the parent says why
+            answer, code = f"crash {type(error).__name__}: {error}", 2
+        os.write(writer, answer.encode())
+        os._exit(code)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        answer = pipe.read().decode(errors="replace")
+    _, wait_status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(wait_status):
+        # Killed (OOM, a test's failpoint): as if the whole agent had been, so
+        # systemd's Restart= starts it afresh rather than the loop going on.
+        raise SystemExit(f"agent step killed by signal {os.WTERMSIG(wait_status)}")
+    if answer.startswith("error "):
+        raise UserError(answer.removeprefix("error "))
+    if answer.startswith("crash "):
+        log("error", f"step failed: {answer.removeprefix('crash ')}")
+        return float(agent.settings.poll_interval_s)
+    return float(answer)
 
 
 def status(agent: Agent) -> dict[str, Any]:
@@ -83,20 +127,3 @@ def render_status(report: dict[str, Any]) -> str:
     if report["bad_versions"]:
         lines.append(f"rolled back before: {', '.join(report['bad_versions'])}")
     return "\n".join(lines)
-
-
-def run_user_checks(agent: Agent) -> int:
-    """Run every executable in /etc/berth/health.d and <state_dir>/health.d; fail if one fails."""
-    directories = [agent.paths.config.parent / "health.d", Path(agent.settings.state_dir) / "health.d"]
-    failed = 0
-    for directory in directories:
-        if not directory.is_dir():
-            continue
-        for check in sorted(directory.iterdir()):
-            if not (check.is_file() and os.access(check, os.X_OK)):
-                continue
-            result = subprocess.run([str(check)], capture_output=True, text=True, timeout=300, check=False)
-            level = "info" if result.returncode == 0 else "error"
-            log(level, f"health check {check}: exit {result.returncode} {result.stderr.strip()[-200:]}")
-            failed += result.returncode != 0
-    return 1 if failed else 0
