@@ -10,8 +10,8 @@ Measured from the moment QEMU is started, on the host's clock:
 plus the time before the kernel starts (firmware, systemd-boot, loading the
 UKI: QEMU start to BERTH-READY minus the guest's uptime), systemd-analyze's
 split (kernel, initrd, userspace), the
-slowest units, and memory in use at idle (MemTotal - MemAvailable, 20 s after
-ready).
+slowest units, memory in use at idle (MemTotal - MemAvailable, 20 s after
+ready) and the agent's resident set then.
 
     ~/.cache/berth/venv/bin/python bench/boot.py out/berth_1.0.0 [--boots 3] [--json FILE]
 """
@@ -95,6 +95,10 @@ def one_boot(artifact: Path, engine: str, state: Path) -> dict[str, object]:
             for line in vm.run("cat /proc/meminfo").stdout.splitlines()
         }
         used_mib = (meminfo["MemTotal"] - meminfo["MemAvailable"]) / 1024
+        # The agent idle: its main process's resident set (between steps the
+        # service holds only its core; each step runs in a child that exits).
+        agent_pid = vm.run("systemctl show -P MainPID berth-agent.service").stdout.strip()
+        agent_rss_kib = int(vm.run(f"ps -o rss= -p {agent_pid}").stdout.strip() or 0)
         return {
             "accel": vm.accel.value,
             **{f"{key}_s": round(value, 1) for key, value in seen.items()},
@@ -104,6 +108,7 @@ def one_boot(artifact: Path, engine: str, state: Path) -> dict[str, object]:
             "systemd_analyze": analyze_split(analyze),
             "slowest_units": [line.strip() for line in blame],
             "idle_memory_mib": round(used_mib),
+            "agent_idle_rss_mib": round(agent_rss_kib / 1024, 1),
         }
 
 
@@ -136,7 +141,10 @@ def main() -> int:
         "boots": len(boots),
         **{
             f"median_{k}": median_of(boots, k)
-            for k in ("firmware_and_loader_s", "login_s", "ready_s", "engine_s", "idle_memory_mib")
+            for k in (
+                "firmware_and_loader_s", "login_s", "ready_s", "engine_s", "idle_memory_mib",
+                "agent_idle_rss_mib",
+            )
         },
         "median_systemd_analyze_s": {
             p: round(statistics.median(b["systemd_analyze"].get(p, 0.0) for b in boots), 2)  # type: ignore[attr-defined]

@@ -95,8 +95,11 @@ class VM:
         host_services: Mapping[int, int] | None = None,
         data_disk: Path | None = None,
         accel: Accel | None = None,
+        launcher: tuple[str, ...] = (),
     ) -> None:
         self.state = VmState(state_dir)
+        # A prefix QEMU is started under, e.g. qemu.throttle.cpu_quota()'s.
+        self.launcher = launcher
         self.ssh_port = free_port()
         self.accel = accel or choose_accel()
         self._runtime = tempfile.TemporaryDirectory(prefix="berth-vm-")  # short socket path
@@ -134,7 +137,8 @@ class VM:
         self.state.serial_log.unlink(missing_ok=True)
         with self.state.qemu_log.open("ab") as log:
             self._process = subprocess.Popen(
-                qemu_command(self.machine), stdin=subprocess.DEVNULL, stdout=log, stderr=log
+                [*self.launcher, *qemu_command(self.machine)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
             )
         assert self.machine.qmp_socket is not None
         process = self._process
