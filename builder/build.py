@@ -13,21 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from builder import artifacts, driver, fault, layout, manifest, uki
+from builder import artifacts, driver, fault, layout, manifest, payload, uki
 from builder.lint import lint
 from builder.settings import BuildSettings
 from cli.cache import cache_dir
 from cli.errors import UserError
 
 ARTIFACTS = ("disk.raw", "disk.qcow2", "root.erofs", "root.verity", "uki.efi")
-PYTHON_DIR = "usr/lib/berth/python"
-AGENT_TREE = driver.REPO / "updater" / "agent" / "image"
-WRAPPER = """#!/usr/bin/python3
-import sys
-sys.path.insert(0, "/usr/lib/berth/python")
-from cli.main import main
-sys.exit(main())
-"""
 
 
 class _Progress:
@@ -38,25 +30,6 @@ class _Progress:
     def __call__(self, message: str) -> None:
         if self.show:
             print(f"==> [{time.monotonic() - self.start:5.0f}s] {message}", file=sys.stderr)
-
-
-def stage_agent(tree: Path) -> list[Path]:
-    """Extra trees for mkosi: berth's Python packages plus the agent's root overlay."""
-    python = tree / PYTHON_DIR
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(driver.REPO / "cli", python / "cli", ignore=ignore)
-    shutil.copytree(
-        driver.REPO / "updater",
-        python / "updater",
-        ignore=lambda d, names: (
-            ignore(d, names) | ({"image"} if Path(d) == AGENT_TREE.parent else set())
-        ),
-    )
-    wrapper = tree / "usr/bin/berth"
-    wrapper.parent.mkdir(parents=True)
-    wrapper.write_text(WRAPPER)
-    wrapper.chmod(0o755)
-    return [tree, AGENT_TREE] if AGENT_TREE.is_dir() else [tree]
 
 
 def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
@@ -90,7 +63,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                 initrd=initrd,
                 repart_dir=repart,
                 extra_trees=[
-                    *stage_agent(work / "agent-tree"),
+                    *payload.stage(work / "agent-tree"),
                     *fault.extra_trees(settings.fault, work / "fault-tree"),
                 ],
                 mirror=mirror,
@@ -107,7 +80,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         with (out / "root.erofs").open("rb") as f:
             layout.check_slot_fit(layout.erofs_size(f.read(4096)), settings)
 
-        progress("linting the final root (no package manager, compilers, stray setuid)")
+        progress("linting the final root (no package manager, compilers, stray setuid, off-host code)")
         rootfs = work / "rootfs"
         artifacts.extract_root(out / "root.erofs", rootfs)
         findings = lint(rootfs)

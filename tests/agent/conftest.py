@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from builder.layout import verity_size
-from updater.repository import init_keys
+from updater.publish.repository import init_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SLOT_MIB = 16  # root slot; its verity slot is sized as the builder sizes it

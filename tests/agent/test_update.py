@@ -12,7 +12,7 @@ import pytest
 
 from updater import release as release_layout
 from updater.release import ArtifactRole
-from updater.repository import Repository
+from updater.publish.repository import Repository
 
 Host = Server = Any  # fixtures from conftest.py
 
