@@ -18,8 +18,7 @@ from builder.lint import lint
 from builder.settings import BuildSettings
 from cli.cache import cache_dir
 from cli.errors import UserError
-
-ARTIFACTS = ("disk.raw", "disk.qcow2", "root.erofs", "root.verity", "uki.efi")
+from updater import contract
 
 
 class _Progress:
@@ -75,14 +74,14 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         )
 
         progress("extracting root, verity and UKI from the disk image")
-        (work / "mkosi" / "image.raw").rename(out / "disk.raw")
+        (work / "mkosi" / "image.raw").rename(out / contract.DISK_RAW)
         roothash = _extract(settings, out)
-        with (out / "root.erofs").open("rb") as f:
+        with (out / contract.ROOT_IMAGE).open("rb") as f:
             layout.check_slot_fit(layout.erofs_size(f.read(4096)), settings)
 
         progress("linting the final root (no package manager, compilers, stray setuid, off-host code)")
         rootfs = work / "rootfs"
-        artifacts.extract_root(out / "root.erofs", rootfs)
+        artifacts.extract_root(out / contract.ROOT_IMAGE, rootfs)
         findings = lint(rootfs)
         if findings:
             raise UserError(
@@ -90,13 +89,13 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
             )
 
         progress("converting to qcow2")
-        artifacts.to_qcow2(out / "disk.raw", out / "disk.qcow2")
+        artifacts.to_qcow2(out / contract.DISK_RAW, out / contract.DISK_QCOW2)
 
         progress("hashing artifacts and writing manifest.json")
         mkosi_manifest = json.loads((work / "mkosi" / "image.manifest").read_text())
         slots = layout.slots(settings)
-        (out / "manifest.json").write_text(
-            manifest.render(
+        (out / contract.MANIFEST).write_text(
+            contract.Manifest(
                 image_id=settings.image_id,
                 version=settings.version,
                 engine=settings.engine,
@@ -104,13 +103,13 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                 slot_size=slots.slot_size,
                 verity_slot_size=slots.verity_slot_size,
                 artifacts={
-                    a: manifest.Artifact((out / a).stat().st_size, artifacts.sha256(out / a))
-                    for a in ARTIFACTS
+                    a: contract.Artifact((out / a).stat().st_size, artifacts.sha256(out / a))
+                    for a in contract.ARTIFACTS
                 },
                 packages=manifest.packages(
                     mkosi_manifest, (work / "mkosi" / "package-sizes.tsv").read_text()
                 ),
-            )
+            ).to_json()
         )
         final = output / name
         if final.exists():
@@ -125,17 +124,19 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
 
 def _extract(settings: BuildSettings, out: Path) -> str:
     """Cut root, verity and UKI out of disk.raw; return the root hash, checked against the GPT."""
-    disk = out / "disk.raw"
+    disk = out / contract.DISK_RAW
     table = artifacts.read_table(disk)
-    name = settings.artifact_name
-    esp = layout.find(table, layout.TYPE_ESP, layout.ESP_LABEL)
-    root = layout.find(table, layout.TYPE_ROOT, name)
-    verity = layout.find(table, layout.TYPE_ROOT_VERITY, f"{name}_verity")
-    artifacts.copy_from_esp(disk, esp, f"/EFI/Linux/{name}.efi", out / "uki.efi")
-    artifacts.copy_range(disk, root.start, root.size, out / "root.erofs")
-    artifacts.copy_range(disk, verity.start, verity.size, out / "root.verity")
-    roothash = uki.roothash(uki.cmdline((out / "uki.efi").read_bytes()))
-    if (root.uuid, verity.uuid) != layout.uuids_from_roothash(roothash):
+    types = contract.ROOT_TYPES[contract.BUILD_ARCHITECTURE]
+    root_label, verity_label = contract.slot_labels(settings.image_id, settings.version)
+    esp = layout.find(table, contract.TYPE_ESP, contract.ESP_LABEL)
+    root = layout.find(table, types.root, root_label)
+    verity = layout.find(table, types.verity, verity_label)
+    first_uki = f"/{contract.UKI_DIR}/{contract.uki_filename(settings.image_id, settings.version)}"
+    artifacts.copy_from_esp(disk, esp, first_uki, out / contract.UKI)
+    artifacts.copy_range(disk, root.start, root.size, out / contract.ROOT_IMAGE)
+    artifacts.copy_range(disk, verity.start, verity.size, out / contract.VERITY_IMAGE)
+    roothash = uki.roothash(uki.cmdline((out / contract.UKI).read_bytes()))
+    if (root.uuid, verity.uuid) != contract.uuids_from_roothash(roothash):
         raise UserError(
             f"partition UUIDs {root.uuid}/{verity.uuid} do not derive from the UKI's roothash={roothash}"
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.errors import UserError
+from updater.contract import artifact_name
 
 ENGINES = ("docker", "podman")
 FAULTS = ("none", "health-check", "kernel-panic")
@@ -60,7 +61,7 @@ class BuildSettings:
 
     @property
     def artifact_name(self) -> str:
-        return f"{self.image_id}_{self.version}"
+        return artifact_name(self.image_id, self.version)
 
 
 def _check(name: str, value: Any, source: str) -> Any:
