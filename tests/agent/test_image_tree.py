@@ -62,3 +62,44 @@ def test_engine_check_answers_or_says_why(tmp_path: Path) -> None:
     (bin_dir / "docker").chmod(0o755)
     answers = subprocess.run([str(script)], env={"PATH": str(bin_dir)}, capture_output=True, text=True, check=False)
     assert answers.returncode == 0 and "26.1.5" in answers.stdout
+
+
+def _check_agent(tmp_path: Path, states: list[tuple[str, str, int]]) -> subprocess.CompletedProcess[str]:
+    """Run check-agent against a systemctl that answers ``states`` one look at a time."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for tool in ("sh", "sed", "cat", "head", "tail", "wc"):
+        (bin_dir / tool).unlink(missing_ok=True)
+        (bin_dir / tool).symlink_to(shutil.which(tool))  # type: ignore[arg-type]
+    (bin_dir / "sleep").write_text("#!/bin/sh\n")  # no real waiting
+    (bin_dir / "sleep").chmod(0o755)
+    answers = tmp_path / "answers"
+    answers.write_text("".join(f"{a} {s} {n}\n" for a, s, n in states))
+    (bin_dir / "systemctl").write_text(
+        "#!/bin/sh\n"
+        f"set -- $(head -n 1 {answers})\n"
+        f"[ $(wc -l < {answers}) -gt 1 ] && tail -n +2 {answers} > {answers}.next && cat {answers}.next > {answers}\n"
+        'printf "ActiveState=%s\\nSubState=%s\\nNRestarts=%s\\n" "$1" "$2" "$3"\n'
+    )
+    (bin_dir / "systemctl").chmod(0o755)
+    return subprocess.run([str(TREE / "usr/lib/berth/check-agent")], env={"PATH": str(bin_dir)},
+                          capture_output=True, text=True, check=False)
+
+
+def test_agent_check_waits_for_a_slow_or_restarted_agent_and_fails_one_that_keeps_failing(
+    tmp_path: Path,
+) -> None:
+    unit = _unit("berth-check-agent.service")["Unit"]
+    # A failed first start must not fail the check by dependency: it waits and judges.
+    assert "Requires" not in unit and unit["Wants"] == "berth-agent.service"
+    assert _unit("berth-agent.service")["Service"]["TimeoutStartSec"] == "10min"  # README: slowest machine
+    assert _check_agent(tmp_path, [("active", "running", 0)]).returncode == 0
+    slow = _check_agent(tmp_path, [("activating", "start", 0)] * 5 + [("active", "running", 0)])
+    assert slow.returncode == 0
+    restarted = _check_agent(tmp_path, [("inactive", "auto-restart", 1), ("activating", "start", 1),
+                                        ("active", "running", 1)])
+    assert restarted.returncode == 0 and "after 1 restarts" in restarted.stdout
+    gone = _check_agent(tmp_path, [("failed", "failed", 0)])
+    assert gone.returncode == 1 and "not running" in gone.stderr
+    flapping = _check_agent(tmp_path, [("activating", "start", 3)])
+    assert flapping.returncode == 1 and "keeps failing" in flapping.stderr
