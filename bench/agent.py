@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cli.cache import cache_dir
+from updater import contract
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -180,7 +181,7 @@ def main() -> int:
     parts = fx.sfdisk_json(host.disk)
     installed = 0
     start = time.monotonic()
-    for part, name in ((parts[3], "root.erofs"), (parts[4], "root.verity")):
+    for part, name in ((parts[3], contract.ROOT_IMAGE), (parts[4], contract.VERITY_IMAGE)):
         source = releases["1.1"].directory / name
         installed += source.stat().st_size
         subprocess.run(
