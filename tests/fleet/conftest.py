@@ -82,6 +82,8 @@ class Fleet:
     db: str
     servers: list[Server] = field(default_factory=list)
     session: requests.Session = field(default_factory=requests.Session)
+    # Each node's host credential from its enrolment, as its agent keeps it on /var.
+    credentials: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -119,7 +121,18 @@ class Fleet:
     def client(
         self, node: str, group: str = "default", token: str | None = None, server: int = 0
     ) -> FleetClient:
-        return FleetClient(self.servers[server].url, node, group, token=token)
+        def keep(credential: str) -> None:
+            self.credentials[node] = credential
+
+        return FleetClient(
+            self.servers[server].url,
+            node,
+            group,
+            token=token,
+            credential=self.credentials.get(node),
+            on_enrol=keep,
+            verify=self.servers[server].verify,
+        )
 
     def finish_update(
         self,

@@ -26,9 +26,10 @@ CHUNK = 1 << 20
 
 
 class RequestsFetcher(FetcherInterface):
-    def __init__(self, timeout_s: float = 30.0) -> None:
+    def __init__(self, timeout_s: float = 30.0, verify: str | bool = True) -> None:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "berth-agent"
+        self.session.verify = verify  # a CA file for a fleet server with a private CA
         self.timeout_s = timeout_s
 
     def _fetch(self, url: str) -> Iterator[bytes]:
@@ -59,10 +60,12 @@ class RequestsFetcher(FetcherInterface):
 class TufRepository:
     """One refresh of the repository's metadata, and the releases it signs."""
 
-    def __init__(self, metadata_dir: Path, repo_url: str, trusted_root: bytes) -> None:
+    def __init__(
+        self, metadata_dir: Path, repo_url: str, trusted_root: bytes, verify: str | bool = True
+    ) -> None:
         metadata_dir.mkdir(parents=True, exist_ok=True)
         self.metadata_dir = metadata_dir
-        self.fetcher = RequestsFetcher()
+        self.fetcher = RequestsFetcher(verify=verify)
         self.targets_url = f"{repo_url}/targets/"
         local_root = metadata_dir / "root.json"
         if not local_root.exists():

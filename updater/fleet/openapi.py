@@ -10,8 +10,8 @@ from updater.fleet.hoststate import FINISHING
 from updater.fleet.locks import LockEventKind
 from updater.fleet.policy import ADMIN_TRANSITIONS
 
-_NAME = {"type": "string", "pattern": wire._NAME.pattern}
-_VERSION = {"type": "string", "pattern": wire._VERSION.pattern}
+_NAME = {"type": "string", "pattern": wire.NAME_PATTERN}
+_VERSION = {"type": "string", "pattern": wire.VERSION_PATTERN}
 _ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 _LOCK_ERROR = {
     "type": "object",
