@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from updater.repository import Repository
+from updater.publish.repository import Repository
 
 Host = Server = Any  # fixtures from conftest.py
 

@@ -135,12 +135,12 @@ def test_a_refused_publish_changes_nothing_and_says_why_in_one_line(
     cases = [
         (variant("dotdot", image_id="../x"), [], "image_id must be a name"),
         (variant("absolute", image_id=str(tmp_path / "elsewhere")), [], "image_id must be a name"),
-        (variant("prefix", roothash=roothash[:4]), [], "roothash must be 64"),
-        (variant("empty", roothash=""), [], "roothash must be 64"),
+        (variant("prefix", roothash=roothash[:4]), [], "root hash must be 64"),
+        (variant("empty", roothash=""), [], "root hash must be 64"),
         (longer, [], f"lacks roothash={roothash}"),
         (variant("older", version="1.0.5"), [], "not newer than 1.1"),
         (variant("same", version="1.1.0"), [], "not newer than 1.1"),
-        (not_json, [], "manifest.json: not valid JSON"),
+        (not_json, [], "manifest.json: not JSON"),
         (variant("expired"), ["--timestamp-days", "-5"], "--timestamp-days must be at least 1"),
     ]
     for directory, extra, message in cases:

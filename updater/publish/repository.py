@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cli.errors import UserError
+from updater import contract
 from updater.atomic import atomic_write
 from updater.release import (
     TARGET_COMPRESSION,
@@ -37,10 +38,11 @@ ROLES = ("root", "targets", "snapshot", "timestamp")
 EXPIRY_DAYS = {"root": 365, "targets": 90, "snapshot": 30, "timestamp": 1}
 # Input bytes per zstd frame: the agent can resume a download at any frame boundary.
 FRAME_BYTES = 8 << 20
-BUILD_FILES = {ArtifactRole.ROOT: "root.erofs", ArtifactRole.VERITY: "root.verity", ArtifactRole.UKI: "uki.efi"}
+# The build's file (updater.contract's artifact names) behind each target of a release.
+BUILD_FILES = {ArtifactRole.ROOT: contract.ROOT_IMAGE, ArtifactRole.VERITY: contract.VERITY_IMAGE,
+               ArtifactRole.UKI: contract.UKI}
 _BLOCK = 4 << 20
-# A dm-verity root hash (sha256) as the manifest and the UKI's command line carry it.
-_ROOTHASH = re.compile(r"[0-9a-f]{64}")
+# roothash= words on the UKI's command line (contract.Manifest checks the manifest's own).
 _CMDLINE_ROOTHASH = re.compile(rb"roothash=([0-9A-Za-z]*)")
 
 
@@ -190,7 +192,7 @@ class Repository:
         if frame_bytes < 1:
             raise UserError(f"frame size must be at least one byte, got {frame_bytes}")
         manifest = _read_manifest(artifact_dir)
-        image_id, version = str(manifest["image_id"]), str(manifest["version"])
+        image_id, version = manifest.image_id, manifest.version
         exists = (self.metadata_dir / "timestamp.json").exists()
         published = [r for r in self.releases() if r.image_id == image_id] if exists else []
         if any(r.version == version for r in published):
@@ -205,8 +207,8 @@ class Repository:
             _version_or_error(min_version, "--min-version")
         for name in BUILD_FILES.values():
             progress(f"checking {name}")
-            if manifest["artifacts"].get(name, {}).get("sha256") != _sha256(artifact_dir / name):
-                raise UserError(f"{artifact_dir / name}: sha256 differs from manifest.json")
+            if manifest.artifacts[name].sha256 != _sha256(artifact_dir / name):
+                raise UserError(f"{artifact_dir / name}: sha256 differs from {contract.MANIFEST}")
         if not exists:
             self.create()
         artifacts = {}
@@ -215,8 +217,8 @@ class Repository:
             artifacts[role] = self._store_target(artifact_dir / name, target_path(image_id, version, role),
                                                  role, manifest, frame_bytes)
         release = Release(
-            image_id=image_id, version=version, roothash=str(manifest["roothash"]),
-            slot_size=int(manifest["slot_size"]), verity_slot_size=int(manifest["verity_slot_size"]),
+            image_id=image_id, version=version, roothash=manifest.roothash,
+            slot_size=manifest.slot_size, verity_slot_size=manifest.verity_slot_size,
             min_version=min_version, withdrawn=False, artifacts=artifacts,
         )
 
@@ -231,9 +233,9 @@ class Repository:
         self._update_targets(add, timestamp_days)
         return release
 
-    def _store_target(self, source: Path, path: str, role: ArtifactRole, manifest: dict[str, Any],
+    def _store_target(self, source: Path, path: str, role: ArtifactRole, manifest: contract.Manifest,
                       frame_bytes: int) -> ReleaseArtifact:
-        installed_sha256 = manifest["artifacts"][source.name]["sha256"]
+        installed_sha256 = manifest.artifacts[source.name].sha256
         directory, _, name = path.rpartition("/")
         (self.targets_dir / directory).mkdir(parents=True, exist_ok=True)
         temp = self.targets_dir / directory / f".{name}.partial"
@@ -277,43 +279,27 @@ def _check_days(days: int | None) -> None:
         raise UserError(f"--timestamp-days must be at least 1 (a timestamp already expired is useless), got {days}")
 
 
-def _read_manifest(artifact_dir: Path) -> dict[str, Any]:
-    path = artifact_dir / "manifest.json"
+def _read_manifest(artifact_dir: Path) -> contract.Manifest:
+    path = artifact_dir / contract.MANIFEST
     if not path.is_file():
-        raise UserError(f"{artifact_dir}: no manifest.json (not a `berth build` output directory)")
+        raise UserError(f"{artifact_dir}: no {contract.MANIFEST} (not a `berth build` output directory)")
     try:
-        manifest = json.loads(path.read_bytes())
-    except (ValueError, RecursionError) as error:
-        raise UserError(f"{path}: not valid JSON ({str(error)[:200]})") from None
-    if not isinstance(manifest, dict):
-        raise UserError(f"{path}: must be a JSON object")
-    for key in ("image_id", "version", "roothash", "slot_size", "verity_slot_size", "artifacts"):
-        if key not in manifest:
-            raise UserError(f"{path}: missing '{key}'")
-    if not isinstance(manifest["image_id"], str) or not is_name(manifest["image_id"]):
+        manifest = contract.Manifest.from_json(path.read_text())
+    except contract.ContractError as error:
+        raise UserError(f"{path}: {error}") from None
+    if not is_name(manifest.image_id):
         # It becomes a directory of the repository's targets: no path may hide in it.
         raise UserError(f"{path}: image_id must be a name like 'berth' (letters, digits, ._:-), "
-                        f"got {manifest['image_id']!r}")
-    if not isinstance(manifest["version"], str):
-        raise UserError(f"{path}: version must be a string like \"1.2.0\"")
-    _version_or_error(manifest["version"], str(path))
-    roothash = manifest["roothash"]
-    if not isinstance(roothash, str) or not _ROOTHASH.fullmatch(roothash):
-        raise UserError(f"{path}: roothash must be 64 lowercase hex digits, got {roothash!r}")
-    if not isinstance(manifest["artifacts"], dict):
-        raise UserError(f"{path}: artifacts must be an object")
-    for key in ("slot_size", "verity_slot_size"):
-        if not isinstance(manifest[key], int) or isinstance(manifest[key], bool) or manifest[key] < 1:
-            raise UserError(f"{path}: {key} must be a positive integer")
+                        f"got {manifest.image_id!r}")
     for name in BUILD_FILES.values():
         if not (artifact_dir / name).is_file():
             raise UserError(f"{artifact_dir}: missing {name}")
-        if not isinstance(manifest["artifacts"].get(name), dict):
-            raise UserError(f"{path}: artifacts lacks {name}")
+        if name not in manifest.artifacts:
+            raise UserError(f"{path}: no entry for {name} in 'artifacts'")
+    uki = artifact_dir / contract.UKI
     # The exact value, not a prefix of it: the kernel takes the whole roothash= word.
-    uki_roothashes = {m.decode() for m in _CMDLINE_ROOTHASH.findall((artifact_dir / "uki.efi").read_bytes())}
-    if roothash not in uki_roothashes:
-        raise UserError(f"{artifact_dir}/uki.efi: its command line lacks roothash={roothash}")
+    if manifest.roothash not in {m.decode() for m in _CMDLINE_ROOTHASH.findall(uki.read_bytes())}:
+        raise UserError(f"{uki}: its command line lacks roothash={manifest.roothash}")
     return manifest
 
 
