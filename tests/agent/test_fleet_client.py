@@ -19,7 +19,6 @@ import requests
 
 from updater.fleet.ca import make_server_tls
 from updater.fleet.launch import running_server, write_config
-
 from updater.wire import (
     CHECK_PATH,
     ENROL_PATH,

@@ -45,12 +45,12 @@ from updater.wire import (
     REPO_PATH,
     REPORTS_PATH,
     STEADY_STATE_PATH,
+    Enrolment,
     FleetLockError,
     FleetLockRequest,
     Report,
     UpdateCheck,
     UpdateDecision,
-    Enrolment,
     WireError,
     is_name,
 )
