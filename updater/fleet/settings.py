@@ -208,7 +208,7 @@ GROUP_TABLE: Table = (
     ("after", _optional(_str), None, "group that must finish a release before this one starts"),
     ("soak", parse_duration, "0s", "wait this long after `after` finished"),
     ("halt", dict, {}, "automatic halt {max_failure_share, min_updates}"),
-    ("token", _optional(_str), None, "bearer token FleetLock and reports need for this group"),
+    ("token", _optional(_str), None, "bearer token to enrol here (and FleetLock of unenrolled ids)"),
 )
 TOP_TABLE: Table = (
     ("repository", _str, "repository", "TUF repository directory, served under /repo"),
