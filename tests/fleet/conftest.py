@@ -67,6 +67,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def db(request: pytest.FixtureRequest) -> str | None:
+    """None (a fresh SQLite file) or a fresh PostgreSQL database, for tests run on both."""
+    return (
+        request.getfixturevalue("pg_url")
+        if getattr(request, "param", "sqlite") == "postgres"
+        else None
+    )
+
+
+@pytest.fixture
 def store(db_url: str) -> Iterator[Store]:
     opened = Store(db_url)
     yield opened

@@ -35,15 +35,6 @@ BOTH_DATABASES = pytest.mark.parametrize(
 )
 
 
-@pytest.fixture
-def db(request: pytest.FixtureRequest) -> str | None:
-    return (
-        request.getfixturevalue("pg_url")
-        if getattr(request, "param", "sqlite") == "postgres"
-        else None
-    )
-
-
 def post(fleet: Any, path: str, body: Any, headers: dict[str, str] | None = None) -> requests.Response:
     return requests.post(fleet.url + path, json=body, headers=headers or {}, timeout=30)
 

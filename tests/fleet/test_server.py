@@ -17,16 +17,6 @@ BOTH_DATABASES = pytest.mark.parametrize(
 )
 
 
-@pytest.fixture
-def db(request: pytest.FixtureRequest) -> str | None:
-    """None (a fresh SQLite file) or a fresh PostgreSQL database, for tests run on both."""
-    return (
-        request.getfixturevalue("pg_url")
-        if getattr(request, "param", "sqlite") == "postgres"
-        else None
-    )
-
-
 NOW_WAVE = [{"after": "0s", "percent": 100}]
 
 
