@@ -32,9 +32,8 @@ TRANSITIONS = {
     "record_progress": ((m.State.WRITING,), m.State.WRITING,
                         lambda s: m.record_progress(s, "root", m.Progress(10, 20))),
     "mark_written": ((m.State.WRITING,), m.State.WRITTEN, m.mark_written),
-    "mark_staged": ((m.State.WRITTEN,), m.State.STAGED, m.mark_staged),
-    "mark_rebooting": ((m.State.STAGED, m.State.REBOOTING), m.State.REBOOTING,
-                       lambda s: m.mark_rebooting(s, 50.0)),
+    "mark_staged": ((m.State.WRITTEN,), m.State.STAGED, lambda s: m.mark_staged(s, 50.0)),
+    "mark_rebooting": ((m.State.STAGED, m.State.REBOOTING), m.State.REBOOTING, m.mark_rebooting),
     "note_unblessed": ((m.State.REBOOTING,), m.State.REBOOTING, lambda s: m.note_unblessed(s, 5.0)),
     "finish_blessed": ((m.State.REBOOTING,), m.State.IDLE, m.finish_blessed),
     "finish_rolled_back": ((m.State.REBOOTING,), m.State.IDLE, lambda s: m.finish_rolled_back(s, True)),
@@ -67,19 +66,19 @@ def test_rollback_remembers_the_version_once_and_seq_only_grows() -> None:
 
 
 def test_only_an_explained_rollback_makes_a_version_bad_for_good() -> None:
-    state = m.mark_rebooting(m.AgentState(state=m.State.STAGED, target=TARGET), 10.0)
-    again = m.mark_rebooting(m.try_again(state), 99.0)
-    assert (again.fallbacks, again.rebooted_at) == (1, 10.0)  # panics are looked for since the first
+    staged = m.mark_staged(m.AgentState(state=m.State.WRITTEN, target=TARGET), 10.0)
+    again = m.mark_rebooting(m.try_again(m.mark_rebooting(staged)))
+    assert (again.fallbacks, again.staged_at) == (1, 10.0)  # panics are looked for since staging
     given_up = m.finish_rolled_back(again, explained=False)
     assert given_up.bad_versions == () and given_up.unexplained_versions == (TARGET.version,)
     assert given_up.refused_versions == (TARGET.version,) and given_up.fallbacks == 0
-    assert m.start_writing(given_up, TARGET).rebooted_at is None
+    assert m.start_writing(given_up, TARGET).staged_at is None
 
 
 def test_rebooting_again_restarts_the_bless_clock() -> None:
     waiting = m.note_unblessed(_in(m.State.REBOOTING), 100.0)
     assert m.note_unblessed(waiting, 200.0).unblessed_since == 100.0
-    assert m.mark_rebooting(waiting, 300.0).unblessed_since is None
+    assert m.mark_rebooting(waiting).unblessed_since is None
 
 
 def _release(version: str, *, withdrawn: bool = False, min_version: str | None = None,

@@ -80,3 +80,16 @@ def test_a_failed_check_after_an_unexplained_fallback_still_condemns(host: Host)
     result = host.agent("run", "--once")
     assert "health check failed: berth-check-agent.service" in result.stderr
     assert host.state()["bad_versions"] == ["1.1"]
+
+
+def test_tries_spent_by_power_cuts_before_the_agent_rebooted_are_tried_again(host: Host) -> None:
+    host.settings(auto_reboot=False)  # staged, waiting for a reboot that power cuts beat
+    host.agent("run", "--once")
+    assert host.state()["state"] == "staged" and host.rebooted() == 0
+    _fall_back(host)
+    host.settings(auto_reboot=True)
+    result = host.agent("run", "--once")
+    assert "every try spent before the agent rebooted" in result.stderr
+    assert "trying again (1 of 2)" in result.stderr
+    assert host.entries() == ["berth_1.1+3.efi", "berth_1.0.efi"] and host.rebooted() == 1
+    assert host.state()["bad_versions"] == []

@@ -229,7 +229,7 @@ class Agent:
         except (WriteError, EspError) as error:
             self._invalidate(facts, slot.name)
             return self._give_up(state, str(error))
-        state = self.store.save(m.mark_staged(state))
+        state = self.store.save(m.mark_staged(state, self.clock()))
         state = self._report(state, ReportEvent.STAGED, target)
         return self._staged(state, facts)
 
@@ -321,8 +321,15 @@ class Agent:
             # A power cut or someone else's reboot already booted the staged entry: follow
             # that boot to its bless (or fallback) instead of spending a try on another reboot.
             log("warning", f"{target.version} booted before the agent rebooted", version=target.version)
-            state = self.store.save(m.mark_rebooting(state, self.clock()))
+            state = self.store.save(m.mark_rebooting(state))
             state = self._report(state, ReportEvent.REBOOTING, target, "booted without the agent's reboot")
+            return self._after_reboot(state, facts)
+        staged = entries_for(facts.esp.entries(), target.version)
+        if staged and all(e.bad for e in staged):
+            # Power cuts (or panics) spent every try of the staged entry before the agent
+            # rebooted into it: systemd-boot has fallen back; judge that like any fallback.
+            log("warning", f"{target.version}: every try spent before the agent rebooted", version=target.version)
+            state = self.store.save(m.mark_rebooting(state))
             return self._after_reboot(state, facts)
         if not self.settings.auto_reboot:
             notify(STATUS=f"{target.version} staged; reboot to use it")
@@ -346,7 +353,7 @@ class Agent:
             self.fleet.release_reboot_lock()
             self._invalidate(facts, target.slot)
             return self._give_up(state, str(error))
-        state = self.store.save(m.mark_rebooting(state, self.clock()))
+        state = self.store.save(m.mark_rebooting(state))
         self._report(state, ReportEvent.REBOOTING, target)
         return self._reboot()
 
@@ -368,7 +375,7 @@ class Agent:
             return min(self.settings.poll_interval_s, 10)
         if action in (AfterReboot.REBOOT_AGAIN, AfterReboot.REBOOT_PENDING):
             log("warning", f"{target.version}: {action.value}", version=target.version)
-            self.store.save(m.mark_rebooting(state, self.clock()))
+            self.store.save(m.mark_rebooting(state))
             return self._reboot()
         if action == AfterReboot.BLESSED:
             other = facts.slots[other_slot(facts.booted_slot.name)].label_version
@@ -380,7 +387,7 @@ class Agent:
             self._remove(facts, entries_for(entries, target.version))
             verdict = judge_fallback(
                 failed_checks(self.state_dir, target.roothash),
-                panics_since(Path(self.settings.pstore_dir), state.rebooted_at or 0.0),
+                panics_since(Path(self.settings.pstore_dir), state.staged_at or 0.0),
                 state.fallbacks, self.settings.unexplained_retries,
             )
             detail = f"systemd-boot fell back to {facts.booted.version}: {verdict.detail}"

@@ -59,8 +59,8 @@ class AgentState:
     lock_held: bool = False
     # When the agent first saw the new version booted but not yet blessed.
     unblessed_since: float | None = None
-    # When the agent first rebooted into the target: a panic recorded after it is the target's.
-    rebooted_at: float | None = None
+    # When the target was staged: a panic recorded after it is a boot of the target's.
+    staged_at: float | None = None
     # Fallbacks from the target that nothing explained, each followed by a try again.
     fallbacks: int = 0
 
@@ -79,7 +79,7 @@ class AgentState:
             "progress": {role: vars(p).copy() for role, p in self.progress.items()},
             "lock_held": self.lock_held,
             "unblessed_since": self.unblessed_since,
-            "rebooted_at": self.rebooted_at,
+            "staged_at": self.staged_at,
             "fallbacks": self.fallbacks,
         }
 
@@ -95,7 +95,7 @@ class AgentState:
             progress={role: Progress(**p) for role, p in data.get("progress", {}).items()},
             lock_held=bool(data.get("lock_held", False)),
             unblessed_since=data.get("unblessed_since"),
-            rebooted_at=data.get("rebooted_at"),
+            staged_at=data.get("staged_at"),
             fallbacks=int(data.get("fallbacks", 0)),
         )
 
@@ -114,7 +114,7 @@ def next_seq(current: AgentState) -> AgentState:
 def start_writing(current: AgentState, target: Target) -> AgentState:
     _check(current, (State.IDLE,), "start_writing")
     return replace(current, state=State.WRITING, target=target, progress={}, unblessed_since=None,
-                   rebooted_at=None, fallbacks=0)
+                   staged_at=None, fallbacks=0)
 
 
 def record_progress(current: AgentState, role: str, progress: Progress) -> AgentState:
@@ -127,16 +127,15 @@ def mark_written(current: AgentState) -> AgentState:
     return replace(current, state=State.WRITTEN)
 
 
-def mark_staged(current: AgentState) -> AgentState:
+def mark_staged(current: AgentState, now: float) -> AgentState:
     _check(current, (State.WRITTEN,), "mark_staged")
-    return replace(current, state=State.STAGED, progress={})
+    return replace(current, state=State.STAGED, progress={}, staged_at=now)
 
 
-def mark_rebooting(current: AgentState, now: float) -> AgentState:
+def mark_rebooting(current: AgentState) -> AgentState:
     _check(current, (State.STAGED, State.REBOOTING), "mark_rebooting")
     # Each reboot starts a new boot, whose bless deadline starts when it is seen.
-    first = current.rebooted_at if current.rebooted_at is not None else now
-    return replace(current, state=State.REBOOTING, lock_held=True, unblessed_since=None, rebooted_at=first)
+    return replace(current, state=State.REBOOTING, lock_held=True, unblessed_since=None)
 
 
 def note_unblessed(current: AgentState, now: float) -> AgentState:
@@ -156,7 +155,7 @@ def finish_rolled_back(current: AgentState, explained: bool) -> AgentState:
     check or a panic was seen, so the version is bad for good."""
     _check(current, (State.REBOOTING,), "finish_rolled_back")
     assert current.target is not None
-    done = replace(current, state=State.IDLE, target=None, unblessed_since=None, rebooted_at=None, fallbacks=0)
+    done = replace(current, state=State.IDLE, target=None, unblessed_since=None, staged_at=None, fallbacks=0)
     version = current.target.version
     if explained:
         return replace(done, bad_versions=tuple(dict.fromkeys((*current.bad_versions, version))))
