@@ -84,7 +84,7 @@ def test_power_cuts_during_the_update_to_v2_never_condemn_it_and_v1_stays_the_fa
     lab.reboot_lock(GROUP, "operator", take=True)  # the agent may stage, but not reboot
     lab.publish(release(V2))
 
-    v1 = scenarios.manifest(release(V1))["roothash"]
+    v1 = scenarios.manifest(release(V1)).roothash
     wait_for_activity(host, r"writing root .*: [0-9]%")  # single digits: just begun
     host.power_cut("download just begun")
     # The agent resumes from its last checkpoint as soon as it starts again, long
@@ -97,7 +97,7 @@ def test_power_cuts_during_the_update_to_v2_never_condemn_it_and_v1_stays_the_fa
 
     lab.follow(host, V2, ("staged",))
     host.power_cut("UKI just staged")
-    v2 = scenarios.manifest(release(V2))["roothash"]
+    v2 = scenarios.manifest(release(V2)).roothash
     for boot in range(1, BOOT_TRIES + 1):
         host.vm.wait_for(rf"Command line: roothash={v2}")
         host.vm.wait_for(r"Welcome to Debian")
@@ -142,7 +142,7 @@ def test_update_to_v3_through_the_fleet_keeps_the_container_with_its_data_and_re
     done = scenarios.update(lab, host, release(V3), with_app=True)
 
     assert (done.ready.version, done.ready.slot) == (V3, "a")
-    assert done.ready.roothash == scenarios.manifest(release(V3))["roothash"]
+    assert done.ready.roothash == scenarios.manifest(release(V3)).roothash
     assert done.events == ["downloading", "staged", "rebooting", "blessed"]
     status = host.agent_status()
     assert status["booted"] == {"version": V3, "slot": "a", "roothash": done.ready.roothash}
