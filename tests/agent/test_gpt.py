@@ -1,5 +1,6 @@
-"""The agent's GPT edge against sfdisk: same partitions read, relabels sfdisk accepts,
-and a torn primary table (power cut mid-relabel) read from the backup and repaired."""
+"""The GPT edge builder and agent share (updater/gpt.py) against sfdisk: same partitions
+read, relabels sfdisk accepts, and a torn primary table (power cut mid-relabel) read
+from the backup and repaired."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from updater.agent.gpt import read_partitions, relabel
 from updater.agent.slots import find_slots
+from updater.gpt import read_partitions, relabel
 
 
 def _sfdisk(disk: Path) -> list[dict]:

@@ -8,13 +8,20 @@ speaks to `berth serve` through updater.client.FleetClient.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from updater.agent.journal import log
+from updater.agent.settings import AgentSettings
+from updater.atomic import atomic_write
 from updater.wire import Report
 
 if TYPE_CHECKING:
     from updater.client import FleetClient
+
+# The host credential the fleet server gave this host at enrolment; it proves the
+# host is who its node id says, so only root may read it.
+CREDENTIAL_FILE = "host-credential"
 
 
 @dataclass(frozen=True)
@@ -47,19 +54,55 @@ class Standalone:
 
 
 class ServerFleet:
-    def __init__(self, server_url: str, node_id: str, group: str, token: str = "") -> None:
-        self._params = (server_url, node_id, group, token or None)
+    def __init__(
+        self,
+        server_url: str,
+        node_id: str,
+        group: str,
+        token: str = "",
+        *,
+        credential_file: Path,
+        verify: str | bool = True,
+    ) -> None:
+        self.credential_file = credential_file
+        self._params = (server_url, node_id, group, token or None, verify)
         self._client: FleetClient | None = None
 
     @property
     def client(self) -> FleetClient:
-        # Made on first use: the HTTP stack loads in the agent's step, not at its start.
+        # Made on first use: the HTTP stack loads in the agent's step (a child
+        # process, service.step_apart), not at its start, and each step reads the
+        # credential an earlier step may have kept.
         if self._client is None:
             from updater.client import FleetClient
 
-            server_url, node_id, group, token = self._params
-            self._client = FleetClient(server_url, node_id, group, token=token)
+            server_url, node_id, group, token, verify = self._params
+            kept = self.credential_file.read_text().strip() if self.credential_file.is_file() else ""
+            self._client = FleetClient(
+                server_url,
+                node_id,
+                group,
+                token=token,
+                credential=kept or None,
+                on_enrol=self._keep,
+                verify=verify,
+            )
         return self._client
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings, node_id: str) -> ServerFleet:
+        return cls(
+            settings.server_url,
+            node_id,
+            settings.group,
+            settings.fleet_token,
+            credential_file=Path(settings.state_dir) / CREDENTIAL_FILE,
+            verify=settings.tls_verify,
+        )
+
+    def _keep(self, credential: str) -> None:
+        atomic_write(self.credential_file, credential.encode(), mode=0o600)
+        log("info", f"enrolled with the fleet server; credential in {self.credential_file}")
 
     def offer(self, current: str, bad: tuple[str, ...], image_id: str) -> Offer:
         from updater.client import FleetError
