@@ -21,6 +21,7 @@ ROOMS: tuple[str, ...] = (
     "builder.cli",
     "updater.cli",
     "updater.agent.cli",
+    "updater.provision.cli",
     "updater.fleet.cli",
     "qemu.cli",
 )

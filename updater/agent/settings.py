@@ -116,8 +116,9 @@ def credentials(credentials_dir: Path | None) -> dict[str, str]:
     }
 
 
-# Credentials that carry data rather than a setting.
-DATA_CREDENTIALS = {"tuf_root"}
+# Credentials that carry data rather than a setting (user_data: a whole host
+# declaration, read by `berth provision`).
+DATA_CREDENTIALS = {"tuf_root", "user_data"}
 
 
 def load_settings(config_file: Path, credentials_dir: Path | None) -> AgentSettings:
@@ -129,14 +130,27 @@ def load_settings(config_file: Path, credentials_dir: Path | None) -> AgentSetti
     state_dir = cred_values.get("state_dir", values["state_dir"])
     values.update(_yaml_file(Path(state_dir) / "agent.yaml"))
     values.update(cred_values)
-    if not 1 <= values["boot_tries"] <= 9:
+    _check_values(values)
+    return AgentSettings(**values)
+
+
+def _check_values(values: dict[str, Any]) -> None:
+    """The rules a setting's type alone does not say."""
+    if "boot_tries" in values and not 1 <= values["boot_tries"] <= 9:
         raise UserError(f"setting 'boot_tries': must be 1 to 9, got {values['boot_tries']}")
-    if values["maintenance_window"]:
+    if values.get("maintenance_window"):
         try:
             Window.parse(values["maintenance_window"])
         except ValueError as error:
             raise UserError(f"setting 'maintenance_window': {error}") from None
-    return AgentSettings(**values)
+
+
+def check_settings(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Some settings as a host declaration gives them, checked as a settings file is:
+    unknown names, wrong types and out-of-range values are refused, named."""
+    values = {str(k): _coerce(str(k), v, source) for k, v in data.items()}
+    _check_values(values)
+    return values
 
 
 def credentials_dir_from_env() -> Path | None:
