@@ -37,6 +37,7 @@ def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
 class HostLayout:
     """Where provisioning writes; a test moves everything under a temporary root."""
 
+    root: Path = Path("/")  # container volumes' host side is below it
     state: Path = Path("/var/lib/berth/host")
     agent_config: Path = Path("/var/lib/berth/agent.yaml")
     node_id: Path = Path("/var/lib/berth/node-id")
@@ -146,7 +147,7 @@ def converge(config: HostConfig, layout: HostLayout, run: Run = run_command) -> 
     changed, problems = [], []
     for name, container in declared.items():
         for volume in container.volumes:
-            Path(volume.host).mkdir(parents=True, exist_ok=True)
+            (layout.root / volume.host.lstrip("/")).mkdir(parents=True, exist_ok=True)
         archive = layout.archives / container.archive if container.archive else None
         unit = units.unit_file(engine, name)
         text = units.render(engine, container, archive)

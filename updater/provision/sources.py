@@ -30,7 +30,7 @@ from updater.provision.schema import MetaData
 USER_DATA_CREDENTIAL = "berth.user_data"
 VOLUME_LABELS = (("cidata", "nocloud"), ("CIDATA", "nocloud"), ("config-2", "config-drive"),
                  ("CONFIG-2", "config-drive"))
-VOLUME_WAIT_S = 3.0
+VOLUME_WAIT_S = 2.0
 NETWORK_WAIT_S = 30.0
 REQUEST_TIMEOUT_S = 2.0
 EC2_TOKEN_TTL_S = "300"
