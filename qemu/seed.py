@@ -29,3 +29,25 @@ def write_seed(path: Path, user_data: bytes, meta_data: bytes = DEFAULT_META_DAT
             cwd=scratch, check=True, capture_output=True,
         )
     return path
+
+
+def seed_for_user_data(user_data: Path, path: Path) -> Path:
+    """The seed for ``berth vm --user-data FILE``: FILE, plus the archives its
+    containers name, taken from FILE's directory."""
+    from cli.errors import UserError
+    from updater.provision.schema import parse_user_data
+
+    try:
+        raw = user_data.read_bytes()
+    except OSError as error:
+        raise UserError(f"--user-data {user_data}: {error.strerror}") from None
+    # Refused here, the mistake costs a second, not a boot.
+    config = parse_user_data(raw, str(user_data))
+    extra = {}
+    for container in config.containers:
+        if container.archive:
+            archive = user_data.parent / container.archive
+            if not archive.is_file():
+                raise UserError(f"{user_data}: archive '{container.archive}' is not beside it ({archive})")
+            extra[container.archive] = archive.read_bytes()
+    return write_seed(path, raw, extra=extra)
