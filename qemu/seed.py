@@ -13,6 +13,36 @@ from pathlib import Path
 
 DEFAULT_META_DATA = b"instance-id: iid-berth-vm\n"
 
+# The example declaration the shared docker host of tests/qemu and bench/provision.py
+# boot with: what it declares is what they check.
+EXAMPLE_HOSTNAME = "berth-seeded"
+EXAMPLE_GROUP = "provisioned"
+EXAMPLE_CONTAINER = "hello"
+EXAMPLE_PAGE = "declared container answering"
+EXAMPLE_PORT = 8080
+EXAMPLE_ARCHIVE = "busybox.tar"
+
+
+def example_user_data(public_key: str, tag: str) -> str:
+    """#cloud-config as users write it, with berth's part under berth: (a container
+    from the busybox archive of qemu/container_image.py, on the seed beside it)."""
+    serve = f"echo {EXAMPLE_PAGE} > /tmp/index.html && exec busybox httpd -f -p {EXAMPLE_PORT} -h /tmp"
+    return f"""#cloud-config
+hostname: {EXAMPLE_HOSTNAME}
+ssh_authorized_keys:
+  - {public_key}
+berth:
+  agent:
+    group: {EXAMPLE_GROUP}
+  containers:
+    - name: {EXAMPLE_CONTAINER}
+      image: {tag}
+      archive: {EXAMPLE_ARCHIVE}
+      command: [sh, -c, "{serve}"]
+      ports: ["{EXAMPLE_PORT}:{EXAMPLE_PORT}"]
+      restart: always
+"""
+
 
 def write_seed(path: Path, user_data: bytes, meta_data: bytes = DEFAULT_META_DATA,
                extra: Mapping[str, bytes] | None = None, label: str = "cidata") -> Path:

@@ -18,7 +18,7 @@ from qemu.container_image import write_busybox_archive
 from qemu.harness import VM
 from qemu.machine import HOST_SERVICES_ADDRESS
 from qemu.ready import Ready
-from qemu.seed import write_seed
+from qemu.seed import EXAMPLE_ARCHIVE, example_user_data, write_seed
 from qemu.ssh import ensure_key
 
 # The guest reaches the host's test service at 10.0.2.100:HOST_SERVICE_GUEST_PORT.
@@ -68,34 +68,6 @@ def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
     return path, write_busybox_archive(path)
 
 
-# What the docker host's NoCloud seed declares (tests/qemu/test_provision.py checks it).
-SEEDED_HOSTNAME = "berth-seeded"
-SEEDED_GROUP = "provisioned"
-SEEDED_CONTAINER = "hello"
-SEEDED_PAGE = "declared container answering"
-SEEDED_PORT = 8080
-
-
-def seed_user_data(public_key: str, tag: str) -> str:
-    """#cloud-config as users write it, with berth's part under berth:."""
-    serve = f"echo {SEEDED_PAGE} > /tmp/index.html && exec busybox httpd -f -p {SEEDED_PORT} -h /tmp"
-    return f"""#cloud-config
-hostname: {SEEDED_HOSTNAME}
-ssh_authorized_keys:
-  - {public_key}
-berth:
-  agent:
-    group: {SEEDED_GROUP}
-  containers:
-    - name: {SEEDED_CONTAINER}
-      image: {tag}
-      archive: busybox.tar
-      command: [sh, -c, "{serve}"]
-      ports: ["{SEEDED_PORT}:{SEEDED_PORT}"]
-      restart: always
-"""
-
-
 class BootedHost:
     """A running VM plus what its first boot announced."""
 
@@ -134,8 +106,8 @@ def booted_host(
     declared_key = scratch / "declared_ed25519"
     public_key = ensure_key(declared_key).decode().strip()
     archive, tag = busybox_archive
-    seed = write_seed(scratch / "seed.iso", seed_user_data(public_key, tag).encode(),
-                      extra={"busybox.tar": archive.read_bytes()})
+    seed = write_seed(scratch / "seed.iso", example_user_data(public_key, tag).encode(),
+                      extra={EXAMPLE_ARCHIVE: archive.read_bytes()})
     yield from _boot(default_image, tmp_path_factory.mktemp("vm-docker"), host_service, seed, declared_key)
 
 
