@@ -18,14 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cli.errors import UserError
+from updater import contract
 
-FILES = {
-    "raw": "disk.raw",
-    "qcow2": "disk.qcow2",
+FILES: dict[str, str] = {
+    "raw": contract.DISK_RAW,
+    "qcow2": contract.DISK_QCOW2,
     "vmdk": "disk.vmdk",
     "vhd": "disk.vhd",
     "gce": "disk-gce.tar.gz",
 }
+DISKS = frozenset(FILES.values())
 DEFAULT = ("raw", "qcow2")
 MIB = 1 << 20
 VHD_FOOTER = 512
@@ -64,9 +66,9 @@ def write(fmt: str, raw: Path) -> Path:
         _run(["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size=on",
               str(raw), str(target)])
     elif fmt == "gce":
-        if raw.name != "disk.raw":
+        if raw.name != contract.DISK_RAW:
             raise UserError(f"GCE wants the disk named disk.raw in the tar, got {raw.name}")
-        _run(["tar", "--format=oldgnu", "-Sczf", str(target), "disk.raw"], cwd=raw.parent)
+        _run(["tar", "--format=oldgnu", "-Sczf", str(target), raw.name], cwd=raw.parent)
     return target
 
 
