@@ -49,9 +49,9 @@ def _run(argv: list[str], cwd: Path | None = None) -> None:
         raise UserError(f"{argv[0]} failed: {result.stderr.strip()[-300:]}")
 
 
-def write(fmt: str, raw: Path) -> Path:
-    """Make ``fmt`` from ``raw`` beside it; return its path."""
-    target = raw.parent / FILES[fmt]
+def write(fmt: str, raw: Path, directory: Path | None = None) -> Path:
+    """Make ``fmt`` from ``raw`` in ``directory`` (default: beside it); return its path."""
+    target = (directory or raw.parent) / FILES[fmt]
     if fmt == "raw":
         return raw
     if fmt == "qcow2":
