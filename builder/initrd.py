@@ -11,13 +11,18 @@ HEADER = 110  # newc: magic + 13 eight-digit hex fields
 
 
 def _cpio_names(data: bytes, offset: int, names: list[str]) -> int:
-    """Names of one newc archive from ``offset``; returns the offset after its trailer."""
+    """Names of one newc archive from ``offset``; returns the offset after its trailer.
+    Headers and data are 4-byte aligned from the archive's own start."""
+    start = offset
+
+    def align(position: int) -> int:
+        return start + ((position - start + 3) & ~3)
+
     while data[offset:offset + 6] == NEWC_MAGIC:
         size = int(data[offset + 54:offset + 62], 16)
         name_size = int(data[offset + 94:offset + 102], 16)
         name = data[offset + HEADER:offset + HEADER + name_size - 1].decode("utf-8", "replace")
-        offset = (offset + HEADER + name_size + 3) & ~3
-        offset = (offset + size + 3) & ~3
+        offset = align(align(offset + HEADER + name_size) + size)
         if name == "TRAILER!!!":
             break
         names.append(name)

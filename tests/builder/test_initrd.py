@@ -23,6 +23,7 @@ def test_names_and_modules_across_archives(tmp_path: Path) -> None:
     (tmp_path / "b").mkdir()
     first = _cpio(tmp_path / "a", ["init", "usr/lib/modules/6.12/kernel/drivers/scsi/hv_storvsc.ko.xz"])
     second = _cpio(tmp_path / "b", ["usr/lib/modules/6.12/kernel/drivers/block/virtio-blk.ko"])
+    # Padding of any length between archives, so the second starts off a 4-byte boundary.
     image = zstandard.ZstdCompressor().compress(first) + b"\0" * 7 + second
     assert initrd.names(image) == ["init", "usr/lib/modules/6.12/kernel/drivers/scsi/hv_storvsc.ko.xz",
                                    "usr/lib/modules/6.12/kernel/drivers/block/virtio-blk.ko"]
