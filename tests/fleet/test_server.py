@@ -17,16 +17,6 @@ BOTH_DATABASES = pytest.mark.parametrize(
 )
 
 
-@pytest.fixture
-def db(request: pytest.FixtureRequest) -> str | None:
-    """None (a fresh SQLite file) or a fresh PostgreSQL database, for tests run on both."""
-    return (
-        request.getfixturevalue("pg_url")
-        if getattr(request, "param", "sqlite") == "postgres"
-        else None
-    )
-
-
 NOW_WAVE = [{"after": "0s", "percent": 100}]
 
 
@@ -81,7 +71,12 @@ def test_fleetlock_semaphore_is_owned_re_entrant_and_low_cardinality(
         (HEADER, {"id": "a", "group": "default"}, 400, "bad_request"),
         (HEADER, {"client_params": {"id": 7, "group": "default"}}, 400, "bad_request"),
         (HEADER, {"client_params": {"id": "a b", "group": "default"}}, 400, "bad_request"),
-        (HEADER, lock_body("a", "nope"), 404, "unknown_group"),
+        # An unknown group answers like a wrong token: no one learns which groups exist.
+        (HEADER, lock_body("a", "nope"), 401, "unauthorized"),
+        (HEADER, {**lock_body("a"), "extra": 1}, 400, "bad_request"),
+        (HEADER, {"client_params": {"id": "a", "group": "default", "x": 1}}, 400, "bad_request"),
+        (HEADER, lock_body("a\n"), 400, "bad_request"),
+        (HEADER, None, 400, "bad_request"),
     ],
 )
 def test_fleetlock_refusals_have_a_kind_and_change_nothing(
@@ -274,6 +269,11 @@ def test_reports_keep_history_and_refuse_replays_and_out_of_order(
 
 
 BOTH = ("/v1/update/check", "/v1/reports")
+GOOD_REPORT = (
+    b'{"node_id": "a", "group": "default", "seq": 1, "event": "downloading",'
+    b' "version": "1.1.0", "from_version": "1.0.0"}'
+)
+HUGE_VERSION = b"1" * 5000
 UNKNOWN_GROUP_REPORT = (
     b'{"node_id": "a", "group": "nope", "seq": 1, "event": "downloading",'
     b' "version": "1.1.0", "from_version": "1.0.0"}'
@@ -295,12 +295,33 @@ UNKNOWN_GROUP_REPORT = (
         (
             ("/v1/update/check",),
             b'{"node_id": "a", "group": "nope", "current_version": "1.0.0"}',
-            404,
+            401,
         ),
-        (("/v1/reports",), UNKNOWN_GROUP_REPORT, 404),
+        (("/v1/reports",), UNKNOWN_GROUP_REPORT, 401),
         (("/v1/reports",), UNKNOWN_GROUP_REPORT.replace(b'"seq": 1', b'"seq": -1'), 400),
         (("/v1/reports",), UNKNOWN_GROUP_REPORT.replace(b'"downloading"', b'"exploded"'), 400),
         (BOTH, b"[" * 60_000, 400),
+        (BOTH + ("/v1/enrol",), b"null", 400),
+        (BOTH + ("/v1/enrol",), b"NaN", 400),
+        (("/v1/reports",), GOOD_REPORT.replace(b'"seq": 1', b'"seq": NaN'), 400),
+        (("/v1/reports",), GOOD_REPORT.replace(b'"seq": 1', b'"seq": 9223372036854775808'), 400),
+        (("/v1/reports",), GOOD_REPORT.replace(b'"1.1.0"', b'"' + HUGE_VERSION + b'"'), 400),
+        (
+            ("/v1/update/check",),
+            b'{"node_id": "a", "group": "default", "current_version": "1.0.0",'
+            b' "bad_versions": ["' + HUGE_VERSION + b'"]}',
+            400,
+        ),
+        (
+            ("/v1/update/check", "/v1/enrol"),
+            b'{"node_id": "a\\n", "group": "default", "current_version": "1.0.0"}',
+            400,
+        ),
+        (
+            ("/v1/update/check",),
+            b'{"node_id": "a", "group": "default", "current_version": "1.0.0\\n"}',
+            400,
+        ),
     ],
     ids=[
         "malformed",
@@ -313,6 +334,14 @@ UNKNOWN_GROUP_REPORT = (
         "negative-seq",
         "unknown-event",
         "deeply-nested",
+        "null-body",
+        "nan-body",
+        "nan-seq",
+        "seq-past-int64",
+        "version-past-python-int-limit",
+        "bad-version-past-python-int-limit",
+        "node-id-with-trailing-newline",
+        "version-with-trailing-newline",
     ],
 )
 def test_bad_requests_get_a_clear_4xx_and_change_nothing(

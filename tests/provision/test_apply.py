@@ -21,6 +21,11 @@ hostname: web-1
 ssh_authorized_keys: ["{KEY}"]
 berth:
   agent: {{group: canary}}
+  tuf_root: {{"signed": {{"_type": "root"}}, "signatures": []}}
+  server_ca: |
+    -----BEGIN CERTIFICATE-----
+    MIIBfake
+    -----END CERTIFICATE-----
   containers:
     - name: web
       image: localhost/berth-busybox:latest
@@ -68,7 +73,11 @@ def test_declared_then_bad_then_removed(tmp_path: Path, make_seed: SeedMaker) ->
     assert (outcome.source, outcome.applied, outcome.errors, outcome.containers) == ("nocloud", "declared", [], ["web"])
     layout = host.layout
     assert layout.authorized_keys.read_text().splitlines()[1:] == [KEY]
-    assert "group: canary" in layout.agent_config.read_text()
+    settings = layout.agent_config.read_text()
+    assert "group: canary" in settings and f"trusted_root: {layout.tuf_root}" in settings
+    assert f"server_ca: {layout.server_ca}" in settings
+    assert layout.server_ca.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert '"_type": "root"' in layout.tuf_root.read_text()
     assert (layout.archives / "busybox.tar").read_bytes() == b"archive bytes"
     assert layout.instance_id.read_text() == "iid-seed-1\n"
     unit = host.unit().read_text()

@@ -94,6 +94,7 @@ def test_metadata_fills_what_user_data_leaves_out() -> None:
     ("containers: [{name: a, image: b, archive: ../x.tar}]\n", "containers[0].archive: a file name"),
     ("containers: [{name: a, image: b}, {name: a, image: c}]\n", "the name 'a' is declared twice"),
     ("tuf_root: '{nope'\n", "user-data.tuf_root: not JSON"),
+    ("server_ca: hello\n", "user-data.server_ca: not a PEM certificate"),
     ("hostname: [\n", "user-data: not valid YAML"),
     ("#!/bin/sh\necho hi\n", "neither #cloud-config nor a berth document"),
     ("#cloud-config\nhostname: a\nberth: {hostname: b}\n", "two host names"),

@@ -110,7 +110,9 @@ class Agent:
             url = self.settings.effective_repo_url
             if not url:
                 raise UserError("no repository: set repo_url or server_url")
-            repo = TufRepository(self.state_dir / "tuf", url, self.trusted_root())
+            repo = TufRepository(
+                self.state_dir / "tuf", url, self.trusted_root(), self.settings.tls_verify
+            )
             self._signed = (repo, repo.refresh())
         return self._signed
 

@@ -26,9 +26,7 @@ def make_agent(host_root: Path) -> Agent:
     settings = load_settings(paths.config, credentials_dir_from_env())
     agent = Agent(settings, paths, Standalone())
     if settings.server_url:
-        fleet: Fleet = ServerFleet(
-            settings.server_url, agent.node_id(), settings.group, settings.fleet_token
-        )
+        fleet: Fleet = ServerFleet.from_settings(settings, agent.node_id())
         agent.fleet = fleet
     return agent
 

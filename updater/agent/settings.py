@@ -26,6 +26,7 @@ SETTINGS: tuple[tuple[str, type, Any, str], ...] = (
     ("repo_url", str, "", "TUF repository base URL (metadata/, targets/); default <server_url>/repo"),
     ("group", str, "default", "rollout group this host belongs to"),
     ("fleet_token", str, "", "bearer token the fleet server asks of this group; empty: none"),
+    ("server_ca", str, "", "PEM CA file the fleet server's TLS certificate must chain to (the credential berth.server_ca holds the PEM itself); empty: the system's CAs"),
     ("node_id", str, "", "fleet identity; default: /etc/machine-id, kept in <state_dir>/node-id"),
     ("poll_interval_s", int, 300, "seconds between update checks (Zincati's default)"),
     ("trusted_root", str, "/etc/berth/tuf-root.json", "initial TUF root.json if the credential berth.tuf_root is absent"),
@@ -47,6 +48,7 @@ class AgentSettings:
     repo_url: str
     group: str
     fleet_token: str
+    server_ca: str
     node_id: str
     poll_interval_s: int
     trusted_root: str
@@ -59,6 +61,11 @@ class AgentSettings:
     bless_timeout_s: int
     reboot_command: str
     lock_retry_s: int
+
+    @property
+    def tls_verify(self) -> str | bool:
+        """What requests verifies the fleet server's certificate against (never False)."""
+        return self.server_ca or True
 
     @property
     def effective_repo_url(self) -> str:
@@ -118,7 +125,7 @@ def credentials(credentials_dir: Path | None) -> dict[str, str]:
 
 # Credentials that carry data rather than a setting (user_data: a whole host
 # declaration, read by `berth provision`).
-DATA_CREDENTIALS = {"tuf_root", "user_data"}
+DATA_CREDENTIALS = {"tuf_root", "server_ca", "user_data"}
 
 
 def load_settings(config_file: Path, credentials_dir: Path | None) -> AgentSettings:
@@ -130,6 +137,9 @@ def load_settings(config_file: Path, credentials_dir: Path | None) -> AgentSetti
     state_dir = cred_values.get("state_dir", values["state_dir"])
     values.update(_yaml_file(Path(state_dir) / "agent.yaml"))
     values.update(cred_values)
+    if credentials_dir is not None and (credentials_dir / f"{CREDENTIAL_PREFIX}server_ca").is_file():
+        # The credential is a file already (systemd keeps it while the service runs).
+        values["server_ca"] = str(credentials_dir / f"{CREDENTIAL_PREFIX}server_ca")
     _check_values(values)
     return AgentSettings(**values)
 

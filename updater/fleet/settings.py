@@ -80,6 +80,8 @@ class FleetSettings:
     poll_interval_s: int
     update_timeout_s: float
     max_body_bytes: int
+    request_timeout_s: float
+    max_connections: int
     channels: Mapping[str, Channel]
     groups: Mapping[str, GroupPolicy]
 
@@ -206,7 +208,7 @@ GROUP_TABLE: Table = (
     ("after", _optional(_str), None, "group that must finish a release before this one starts"),
     ("soak", parse_duration, "0s", "wait this long after `after` finished"),
     ("halt", dict, {}, "automatic halt {max_failure_share, min_updates}"),
-    ("token", _optional(_str), None, "bearer token FleetLock and reports need for this group"),
+    ("token", _optional(_str), None, "bearer token to enrol here (and FleetLock of unenrolled ids)"),
 )
 TOP_TABLE: Table = (
     ("repository", _str, "repository", "TUF repository directory, served under /repo"),
@@ -214,6 +216,8 @@ TOP_TABLE: Table = (
     ("poll_interval", parse_duration, "5m", "how often agents are told to ask again"),
     ("update_timeout", parse_duration, "1d", "a started update with no result stops counting"),
     ("max_body_bytes", _int(256), 65536, "larger request bodies are refused with 413"),
+    ("request_timeout", parse_duration, "10s", "a request's head and body must arrive within this"),
+    ("max_connections", _int(1), 1024, "open connections per server process; more are closed"),
     ("channels", dict, {"stable": {}}, "channel name -> {image_id, pin}"),
     ("groups", dict, {"default": {}}, "group name -> policy (see the group keys)"),
 )
@@ -299,6 +303,8 @@ def parse_settings(data: Any, base_dir: Path) -> FleetSettings:
         poll_interval_s=max(1, int(raw["poll_interval"])),
         update_timeout_s=raw["update_timeout"],
         max_body_bytes=raw["max_body_bytes"],
+        request_timeout_s=max(0.1, raw["request_timeout"]),
+        max_connections=raw["max_connections"],
         channels=channels,
         groups=groups,
     )

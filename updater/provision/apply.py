@@ -71,6 +71,10 @@ class HostLayout:
         return self.state / "tuf-root.json"
 
     @property
+    def server_ca(self) -> Path:
+        return self.state / "server-ca.pem"
+
+    @property
     def instance_id(self) -> Path:
         return self.state / "instance-id"
 
@@ -121,6 +125,8 @@ def settings_file(config: HostConfig, layout: HostLayout, source: str) -> str:
     values: dict[str, Any] = dict(config.agent)
     if config.tuf_root and "trusted_root" not in values:
         values["trusted_root"] = str(layout.tuf_root)
+    if config.server_ca and "server_ca" not in values:
+        values["server_ca"] = str(layout.server_ca)
     header = f"# Written by `berth provision` from {source} on every boot; declare changes there.\n"
     return header + (yaml.safe_dump(values, sort_keys=True) if values else "{}\n")
 
@@ -133,6 +139,8 @@ def apply_host(config: HostConfig, layout: HostLayout, source: str, set_hostname
     _write(layout.authorized_keys, "# Written by `berth provision`; declare keys in user-data.\n" + keys, 0o600)
     if config.tuf_root:
         _write(layout.tuf_root, config.tuf_root, 0o644)
+    if config.server_ca:
+        _write(layout.server_ca, config.server_ca, 0o644)
     _write(layout.agent_config, settings_file(config, layout, source), 0o600)
 
 

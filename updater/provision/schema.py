@@ -23,7 +23,7 @@ from cli.errors import UserError
 from updater.agent.settings import check_settings
 
 CLOUD_CONFIG_HEADER = "#cloud-config"
-DOCUMENT_KEYS = ("hostname", "ssh_authorized_keys", "agent", "tuf_root", "containers")
+DOCUMENT_KEYS = ("hostname", "ssh_authorized_keys", "agent", "tuf_root", "server_ca", "containers")
 CLOUD_CONFIG_KEYS = ("hostname", "ssh_authorized_keys", "users", "berth")
 USER_KEYS = ("name", "ssh_authorized_keys")
 CONTAINER_KEYS = ("name", "image", "archive", "command", "env", "ports", "volumes", "restart")
@@ -75,6 +75,7 @@ class HostConfig:
     ssh_authorized_keys: tuple[str, ...] = ()
     agent: dict[str, Any] = field(default_factory=dict)
     tuf_root: str = ""  # root.json text
+    server_ca: str = ""  # PEM the fleet server's certificate must chain to
     containers: tuple[Container, ...] = ()
 
     def document(self) -> dict[str, Any]:
@@ -84,6 +85,7 @@ class HostConfig:
             "ssh_authorized_keys": list(self.ssh_authorized_keys),
             "agent": dict(self.agent),
             "tuf_root": self.tuf_root,
+            "server_ca": self.server_ca,
             "containers": [
                 {"name": c.name, "image": c.image, "archive": c.archive, "command": list(c.command),
                  "env": dict(c.env), "ports": [str(p) for p in c.ports],
@@ -224,6 +226,13 @@ def _tuf_root(value: Any, where: str) -> str:
     return text
 
 
+def _pem(value: Any, where: str) -> str:
+    text = _string(value, where)
+    if "-----BEGIN CERTIFICATE-----" not in text:
+        raise _fail(where, "not a PEM certificate (no BEGIN CERTIFICATE line)")
+    return text
+
+
 def parse_document(data: Any, where: str) -> HostConfig:
     """A berth document (already loaded from YAML) as a declaration."""
     data = _mapping(data if data is not None else {}, where, DOCUMENT_KEYS)
@@ -243,6 +252,7 @@ def parse_document(data: Any, where: str) -> HostConfig:
         ssh_authorized_keys=ssh_keys(data.get("ssh_authorized_keys", []), f"{where}.ssh_authorized_keys"),
         agent=check_settings(agent, f"{where}.agent"),
         tuf_root=_tuf_root(data["tuf_root"], f"{where}.tuf_root") if data.get("tuf_root") else "",
+        server_ca=_pem(data["server_ca"], f"{where}.server_ca") if data.get("server_ca") else "",
         containers=containers,
     )
 
@@ -266,6 +276,7 @@ def _cloud_config(data: Any, where: str) -> HostConfig:
         ssh_authorized_keys=_unique((*keys, *inner.ssh_authorized_keys)),
         agent=inner.agent,
         tuf_root=inner.tuf_root,
+        server_ca=inner.server_ca,
         containers=inner.containers,
     )
 
@@ -303,5 +314,6 @@ def declare(meta: MetaData, user_data: bytes | None, where: str) -> HostConfig:
         ssh_authorized_keys=_unique((*meta.ssh_authorized_keys, *user.ssh_authorized_keys)),
         agent=user.agent,
         tuf_root=user.tuf_root,
+        server_ca=user.server_ca,
         containers=user.containers,
     )
