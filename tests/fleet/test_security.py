@@ -23,6 +23,7 @@ from updater.fleet.launch import start_server
 from updater.fleet.store import Store
 from updater.wire import HOST_CREDENTIAL_HEADER, Report, ReportEvent
 
+ADMIN = "admin-secret"  # the token make_fleet configures
 HEADER = {"fleet-lock-protocol": "true"}
 NOW_WAVE = [{"after": "0s", "percent": 100}]
 # A protected group whose first rollback halts the release, beside an open one.
@@ -170,6 +171,15 @@ def test_admin_actions_on_a_release_that_does_not_exist_are_404_and_write_nothin
         assert (response.status_code, response.json()["kind"]) == (404, "unknown_release")
     assert fleet.status()["releases"] == []
     assert fleet.admin("POST", "/admin/releases/berth/1.1.0/pause").status_code == 200
+
+
+def test_the_test_clock_takes_no_infinity(make_fleet: Any) -> None:
+    fleet = make_fleet(GROUPS)
+    for data in (b'{"advance_s": 1e999}', b'{"advance_s": NaN}', b'{"advance_s": -1}'):
+        response = requests.post(fleet.url + "/admin/clock", data=data, timeout=30,
+                                 headers={"Authorization": f"Bearer {ADMIN}"})
+        assert response.status_code == 400, data
+    assert abs(fleet.status()["now"] - time.time()) < 60
 
 
 @pytest.mark.parametrize(
