@@ -254,6 +254,18 @@ def _closed(sock: socket.socket) -> bool:
         return True
 
 
+def test_a_request_head_past_64_kib_closes_the_connection(make_fleet: Any) -> None:
+    fleet = make_fleet(GROUPS)
+    port = int(fleet.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            for _ in range(200):
+                sock.sendall(b"X-Fill: " + b"a" * 1000 + b"\r\n")
+        assert _closed(sock)
+    assert requests.get(fleet.url + "/healthz", timeout=5).ok
+
+
 def test_slowloris_connections_are_cut_and_capped(make_fleet: Any) -> None:
     fleet = make_fleet(GROUPS, request_timeout="2s", max_connections=20)
     port = int(fleet.url.rsplit(":", 1)[1])
