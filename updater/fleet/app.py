@@ -480,8 +480,10 @@ async def clock(request: Request, fleet: Fleet) -> Response:
     return JSONResponse({"now": fleet.now()})
 
 
-async def metrics(request: Request) -> Response:
-    fleet: Fleet = request.app.state.fleet
+@_guarded()
+async def metrics(request: Request, fleet: Fleet) -> Response:
+    # Admin only: the labels name every group, which nothing else tells a stranger.
+    _admin(request, fleet)
     return PlainTextResponse(
         render_metrics(fleet.store.counts(), fleet.now()), media_type="text/plain; version=0.0.4"
     )
