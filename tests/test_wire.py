@@ -13,6 +13,7 @@ from updater.wire import (
     FleetLockRequest,
     Report,
     ReportEvent,
+    RollbackCause,
     UpdateCheck,
     UpdateDecision,
     Version,
@@ -75,6 +76,15 @@ def test_report_rejects_unknown_event_and_negative_seq() -> None:
         Report.from_json({**good.to_json(), "seq": -1})
     with pytest.raises(WireError, match="seq"):
         Report.from_json({**good.to_json(), "seq": True})
+
+
+def test_a_rollback_report_carries_its_cause() -> None:
+    back = Report("n", "g", 4, ReportEvent.ROLLED_BACK, "1.1", "1.0", "fell back", cause=RollbackCause.KERNEL_PANIC)
+    assert back.to_json()["cause"] == "kernel-panic"
+    assert Report.from_json(back.to_json()) == back
+    assert "cause" not in Report("n", "g", 3, ReportEvent.BLESSED, "1.1", "1.0").to_json()
+    with pytest.raises(WireError, match="cause"):
+        Report.from_json({**back.to_json(), "cause": "gremlins"})
 
 
 # --- arbitrary JSON: every validator answers with a value or a WireError, nothing else ---

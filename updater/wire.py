@@ -248,6 +248,15 @@ class ReportEvent(enum.StrEnum):
     FAILED = "failed"
 
 
+class RollbackCause(enum.StrEnum):
+    """Why systemd-boot fell back from a new version (on ``rolled_back`` reports, and on
+    the ``rebooting`` report of a try again after an unexplained fallback)."""
+
+    HEALTH_CHECK = "health-check"  # a berth-check-* unit failed on a boot of it
+    KERNEL_PANIC = "kernel-panic"  # pstore kept a panic's record from a boot of it
+    UNEXPLAINED = "unexplained"  # neither: power loss, a hang, the firmware
+
+
 @dataclass(frozen=True)
 class Report:
     """What an agent tells the server about one step of one update.
@@ -264,11 +273,12 @@ class Report:
     from_version: str
     detail: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    cause: RollbackCause | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> Report:
         data = _object(
-            data, {"node_id", "group", "seq", "event", "version", "from_version", "detail", "extra"}
+            data, {"node_id", "group", "seq", "event", "version", "from_version", "detail", "extra", "cause"}
         )
         seq = _field(data, "seq", int)
         if not 0 <= seq <= MAX_SEQ:
@@ -280,6 +290,12 @@ class Report:
             allowed = ", ".join(e.value for e in ReportEvent)
             raise WireError(f"field 'event' must be one of {allowed}") from None
         detail = _field(data, "detail", str, required=False) or ""
+        cause_text = _field(data, "cause", str, required=False)
+        try:
+            cause = None if cause_text is None else RollbackCause(cause_text)
+        except ValueError:
+            allowed = ", ".join(c.value for c in RollbackCause)
+            raise WireError(f"field 'cause' must be one of {allowed}") from None
         return cls(
             node_id=_name(data, "node_id"),
             group=_name(data, "group"),
@@ -289,6 +305,7 @@ class Report:
             from_version=_version(data, "from_version") or "",
             detail=detail[:2000],
             extra=_field(data, "extra", dict, required=False) or {},
+            cause=cause,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -301,4 +318,5 @@ class Report:
             "from_version": self.from_version,
             "detail": self.detail,
             "extra": self.extra,
+            **({"cause": self.cause.value} if self.cause else {}),
         }

@@ -30,6 +30,7 @@ from updater.wire import (
     Enrolment,
     FleetLockRequest,
     Report,
+    RollbackCause,
     UpdateCheck,
     UpdateDecision,
 )
@@ -136,9 +137,11 @@ def test_rollback_is_reported_and_told_to_the_fleet(host: Host, fleet: Fleet) ->
     host.agent("run", "--once")
     for _ in range(3):
         host.boot()
+        host.fail_check()
     host.boot()
     host.agent("run", "--once")
     assert fleet.reports[-1].event.value == "rolled_back" and fleet.holder is None
+    assert fleet.reports[-1].cause == RollbackCause.HEALTH_CHECK
     fleet.offer = None
     host.agent("run", "--once")
     assert fleet.checks[-1].bad_versions == ("1.1",)

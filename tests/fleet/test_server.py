@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from updater.client import FleetRejected, LockDenied
-from updater.wire import Report, ReportEvent
+from updater.wire import Report, ReportEvent, RollbackCause
 
 HEADER = {"fleet-lock-protocol": "true"}
 BOTH_DATABASES = pytest.mark.parametrize(
@@ -181,6 +181,27 @@ def _walk(
     events = (ReportEvent.DOWNLOADING, ReportEvent.STAGED, ReportEvent.REBOOTING, outcome)
     for seq, event in enumerate(events, start):
         client.report(Report(node, group, seq, event, "1.1.0", "1.0.0"))
+
+
+@BOTH_DATABASES
+def test_unexplained_rollbacks_halt_by_their_own_threshold(make_fleet: Any, db: str | None) -> None:
+    halt = {"max_failure_share": 0.0, "min_updates": 1, "max_unexplained_share": 0.5}
+    fleet = make_fleet({"default": {"waves": NOW_WAVE, "halt": halt}}, db=db)
+    for node in "abc":
+        assert fleet.client(node).check("1.0.0").reason == "offered"
+    for node, cause in (("b", None), ("a", RollbackCause.UNEXPLAINED)):
+        client = fleet.client(node)
+        for seq, event in enumerate((ReportEvent.DOWNLOADING, ReportEvent.STAGED, ReportEvent.REBOOTING), 1):
+            client.report(Report(node, "default", seq, event, "1.1.0", "1.0.0"))
+        final = ReportEvent.ROLLED_BACK if cause else ReportEvent.BLESSED
+        client.report(Report(node, "default", 4, final, "1.1.0", "1.0.0", cause=cause))
+    # One power-cut rollback of two or three started is not over 50 %: not judged the release's fault.
+    assert fleet.status()["groups"]["default"]["rollouts"][0]["halted_reason"] is None
+    outcomes = {u["node_id"]: u["outcome"] for u in fleet.admin("GET", "/admin/updates/default").json()["updates"]}
+    assert outcomes["a"] == "rolled_back_unexplained" and outcomes["b"] == "blessed"
+    _walk(fleet, "c", ReportEvent.ROLLED_BACK)  # no cause: an older agent, counted as explained
+    assert fleet.status()["groups"]["default"]["rollouts"][0]["halted_reason"] == (
+        "1 of 3 updates failed or rolled back, 1 rolled back for no cause seen")
 
 
 def test_bad_versions_and_withdrawn_releases_are_never_offered(make_fleet: Any) -> None:

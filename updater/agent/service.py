@@ -63,6 +63,7 @@ def status(agent: Agent) -> dict[str, Any]:
         "state": state.state.value,
         "target": None if state.target is None else vars(state.target),
         "bad_versions": list(state.bad_versions),
+        "unexplained_versions": list(state.unexplained_versions),
         "report_seq": state.seq,
     }
 
@@ -80,6 +81,8 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(f"  {entry['file']}: {tries}")
     if report["bad_versions"]:
         lines.append(f"rolled back before: {', '.join(report['bad_versions'])}")
+    if report["unexplained_versions"]:
+        lines.append(f"fell back for no cause seen, held back: {', '.join(report['unexplained_versions'])}")
     return "\n".join(lines)
 
 

@@ -39,6 +39,8 @@ SETTINGS: tuple[tuple[str, type, Any, str], ...] = (
     ("bless_timeout_s", int, 900, "a new boot not blessed after this long is rebooted (spends a try)"),
     ("reboot_command", str, "systemctl reboot", "command that reboots the host"),
     ("lock_retry_s", int, 60, "seconds between reboot-lock attempts when the fleet is busy"),
+    ("unexplained_retries", int, 2, "tries again of a version after fallbacks no failed check or panic explains (0-9)"),
+    ("pstore_dir", str, "/var/lib/systemd/pstore", "where systemd-pstore keeps the records of kernel panics"),
 )
 
 
@@ -61,6 +63,8 @@ class AgentSettings:
     bless_timeout_s: int
     reboot_command: str
     lock_retry_s: int
+    unexplained_retries: int
+    pstore_dir: str
 
     @property
     def tls_verify(self) -> str | bool:
@@ -141,6 +145,8 @@ def load_settings(config_file: Path, credentials_dir: Path | None) -> AgentSetti
         values["server_ca"] = str(credentials_dir / f"{CREDENTIAL_PREFIX}server_ca")
     if not 1 <= values["boot_tries"] <= 9:
         raise UserError(f"setting 'boot_tries': must be 1 to 9, got {values['boot_tries']}")
+    if not 0 <= values["unexplained_retries"] <= 9:
+        raise UserError(f"setting 'unexplained_retries': must be 0 to 9, got {values['unexplained_retries']}")
     if values["maintenance_window"]:
         try:
             Window.parse(values["maintenance_window"])

@@ -162,6 +162,7 @@ def openapi_schema() -> dict[str, Any]:
             "from_version": _VERSION,
             "detail": {"type": "string"},
             "extra": {"type": "object"},
+            "cause": {"type": "string", "enum": [c.value for c in wire.RollbackCause]},
         },
         ["node_id", "group", "seq", "event", "version", "from_version"],
     )

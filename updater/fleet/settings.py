@@ -47,6 +47,9 @@ class RateLimit:
 class HaltRule:
     max_failure_share: float  # rollbacks + failures / updates started
     min_updates: int  # never halt on fewer finished-or-started updates than this
+    # Rollbacks no failed check or panic explains (power, hangs, firmware; the agent
+    # tried again first) / updates started: judged apart, as they may not be the release's fault.
+    max_unexplained_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -191,6 +194,8 @@ RATE_TABLE: Table = (
 HALT_TABLE: Table = (
     ("max_failure_share", _share, 0.05, "halt when rollbacks+failures / started exceeds this"),
     ("min_updates", _int(1), 5, "do not judge a release on fewer started updates"),
+    ("max_unexplained_share", _share, 0.25,
+     "halt when rollbacks no failed check or panic explains / started exceeds this"),
 )
 CHANNEL_TABLE: Table = (
     ("image_id", _str, "berth", "the image whose releases this channel carries"),
@@ -207,7 +212,7 @@ GROUP_TABLE: Table = (
     ("timezone", _timezone, "UTC", "timezone the windows are in"),
     ("after", _optional(_str), None, "group that must finish a release before this one starts"),
     ("soak", parse_duration, "0s", "wait this long after `after` finished"),
-    ("halt", dict, {}, "automatic halt {max_failure_share, min_updates}"),
+    ("halt", dict, {}, "automatic halt {max_failure_share, min_updates, max_unexplained_share}"),
     ("token", _optional(_str), None, "bearer token to enrol here (and FleetLock of unenrolled ids)"),
 )
 TOP_TABLE: Table = (
@@ -280,7 +285,7 @@ def _group(name: str, data: Any, channels: Mapping[str, Channel], groups: set[st
         timezone=raw["timezone"],
         after=raw["after"],
         soak_s=raw["soak"],
-        halt=HaltRule(halt["max_failure_share"], halt["min_updates"]),
+        halt=HaltRule(halt["max_failure_share"], halt["min_updates"], halt["max_unexplained_share"]),
         token=raw["token"],
     )
 

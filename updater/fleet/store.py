@@ -26,6 +26,7 @@ from updater.fleet import locks as lockmath
 from updater.fleet.hoststate import (
     FAILURES,
     FINISHING,
+    UNEXPLAINED_ROLLBACK,
     HostState,
     ReportRejected,
     after_offer,
@@ -40,7 +41,7 @@ from updater.fleet.policy import (
     wave_share,
 )
 from updater.fleet.settings import GroupPolicy
-from updater.wire import Report, ReportEvent
+from updater.wire import Report, ReportEvent, RollbackCause
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY);
@@ -509,10 +510,12 @@ class Store:
                 (report.node_id, policy.name, version, state.value, target, report.seq, now),
             )
             if finished:
+                unexplained = report.event is ReportEvent.ROLLED_BACK and report.cause is RollbackCause.UNEXPLAINED
                 self._rows(
                     "UPDATE updates SET finished_at = ?, outcome = ?"
                     " WHERE node_id = ? AND version = ? AND finished_at IS NULL",
-                    (now, report.event.value, report.node_id, report.version),
+                    (now, UNEXPLAINED_ROLLBACK if unexplained else report.event.value,
+                     report.node_id, report.version),
                 )
                 self._judge_rollout(policy, report.version, now)
             return state
@@ -525,18 +528,24 @@ class Store:
             "SELECT COUNT(*) FROM updates WHERE grp = ? AND version = ? AND outcome IN (?, ?)",
             (policy.name, version, *sorted(s.value for s in FAILURES)),
         )
-        if should_halt(started, failed, policy.halt):
+        unexplained = self._count(
+            "SELECT COUNT(*) FROM updates WHERE grp = ? AND version = ? AND outcome = ?",
+            (policy.name, version, UNEXPLAINED_ROLLBACK),
+        )
+        if should_halt(started, failed, policy.halt, unexplained):
             self._rows(
                 "UPDATE rollouts SET halted_reason = ? WHERE grp = ? AND version = ?"
                 " AND halted_reason IS NULL",
-                (f"{failed} of {started} updates failed or rolled back", policy.name, version),
+                (f"{failed} of {started} updates failed or rolled back"
+                 + (f", {unexplained} rolled back for no cause seen" if unexplained else ""),
+                 policy.name, version),
             )
             return
         in_group = self._count("SELECT COUNT(*) FROM hosts WHERE grp = ?", (policy.name,))
         on_release = self._count(
             "SELECT COUNT(*) FROM hosts WHERE grp = ? AND version = ?", (policy.name, version)
         )
-        if rollout_finished(in_group, on_release, failed):
+        if rollout_finished(in_group, on_release, failed + unexplained):
             self._rows(
                 "UPDATE rollouts SET finished_at = ? WHERE grp = ? AND version = ?"
                 " AND finished_at IS NULL AND halted_reason IS NULL",
