@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from builder import artifacts, driver, fault, layout, manifest, payload, uki
+from builder import artifacts, driver, fault, formats, layout, manifest, payload, uki
 from builder.lint import lint
 from builder.settings import BuildSettings
 from cli.cache import cache_dir
@@ -88,8 +88,9 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                 f"lint found {len(findings)} problem(s) in the root: " + "; ".join(findings)
             )
 
-        progress("converting to qcow2")
-        artifacts.to_qcow2(out / contract.DISK_RAW, out / contract.DISK_QCOW2)
+        chosen = formats.parse(settings.formats)
+        progress(f"writing the disk as {', '.join(chosen)}")
+        disks = [formats.write(fmt, out / contract.DISK_RAW).name for fmt in chosen]
 
         progress("hashing artifacts and writing manifest.json")
         mkosi_manifest = json.loads((work / "mkosi" / "image.manifest").read_text())
@@ -104,7 +105,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                 verity_slot_size=slots.verity_slot_size,
                 artifacts={
                     a: contract.Artifact((out / a).stat().st_size, artifacts.sha256(out / a))
-                    for a in contract.ARTIFACTS
+                    for a in (*disks, *(a for a in contract.ARTIFACTS if a not in formats.DISKS))
                 },
                 packages=manifest.packages(
                     mkosi_manifest, (work / "mkosi" / "package-sizes.tsv").read_text()

@@ -20,6 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--engine", help="container engine: docker or podman (overrides the config)"
     )
     parser.add_argument(
+        "--formats", help="disk formats, comma-separated: raw, qcow2, vmdk, vhd, gce (overrides the config)"
+    )
+    parser.add_argument(
         "--output", type=Path, default=Path("out"), help="where the artifact directory goes"
     )
     parser.add_argument("--quiet", action="store_true", help="print only the artifact directory")
@@ -30,6 +33,7 @@ def _build(args: argparse.Namespace) -> int:
     from builder import settings
     from builder.build import build
 
-    chosen = settings.override(settings.load(args.config), version=args.version, engine=args.engine)
+    chosen = settings.override(settings.load(args.config), version=args.version, engine=args.engine,
+                               formats=args.formats)
     print(build(chosen, args.output, show=not args.quiet))
     return 0
