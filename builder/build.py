@@ -13,7 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from builder import artifacts, driver, fault, layout, manifest, uki
+from builder import artifacts, driver, fault, layout, manifest, provenance, uki
 from builder.lint import lint
 from builder.settings import BuildSettings
 from cli.cache import cache_dir
@@ -75,9 +75,12 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         for filename, text in layout.repart_definitions(settings).items():
             (repart / filename).write_text(text)
         mirror = driver.host_mirror()
+        source = provenance.source(driver.REPO)
         progress(f"building the initrd with mkosi; full log: {log}")
         driver.run(
-            driver.initrd_command(output_dir=work / "initrd", mirror=mirror, cache=cache),
+            driver.initrd_command(
+                output_dir=work / "initrd", mirror=mirror, cache=cache, epoch=source.epoch
+            ),
             log,
             show=show,
         )
@@ -95,6 +98,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                 ],
                 mirror=mirror,
                 cache=cache,
+                epoch=source.epoch,
             ),
             log,
             show=show,
