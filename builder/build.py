@@ -13,13 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from builder import artifacts, driver, fault, layout, manifest, provenance, uki
+from builder import artifacts, driver, fault, layout, manifest, provenance, sbom, uki
 from builder.lint import lint
 from builder.settings import BuildSettings
 from cli.cache import cache_dir
 from cli.errors import UserError
 
-ARTIFACTS = ("disk.raw", "disk.qcow2", "root.erofs", "root.verity", "uki.efi")
+ARTIFACTS = ("disk.raw", "disk.qcow2", "root.erofs", "root.verity", "uki.efi", sbom.FILE_NAME)
 PYTHON_DIR = "usr/lib/berth/python"
 AGENT_TREE = driver.REPO / "updater" / "agent" / "image"
 WRAPPER = """#!/usr/bin/python3
@@ -123,8 +123,33 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         progress("converting to qcow2")
         artifacts.to_qcow2(out / "disk.raw", out / "disk.qcow2")
 
-        progress("hashing artifacts and writing manifest.json")
+        progress("writing the SBOM (SPDX 2.3) and manifest.json")
         mkosi_manifest = json.loads((work / "mkosi" / "image.manifest").read_text())
+        packages = manifest.packages(
+            mkosi_manifest, (work / "mkosi" / "package-sizes.tsv").read_text()
+        )
+        debs = sbom.collect(
+            work / "mkosi" / "sbom-input",
+            keep=[p["name"] for p in packages],
+            archives=driver.package_archives(cache),
+        )
+        (out / sbom.FILE_NAME).write_text(
+            json.dumps(
+                sbom.document(
+                    image=name,
+                    version=settings.version,
+                    roothash=roothash,
+                    root_sha256=artifacts.sha256(out / "root.erofs"),
+                    created=source.epoch,
+                    distro=f"debian-{mkosi_manifest.get('config', {}).get('release', 'unknown')}",
+                    berth_version=provenance.berth_version(),
+                    commit=source.commit,
+                    debs=debs,
+                ),
+                indent=2,
+            )
+            + "\n"
+        )
         slots = layout.slots(settings)
         (out / "manifest.json").write_text(
             manifest.render(
@@ -138,9 +163,8 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                     a: manifest.Artifact((out / a).stat().st_size, artifacts.sha256(out / a))
                     for a in ARTIFACTS
                 },
-                packages=manifest.packages(
-                    mkosi_manifest, (work / "mkosi" / "package-sizes.tsv").read_text()
-                ),
+                packages=packages,
+                provenance=provenance.record(settings, source),
             )
         )
         final = output / name
@@ -148,7 +172,13 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
             old = work / "previous"
             final.rename(old)
         out.rename(final)
+        licensed = sum(1 for d in debs if d.license)
         progress(f"done: {final}")
+        progress(f"  root hash {roothash}")
+        progress(
+            f"  SBOM {final / sbom.FILE_NAME}: SPDX 2.3, {len(debs)} Debian packages "
+            f"({licensed} with a declared license) and berth"
+        )
         return final
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -72,6 +72,11 @@ def _common(
     ]
 
 
+def package_archives(cache: Path) -> Path:
+    """Where apt keeps the .debs in mkosi's package cache (the SBOM hashes them)."""
+    return cache / "mkosi" / "packages" / "cache" / "apt" / "archives"
+
+
 def initrd_command(*, output_dir: Path, mirror: str, cache: Path, epoch: int) -> list[str]:
     return [
         *_common(
@@ -128,6 +133,7 @@ def image_command(
         "--repart-dir",
         str(repart_dir),
         *(f"--extra-tree={tree}:/" for tree in extra_trees),
+        f"--postinst-script={SCRIPTS / 'sbom.postinst'}",
         *(f"--kernel-command-line={arg}" for arg in fault.kernel_command_line(settings.fault)),
         "--output",
         "image",

@@ -39,6 +39,7 @@ def render(
     verity_slot_size: int,
     artifacts: dict[str, Artifact],
     packages: list[dict[str, Any]],
+    provenance: dict[str, Any],
 ) -> str:
     document = {
         "image_id": image_id,
@@ -51,5 +52,6 @@ def render(
             name: {"size": a.size, "sha256": a.sha256} for name, a in sorted(artifacts.items())
         },
         "packages": packages,
+        "provenance": provenance,
     }
     return json.dumps(document, indent=2) + "\n"

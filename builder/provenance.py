@@ -9,18 +9,23 @@ The pure functions take what they read; the edges (git, mkosi) are at the end.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib.metadata
 import os
 import re
 import subprocess
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from builder.settings import BuildSettings
 from cli.errors import UserError
 
+_REPO = Path(__file__).resolve().parent.parent
+# What mkosi builds from besides the settings: the image tree and berth's mkosi scripts.
+IMAGE_TREES = (_REPO / "images", _REPO / "builder" / "mkosi")
 # The uuid5 namespace of every identifier berth derives.
 NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://berth.invalid/reproducible")
 
@@ -84,7 +89,37 @@ def config_digest(files: Mapping[str, bytes]) -> str:
     return digest.hexdigest()
 
 
+def record(settings: BuildSettings, source: Source) -> dict[str, object]:
+    """The manifest's provenance: where the build came from and with what."""
+    return {
+        "commit": source.commit,
+        "dirty": source.dirty,
+        "source_date_epoch": source.epoch,
+        "mkosi_version": mkosi_version(),
+        "settings": dataclasses.asdict(settings),
+        "image_tree_sha256": config_digest(tree_files(IMAGE_TREES)),
+        "seed": str(seed(settings)),
+    }
+
+
 # I/O edges.
+
+
+def tree_files(roots: Iterable[Path]) -> dict[str, bytes]:
+    """Relative path -> bytes of every file under `roots` (relative to their parent)."""
+    return {
+        str(f.relative_to(root.parent)): f.read_bytes()
+        for root in roots
+        for f in sorted(root.rglob("*"))
+        if f.is_file()
+    }
+
+
+def berth_version() -> str:
+    try:
+        return importlib.metadata.version("berth")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _git(repo: Path, *args: str) -> str | None:
