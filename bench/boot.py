@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from qemu.harness import VM
 from qemu.ready import PATTERN as READY_PATTERN
 from qemu.ready import Ready
+from updater import contract
 
 LOGIN = re.compile(r"login: ")
 ENGINE_UNIT = {"docker": "docker.service", "podman": "podman.socket"}
@@ -117,7 +118,7 @@ def main() -> int:
     parser.add_argument("--boots", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write every boot's figures here")
     args = parser.parse_args()
-    engine = json.loads((args.artifact / "manifest.json").read_text())["engine"]
+    engine = contract.Manifest.from_json((args.artifact / contract.MANIFEST).read_text()).engine
     boots = []
     with tempfile.TemporaryDirectory(prefix="berth-bench-boot-") as scratch:
         for n in range(args.boots):

@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 from builder import artifacts, layout, settings
 from builder.build import build
 from builder.cli import DEFAULT_CONFIG
+from updater import contract
 
 MIB = 1024 * 1024
 PAYLOAD = ("root.erofs", "root.verity", "uki.efi")
@@ -79,7 +80,7 @@ def main() -> int:
         warm, image = timed_build(chosen, work / "warm")
         os.environ.pop("BERTH_CACHE")
 
-        manifest = json.loads((image / "manifest.json").read_text())
+        manifest = contract.Manifest.from_json((image / contract.MANIFEST).read_text())
         with (image / "root.erofs").open("rb") as f:
             root_fs = layout.erofs_size(f.read(4096))
         disk_used = (image / "disk.raw").stat().st_blocks * 512
@@ -97,23 +98,23 @@ def main() -> int:
         shutil.rmtree(rootfs)
         uki_sections = _uki_sections(image / "uki.efi")
 
-    packages = sorted(manifest["packages"], key=lambda p: -p["installed_size"])
+    packages = sorted(manifest.packages, key=lambda p: -p.installed_size)
     results = {
         "engine": args.engine,
         "cpus": os.cpu_count(),
         "build_seconds": {"cold": round(cold, 1), "warm": round(warm, 1)},
-        "disk_raw_bytes": manifest["artifacts"]["disk.raw"]["size"],
+        "disk_raw_bytes": manifest.artifacts[contract.DISK_RAW].size,
         "disk_raw_allocated_bytes": disk_used,
-        "disk_qcow2_bytes": manifest["artifacts"]["disk.qcow2"]["size"],
+        "disk_qcow2_bytes": manifest.artifacts[contract.DISK_QCOW2].size,
         "root_fs_bytes": root_fs,
-        "slot_bytes": manifest["slot_size"],
-        "verity_bytes": manifest["artifacts"]["root.verity"]["size"],
-        "uki_bytes": manifest["artifacts"]["uki.efi"]["size"],
+        "slot_bytes": manifest.slot_size,
+        "verity_bytes": manifest.artifacts[contract.VERITY_IMAGE].size,
+        "uki_bytes": manifest.artifacts[contract.UKI].size,
         "uki_sections": uki_sections,
         "payload_zstd": payload,
         "root_du_top_dirs": dirs,
         "root_largest_files": files,
-        "packages_top": [(p["installed_size"], p["name"]) for p in packages[:15]],
+        "packages_top": [(p.installed_size, p.name) for p in packages[:15]],
         "package_count": len(packages),
     }
     out = REPO / "bench" / "results"

@@ -13,21 +13,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from builder import artifacts, driver, fault, layout, manifest, provenance, sbom, uki
+from builder import artifacts, driver, fault, layout, manifest, payload, provenance, sbom, uki
 from builder.lint import lint
 from builder.settings import BuildSettings
 from cli.cache import cache_dir
 from cli.errors import UserError
-
-ARTIFACTS = ("disk.raw", "disk.qcow2", "root.erofs", "root.verity", "uki.efi", sbom.FILE_NAME)
-PYTHON_DIR = "usr/lib/berth/python"
-AGENT_TREE = driver.REPO / "updater" / "agent" / "image"
-WRAPPER = """#!/usr/bin/python3
-import sys
-sys.path.insert(0, "/usr/lib/berth/python")
-from cli.main import main
-sys.exit(main())
-"""
+from updater import contract
 
 
 class _Progress:
@@ -38,25 +29,6 @@ class _Progress:
     def __call__(self, message: str) -> None:
         if self.show:
             print(f"==> [{time.monotonic() - self.start:5.0f}s] {message}", file=sys.stderr)
-
-
-def stage_agent(tree: Path) -> list[Path]:
-    """Extra trees for mkosi: berth's Python packages plus the agent's root overlay."""
-    python = tree / PYTHON_DIR
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    shutil.copytree(driver.REPO / "cli", python / "cli", ignore=ignore)
-    shutil.copytree(
-        driver.REPO / "updater",
-        python / "updater",
-        ignore=lambda d, names: (
-            ignore(d, names) | ({"image"} if Path(d) == AGENT_TREE.parent else set())
-        ),
-    )
-    wrapper = tree / "usr/bin/berth"
-    wrapper.parent.mkdir(parents=True)
-    wrapper.write_text(WRAPPER)
-    wrapper.chmod(0o755)
-    return [tree, AGENT_TREE] if AGENT_TREE.is_dir() else [tree]
 
 
 def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
@@ -93,7 +65,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                 initrd=initrd,
                 repart_dir=repart,
                 extra_trees=[
-                    *stage_agent(work / "agent-tree"),
+                    *payload.stage(work / "agent-tree"),
                     *fault.extra_trees(settings.fault, work / "fault-tree"),
                 ],
                 mirror=mirror,
@@ -106,14 +78,14 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         )
 
         progress("extracting root, verity and UKI from the disk image")
-        (work / "mkosi" / "image.raw").rename(out / "disk.raw")
+        (work / "mkosi" / "image.raw").rename(out / contract.DISK_RAW)
         roothash = _extract(settings, out)
-        with (out / "root.erofs").open("rb") as f:
+        with (out / contract.ROOT_IMAGE).open("rb") as f:
             layout.check_slot_fit(layout.erofs_size(f.read(4096)), settings)
 
-        progress("linting the final root (no package manager, compilers, stray setuid)")
+        progress("linting the final root (no package manager, compilers, stray setuid, off-host code)")
         rootfs = work / "rootfs"
-        artifacts.extract_root(out / "root.erofs", rootfs)
+        artifacts.extract_root(out / contract.ROOT_IMAGE, rootfs)
         findings = lint(rootfs)
         if findings:
             raise UserError(
@@ -121,7 +93,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
             )
 
         progress("converting to qcow2")
-        artifacts.to_qcow2(out / "disk.raw", out / "disk.qcow2")
+        artifacts.to_qcow2(out / contract.DISK_RAW, out / contract.DISK_QCOW2)
 
         progress("writing the SBOM (SPDX 2.3) and manifest.json")
         mkosi_manifest = json.loads((work / "mkosi" / "image.manifest").read_text())
@@ -130,16 +102,16 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         )
         debs = sbom.collect(
             work / "mkosi" / "sbom-input",
-            keep=[p["name"] for p in packages],
+            keep=[p.name for p in packages],
             archives=driver.package_archives(cache),
         )
-        (out / sbom.FILE_NAME).write_text(
+        (out / contract.SBOM).write_text(
             json.dumps(
                 sbom.document(
                     image=name,
                     version=settings.version,
                     roothash=roothash,
-                    root_sha256=artifacts.sha256(out / "root.erofs"),
+                    root_sha256=artifacts.sha256(out / contract.ROOT_IMAGE),
                     created=source.epoch,
                     distro=f"debian-{mkosi_manifest.get('config', {}).get('release', 'unknown')}",
                     berth_version=provenance.berth_version(),
@@ -151,8 +123,8 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
             + "\n"
         )
         slots = layout.slots(settings)
-        (out / "manifest.json").write_text(
-            manifest.render(
+        (out / contract.MANIFEST).write_text(
+            contract.Manifest(
                 image_id=settings.image_id,
                 version=settings.version,
                 engine=settings.engine,
@@ -160,12 +132,12 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                 slot_size=slots.slot_size,
                 verity_slot_size=slots.verity_slot_size,
                 artifacts={
-                    a: manifest.Artifact((out / a).stat().st_size, artifacts.sha256(out / a))
-                    for a in ARTIFACTS
+                    a: contract.Artifact((out / a).stat().st_size, artifacts.sha256(out / a))
+                    for a in contract.ARTIFACTS
                 },
                 packages=packages,
                 provenance=provenance.record(settings, source),
-            )
+            ).to_json()
         )
         final = output / name
         if final.exists():
@@ -176,7 +148,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         progress(f"done: {final}")
         progress(f"  root hash {roothash}")
         progress(
-            f"  SBOM {final / sbom.FILE_NAME}: SPDX 2.3, {len(debs)} Debian packages "
+            f"  SBOM {final / contract.SBOM}: SPDX 2.3, {len(debs)} Debian packages "
             f"({licensed} with a declared license) and berth"
         )
         return final
@@ -186,17 +158,19 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
 
 def _extract(settings: BuildSettings, out: Path) -> str:
     """Cut root, verity and UKI out of disk.raw; return the root hash, checked against the GPT."""
-    disk = out / "disk.raw"
+    disk = out / contract.DISK_RAW
     table = artifacts.read_table(disk)
-    name = settings.artifact_name
-    esp = layout.find(table, layout.TYPE_ESP, layout.ESP_LABEL)
-    root = layout.find(table, layout.TYPE_ROOT, name)
-    verity = layout.find(table, layout.TYPE_ROOT_VERITY, f"{name}_verity")
-    artifacts.copy_from_esp(disk, esp, f"/EFI/Linux/{name}.efi", out / "uki.efi")
-    artifacts.copy_range(disk, root.start, root.size, out / "root.erofs")
-    artifacts.copy_range(disk, verity.start, verity.size, out / "root.verity")
-    roothash = uki.roothash(uki.cmdline((out / "uki.efi").read_bytes()))
-    if (root.uuid, verity.uuid) != layout.uuids_from_roothash(roothash):
+    types = contract.ROOT_TYPES[contract.BUILD_ARCHITECTURE]
+    root_label, verity_label = contract.slot_labels(settings.image_id, settings.version)
+    esp = layout.find(table, contract.TYPE_ESP, contract.ESP_LABEL)
+    root = layout.find(table, types.root, root_label)
+    verity = layout.find(table, types.verity, verity_label)
+    first_uki = f"/{contract.UKI_DIR}/{contract.uki_filename(settings.image_id, settings.version)}"
+    artifacts.copy_from_esp(disk, esp, first_uki, out / contract.UKI)
+    artifacts.copy_range(disk, root.start, root.size, out / contract.ROOT_IMAGE)
+    artifacts.copy_range(disk, verity.start, verity.size, out / contract.VERITY_IMAGE)
+    roothash = uki.roothash(uki.cmdline((out / contract.UKI).read_bytes()))
+    if (root.uuid, verity.uuid) != contract.uuids_from_roothash(roothash):
         raise UserError(
             f"partition UUIDs {root.uuid}/{verity.uuid} do not derive from the UKI's roothash={roothash}"
         )

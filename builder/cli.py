@@ -53,15 +53,16 @@ def _verify(chosen: BuildSettings, built: Path, *, show: bool) -> None:
     import tempfile
 
     from builder import reproduce
-    from builder.build import ARTIFACTS, build
+    from builder.build import build
     from cli.errors import UserError
+    from updater import contract
 
     second = Path(tempfile.mkdtemp(prefix=".verify-", dir=built.parent))
     try:
         if show:
             print("==> building again to compare", file=sys.stderr)
         again = build(chosen, second, show=show)
-        differences = reproduce.compare(built, again, ARTIFACTS)
+        differences = reproduce.compare(built, again, contract.ARTIFACTS)
         for d in differences:
             print(f"{d.name} differs: {d.sha256_a} vs {d.sha256_b}\n{d.where}\n")
         if differences:
@@ -71,7 +72,7 @@ def _verify(chosen: BuildSettings, built: Path, *, show: bool) -> None:
             )
         if show:
             print(
-                f"==> reproducible: {len(ARTIFACTS)} artifacts bit for bit the same",
+                f"==> reproducible: {len(contract.ARTIFACTS)} artifacts bit for bit the same",
                 file=sys.stderr,
             )
     finally:

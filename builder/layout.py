@@ -1,10 +1,8 @@
 """The disk layout, as pure functions: repart definitions, slot sizes, checks.
 
-GPT per the Discoverable Partitions Spec: esp, root A + root-verity A (labels
-`<id>_<version>` and `<id>_<version>_verity`), root B + root-verity B (empty,
-label `_empty`, same sizes), var (ext4, label `var`). systemd-repart derives
-the root partition's UUID from the first 128 bits of the root hash and the
-verity partition's from the last 128 bits.
+What the disk is (partition types, labels, UUIDs from the root hash) is the
+contract every part shares, updater/contract.py; this module turns it and the
+build settings into systemd-repart definitions and checks the result.
 """
 
 from __future__ import annotations
@@ -15,16 +13,9 @@ from dataclasses import dataclass
 
 from builder.settings import BuildSettings
 from cli.errors import UserError
+from updater.contract import EMPTY_LABEL, ESP_LABEL, VAR_LABEL, slot_labels
 
 MIB = 1024 * 1024
-EMPTY_LABEL = "_empty"
-VAR_LABEL = "var"
-ESP_LABEL = "esp"
-# DPS type UUIDs (x86-64), as sfdisk --json reports them.
-TYPE_ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-TYPE_ROOT = "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"
-TYPE_ROOT_VERITY = "2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5"
-TYPE_VAR = "4D21B016-B534-45C2-A9FB-5C16E091FD2D"
 
 # systemd-repart 254 hashes 512-byte data blocks into 512-byte hash blocks
 # (its sector size); later versions may use larger blocks, which need less.
@@ -66,7 +57,7 @@ def _conf(**fields: str | int | list[str]) -> str:
 def repart_definitions(settings: BuildSettings) -> dict[str, str]:
     """File name -> systemd-repart definition for the whole disk."""
     s = slots(settings)
-    label = settings.artifact_name
+    root_label, verity_label = slot_labels(settings.image_id, settings.version)
     fixed = lambda size: {"SizeMinBytes": size, "SizeMaxBytes": size}
     return {
         "00-esp.conf": _conf(
@@ -78,7 +69,7 @@ def repart_definitions(settings: BuildSettings) -> dict[str, str]:
         ),
         "10-root-a.conf": _conf(
             Type="root",
-            Label=label,
+            Label=root_label,
             Format="erofs",
             CopyFiles="/",
             # The ESP's content and /var's mount point are not part of the slot.
@@ -91,7 +82,7 @@ def repart_definitions(settings: BuildSettings) -> dict[str, str]:
         ),
         "11-root-verity-a.conf": _conf(
             Type="root-verity",
-            Label=f"{label}_verity",
+            Label=verity_label,
             Verity="hash",
             VerityMatchKey="root",
             **fixed(s.verity_slot_size),
@@ -151,7 +142,8 @@ def partitions(sfdisk_json: dict) -> list[Partition]:
             node=p["node"],
             start=p["start"] * sector,
             size=p["size"] * sector,
-            type=p["type"].upper(),
+            # sfdisk prints type UUIDs in upper case, the contract in lower.
+            type=p["type"].lower(),
             uuid=p.get("uuid", "").lower(),
             label=p.get("name", ""),
         )
@@ -167,16 +159,6 @@ def find(parts: list[Partition], type_uuid: str, label: str) -> Partition:
             f"expected one partition of type {type_uuid} labelled {label!r}, found {len(found)}"
         )
     return found[0]
-
-
-def uuids_from_roothash(roothash: str) -> tuple[str, str]:
-    """(root partition UUID, verity partition UUID) as systemd-repart derives them from a
-    root hash: its first and last 128 bits, verbatim."""
-
-    def fmt(h: str) -> str:
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
-
-    return fmt(roothash[:32]), fmt(roothash[-32:])
 
 
 def parse_mirror(sources: dict[str, str]) -> str | None:

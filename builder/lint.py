@@ -1,4 +1,5 @@
-"""Proof that a root file system holds no package manager, compiler or stray setuid file.
+"""Proof that a root file system holds no package manager, compiler, stray setuid file
+or berth code that does not run on a host (builder/payload.py's rule).
 
 `lint(root)` walks an extracted root and returns what it found; the build
 fails on any finding and lists them all.
@@ -10,6 +11,8 @@ import fnmatch
 import os
 import stat
 from pathlib import Path
+
+from builder import payload
 
 # Paths (relative to the root, glob patterns) that must not exist.
 FORBIDDEN: tuple[tuple[str, str], ...] = (
@@ -76,4 +79,5 @@ def lint(root: Path) -> list[str]:
             ):
                 kind = "setuid" if mode & stat.S_ISUID else "setgid"
                 findings.add(f"{kind} file not in allowlist: /{rel}")
+    findings.update(payload.findings(root))
     return sorted(findings)

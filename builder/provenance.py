@@ -22,6 +22,7 @@ from pathlib import Path
 
 from builder.settings import BuildSettings
 from cli.errors import UserError
+from updater import contract
 
 _REPO = Path(__file__).resolve().parent.parent
 # What mkosi builds from besides the settings: the image tree and berth's mkosi scripts.
@@ -89,17 +90,17 @@ def config_digest(files: Mapping[str, bytes]) -> str:
     return digest.hexdigest()
 
 
-def record(settings: BuildSettings, source: Source) -> dict[str, object]:
+def record(settings: BuildSettings, source: Source) -> contract.Provenance:
     """The manifest's provenance: where the build came from and with what."""
-    return {
-        "commit": source.commit,
-        "dirty": source.dirty,
-        "source_date_epoch": source.epoch,
-        "mkosi_version": mkosi_version(),
-        "settings": dataclasses.asdict(settings),
-        "image_tree_sha256": config_digest(tree_files(IMAGE_TREES)),
-        "seed": str(seed(settings)),
-    }
+    return contract.Provenance(
+        commit=source.commit,
+        dirty=source.dirty,
+        source_date_epoch=source.epoch,
+        mkosi_version=mkosi_version(),
+        settings=dataclasses.asdict(settings),
+        image_tree_sha256=config_digest(tree_files(IMAGE_TREES)),
+        seed=str(seed(settings)),
+    )
 
 
 # I/O edges.

@@ -22,7 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-FILE_NAME = "sbom.spdx.json"
+from updater import contract
+
+FILE_NAME = contract.SBOM
 DEB_COMMENT = "sha256 of the .deb from mkosi's package cache"
 MD5SUMS_COMMENT = "no .deb in mkosi's package cache: sha256 of the package's md5sums list"
 

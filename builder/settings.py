@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from cli.errors import UserError
+from updater.contract import artifact_name
+from updater.wire import Version, WireError
 
 ENGINES = ("docker", "podman")
 FAULTS = ("none", "health-check", "kernel-panic")
 _IMAGE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-_VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class BuildSettings:
 
     @property
     def artifact_name(self) -> str:
-        return f"{self.image_id}_{self.version}"
+        return artifact_name(self.image_id, self.version)
 
 
 def _check(name: str, value: Any, source: str) -> Any:
@@ -85,8 +86,11 @@ def _problem(name: str, value: Any) -> str | None:
         return f"must be one of {', '.join(FAULTS)}, got {value!r}"
     if name == "image_id" and not _IMAGE_ID.match(value):
         return f"must be lower-case letters, digits and '-' (no '_'), got {value!r}"
-    if name == "version" and not _VERSION.match(value):
-        return f"must be dotted integers like 1.2.3, got {value!r}"
+    if name == "version":
+        try:
+            Version.parse(value)  # the one version grammar, the agent's and the server's
+        except WireError:
+            return f"must be dotted integers like 1.2.3, got {value!r}"
     if name == "slot_margin_percent" and not 0 <= value < 100:
         return f"must be between 0 and 99, got {value}"
     if name.endswith("_mib") and value <= 0:

@@ -19,7 +19,7 @@ from cli.errors import UserError
 # (e.g. the builder inside a host image) simply contributes no verbs.
 ROOMS: tuple[str, ...] = (
     "builder.cli",
-    "updater.cli",
+    "updater.publish.cli",
     "updater.agent.cli",
     "updater.fleet.cli",
     "qemu.cli",

@@ -29,6 +29,7 @@ import requests
 from qemu.harness import VM
 from qemu.machine import HOST_SERVICES_ADDRESS
 from qemu.ready import Ready
+from updater import contract
 
 # The guest finds the fleet server at http://HOST_SERVICES_ADDRESS:FLEET_GUEST_PORT.
 FLEET_GUEST_PORT = 8080
@@ -161,8 +162,8 @@ class Lab:
     def publish(self, artifact: Path) -> None:
         if not self.keys.exists():
             berth(["keys", "init", "--keys", str(self.keys)], self.log)
-        manifest = json.loads((artifact / "manifest.json").read_text())
-        self.narrate(f"publishing {manifest['image_id']} {manifest['version']} (signed TUF targets)")
+        manifest = contract.Manifest.from_json((artifact / contract.MANIFEST).read_text())
+        self.narrate(f"publishing {manifest.image_id} {manifest.version} (signed TUF targets)")
         berth(["publish", str(artifact), "--repo", str(self.repo), "--keys", str(self.keys)], self.log)
 
     @property

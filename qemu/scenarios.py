@@ -8,22 +8,21 @@ from what the harness sees on the console and over SSH.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from qemu.lab import Host, Lab
 from qemu.ready import Ready
+from updater import contract
 
 # Upper bounds under TCG on a shared 2-core machine (a boot took 60-150 s there).
 UPDATE_TIMEOUT_S = 1800
 FALLBACK_BOOTS_TIMEOUT_S = 1800
 
 
-def manifest(artifact: Path) -> dict[str, Any]:
-    return dict(json.loads((artifact / "manifest.json").read_text()))
+def manifest(artifact: Path) -> contract.Manifest:
+    return contract.Manifest.from_json((artifact / contract.MANIFEST).read_text())
 
 
 @dataclass(frozen=True)
@@ -47,7 +46,7 @@ class Fallback:
 
 def update(lab: Lab, host: Host, artifact: Path, *, with_app: bool = False) -> Update:
     """Publish ``artifact``; the host takes it, reboots into it and is blessed."""
-    version = manifest(artifact)["version"]
+    version = manifest(artifact).version
     published = time.time()
     lab.publish(artifact)
     rebooting = lab.follow(host, version, ("rebooting", "failed"), UPDATE_TIMEOUT_S)[-1]
@@ -67,7 +66,7 @@ def update(lab: Lab, host: Host, artifact: Path, *, with_app: bool = False) -> U
 def fallback(lab: Lab, host: Host, artifact: Path) -> Fallback:
     """Publish a release built to fail; the host tries it until systemd-boot falls back."""
     built = manifest(artifact)
-    version = built["version"]
+    version = built.version
     lab.publish(artifact)
     rebooting = lab.follow(host, version, ("rebooting", "failed"), UPDATE_TIMEOUT_S)[-1]
     if rebooting["event"] == "failed":
@@ -76,7 +75,7 @@ def fallback(lab: Lab, host: Host, artifact: Path) -> Fallback:
     ready = host.wait_ready(FALLBACK_BOOTS_TIMEOUT_S)
     back = time.time()
     reports = lab.follow(host, version, ("rolled_back", "blessed"), 300)
-    boots = host.boots_of(built["roothash"])
+    boots = host.boots_of(built.roothash)
     host.narrate(f"{host.name}: {version} booted {boots} times, then {ready.version} came back by itself")
     return Fallback(version, ready, [r["event"] for r in reports], boots, back - rebooting["at"],
                     reports[-1]["detail"])

@@ -6,7 +6,6 @@ by itself (scenarios 1 and 2 of the end-to-end tests, narrated).
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -16,6 +15,7 @@ sys.path.insert(0, str(REPO))
 from builder import artifacts, settings
 from builder.build import build
 from builder.cli import DEFAULT_CONFIG
+from updater import contract
 
 MIB = 1024 * 1024
 
@@ -26,20 +26,18 @@ def build_default_image(output: Path) -> Path:
 
 
 def show_image(image: Path) -> None:
-    manifest = json.loads((image / "manifest.json").read_text())
-    print(
-        f"\nImage {manifest['image_id']} {manifest['version']} ({manifest['engine']}) in {image}/"
-    )
-    for name, entry in manifest["artifacts"].items():
-        print(f"  {name:<12} {entry['size'] / MIB:9.1f} MiB  sha256 {entry['sha256'][:16]}…")
-    print(f"  root hash    {manifest['roothash']}")
+    manifest = contract.Manifest.from_json((image / contract.MANIFEST).read_text())
+    print(f"\nImage {manifest.image_id} {manifest.version} ({manifest.engine}) in {image}/")
+    for name, entry in manifest.artifacts.items():
+        print(f"  {name:<12} {entry.size / MIB:9.1f} MiB  sha256 {entry.sha256[:16]}…")
+    print(f"  root hash    {manifest.roothash}")
     print("\nPartitions of disk.raw (GPT, found by type and label):")
     for part in artifacts.read_table(image / "disk.raw"):
         print(f"  {part.label:<22} {part.size / MIB:8.0f} MiB  uuid {part.uuid}")
-    packages = sorted(manifest["packages"], key=lambda p: -p["installed_size"])
+    packages = sorted(manifest.packages, key=lambda p: -p.installed_size)
     print(f"\n{len(packages)} Debian packages, no package manager; the largest:")
     for p in packages[:8]:
-        print(f"  {p['name']:<28} {p['version']:<28} {p['installed_size'] / MIB:6.1f} MiB")
+        print(f"  {p.name:<28} {p.version:<28} {p.installed_size / MIB:6.1f} MiB")
     print(f"\nBoot it yourself:  {sys.prefix}/bin/berth vm {image}   (ctrl-a x quits)\n")
 
 

@@ -27,7 +27,8 @@ import pytest
 import yaml
 
 from builder.layout import verity_size
-from updater.repository import init_keys
+from updater import contract
+from updater.publish.repository import init_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SLOT_MIB = 16  # root slot; its verity slot is sized as the builder sizes it
@@ -37,11 +38,12 @@ def verity_mib(slot_mib: int) -> int:
     return verity_size(slot_mib << 20) >> 20
 
 
+ROOT_TYPES = contract.ROOT_TYPES["x86_64"]
 TYPES = {
-    "esp": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
-    "root": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
-    "verity": "2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5",
-    "var": "4D21B016-B534-45C2-A9FB-5C16E091FD2D",
+    "esp": contract.TYPE_ESP,
+    "root": ROOT_TYPES.root,
+    "verity": ROOT_TYPES.verity,
+    "var": contract.TYPE_VAR,
 }
 
 
@@ -63,37 +65,39 @@ def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: 
     ``whole_slot``: as `berth build` makes them, the root image is the whole slot (the
     erofs, then zeros), hashed in 512-byte blocks like systemd-repart 254, and the verity
     image is the whole verity slot."""
-    directory = out / f"berth_{version}"
+    directory = out / contract.artifact_name("berth", version)
     src = out / f"src-{version}"
     (src / "usr/lib").mkdir(parents=True)
     (src / "usr/lib/os-release").write_text(f"IMAGE_ID=berth\nIMAGE_VERSION={version}\n")
     (src / "blob").write_bytes(os.urandom(blob_bytes // 2) + bytes(blob_bytes // 2))
     directory.mkdir(parents=True)
-    subprocess.run(["mkfs.erofs", "--quiet", "-T0", str(directory / "root.erofs"), str(src)], check=True)
+    subprocess.run(["mkfs.erofs", "--quiet", "-T0", str(directory / contract.ROOT_IMAGE), str(src)], check=True)
     blocks = ["--data-block-size=512", "--hash-block-size=512"] if whole_slot else []
     if whole_slot:
-        os.truncate(directory / "root.erofs", slot_mib << 20)
+        os.truncate(directory / contract.ROOT_IMAGE, slot_mib << 20)
     out_text = subprocess.run(
-        ["veritysetup", "format", *blocks, str(directory / "root.erofs"), str(directory / "root.verity")],
+        ["veritysetup", "format", *blocks, str(directory / contract.ROOT_IMAGE),
+         str(directory / contract.VERITY_IMAGE)],
         check=True, capture_output=True, text=True,
     ).stdout
     if whole_slot:
-        os.truncate(directory / "root.verity", verity_mib(slot_mib) << 20)
+        os.truncate(directory / contract.VERITY_IMAGE, verity_mib(slot_mib) << 20)
     roothash = re.search(r"Root hash:\s+([0-9a-f]{64})", out_text)[1]  # type: ignore[index]
     # A stand-in for a UKI: what matters to the boot path is its .cmdline (roothash=).
     uki = b"MZ" + bytes(510) + f".cmdline\0roothash={roothash} console=ttyS0\0".encode() + os.urandom(4096)
-    (directory / "uki.efi").write_bytes(uki)
+    (directory / contract.UKI).write_bytes(uki)
     artifacts = {
-        name: {"size": (directory / name).stat().st_size,
-               "sha256": hashlib.sha256((directory / name).read_bytes()).hexdigest()}
-        for name in ("root.erofs", "root.verity", "uki.efi")
+        name: contract.Artifact((directory / name).stat().st_size,
+                                hashlib.sha256((directory / name).read_bytes()).hexdigest())
+        for name in contract.RELEASE_ARTIFACTS
     }
-    manifest = {"image_id": "berth", "version": version, "engine": "docker", "roothash": roothash,
-                "slot_size": slot_mib << 20, "verity_slot_size": verity_mib(slot_mib) << 20,
-                "artifacts": artifacts, "packages": []}
-    (directory / "manifest.json").write_text(json.dumps(manifest))
+    manifest = contract.Manifest(
+        image_id="berth", version=version, engine="docker", roothash=roothash, slot_size=slot_mib << 20,
+        verity_slot_size=verity_mib(slot_mib) << 20, artifacts=artifacts,
+    )
+    (directory / contract.MANIFEST).write_text(manifest.to_json())
     shutil.rmtree(src)
-    return BuiltRelease(version, directory, roothash, artifacts["uki.efi"]["sha256"])
+    return BuiltRelease(version, directory, roothash, artifacts[contract.UKI].sha256)
 
 
 @pytest.fixture(scope="session")
@@ -202,41 +206,43 @@ def sfdisk_json(disk: Path) -> list[dict]:
 
 def make_disk(path: Path, first: BuiltRelease, slot_mib: int = SLOT_MIB) -> None:
     """GPT as the builder lays it out: ESP, root A + verity A (holding ``first``), empty B, var."""
-    rh = first.roothash
+    root_uuid, verity_uuid = contract.uuids_from_roothash(first.roothash)
+    root_label, verity_label = contract.slot_labels("berth", first.version)
     lines = [
         "label: gpt",
-        f"size=8MiB, type={TYPES['esp']}, name=esp",
-        f"size={slot_mib}MiB, type={TYPES['root']}, name=berth_{first.version}, uuid={uuid.UUID(rh[:32])}",
-        (f"size={verity_mib(slot_mib)}MiB, type={TYPES['verity']}, name=berth_{first.version}_verity, "
-         f"uuid={uuid.UUID(rh[32:])}"),
-        f"size={slot_mib}MiB, type={TYPES['root']}, name=_empty",
-        f"size={verity_mib(slot_mib)}MiB, type={TYPES['verity']}, name=_empty",
-        f"size=4MiB, type={TYPES['var']}, name=var",
+        f"size=8MiB, type={TYPES['esp']}, name={contract.ESP_LABEL}",
+        f"size={slot_mib}MiB, type={TYPES['root']}, name={root_label}, uuid={root_uuid}",
+        f"size={verity_mib(slot_mib)}MiB, type={TYPES['verity']}, name={verity_label}, uuid={verity_uuid}",
+        f"size={slot_mib}MiB, type={TYPES['root']}, name={contract.EMPTY_LABEL}",
+        f"size={verity_mib(slot_mib)}MiB, type={TYPES['verity']}, name={contract.EMPTY_LABEL}",
+        f"size=4MiB, type={TYPES['var']}, name={contract.VAR_LABEL}",
     ]
     with open(path, "wb") as handle:
         handle.truncate((2 * (slot_mib + verity_mib(slot_mib)) + 16) << 20)
     subprocess.run(["sfdisk", "--quiet", str(path)], input="\n".join(lines) + "\n", text=True, check=True)
     parts = sfdisk_json(path)
     with open(path, "r+b") as handle:
-        for part, name in ((parts[1], "root.erofs"), (parts[2], "root.verity")):
+        for part, name in ((parts[1], contract.ROOT_IMAGE), (parts[2], contract.VERITY_IMAGE)):
             handle.seek(part["start"] * 512)
             handle.write((first.directory / name).read_bytes())
 
 
-_ENTRY = re.compile(r"^(?P<id>.+)_(?P<ver>[0-9.]+?)(?:\+(?P<left>\d+)(?:-(?P<done>\d+))?)?\.efi$")
+def _entry(name: str) -> contract.BootEntry:
+    entry = contract.BootEntry.parse(name)
+    assert entry, name
+    return entry
 
 
 def _menu_key(name: str) -> tuple[bool, list[int], int, int]:
-    m = _ENTRY.match(name)
-    assert m, name
-    left = int(m["left"]) if m["left"] is not None else -1
-    return (left == 0, [-int(p) for p in m["ver"].split(".")], -left, int(m["done"] or 0))
+    entry = _entry(name)
+    left = entry.tries_left if entry.tries_left is not None else -1
+    return (left == 0, [-int(p) for p in entry.version.split(".")], -left, entry.tries_done)
 
 
 def systemd_boot_menu(esp: Path) -> list[str]:
     """Entries in systemd-boot's order (sd-boot's boot_entry_compare for same-IMAGE_ID UKIs):
     no tries left sorts last, then newest version first, then more tries left, fewer done."""
-    names = [p.name for p in (esp / "EFI/Linux").iterdir() if p.name.endswith(".efi")]
+    names = [p.name for p in (esp / contract.UKI_DIR).iterdir() if p.name.endswith(".efi")]
     return sorted(names, key=cmp_to_key(lambda a, b: (_menu_key(a) > _menu_key(b)) - (_menu_key(a) < _menu_key(b))))
 
 
@@ -277,15 +283,15 @@ class Host:
         """The version systemd-boot would boot now, after checking it is a whole, verified slot."""
         menu = self.entries()
         assert menu, "no boot entry at all"
-        chosen = self.esp / "EFI/Linux" / menu[0]
+        chosen = self.esp / contract.UKI_DIR / menu[0]
         uki = chosen.read_bytes()
         assert hashlib.sha256(uki).hexdigest() in {r.uki_sha256 for r in self.releases.values()}, chosen
         roothash = re.search(rb"roothash=([0-9a-f]{64})", uki)[1].decode()  # type: ignore[index]
         parts = {p["uuid"].lower(): p for p in sfdisk_json(self.disk)}
-        root = parts.get(str(uuid.UUID(roothash[:32])))
-        verity = parts.get(str(uuid.UUID(roothash[32:])))
+        root_uuid, verity_uuid = contract.uuids_from_roothash(roothash)
+        root, verity = parts.get(root_uuid), parts.get(verity_uuid)
         assert root and verity, f"{chosen.name}: no partitions carry the UUIDs of its root hash"
-        assert root["type"] == TYPES["root"] and verity["type"] == TYPES["verity"]
+        assert root["type"].lower() == TYPES["root"] and verity["type"].lower() == TYPES["verity"]
         scratch = self.root.parent / "verify"
         scratch.mkdir(exist_ok=True)
         with open(self.disk, "rb") as handle:
@@ -294,19 +300,19 @@ class Host:
                 (scratch / name).write_bytes(handle.read(part["size"] * 512))
         subprocess.run(["veritysetup", "verify", str(scratch / "root"), str(scratch / "verity"), roothash],
                        check=True, capture_output=True)
-        version = _ENTRY.match(chosen.name)["ver"]  # type: ignore[index]
-        assert root["name"] == f"berth_{version}"
+        version = _entry(chosen.name).version
+        assert root["name"] == contract.slot_labels("berth", version)[0]
         return version
 
     def boot(self) -> str:
         """Power on: systemd-boot counts the chosen entry down and boots it."""
         version = self.verified_boot()
         name = self.entries()[0]
-        m = _ENTRY.match(name)
-        assert m
-        if m["left"] is not None and int(m["left"]) > 0:
-            renamed = f"{m['id']}_{m['ver']}+{int(m['left']) - 1}-{int(m['done'] or 0) + 1}.efi"
-            (self.esp / "EFI/Linux" / name).rename(self.esp / "EFI/Linux" / renamed)
+        entry = _entry(name)
+        if entry.tries_left is not None and entry.tries_left > 0:
+            renamed = (f"{contract.artifact_name(entry.image_id, entry.version)}"
+                       f"+{entry.tries_left - 1}-{entry.tries_done + 1}.efi")
+            (self.esp / contract.UKI_DIR / name).rename(self.esp / contract.UKI_DIR / renamed)
         self._set_booted(self.releases[version])
         return version
 
@@ -314,9 +320,10 @@ class Host:
         """systemd-bless-boot after boot-complete.target: drop the counter of the booted entry."""
         version = self.booted_version()
         for name in self.entries():
-            m = _ENTRY.match(name)
-            if m and m["ver"] == version and m["left"] is not None:
-                (self.esp / "EFI/Linux" / name).rename(self.esp / "EFI/Linux" / f"{m['id']}_{version}.efi")
+            entry = _entry(name)
+            if entry.version == version and entry.tries_left is not None:
+                blessed = contract.uki_filename(entry.image_id, version)
+                (self.esp / contract.UKI_DIR / name).rename(self.esp / contract.UKI_DIR / blessed)
 
     def _set_booted(self, release: BuiltRelease) -> None:
         (self.root / "proc/cmdline").write_text(f"roothash={release.roothash} console=ttyS0\n")

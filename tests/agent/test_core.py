@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from updater.agent import machine as m
-from updater.agent.entries import boot_order, parse_entries, parse_entry, staged_filename
+from updater.agent.entries import boot_order, parse_entries
 from updater.agent.policy import (
     AfterReboot,
     Window,
@@ -17,6 +17,7 @@ from updater.agent.policy import (
     may_write_slot,
     stale_entries,
 )
+from updater.contract import BootEntry, uki_filename
 from updater.release import Release
 
 TARGET = m.Target("berth", "1.1", "ab" * 32, "b", "1.0")
@@ -119,9 +120,9 @@ def test_boot_entries_parse_and_sort_like_systemd_boot() -> None:
     # Trailing zeros: 1.1.0 is newer than 1.0.0 (and 1.0.1 than 1.0).
     trailing = parse_entries(["berth_1.0.0.efi", "berth_1.0.1.efi", "berth_1.1.0.efi", "berth_1.0.efi"])
     assert [e.version for e in boot_order(trailing)][:2] == ["1.1.0", "1.0.1"]
-    counting = parse_entry(staged_filename("berth", "1.2", 2))
+    counting = BootEntry.parse(uki_filename("berth", "1.2", 2))
     assert counting and (counting.tries_left, counting.tries_done, counting.blessed) == (2, 0, False)
-    assert parse_entry("my_image_1.2.efi").image_id == "my_image"  # type: ignore[union-attr]
+    assert BootEntry.parse("my_image_1.2.efi").image_id == "my_image"  # type: ignore[union-attr]
 
 
 def test_after_reboot_decisions() -> None:

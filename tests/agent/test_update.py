@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from updater import release as release_layout
+from updater.publish.repository import Repository
 from updater.release import ArtifactRole
-from updater.repository import Repository
 
 Host = Server = Any  # fixtures from conftest.py
 

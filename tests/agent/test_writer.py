@@ -20,8 +20,8 @@ import pytest
 from updater.agent import writer
 from updater.agent.gpt import Partition
 from updater.agent.machine import Progress
+from updater.publish.repository import compress_frames
 from updater.release import ArtifactRole, ReleaseArtifact
-from updater.repository import compress_frames
 
 OFFSET = 1 << 20  # where the partition starts on the disk
 SLOT = 4 << 20

@@ -11,6 +11,9 @@ import pytest
 
 from builder import artifacts, layout, uki
 from builder.lint import lint
+from updater import contract
+
+ROOT_TYPES = contract.ROOT_TYPES[contract.BUILD_ARCHITECTURE]
 
 pytestmark = pytest.mark.slow
 NAME = "berth_1.0.0"
@@ -37,7 +40,15 @@ def podman_root(podman_image: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def test_artifact_directory_is_complete_and_alone(default_image: Path) -> None:
     assert default_image.name == NAME
     assert sorted(p.name for p in default_image.iterdir()) == sorted(
-        ["disk.raw", "disk.qcow2", "root.erofs", "root.verity", "uki.efi", "manifest.json"]
+        [
+            "disk.raw",
+            "disk.qcow2",
+            "root.erofs",
+            "root.verity",
+            "uki.efi",
+            "sbom.spdx.json",
+            "manifest.json",
+        ]
     )
     assert [p.name for p in default_image.parent.iterdir()] == [NAME]  # no partial build left
 
@@ -46,16 +57,16 @@ def test_gpt_follows_the_discoverable_partitions_layout(default_image: Path) -> 
     manifest = _manifest(default_image)
     table = artifacts.read_table(default_image / "disk.raw")
     by_type = lambda t: [p for p in table if p.type == t]
-    assert [p.label for p in by_type(layout.TYPE_ESP)] == ["esp"]
-    assert sorted(p.label for p in by_type(layout.TYPE_ROOT)) == ["_empty", NAME]
-    assert sorted(p.label for p in by_type(layout.TYPE_ROOT_VERITY)) == ["_empty", f"{NAME}_verity"]
-    assert [p.label for p in by_type(layout.TYPE_VAR)] == ["var"]
-    assert {p.size for p in by_type(layout.TYPE_ROOT)} == {manifest["slot_size"]}
-    assert {p.size for p in by_type(layout.TYPE_ROOT_VERITY)} == {manifest["verity_slot_size"]}
+    assert [p.label for p in by_type(contract.TYPE_ESP)] == ["esp"]
+    assert sorted(p.label for p in by_type(ROOT_TYPES.root)) == ["_empty", NAME]
+    assert sorted(p.label for p in by_type(ROOT_TYPES.verity)) == ["_empty", f"{NAME}_verity"]
+    assert [p.label for p in by_type(contract.TYPE_VAR)] == ["var"]
+    assert {p.size for p in by_type(ROOT_TYPES.root)} == {manifest["slot_size"]}
+    assert {p.size for p in by_type(ROOT_TYPES.verity)} == {manifest["verity_slot_size"]}
     assert table[-1].label == "var"  # last, so it can grow into a larger disk
-    root = layout.find(table, layout.TYPE_ROOT, NAME)
-    verity = layout.find(table, layout.TYPE_ROOT_VERITY, f"{NAME}_verity")
-    assert (root.uuid, verity.uuid) == layout.uuids_from_roothash(manifest["roothash"])
+    root = layout.find(table, ROOT_TYPES.root, NAME)
+    verity = layout.find(table, ROOT_TYPES.verity, f"{NAME}_verity")
+    assert (root.uuid, verity.uuid) == contract.uuids_from_roothash(manifest["roothash"])
 
 
 def test_uki_names_the_root_hash_and_the_serial_console(default_image: Path) -> None:
@@ -73,7 +84,7 @@ def test_esp_holds_systemd_boot_and_the_first_uki_without_tries(
     default_image: Path, tmp_path: Path
 ) -> None:
     disk = default_image / "disk.raw"
-    esp = layout.find(artifacts.read_table(disk), layout.TYPE_ESP, "esp")
+    esp = layout.find(artifacts.read_table(disk), contract.TYPE_ESP, "esp")
     assert artifacts.list_esp(disk, esp, "/EFI/Linux") == [f"{NAME}.efi"]
     assert "BOOTX64.EFI" in artifacts.list_esp(disk, esp, "/EFI/BOOT")
     assert "systemd-bootx64.efi" in artifacts.list_esp(disk, esp, "/EFI/systemd")
@@ -102,7 +113,12 @@ def test_root_is_a_container_host_with_the_berth_agent(docker_root: Path) -> Non
     assert (docker_root / "usr/bin/docker").is_file()
     assert (docker_root / "usr/lib/berth/python/cli/main.py").is_file()
     assert (docker_root / "usr/lib/berth/python/updater/wire.py").is_file()
-    assert not list((docker_root / "usr/lib/berth/python").rglob("__pycache__"))
+    python = docker_root / "usr/lib/berth/python"
+    # Byte-compiled in the image by its own python3 (trixie: 3.13), nothing copied
+    # from the build host's caches; the lint proves every .py has its .pyc.
+    assert {p.suffixes[0] for p in python.rglob("*.pyc")} == {".cpython-313"}
+    assert sorted(p.name for p in python.iterdir()) == ["cli", "updater"]
+    assert not (python / "updater/fleet").exists() and not (python / "updater/publish").exists()
     wrapper = (docker_root / "usr/bin/berth").read_text()
     assert wrapper.startswith("#!/usr/bin/python3") and "/usr/lib/berth/python" in wrapper
     assert (
@@ -128,6 +144,7 @@ def test_manifest_hashes_and_sizes_match_the_files(default_image: Path) -> None:
         "root.erofs",
         "root.verity",
         "uki.efi",
+        "sbom.spdx.json",
     }
     for name, entry in manifest["artifacts"].items():
         path = default_image / name

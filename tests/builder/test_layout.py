@@ -11,6 +11,9 @@ import pytest
 from builder import layout, settings
 from builder.layout import MIB
 from cli.errors import UserError
+from updater import contract
+
+ROOT_TYPES = contract.ROOT_TYPES[contract.BUILD_ARCHITECTURE]
 
 DEFAULTS = settings.parse({}, "test")
 
@@ -100,7 +103,7 @@ def test_slot_fit_honours_the_margin() -> None:
 
 def test_partition_uuids_derive_from_the_root_hash() -> None:
     roothash = "483d726610fae1d43c6f2451dfb5206c13b6b616f4c4e158a041be0f08608416"
-    assert layout.uuids_from_roothash(roothash) == (
+    assert contract.uuids_from_roothash(roothash) == (
         "483d7266-10fa-e1d4-3c6f-2451dfb5206c",
         "13b6b616-f4c4-e158-a041-be0f08608416",
     )
@@ -115,7 +118,7 @@ def test_partitions_are_found_by_type_and_label_never_by_number() -> None:
                     "node": "d1",
                     "start": 2048,
                     "size": 100,
-                    "type": layout.TYPE_ROOT.lower(),
+                    "type": ROOT_TYPES.root,
                     "uuid": "A",
                     "name": "_empty",
                 },
@@ -123,7 +126,7 @@ def test_partitions_are_found_by_type_and_label_never_by_number() -> None:
                     "node": "d2",
                     "start": 4096,
                     "size": 100,
-                    "type": layout.TYPE_ROOT,
+                    "type": ROOT_TYPES.root.upper(),  # as sfdisk prints it
                     "uuid": "B",
                     "name": "berth_2",
                 },
@@ -131,10 +134,10 @@ def test_partitions_are_found_by_type_and_label_never_by_number() -> None:
         }
     }
     parts = layout.partitions(table)
-    found = layout.find(parts, layout.TYPE_ROOT, "berth_2")
+    found = layout.find(parts, ROOT_TYPES.root, "berth_2")
     assert (found.node, found.start, found.uuid) == ("d2", 4096 * 512, "b")
     with pytest.raises(ValueError, match="found 0"):
-        layout.find(parts, layout.TYPE_ROOT_VERITY, "berth_2")
+        layout.find(parts, ROOT_TYPES.verity, "berth_2")
 
 
 def test_mirror_comes_from_the_machines_apt_sources() -> None:

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import compileall
 import os
+import py_compile
+import re
+import subprocess
+import sys
+import sysconfig
 from pathlib import Path
 
+from builder import payload
 from builder.lint import lint
 
 
@@ -75,3 +82,94 @@ def test_a_symlink_named_like_a_package_manager_counts(tmp_path: Path) -> None:
     _clean_tree(tmp_path)
     (tmp_path / "usr/bin/apt").symlink_to("/nonexistent")
     assert lint(tmp_path) == ["apt: /usr/bin/apt"]
+
+
+# ---- berth's own code in the root (builder/payload.py) --------------------------------
+
+
+def _staged(root: Path) -> Path:
+    """The host payload as `berth build` stages it, byte-compiled the way
+    mkosi.postinst does (here by this interpreter, not the image's)."""
+    payload.stage(root)
+    python = root / payload.PYTHON_DIR
+    assert compileall.compile_dir(
+        python, quiet=1, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
+    )
+    return python
+
+
+def _site_free_python(*args: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """This interpreter without site (so no editable install of the repository) and
+    only ``path`` plus the third-party packages on sys.path."""
+    env = dict(os.environ, PYTHONPATH=f"{path}{os.pathsep}{sysconfig.get_paths()['purelib']}")
+    return subprocess.run(
+        [sys.executable, "-S", *args], env=env, capture_output=True, text=True, check=False,
+        cwd=path,
+    )
+
+
+def test_the_staged_host_payload_passes_and_holds_only_host_code(tmp_path: Path) -> None:
+    _clean_tree(tmp_path)
+    python = _staged(tmp_path)
+    assert lint(tmp_path) == []
+    assert sorted(p.name for p in python.iterdir()) == ["cli", "updater"]
+    assert (python / "updater/agent/agent.py").is_file()
+    for rel in payload.OFF_HOST:
+        assert not (python / rel).exists(), rel
+    assert not list(python.rglob("test_*.py"))
+
+
+def test_off_host_and_test_code_in_the_root_fails(tmp_path: Path) -> None:
+    _clean_tree(tmp_path)
+    python = _staged(tmp_path)
+    for rel in ("updater/fleet/app.py", "updater/publish/repository.py", "builder/build.py",
+                "qemu/lab.py", "tests/conftest.py", "updater/agent/test_core.py"):
+        _touch(python, rel)
+        compileall.compile_file(python / rel, quiet=1)
+    assert lint(tmp_path) == [
+        f"not host code: /{payload.PYTHON_DIR}/{rel}"
+        for rel in ("builder", "qemu", "tests", "updater/fleet", "updater/publish")
+    ] + [
+        f"test module: /{payload.PYTHON_DIR}/{rel}"
+        for rel in ("tests/conftest.py", "updater/agent/test_core.py")
+    ]
+
+
+def test_python_without_its_pyc_fails(tmp_path: Path) -> None:
+    _clean_tree(tmp_path)
+    python = _staged(tmp_path)
+    for pyc in (python / "updater/__pycache__").glob("wire.*.pyc"):
+        pyc.unlink()
+    _touch(tmp_path, "usr/lib/berth/extra.py")
+    assert lint(tmp_path) == [
+        "not byte-compiled: /usr/lib/berth/extra.py",
+        f"not byte-compiled: /{payload.PYTHON_DIR}/updater/wire.py",
+    ]
+
+
+def test_every_shipped_module_imports_from_the_payload_alone(tmp_path: Path) -> None:
+    python = _staged(tmp_path)
+    modules = sorted(
+        ".".join(p.relative_to(python).with_suffix("").parts).removesuffix(".__init__")
+        for p in python.rglob("*.py")
+    )
+    assert "updater.agent.service" in modules
+    check = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "ours = ('cli', 'updater', 'builder', 'qemu')\n"
+        "for name, module in sorted(sys.modules.items()):\n"
+        "    if name.split('.')[0] in ours:\n"
+        f"        assert (getattr(module, '__file__', None) or '').startswith({str(python)!r}), name\n"
+    )
+    result = _site_free_python("-c", check, path=python)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_hosts_berth_help_shows_only_host_verbs(tmp_path: Path) -> None:
+    python = _staged(tmp_path)
+    result = _site_free_python("-m", "cli.main", "--help", path=python)
+    assert result.returncode == 0, result.stderr
+    # argparse lists each verb indented by four spaces under "positional arguments".
+    verbs = re.findall(r"^    (\w\S*)", result.stdout, re.MULTILINE)
+    assert verbs == ["agent"]

@@ -17,6 +17,7 @@ import pytest
 
 from builder import driver, layout, provenance, reproduce, settings
 from cli.errors import UserError
+from updater import contract
 
 DEFAULTS = settings.parse({}, "test")
 EPOCH = 1796125339
@@ -124,8 +125,8 @@ def test_restamp_leaves_stale_and_hash_based_pycs_alone() -> None:
 def test_differences_are_merged_into_ranges_and_named_by_partition() -> None:
     assert reproduce.ranges([5000, 10, 11, 12, 9200]) == [(10, 13), (5000, 5001), (9200, 9201)]
     table = [
-        layout.Partition("d1", 1 << 20, 1 << 20, layout.TYPE_ESP, "u", "esp"),
-        layout.Partition("d2", 2 << 20, 1 << 20, layout.TYPE_VAR, "u", "var"),
+        layout.Partition("d1", 1 << 20, 1 << 20, contract.TYPE_ESP, "u", "esp"),
+        layout.Partition("d2", 2 << 20, 1 << 20, contract.TYPE_VAR, "u", "var"),
     ]
     assert reproduce.locate([(100, 101), ((2 << 20) + 5, (2 << 20) + 9)], table) == [
         "bytes 100-101 (outside the partitions (GPT headers))",

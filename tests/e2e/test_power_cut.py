@@ -59,7 +59,7 @@ def test_power_cuts_during_download_slot_write_after_staging_and_first_boot(
     lab.reboot_lock(GROUP, "operator", take=True)  # the agent may stage, but not reboot
     lab.publish(release(V2))
 
-    v1 = scenarios.manifest(release(V1))["roothash"]
+    v1 = scenarios.manifest(release(V1)).roothash
     wait_for_activity(host, r"writing root .*: [0-9]%")  # single digits: just begun
     host.power_cut("download just begun")
     # The agent resumes from its last checkpoint as soon as it starts again, long
@@ -72,7 +72,7 @@ def test_power_cuts_during_download_slot_write_after_staging_and_first_boot(
 
     lab.follow(host, V2, ("staged",))
     host.power_cut("UKI just staged")
-    v2 = scenarios.manifest(release(V2))["roothash"]
+    v2 = scenarios.manifest(release(V2)).roothash
     host.vm.wait_for(rf"Command line: roothash={v2}")
     host.vm.wait_for(r"Welcome to Debian")
     host.power_cut(f"first boot of {V2}")

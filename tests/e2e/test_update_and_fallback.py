@@ -57,7 +57,7 @@ def test_update_to_v2_through_the_fleet_keeps_v1_as_fallback_and_the_container_w
     done = scenarios.update(lab, host, release(V2), with_app=True)
 
     assert (done.ready.version, done.ready.slot) == (V2, "b")
-    assert done.ready.roothash == scenarios.manifest(release(V2))["roothash"]
+    assert done.ready.roothash == scenarios.manifest(release(V2)).roothash
     assert done.events == ["downloading", "staged", "rebooting", "blessed"]
     status = host.agent_status()
     assert status["booted"] == {"version": V2, "slot": "b", "roothash": done.ready.roothash}

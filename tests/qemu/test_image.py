@@ -12,20 +12,21 @@ from typing import Any
 
 import pytest
 
+from qemu.scenarios import manifest
+from updater import contract
+
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 
 
-def manifest(artifact: Path) -> dict[str, object]:
-    return dict(json.loads((artifact / "manifest.json").read_text()))
 
 
 def test_readiness_names_the_built_version_slot_a_and_root_hash(booted_host: Any) -> None:
     built = manifest(booted_host.artifact)
-    assert booted_host.ready.version == built["version"]
-    assert booted_host.ready.roothash == built["roothash"]
+    assert booted_host.ready.version == built.version
+    assert booted_host.ready.roothash == built.roothash
     assert booted_host.ready.slot == "a"
     cmdline = booted_host.vm.run("cat /proc/cmdline").stdout
-    assert f"roothash={built['roothash']}" in cmdline.split()
+    assert f"roothash={built.roothash}" in cmdline.split()
 
 
 def test_root_is_dm_verity_and_read_only(booted_host: Any) -> None:
@@ -62,7 +63,7 @@ def test_booted_uki_is_the_blessed_default_entry(booted_host: Any) -> None:
     built = manifest(booted_host.artifact)
     entries = json.loads(booted_host.vm.run("bootctl list --json=short").stdout)
     (booted,) = [e for e in entries if e.get("isSelected")]
-    assert booted["id"] == f"{built['image_id']}_{built['version']}.efi"
+    assert booted["id"] == contract.uki_filename(built.image_id, built.version)
     assert booted["type"] == "type2"  # a unified kernel image
     assert booted.get("isDefault") is True
     # No boot counter left on the entry: it is good (blessed), not on trial.
@@ -91,7 +92,7 @@ def test_podman_variant_boots_and_runs_the_same_container(
 ) -> None:
     archive, tag = busybox_archive
     vm = booted_podman_host.vm
-    assert manifest(booted_podman_host.artifact)["engine"] == "podman"
+    assert manifest(booted_podman_host.artifact).engine == "podman"
     assert vm.run("command -v docker", check=False).returncode != 0
     vm.ssh.copy_in(archive, "/var/tmp/busybox.tar")
     vm.run("podman load -i /var/tmp/busybox.tar")

@@ -22,7 +22,7 @@ from tuf.api import exceptions as tuf_errors
 
 from cli.errors import UserError
 from updater.agent import machine as m
-from updater.agent.entries import BootEntry, entries_for, staged_filename
+from updater.agent.entries import entries_for
 from updater.agent.esp import Esp, EspError
 from updater.agent.fetch import TufRepository
 from updater.agent.gpt import Partition, read_partitions, relabel
@@ -40,16 +40,10 @@ from updater.agent.policy import (
 )
 from updater.agent.ports import Fleet
 from updater.agent.settings import AgentSettings, credentials, credentials_dir_from_env
-from updater.agent.slots import (
-    EMPTY_LABEL,
-    Slot,
-    find_slots,
-    slot_labels,
-    slot_of_roothash,
-    uuids_from_roothash,
-)
+from updater.agent.slots import Slot, find_slots, slot_of_roothash
 from updater.agent.statefile import StateStore, atomic_write
 from updater.agent.writer import StreamEnded, WriteError, read_back, write_artifact
+from updater.contract import EMPTY_LABEL, BootEntry, slot_labels, uki_filename, uuids_from_roothash
 from updater.release import ArtifactRole, Release
 from updater.wire import Report, ReportEvent, Version
 
@@ -295,7 +289,7 @@ class Agent:
                 version=release.version)
             facts.esp.remove(entry)
         info = repo.target(uki.target_path)
-        facts.esp.install(staged_filename(release.image_id, release.version, self.settings.boot_tries),
+        facts.esp.install(uki_filename(release.image_id, release.version, self.settings.boot_tries),
                           repo.stream(info, 0), info.length, info.hashes["sha256"])
 
     def _progress(self, what: str, done: int, total: int) -> None:

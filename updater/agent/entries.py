@@ -1,68 +1,21 @@
-"""Boot entries on the ESP as systemd-boot sees them: names, tries, and order.
+"""Boot entries on the ESP in systemd-boot's order, and which belong to a version.
 
-A release's UKI lives at ``/EFI/Linux/<image_id>_<version>[+LEFT[-DONE]].efi``.
-The ``+LEFT-DONE`` suffix is systemd's boot counting: systemd-boot decrements
-LEFT (and increments DONE) each time it boots the entry, systemd-bless-boot
-drops the suffix once boot-complete.target is reached, and an entry with no
-tries left sorts after all others, so the previous version boots instead.
-Pure: callers pass file names.
+Entry names and their boot counting are the disk contract's (updater.contract.
+BootEntry); this module adds the order systemd-boot boots them in. Pure: callers
+pass file names.
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
-
+from updater.contract import BootEntry
 from updater.wire import Version
 
 # Versions have at most this many dotted parts (updater.wire.Version).
 MAX_VERSION_PARTS = 4
 
-_NAME = re.compile(
-    r"^(?P<image_id>.+)_(?P<version>[0-9]+(?:\.[0-9]+){0,3})"
-    r"(?:\+(?P<left>[0-9]+)(?:-(?P<done>[0-9]+))?)?\.efi$"
-)
-
-
-@dataclass(frozen=True)
-class BootEntry:
-    filename: str
-    image_id: str
-    version: str
-    # None: no counting (a blessed or never-counted entry).
-    tries_left: int | None
-    tries_done: int
-
-    @property
-    def blessed(self) -> bool:
-        return self.tries_left is None
-
-    @property
-    def bad(self) -> bool:
-        return self.tries_left == 0
-
-
-def parse_entry(filename: str) -> BootEntry | None:
-    """The entry a UKI file name describes, or None for files that are not ours."""
-    match = _NAME.match(filename)
-    if match is None:
-        return None
-    left = match["left"]
-    return BootEntry(
-        filename=filename,
-        image_id=match["image_id"],
-        version=match["version"],
-        tries_left=None if left is None else int(left),
-        tries_done=int(match["done"] or 0),
-    )
-
-
-def staged_filename(image_id: str, version: str, tries: int) -> str:
-    return f"{image_id}_{version}+{tries}.efi"
-
 
 def parse_entries(filenames: list[str]) -> list[BootEntry]:
-    return [e for e in (parse_entry(name) for name in filenames) if e is not None]
+    return [e for e in (BootEntry.parse(name) for name in filenames) if e is not None]
 
 
 def boot_order(entries: list[BootEntry]) -> list[BootEntry]:

@@ -7,9 +7,10 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from updater.agent.entries import BootEntry, parse_entries
+from updater.agent.entries import parse_entries
 from updater.agent.failpoint import durable
 from updater.atomic import fsync_dir, fsync_file
+from updater.contract import UKI_DIR, BootEntry
 
 
 class EspError(RuntimeError):
@@ -18,7 +19,7 @@ class EspError(RuntimeError):
 
 class Esp:
     def __init__(self, mount_point: Path) -> None:
-        self.linux = mount_point / "EFI" / "Linux"
+        self.linux = mount_point / UKI_DIR
 
     def entries(self) -> list[BootEntry]:
         return parse_entries(sorted(p.name for p in self.linux.iterdir() if p.is_file()))

@@ -11,7 +11,8 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, time
 
-from updater.agent.entries import BootEntry, entries_for
+from updater.agent.entries import entries_for
+from updater.contract import BootEntry
 from updater.release import Release
 from updater.wire import Version
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cli.errors import UserError
+from updater import contract
 from updater.atomic import atomic_write
 from updater.release import (
     SBOM_CUSTOM_KEY,
-    SBOM_FILENAME,
     TARGET_COMPRESSION,
     ArtifactRole,
     Release,
@@ -42,7 +42,9 @@ ROLES = ("root", "targets", "snapshot", "timestamp")
 EXPIRY_DAYS = {"root": 365, "targets": 90, "snapshot": 30, "timestamp": 1}
 # Input bytes per zstd frame: the agent can resume a download at any frame boundary.
 FRAME_BYTES = 8 << 20
-BUILD_FILES = {ArtifactRole.ROOT: "root.erofs", ArtifactRole.VERITY: "root.verity", ArtifactRole.UKI: "uki.efi"}
+# The build's file (updater.contract's artifact names) behind each target of a release.
+BUILD_FILES = {ArtifactRole.ROOT: contract.ROOT_IMAGE, ArtifactRole.VERITY: contract.VERITY_IMAGE,
+               ArtifactRole.UKI: contract.UKI}
 _BLOCK = 4 << 20
 
 
@@ -186,26 +188,27 @@ class Repository:
         if not (self.metadata_dir / "timestamp.json").exists():
             self.create()
         manifest = _read_manifest(artifact_dir)
-        image_id, version = str(manifest["image_id"]), str(manifest["version"])
+        image_id, version = manifest.image_id, manifest.version
         if any(r.image_id == image_id and r.version == version for r in self.releases()):
             raise UserError(f"{image_id} {version} is already published in {self.repo_dir}")
         if min_version is not None:
             _version_or_error(min_version, "--min-version")
-        has_sbom = (artifact_dir / SBOM_FILENAME).is_file()
+        has_sbom = (artifact_dir / contract.SBOM).is_file()
         # All checked before anything is stored.
-        for name in [*BUILD_FILES.values(), *([SBOM_FILENAME] if has_sbom else [])]:
+        for name in [*BUILD_FILES.values(), *([contract.SBOM] if has_sbom else [])]:
             progress(f"checking {name}")
-            if manifest["artifacts"].get(name, {}).get("sha256") != _sha256(artifact_dir / name):
-                raise UserError(f"{artifact_dir / name}: sha256 differs from manifest.json")
+            listed = manifest.artifacts.get(name)
+            if listed is None or listed.sha256 != _sha256(artifact_dir / name):
+                raise UserError(f"{artifact_dir / name}: sha256 differs from {contract.MANIFEST}")
         artifacts = {}
         for role, name in BUILD_FILES.items():
             progress(f"adding {name}")
             artifacts[role] = self._store_target(artifact_dir / name, target_path(image_id, version, role),
                                                  role, manifest, frame_bytes)
-        sbom = self._store_sbom(artifact_dir / SBOM_FILENAME, image_id, version, progress) if has_sbom else None
+        sbom = self._store_sbom(artifact_dir / contract.SBOM, image_id, version, progress) if has_sbom else None
         release = Release(
-            image_id=image_id, version=version, roothash=str(manifest["roothash"]),
-            slot_size=int(manifest["slot_size"]), verity_slot_size=int(manifest["verity_slot_size"]),
+            image_id=image_id, version=version, roothash=manifest.roothash,
+            slot_size=manifest.slot_size, verity_slot_size=manifest.verity_slot_size,
             min_version=min_version, withdrawn=False, artifacts=artifacts,
         )
 
@@ -222,9 +225,9 @@ class Repository:
         self._update_targets(add, timestamp_days)
         return release
 
-    def _store_target(self, source: Path, path: str, role: ArtifactRole, manifest: dict[str, Any],
+    def _store_target(self, source: Path, path: str, role: ArtifactRole, manifest: contract.Manifest,
                       frame_bytes: int) -> ReleaseArtifact:
-        installed_sha256 = manifest["artifacts"][source.name]["sha256"]
+        installed_sha256 = manifest.artifacts[source.name].sha256
         compression = TARGET_COMPRESSION[role]
         sha256, length = self._store_file(source, path, compression, frame_bytes)
         return ReleaseArtifact(role, path, length, sha256, compression, source.stat().st_size, installed_sha256)
@@ -249,7 +252,7 @@ class Repository:
         """The root's SBOM as a signed target beside the release."""
         from tuf.api.metadata import TargetFile
 
-        progress(f"adding {SBOM_FILENAME}")
+        progress(f"adding {contract.SBOM}")
         path = sbom_target_path(image_id, version)
         sha256, length = self._store_file(source, path, "none", FRAME_BYTES)
         custom = {SBOM_CUSTOM_KEY: {"image_id": image_id, "version": version, "format": "SPDX-2.3"}}
@@ -277,20 +280,22 @@ def _version_or_error(text: str, what: str) -> Version:
         raise UserError(f"{what}: {error}") from None
 
 
-def _read_manifest(artifact_dir: Path) -> dict[str, Any]:
-    path = artifact_dir / "manifest.json"
+def _read_manifest(artifact_dir: Path) -> contract.Manifest:
+    path = artifact_dir / contract.MANIFEST
     if not path.is_file():
-        raise UserError(f"{artifact_dir}: no manifest.json (not a `berth build` output directory)")
-    manifest = json.loads(path.read_text())
-    for key in ("image_id", "version", "roothash", "slot_size", "verity_slot_size", "artifacts"):
-        if key not in manifest:
-            raise UserError(f"{path}: missing '{key}'")
-    _version_or_error(str(manifest["version"]), str(path))
+        raise UserError(f"{artifact_dir}: no {contract.MANIFEST} (not a `berth build` output directory)")
+    try:
+        manifest = contract.Manifest.from_json(path.read_text())
+    except contract.ContractError as error:
+        raise UserError(f"{path}: {error}") from None
     for name in BUILD_FILES.values():
         if not (artifact_dir / name).is_file():
             raise UserError(f"{artifact_dir}: missing {name}")
-    if f"roothash={manifest['roothash']}".encode() not in (artifact_dir / "uki.efi").read_bytes():
-        raise UserError(f"{artifact_dir}/uki.efi: its command line lacks roothash={manifest['roothash']}")
+        if name not in manifest.artifacts:
+            raise UserError(f"{path}: no entry for {name} in 'artifacts'")
+    uki = artifact_dir / contract.UKI
+    if f"roothash={manifest.roothash}".encode() not in uki.read_bytes():
+        raise UserError(f"{uki}: its command line lacks roothash={manifest.roothash}")
     return manifest
 
 

@@ -44,7 +44,7 @@ def register(subparsers: Any) -> None:
 
 def _publish(args: argparse.Namespace) -> int:
     from cli.errors import UserError
-    from updater.repository import Repository
+    from updater.publish.repository import Repository
 
     repo = Repository(args.repo, args.keys)
     actions = [bool(args.artifact_dir), bool(args.withdraw), args.refresh_timestamp]
@@ -65,7 +65,7 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _keys_init(args: argparse.Namespace) -> int:
-    from updater.repository import init_keys
+    from updater.publish.repository import init_keys
 
     thresholds = {role: 1 for role in ROLES} | dict(args.threshold)
     init_keys(args.keys, thresholds)
