@@ -4,7 +4,9 @@ real .pyc files), and how `--verify-reproducible` reports a difference."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.machinery
+import json
 import importlib.util
 import os
 import py_compile
@@ -145,3 +147,45 @@ def test_compare_names_each_differing_artifact(tmp_path: Path) -> None:
     found = reproduce.compare(a, b, ["same", "disk.qcow2"])
     assert [d.name for d in found] == ["disk.qcow2"]
     assert found[0].where == "byte 50"
+
+
+def _with_provenance(**changes: object) -> contract.Manifest:
+    source = provenance.Source(commit="ab" * 20, dirty=False, epoch=EPOCH)
+    record = provenance.record(DEFAULTS, source)
+    return contract.Manifest(
+        image_id="berth",
+        version="1.0.0",
+        engine="docker",
+        roothash="cd" * 32,
+        slot_size=1 << 30,
+        verity_slot_size=69 << 20,
+        artifacts={contract.SBOM: contract.Artifact(10, "ef" * 32)},
+        provenance=dataclasses.replace(record, **changes),  # type: ignore[arg-type]
+    )
+
+
+def test_provenance_round_trips_through_the_manifest() -> None:
+    manifest = _with_provenance()
+    again = contract.Manifest.from_json(manifest.to_json())
+    assert again.provenance == manifest.provenance
+    assert again.provenance is not None and again.provenance.settings["engine"] == "docker"
+    assert again.provenance.source_date_epoch == EPOCH
+    # Manifests of builds before provenance still read.
+    old = json.loads(manifest.to_json())
+    del old["provenance"]
+    assert contract.Manifest.from_json(json.dumps(old)).provenance is None
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("dirty", "no", "'provenance.dirty' must be bool"),
+        ("source_date_epoch", "1", "'provenance.source_date_epoch' must be int"),
+        ("settings", {"engine": ["docker"]}, "'provenance.settings.engine' must be str or int"),
+    ],
+)
+def test_a_mistyped_provenance_is_refused(field: str, value: object, message: str) -> None:
+    document = json.loads(_with_provenance().to_json())
+    document["provenance"][field] = value
+    with pytest.raises(contract.ContractError, match=message):
+        contract.Manifest.from_json(json.dumps(document))
