@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.machinery
-import json
 import importlib.util
+import json
 import os
 import py_compile
 import shlex
