@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from cli.cache import cache_dir
+from updater import contract
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,10 +82,10 @@ def _block_device(disk: Path) -> Iterator[str]:
 
 def _writer_times(disk: Path, repo: Path, version: str) -> dict[str, dict[str, float | str]]:
     """Stream each slot target from the repository's file into slot b, then read it back."""
-    from updater.agent.gpt import read_partitions
     from updater.agent.machine import Progress
     from updater.agent.slots import find_slots
     from updater.agent.writer import read_back, write_artifact
+    from updater.gpt import read_partitions
     from updater.release import ArtifactRole, releases_from_targets, stored_target_path
 
     signed = json.loads((repo / "metadata/targets.json").read_text())["signed"]
@@ -180,7 +181,7 @@ def main() -> int:
     parts = fx.sfdisk_json(host.disk)
     installed = 0
     start = time.monotonic()
-    for part, name in ((parts[3], "root.erofs"), (parts[4], "root.verity")):
+    for part, name in ((parts[3], contract.ROOT_IMAGE), (parts[4], contract.VERITY_IMAGE)):
         source = releases["1.1"].directory / name
         installed += source.stat().st_size
         subprocess.run(

@@ -7,20 +7,16 @@ ESP with mtools, and every copy keeps holes so slot padding costs no disk.
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 from pathlib import Path
 
-from builder import layout
+from updater import gpt
 
 _CHUNK = 4 * 1024 * 1024
 
 
-def read_table(disk: Path) -> list[layout.Partition]:
-    out = subprocess.run(
-        ["sfdisk", "--json", str(disk)], check=True, capture_output=True, text=True
-    )
-    return layout.partitions(json.loads(out.stdout))
+def read_table(disk: Path) -> list[gpt.Partition]:
+    return gpt.read_partitions(str(disk))
 
 
 def copy_range(source: Path, start: int, size: int, target: Path) -> None:
@@ -41,17 +37,17 @@ def copy_range(source: Path, start: int, size: int, target: Path) -> None:
         dst.truncate(size)
 
 
-def copy_from_esp(disk: Path, esp: layout.Partition, path: str, target: Path) -> None:
+def copy_from_esp(disk: Path, esp: gpt.Partition, path: str, target: Path) -> None:
     subprocess.run(
-        ["mcopy", "-n", "-i", f"{disk}@@{esp.start}", f"::{path}", str(target)],
+        ["mcopy", "-n", "-i", f"{disk}@@{esp.offset}", f"::{path}", str(target)],
         check=True,
         capture_output=True,
     )
 
 
-def list_esp(disk: Path, esp: layout.Partition, directory: str) -> list[str]:
+def list_esp(disk: Path, esp: gpt.Partition, directory: str) -> list[str]:
     out = subprocess.run(
-        ["mdir", "-b", "-i", f"{disk}@@{esp.start}", f"::{directory}"],
+        ["mdir", "-b", "-i", f"{disk}@@{esp.offset}", f"::{directory}"],
         check=True,
         capture_output=True,
         text=True,

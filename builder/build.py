@@ -167,11 +167,12 @@ def _extract(settings: BuildSettings, out: Path) -> str:
     verity = layout.find(table, types.verity, verity_label)
     first_uki = f"/{contract.UKI_DIR}/{contract.uki_filename(settings.image_id, settings.version)}"
     artifacts.copy_from_esp(disk, esp, first_uki, out / contract.UKI)
-    artifacts.copy_range(disk, root.start, root.size, out / contract.ROOT_IMAGE)
-    artifacts.copy_range(disk, verity.start, verity.size, out / contract.VERITY_IMAGE)
+    artifacts.copy_range(disk, root.offset, root.size, out / contract.ROOT_IMAGE)
+    artifacts.copy_range(disk, verity.offset, verity.size, out / contract.VERITY_IMAGE)
     roothash = uki.roothash(uki.cmdline((out / contract.UKI).read_bytes()))
-    if (root.uuid, verity.uuid) != contract.uuids_from_roothash(roothash):
+    if (root.part_uuid, verity.part_uuid) != contract.uuids_from_roothash(roothash):
         raise UserError(
-            f"partition UUIDs {root.uuid}/{verity.uuid} do not derive from the UKI's roothash={roothash}"
+            f"partition UUIDs {root.part_uuid}/{verity.part_uuid} do not derive from the UKI's "
+            f"roothash={roothash}"
         )
     return roothash

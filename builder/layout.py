@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from builder.settings import BuildSettings
 from cli.errors import UserError
 from updater.contract import EMPTY_LABEL, ESP_LABEL, VAR_LABEL, slot_labels
+from updater.gpt import Partition
 
 MIB = 1024 * 1024
 
@@ -123,37 +124,9 @@ def check_slot_fit(root_bytes: int, settings: BuildSettings) -> None:
         )
 
 
-@dataclass(frozen=True)
-class Partition:
-    node: str
-    start: int  # bytes
-    size: int  # bytes
-    type: str
-    uuid: str
-    label: str
-
-
-def partitions(sfdisk_json: dict) -> list[Partition]:
-    """Partitions from `sfdisk --json` output, in table order."""
-    table = sfdisk_json["partitiontable"]
-    sector = int(table.get("sectorsize", 512))
-    return [
-        Partition(
-            node=p["node"],
-            start=p["start"] * sector,
-            size=p["size"] * sector,
-            # sfdisk prints type UUIDs in upper case, the contract in lower.
-            type=p["type"].lower(),
-            uuid=p.get("uuid", "").lower(),
-            label=p.get("name", ""),
-        )
-        for p in table["partitions"]
-    ]
-
-
 def find(parts: list[Partition], type_uuid: str, label: str) -> Partition:
     """The one partition of this type and label (partitions are never found by number)."""
-    found = [p for p in parts if p.type == type_uuid and p.label == label]
+    found = [p for p in parts if p.type_uuid == type_uuid and p.label == label]
     if len(found) != 1:
         raise ValueError(
             f"expected one partition of type {type_uuid} labelled {label!r}, found {len(found)}"

@@ -2,8 +2,9 @@
 
 Each room (builder, updater.agent, updater.fleet, qemu) exposes
 ``register(subparsers)`` in a module that imports only argparse at load time,
-so `berth --help` is fast and the on-host image, which carries only the
-``updater`` package, still gets its own verbs (`berth agent …`).
+so `berth --help` is fast and a host, which carries only the host code
+(builder/payload.py: no builder, publisher, fleet server or lab), lists only
+its own verbs (`berth agent …`).
 """
 
 from __future__ import annotations

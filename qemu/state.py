@@ -19,15 +19,18 @@ from pathlib import Path
 from cli.errors import UserError
 from qemu.machine import OVMF_VARS_TEMPLATE
 from qemu.ssh import ensure_key
+from updater import contract
 
 
 def resolve_disk(artifact: Path) -> Path:
     """The bootable disk of a build output directory, or a disk image given directly."""
     if artifact.is_dir():
-        for name in ("disk.qcow2", "disk.raw"):
+        for name in (contract.DISK_QCOW2, contract.DISK_RAW):
             if (artifact / name).is_file():
                 return artifact / name
-        raise UserError(f"{artifact} holds no disk.qcow2 or disk.raw (is it a berth build output?)")
+        raise UserError(
+            f"{artifact} holds no {contract.DISK_QCOW2} or {contract.DISK_RAW} (is it a berth build output?)"
+        )
     if artifact.is_file():
         return artifact
     raise UserError(f"{artifact} does not exist")

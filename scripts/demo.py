@@ -33,7 +33,7 @@ def show_image(image: Path) -> None:
     print(f"  root hash    {manifest.roothash}")
     print("\nPartitions of disk.raw (GPT, found by type and label):")
     for part in artifacts.read_table(image / "disk.raw"):
-        print(f"  {part.label:<22} {part.size / MIB:8.0f} MiB  uuid {part.uuid}")
+        print(f"  {part.label:<22} {part.size / MIB:8.0f} MiB  uuid {part.part_uuid}")
     packages = sorted(manifest.packages, key=lambda p: -p.installed_size)
     print(f"\n{len(packages)} Debian packages, no package manager; the largest:")
     for p in packages[:8]:

@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from updater.agent.gpt import read_partitions, relabel
 from updater.agent.slots import find_slots
+from updater.gpt import read_partitions, relabel
 
 
 def _sfdisk(disk: Path) -> list[dict]:

@@ -50,7 +50,7 @@ def test_artifact_directory_is_complete_and_alone(default_image: Path) -> None:
 def test_gpt_follows_the_discoverable_partitions_layout(default_image: Path) -> None:
     manifest = _manifest(default_image)
     table = artifacts.read_table(default_image / "disk.raw")
-    by_type = lambda t: [p for p in table if p.type == t]
+    by_type = lambda t: [p for p in table if p.type_uuid == t]
     assert [p.label for p in by_type(contract.TYPE_ESP)] == ["esp"]
     assert sorted(p.label for p in by_type(ROOT_TYPES.root)) == ["_empty", NAME]
     assert sorted(p.label for p in by_type(ROOT_TYPES.verity)) == ["_empty", f"{NAME}_verity"]
@@ -60,7 +60,7 @@ def test_gpt_follows_the_discoverable_partitions_layout(default_image: Path) -> 
     assert table[-1].label == "var"  # last, so it can grow into a larger disk
     root = layout.find(table, ROOT_TYPES.root, NAME)
     verity = layout.find(table, ROOT_TYPES.verity, f"{NAME}_verity")
-    assert (root.uuid, verity.uuid) == contract.uuids_from_roothash(manifest["roothash"])
+    assert (root.part_uuid, verity.part_uuid) == contract.uuids_from_roothash(manifest["roothash"])
 
 
 def test_uki_names_the_root_hash_and_the_serial_console(default_image: Path) -> None:

@@ -12,6 +12,7 @@ from builder import layout, settings
 from builder.layout import MIB
 from cli.errors import UserError
 from updater import contract
+from updater.gpt import Partition
 
 ROOT_TYPES = contract.ROOT_TYPES[contract.BUILD_ARCHITECTURE]
 
@@ -110,32 +111,13 @@ def test_partition_uuids_derive_from_the_root_hash() -> None:
 
 
 def test_partitions_are_found_by_type_and_label_never_by_number() -> None:
-    table = {
-        "partitiontable": {
-            "sectorsize": 512,
-            "partitions": [
-                {
-                    "node": "d1",
-                    "start": 2048,
-                    "size": 100,
-                    "type": ROOT_TYPES.root,
-                    "uuid": "A",
-                    "name": "_empty",
-                },
-                {
-                    "node": "d2",
-                    "start": 4096,
-                    "size": 100,
-                    "type": ROOT_TYPES.root.upper(),  # as sfdisk prints it
-                    "uuid": "B",
-                    "name": "berth_2",
-                },
-            ],
-        }
-    }
-    parts = layout.partitions(table)
+    # As updater.gpt reads them (tests/agent/test_gpt.py checks it against sfdisk).
+    parts = [
+        Partition(0, ROOT_TYPES.root, "a", 2048, 2147, 0, "_empty"),
+        Partition(1, ROOT_TYPES.root, "b", 4096, 4195, 0, "berth_2"),
+    ]
     found = layout.find(parts, ROOT_TYPES.root, "berth_2")
-    assert (found.node, found.start, found.uuid) == ("d2", 4096 * 512, "b")
+    assert (found.index, found.offset, found.part_uuid) == (1, 4096 * 512, "b")
     with pytest.raises(ValueError, match="found 0"):
         layout.find(parts, ROOT_TYPES.verity, "berth_2")
 

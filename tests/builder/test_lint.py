@@ -87,6 +87,10 @@ def test_a_symlink_named_like_a_package_manager_counts(tmp_path: Path) -> None:
 # ---- berth's own code in the root (builder/payload.py) --------------------------------
 
 
+OFF_HOST_LIBRARIES = ("starlette", "uvicorn", "psycopg", "matplotlib", "qemu", "httpx", "pytest",
+                      "hypothesis", "schemathesis")
+
+
 def _staged(root: Path) -> Path:
     """The host payload as `berth build` stages it, byte-compiled the way
     mkosi.postinst does (here by this interpreter, not the image's)."""
@@ -161,6 +165,10 @@ def test_every_shipped_module_imports_from_the_payload_alone(tmp_path: Path) -> 
         "for name, module in sorted(sys.modules.items()):\n"
         "    if name.split('.')[0] in ours:\n"
         f"        assert (getattr(module, '__file__', None) or '').startswith({str(python)!r}), name\n"
+        # The image has python3-tuf/-requests/-yaml/-cryptography/-systemd/-zstandard,
+        # none of the server's, the lab's or the test suite's libraries.
+        f"off_host = {OFF_HOST_LIBRARIES!r}\n"
+        "assert not [n for n in sys.modules if n.split('.')[0] in off_host], sorted(sys.modules)\n"
     )
     result = _site_free_python("-c", check, path=python)
     assert result.returncode == 0, result.stderr

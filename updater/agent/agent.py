@@ -25,7 +25,6 @@ from updater.agent import machine as m
 from updater.agent.entries import entries_for
 from updater.agent.esp import Esp, EspError
 from updater.agent.fetch import TufRepository
-from updater.agent.gpt import Partition, read_partitions, relabel
 from updater.agent.host import Booted, HostPaths, booted, disk_of_partition, find_esp, machine_id
 from updater.agent.journal import log, notify
 from updater.agent.policy import (
@@ -44,6 +43,7 @@ from updater.agent.slots import Slot, find_slots, slot_of_roothash
 from updater.agent.statefile import StateStore, atomic_write
 from updater.agent.writer import StreamEnded, WriteError, read_back, write_artifact
 from updater.contract import EMPTY_LABEL, BootEntry, slot_labels, uki_filename, uuids_from_roothash
+from updater.gpt import Partition, read_partitions, relabel
 from updater.release import ArtifactRole, Release
 from updater.wire import Report, ReportEvent, Version
 

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from updater.agent.entries import parse_entries
-from updater.agent.failpoint import durable
 from updater.atomic import fsync_dir, fsync_file
 from updater.contract import UKI_DIR, BootEntry
+from updater.failpoint import durable
 
 
 class EspError(RuntimeError):

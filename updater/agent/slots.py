@@ -10,8 +10,8 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 
-from updater.agent.gpt import Partition
 from updater.contract import BUILD_ARCHITECTURE, ROOT_TYPES, uuids_from_roothash, version_of_label
+from updater.gpt import Partition
 
 
 class SlotError(RuntimeError):

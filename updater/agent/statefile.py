@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from updater import atomic
-from updater.agent.failpoint import durable
 from updater.agent.machine import AgentState
+from updater.failpoint import durable
 
 
 def atomic_write(path: Path, data: bytes) -> None:

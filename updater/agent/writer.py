@@ -25,9 +25,9 @@ from collections.abc import Callable, Iterator
 
 import zstandard
 
-from updater.agent.failpoint import durable
-from updater.agent.gpt import Partition
 from updater.agent.machine import Progress
+from updater.failpoint import durable
+from updater.gpt import Partition
 from updater.release import ReleaseArtifact
 
 # How often an uncompressed artifact records its progress.

@@ -1,7 +1,8 @@
-"""The GUID partition table of the disk holding the slots: read it, relabel one entry.
+"""The GUID partition table of a berth disk: read it, relabel one entry.
 
-Works on a block device or a disk image file alike (the agent addresses
-partitions by byte offset on the whole disk). Relabelling rewrites the backup
+The builder reads the disk it made with it, the agent the disk holding its
+slots. Works on a block device or a disk image file alike (partitions are
+addressed by byte offset on the whole disk). Relabelling rewrites the backup
 table first and the primary last, each fsynced, so a power cut leaves at least
 one valid table; both describe every other partition identically.
 """
@@ -14,7 +15,7 @@ import uuid
 import zlib
 from dataclasses import dataclass, replace
 
-from updater.agent.failpoint import durable
+from updater.failpoint import durable
 
 SECTOR = 512
 _HEADER = struct.Struct("<8sIIIIQQQQ16sQIII")
