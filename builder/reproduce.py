@@ -15,7 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder import artifacts, layout
+from builder import artifacts
+from updater.gpt import Partition
 
 # What diffoscope may look at, and how much of its report is shown.
 DIFFOSCOPE_FILES = ("uki.efi", "root.erofs", "root.verity", "sbom.spdx.json")
@@ -53,13 +54,13 @@ def ranges(offsets: Sequence[int], gap: int = 4096) -> list[tuple[int, int]]:
     return merged
 
 
-def locate(spans: Sequence[tuple[int, int]], table: Sequence[layout.Partition]) -> list[str]:
+def locate(spans: Sequence[tuple[int, int]], table: Sequence[Partition]) -> list[str]:
     """Each differing range as 'bytes S-E (partition LABEL +offset)' or '(partition table)'."""
     lines = []
     for start, end in spans:
-        holder = next((p for p in table if p.start <= start < p.start + p.size), None)
+        holder = next((p for p in table if p.offset <= start < p.offset + p.size), None)
         where = (
-            f"partition {holder.label or holder.node} +{start - holder.start}"
+            f"partition {holder.label or holder.index} +{start - holder.offset}"
             if holder
             else "outside the partitions (GPT headers)"
         )

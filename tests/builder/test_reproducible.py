@@ -17,9 +17,10 @@ from types import ModuleType
 
 import pytest
 
-from builder import driver, layout, provenance, reproduce, settings
+from builder import driver, provenance, reproduce, settings
 from cli.errors import UserError
 from updater import contract
+from updater.gpt import Partition
 
 DEFAULTS = settings.parse({}, "test")
 EPOCH = 1796125339
@@ -127,8 +128,8 @@ def test_restamp_leaves_stale_and_hash_based_pycs_alone() -> None:
 def test_differences_are_merged_into_ranges_and_named_by_partition() -> None:
     assert reproduce.ranges([5000, 10, 11, 12, 9200]) == [(10, 13), (5000, 5001), (9200, 9201)]
     table = [
-        layout.Partition("d1", 1 << 20, 1 << 20, contract.TYPE_ESP, "u", "esp"),
-        layout.Partition("d2", 2 << 20, 1 << 20, contract.TYPE_VAR, "u", "var"),
+        Partition(0, contract.TYPE_ESP, "u", 2048, 4095, 0, "esp"),  # 1-2 MiB
+        Partition(1, contract.TYPE_VAR, "u", 4096, 6143, 0, "var"),  # 2-3 MiB
     ]
     assert reproduce.locate([(100, 101), ((2 << 20) + 5, (2 << 20) + 9)], table) == [
         "bytes 100-101 (outside the partitions (GPT headers))",
