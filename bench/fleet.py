@@ -1,13 +1,16 @@
 """Fleet server throughput and latency: decisions, FleetLock, and a static file as the baseline.
 
 Starts a real `berth serve` (SQLite, or a private PostgreSQL cluster with
---postgres) on 127.0.0.1 with a synthetic release in rollout, then drives it
+--postgres) on 127.0.0.1 with a synthetic release in rollout, over HTTPS with
+a CA made for the run (or plain HTTP with --insecure-http), then drives it
 with a lean keep-alive HTTP/1.1 load generator (asyncio + uvloop, raw
 sockets, so the client costs little of the shared CPU) and prints requests/s
 and p50/p99 latency per scenario, plus the largest fleet one server holds at
-a 5-minute poll interval.
+a 5-minute poll interval. Every host enrols first and sends its host
+credential with each call, as agents do; "first contact" is that enrolment
+plus the host's first check (two requests).
 
-    ~/.cache/berth/venv/bin/python bench/fleet.py [--postgres] [--workers 2] [--seconds 10]
+    ~/.cache/berth/venv/bin/python bench/fleet.py [--postgres] [--workers 2] [--seconds 10] [--insecure-http]
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import random
+import ssl
 import statistics
 import sys
 import tempfile
@@ -27,9 +31,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from updater.fleet.ca import make_server_tls
 from updater.fleet.launch import running_server, write_config
 from updater.fleet.pgcluster import postgres_cluster
 from updater.fleet.synthetic import synthetic_release, write_targets
+from updater.wire import HOST_CREDENTIAL_HEADER
+
+# One request of a batch: its bytes, or made from the answer to the one before
+# (a check after an enrolment carries the credential that enrolment returned).
+Step = bytes | Callable[[bytes], bytes]
 
 POLICY = {
     "repository": "repo",
@@ -53,35 +63,40 @@ def _request(method: str, path: str, body: dict | None = None, headers: str = ""
     return head.encode() + payload
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     length = 0
     for line in head.split(b"\r\n"):
         if line.lower().startswith(b"content-length:"):
             length = int(line.split(b":")[1])
-    await reader.readexactly(length)
-    return status
+    return status, await reader.readexactly(length)
 
 
 async def _drive(
-    port: int, make: Callable[[int], list[bytes]], connections: int, seconds: float
+    port: int,
+    make: Callable[[int], list[Step]],
+    connections: int,
+    seconds: float,
+    tls: ssl.SSLContext | None,
 ) -> tuple[int, list[float], dict[int, int]]:
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     stop = time.perf_counter() + seconds
 
     async def worker(index: int) -> None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
         counter = index
         while time.perf_counter() < stop:
             batch = make(counter)
             if not batch:
                 break
-            for raw in batch:
+            answer = b""
+            for step in batch:
+                raw = step if isinstance(step, bytes) else step(answer)
                 started = time.perf_counter()
                 writer.write(raw)
-                status = await _read_response(reader)
+                status, answer = await _read_response(reader)
                 latencies.append(time.perf_counter() - started)
                 statuses[status] = statuses.get(status, 0) + 1
             counter += connections
@@ -93,32 +108,40 @@ async def _drive(
     return int(len(latencies) / elapsed), latencies, statuses
 
 
-def scenarios(fleet_size: int) -> dict[str, Callable[[int], list[bytes]]]:
+def _check(node: str, credential: str) -> bytes:
+    body = {"node_id": node, "group": "default", "current_version": "1.0.0"}
+    return _request("POST", "/v1/update/check", body, f"{HOST_CREDENTIAL_HEADER}: {credential}\r\n")
+
+
+def _enrol(node: str) -> bytes:
+    return _request("POST", "/v1/enrol", {"node_id": node, "group": "default"})
+
+
+def scenarios(credentials: dict[str, str]) -> dict[str, Callable[[int], list[Step]]]:
     rng = random.Random(7)
-    nodes = [f"node-{i:07d}" for i in range(fleet_size)]
+    nodes = list(credentials)
 
-    def check(node: str) -> list[bytes]:
-        body = {"node_id": node, "group": "default", "current_version": "1.0.0"}
-        return [_request("POST", "/v1/update/check", body)]
-
-    def decision_known(i: int) -> list[bytes]:
+    def decision_known(i: int) -> list[Step]:
         # A fleet in rollout that the server already knows: most hosts wait for
         # their wave, the 5 % in it are offered once and then told to carry on.
-        return check(rng.choice(nodes))
+        node = rng.choice(nodes)
+        return [_check(node, credentials[node])]
 
-    def decision_new(i: int) -> list[bytes]:
-        # Every request from a host the server has never seen: one more write each.
-        return check(f"new-{i:09d}")
+    def decision_new(i: int) -> list[Step]:
+        # A host the server has never seen: it enrols, then asks with its new credential.
+        node = f"new-{i:09d}"
+        return [_enrol(node), lambda answer: _check(node, json.loads(answer)["credential"])]
 
-    def lock(i: int) -> list[bytes]:
-        body = {"client_params": {"id": rng.choice(nodes), "group": "default"}}
-        header = "fleet-lock-protocol: true\r\n"
+    def lock(i: int) -> list[Step]:
+        node = rng.choice(nodes)
+        body = {"client_params": {"id": node, "group": "default"}}
+        header = f"fleet-lock-protocol: true\r\n{HOST_CREDENTIAL_HEADER}: {credentials[node]}\r\n"
         return [
             _request("POST", "/v1/pre-reboot", body, header),
             _request("POST", "/v1/steady-state", body, header),
         ]
 
-    def static(i: int) -> list[bytes]:
+    def static(i: int) -> list[Step]:
         return [_request("GET", "/repo/metadata/targets.json")]
 
     return {
@@ -129,27 +152,30 @@ def scenarios(fleet_size: int) -> dict[str, Callable[[int], list[bytes]]]:
     }
 
 
-def warm_up(port: int, fleet_size: int) -> None:
-    """Make every node id known to the server, as in a fleet that has been polling."""
+def warm_up(port: int, fleet_size: int, tls: ssl.SSLContext | None) -> dict[str, str]:
+    """Enrol every node and let it check once, as in a fleet that has been polling;
+    return each node's credential."""
     import uvloop
 
     nodes = iter(range(fleet_size))
+    credentials: dict[str, str] = {}
 
-    def next_node(i: int) -> list[bytes]:
-        node = next(nodes, None)
-        return (
-            []
-            if node is None
-            else [
-                _request(
-                    "POST",
-                    "/v1/update/check",
-                    {"node_id": f"node-{node:07d}", "group": "default", "current_version": "1.0.0"},
-                )
-            ]
-        )
+    def enrol_and_check(node: str) -> Callable[[bytes], bytes]:
+        def then(answer: bytes) -> bytes:
+            credentials[node] = json.loads(answer)["credential"]
+            return _check(node, credentials[node])
 
-    uvloop.run(_drive(port, next_node, 32, 3600))
+        return then
+
+    def next_node(i: int) -> list[Step]:
+        index = next(nodes, None)
+        if index is None:
+            return []
+        node = f"node-{index:07d}"
+        return [_enrol(node), enrol_and_check(node)]
+
+    uvloop.run(_drive(port, next_node, 32, 3600, tls))
+    return credentials
 
 
 def main() -> int:
@@ -161,6 +187,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--fleet", type=int, default=20_000, help="distinct node ids")
+    parser.add_argument("--insecure-http", action="store_true", help="plain HTTP instead of HTTPS")
     args = parser.parse_args()
     import uvloop
 
@@ -172,21 +199,23 @@ def main() -> int:
             else f"sqlite:///{workdir}/fleet.sqlite3"
         )
         write_targets(workdir / "repo", [synthetic_release("1.0.0"), synthetic_release("1.1.0")])
+        tls = None if args.insecure_http else make_server_tls(workdir)
+        client_tls = None if tls is None else ssl.create_default_context(cafile=str(tls.ca))
         server = stack.enter_context(
-            running_server(write_config(workdir, POLICY), db, workers=args.workers)
+            running_server(write_config(workdir, POLICY), db, workers=args.workers, tls=tls)
         )
         port = int(server.url.rsplit(":", 1)[1])
         backend = "PostgreSQL" if args.postgres else "SQLite"
         print(
-            f"berth serve, {backend}, {args.workers} worker(s), {args.connections} connections,"
+            f"berth serve, {backend}, {'HTTPS' if tls else 'plain HTTP'}, host credentials,"
+            f" {args.workers} worker(s), {args.connections} connections,"
             f" {args.seconds:g} s per scenario, fleet of {args.fleet} node ids"
         )
+        credentials = warm_up(port, args.fleet, client_tls)
         results = {}
-        for name, make in scenarios(args.fleet).items():
-            if name == "decision, known hosts":
-                warm_up(port, args.fleet)
+        for name, make in scenarios(credentials).items():
             rps, latencies, statuses = uvloop.run(
-                _drive(port, make, args.connections, args.seconds)
+                _drive(port, make, args.connections, args.seconds, client_tls)
             )
             cuts = statistics.quantiles(latencies, n=100)
             results[name] = rps

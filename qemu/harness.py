@@ -22,6 +22,7 @@ from typing import Self
 
 from qemu.qmp import ConnectError
 
+from qemu import budget
 from qemu.accel import choose_accel
 from qemu.console import BOOT_FAILURE, ConsoleLog, GuestDied, tail
 from qemu.machine import GUEST_SSH_PORT, Accel, Console, Forward, Machine, qemu_command
@@ -117,6 +118,7 @@ class VM:
         self.ssh = SshTarget(self.ssh_port, self.state.private_key)
         self._process: subprocess.Popen[bytes] | None = None
         self._monitor: Monitor | None = None
+        self._running: int | None = None  # this run's handle in qemu.budget
 
     @property
     def boot_timeout(self) -> float:
@@ -136,6 +138,7 @@ class VM:
             self._process = subprocess.Popen(
                 qemu_command(self.machine), stdin=subprocess.DEVNULL, stdout=log, stderr=log
             )
+        self._running = budget.started()
         assert self.machine.qmp_socket is not None
         process = self._process
         try:
@@ -215,6 +218,9 @@ class VM:
                 self._process.kill()
                 self._process.wait()
             self._process = None
+        if self._running is not None:
+            budget.stopped(self._running)
+            self._running = None
 
     def close(self) -> None:
         self.stop()

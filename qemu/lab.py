@@ -2,7 +2,7 @@
 
     lab = Lab(workdir, narrate=print)
     lab.publish(build_release(out, "1.0.0"))       # `berth build`, `berth publish`
-    with lab.serve(groups={"lab": {...}}):         # `berth serve` on 127.0.0.1
+    with lab.serve(groups={"lab": {...}}):         # `berth serve` over HTTPS on 127.0.0.1
         host = lab.boot("h1", artifact, group="lab")
         host.wait_ready()                          # BERTH-READY on its console
         lab.wait_report(host, "blessed", "1.1.0")  # the server's records
@@ -31,7 +31,8 @@ from qemu.machine import HOST_SERVICES_ADDRESS
 from qemu.ready import Ready
 from updater import contract
 
-# The guest finds the fleet server at http://HOST_SERVICES_ADDRESS:FLEET_GUEST_PORT.
+# The guest finds the fleet server at https://HOST_SERVICES_ADDRESS:FLEET_GUEST_PORT; its
+# certificate, from a CA the lab makes per run, names that address and 127.0.0.1.
 FLEET_GUEST_PORT = 8080
 # A site's workload: a container restarted by the engine, its data in a volume on /var.
 APP = "berth-e2e-app"
@@ -155,6 +156,7 @@ class Lab:
         self.hosts: list[Host] = []
         self._told: dict[tuple[str, str], int] = {}  # reports narrated per (node, version)
         self.server_url = ""
+        self.server_ca: Path | None = None  # the run's CA, which hosts verify the server against
         workdir.mkdir(parents=True, exist_ok=True)
 
     # ---- releases ------------------------------------------------------------------------
@@ -174,7 +176,8 @@ class Lab:
 
     @contextlib.contextmanager
     def serve(self, groups: dict[str, dict[str, Any]], poll_interval: str = "5s") -> Iterator[str]:
-        """`berth serve` on a free 127.0.0.1 port with the lab's repository and SQLite."""
+        """`berth serve` over HTTPS on a free 127.0.0.1 port with the lab's repository and SQLite."""
+        from updater.fleet.ca import make_server_tls
         from updater.fleet.launch import running_server, write_config
 
         config = write_config(self.workdir, {
@@ -184,7 +187,9 @@ class Lab:
             "channels": {"stable": {"image_id": "berth", "pin": None}},
             "groups": groups,
         })
-        with running_server(config, f"sqlite:///{self.workdir / 'fleet.sqlite3'}") as server:
+        tls = make_server_tls(self.workdir / "tls", addresses=("127.0.0.1", HOST_SERVICES_ADDRESS))
+        self.server_ca = tls.ca
+        with running_server(config, f"sqlite:///{self.workdir / 'fleet.sqlite3'}", tls=tls) as server:
             self.server_url = server.url
             self.narrate(f"fleet server up at {server.url} (log: {server.log})")
             try:
@@ -193,7 +198,7 @@ class Lab:
                 self.server_url = ""
 
     def admin(self, path: str) -> Any:
-        response = requests.get(f"{self.server_url}{path}",
+        response = requests.get(f"{self.server_url}{path}", verify=str(self.server_ca),
                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10)
         response.raise_for_status()
         return response.json()
@@ -211,6 +216,7 @@ class Lab:
         response = requests.post(
             f"{self.server_url}{PRE_REBOOT_PATH if take else STEADY_STATE_PATH}",
             json=FleetLockRequest(holder, group).to_json(), headers={FLEETLOCK_HEADER: "true"}, timeout=10,
+            verify=str(self.server_ca),
         )
         response.raise_for_status()
         self.narrate(f"{holder} {'holds' if take else 'gave back'} a reboot lock of group {group}")
@@ -249,14 +255,15 @@ class Lab:
     ) -> Host:
         """Boot a host provisioned for the lab's fleet server through SMBIOS credentials
         (``boot_tries``: the agent's setting; None keeps its default)."""
-        if not self.server_url:
+        if not self.server_url or self.server_ca is None:
             raise RuntimeError("start the fleet server (Lab.serve) before booting hosts")
         port = int(self.server_url.rsplit(":", 1)[1])
         vm = VM(
             artifact, self.workdir / name, memory_mb=memory_mb, cpus=cpus,
             host_services={FLEET_GUEST_PORT: port},
             credentials={
-                "berth.server_url": f"http://{HOST_SERVICES_ADDRESS}:{FLEET_GUEST_PORT}",
+                "berth.server_url": f"https://{HOST_SERVICES_ADDRESS}:{FLEET_GUEST_PORT}",
+                "berth.server_ca": self.server_ca.read_bytes(),
                 "berth.tuf_root": self.tuf_root,
                 "berth.group": group,
                 "berth.poll_interval_s": "5",

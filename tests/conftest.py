@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,36 @@ ImageBuilder = Callable[..., Path]
 # at their peak (13.3 GiB measured: see the README), with half as much again to
 # spare. Short of it, a run would die minutes in on ENOSPC errors naming no cause.
 SLOW_RUN_NEEDS_GIB = 20
+
+# The run's budget (printed at its end): when it began, and what tests marked qemu took.
+_RUN_STARTED = time.monotonic()
+_qemu_test_seconds: list[float] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    # setup + call + teardown: session fixtures boot their VMs in a test's setup.
+    if "qemu" in report.keywords:
+        _qemu_test_seconds.append(report.duration)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {seconds % 60:.0f} s"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Every run ends with its wall time and the share QEMU took of it."""
+    from qemu import budget
+
+    wall = time.monotonic() - _RUN_STARTED
+    vm = budget.vm_seconds()
+    marked = sum(_qemu_test_seconds)
+    terminalreporter.write_sep("=", "time budget")
+    share = 100 / max(wall, 1e-9)
+    terminalreporter.write_line(
+        f"wall time {_minutes(wall)}; a VM running {_minutes(vm)} ({vm * share:.0f} %); tests marked "
+        f"qemu {_minutes(marked)} ({marked * share:.0f} %, with the builds in their setup)"
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,11 +1,19 @@
 """The wire types reject what the server and agent must never act on."""
 
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from updater.wire import (
+    MAX_SEQ,
+    Enrolment,
+    FleetLockError,
     FleetLockRequest,
     Report,
     ReportEvent,
+    RollbackCause,
     UpdateCheck,
     UpdateDecision,
     Version,
@@ -68,3 +76,62 @@ def test_report_rejects_unknown_event_and_negative_seq() -> None:
         Report.from_json({**good.to_json(), "seq": -1})
     with pytest.raises(WireError, match="seq"):
         Report.from_json({**good.to_json(), "seq": True})
+
+
+def test_a_rollback_report_carries_its_cause() -> None:
+    back = Report("n", "g", 4, ReportEvent.ROLLED_BACK, "1.1", "1.0", "fell back", cause=RollbackCause.KERNEL_PANIC)
+    assert back.to_json()["cause"] == "kernel-panic"
+    assert Report.from_json(back.to_json()) == back
+    assert "cause" not in Report("n", "g", 3, ReportEvent.BLESSED, "1.1", "1.0").to_json()
+    with pytest.raises(WireError, match="cause"):
+        Report.from_json({**back.to_json(), "cause": "gremlins"})
+
+
+# --- arbitrary JSON: every validator answers with a value or a WireError, nothing else ---
+
+_SCALARS = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=12)
+    | st.sampled_from(["1.0.0", "1.1", "node-1", "default", "blessed", "n9\n", "1" * 5000,
+                       str(2**63), "", "a/../b"])
+)
+_KEYS = st.sampled_from(["node_id", "group", "current_version", "image_id", "bad_versions", "seq",
+                         "event", "version", "from_version", "detail", "extra", "client_params",
+                         "id", "target_version", "reason", "poll_after_s", "kind", "value"]) | st.text(max_size=6)
+JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(_KEYS, inner, max_size=8), max_leaves=24)
+TYPES = (UpdateCheck, UpdateDecision, FleetLockRequest, FleetLockError, Report, Enrolment)
+
+
+# Nearly valid messages, so the property reaches past the first check.
+PLAUSIBLE = st.fixed_dictionaries({
+    "node_id": st.sampled_from(["n1", "n9\n", "a" * 129, "x.y:z-1"]),
+    "group": st.sampled_from(["default", "g\n", ""]),
+    "current_version": st.sampled_from(["1.0.0", "1" * 10, "1.2.3.4.5", "01.2"]),
+    "seq": st.one_of(st.integers(), st.just(MAX_SEQ), st.just(MAX_SEQ + 1), st.booleans()),
+    "event": st.sampled_from(["blessed", "failed", "boom"]),
+    "version": st.sampled_from(["1.1.0", "9" * 9, "9" * 10 + ".0"]),
+    "from_version": st.just("1.0.0"),
+    "bad_versions": st.lists(st.sampled_from(["1.1", "x", "1" * 5000]), max_size=3),
+}, optional={"extra": JSON, "detail": JSON})
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=JSON | PLAUSIBLE)
+def test_validators_take_any_json_and_answer_a_value_or_a_wire_error(data: Any) -> None:
+    for kind in TYPES:
+        try:
+            value = kind.from_json(data)
+        except WireError:
+            continue
+        # What a validator accepts is well inside every bound, and survives a round trip.
+        assert kind.from_json(value.to_json()) == value
+        for name in ("node_id", "group", "image_id"):
+            text = getattr(value, name, None)
+            if text is not None:
+                assert "\n" not in text and 0 < len(text) <= 128
+        if isinstance(value, Report):
+            assert 0 <= value.seq <= MAX_SEQ
+        for version in (getattr(value, "current_version", None), getattr(value, "version", None),
+                        *getattr(value, "bad_versions", ())):
+            if version:
+                assert all(part < 10**9 for part in Version.parse(version).key)

@@ -1,28 +1,35 @@
 """The fleet client: what an agent (or the simulator) says to `berth serve`.
 
 Stdlib + requests only (it runs on the host image). One ``FleetClient`` per
-node; every call has a timeout and fails with a typed error:
+node. Its first call enrols the node (with the group's token, if any) and keeps
+the host credential the server answers with (``on_enrol`` stores it); every
+call after that carries it. TLS is verified against ``verify`` (a CA bundle
+file, or True: the system's CAs). Every call has a timeout and fails with a
+typed error:
 
 - ``FleetUnavailable``: no answer (connection refused, timeout, 5xx). Retry later.
-- ``FleetRejected``: the server refused the request (4xx); ``status`` and ``message``.
+- ``FleetRejected``: the server refused the request (4xx); ``status``, ``kind`` and ``message``.
 - ``LockDenied`` (a FleetRejected): a FleetLock refusal; ``kind`` is the protocol's
   low-cardinality kind, e.g. ``failed_lock_semaphore_full``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import requests
 
 from updater.wire import (
     CHECK_PATH,
+    ENROL_PATH,
     FLEETLOCK_HEADER,
+    HOST_CREDENTIAL_HEADER,
     PRE_REBOOT_PATH,
     REPO_PATH,
     REPORTS_PATH,
     STEADY_STATE_PATH,
+    Enrolment,
     FleetLockError,
     FleetLockRequest,
     Report,
@@ -46,17 +53,17 @@ class FleetUnavailable(FleetError):
 class FleetRejected(FleetError):
     """The server refused the request (4xx): retrying the same request will not help."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, kind: str = "") -> None:
         super().__init__(f"HTTP {status}: {message}")
-        self.status, self.message = status, message
+        self.status, self.message, self.kind = status, message, kind
 
 
 class LockDenied(FleetRejected):
     """A FleetLock refusal, e.g. kind 'failed_lock_semaphore_full': try again later."""
 
     def __init__(self, status: int, kind: str, value: str) -> None:
-        super().__init__(status, f"{kind}: {value}")
-        self.kind, self.value = kind, value
+        super().__init__(status, f"{kind}: {value}", kind)
+        self.value = value
 
 
 class FleetClient:
@@ -69,12 +76,16 @@ class FleetClient:
         group: str,
         *,
         token: str | None = None,
+        credential: str | None = None,
+        on_enrol: Callable[[str], None] = lambda _: None,
+        verify: bool | str = True,
         timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         session: requests.Session | None = None,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.node_id, self.group = node_id, group
-        self.timeout = timeout
+        self.credential, self.on_enrol = credential, on_enrol
+        self.timeout, self.verify = timeout, verify
         self.session = session or requests.Session()
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
@@ -90,6 +101,7 @@ class FleetClient:
                 json=body,
                 timeout=self.timeout,
                 headers={**self._headers, **(headers or {})},
+                verify=self.verify,
             )
         except requests.RequestException as error:
             raise FleetUnavailable(f"{path}: {error}") from None
@@ -108,15 +120,46 @@ class FleetClient:
                 if refusal is not None:
                     raise LockDenied(response.status_code, refusal.kind, refusal.value)
             message = data.get("error") if isinstance(data, dict) else None
-            raise FleetRejected(response.status_code, str(message or response.text[:200]))
+            kind = data.get("kind") if isinstance(data, dict) else None
+            raise FleetRejected(
+                response.status_code, str(message or response.text[:200]), str(kind or "")
+            )
         return data
+
+    def enrol(self) -> str:
+        """Claim this node id in its group; the server answers with the host's credential."""
+        data = self._post(ENROL_PATH, Enrolment(self.node_id, self.group).to_json())
+        credential = data.get("credential") if isinstance(data, dict) else None
+        if not isinstance(credential, str) or not credential:
+            raise FleetUnavailable(f"{ENROL_PATH}: malformed answer (no credential)")
+        self.credential = credential
+        self.on_enrol(credential)
+        return credential
+
+    def _as_host(
+        self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> Any:
+        """A call that speaks for this node: enrol first if it has no credential yet, and
+        once more if the server no longer knows it (an admin made it forget the node)."""
+        if self.credential is None:
+            self.enrol()
+        try:
+            return self._post(path, body, self._host_headers(headers))
+        except FleetRejected as error:
+            if error.kind != "not_enrolled":
+                raise
+        self.enrol()
+        return self._post(path, body, self._host_headers(headers))
+
+    def _host_headers(self, extra: dict[str, str] | None) -> dict[str, str]:
+        return {HOST_CREDENTIAL_HEADER: str(self.credential), **(extra or {})}
 
     def check(
         self, current_version: str, *, bad_versions: Iterable[str] = (), image_id: str = "berth"
     ) -> UpdateDecision:
         """May this node update now, and to what? (target_version None: not now)."""
         body = UpdateCheck(self.node_id, self.group, current_version, image_id, tuple(bad_versions))
-        data = self._post(CHECK_PATH, body.to_json())
+        data = self._as_host(CHECK_PATH, body.to_json())
         try:
             return UpdateDecision.from_json(data)
         except WireError as error:
@@ -124,10 +167,10 @@ class FleetClient:
 
     def report(self, report: Report) -> None:
         """Tell the server about one step; FleetRejected(409) means replayed or out of order."""
-        self._post(REPORTS_PATH, report.to_json())
+        self._as_host(REPORTS_PATH, report.to_json())
 
     def _lock(self, path: str) -> None:
-        self._post(
+        self._as_host(
             path, FleetLockRequest(self.node_id, self.group).to_json(), {FLEETLOCK_HEADER: "true"}
         )
 

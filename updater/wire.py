@@ -5,7 +5,9 @@ parses from a JSON-decoded ``dict`` with ``from_json`` — which raises
 ``WireError`` naming the offending field — and renders with ``to_json``.
 
 HTTP surface (served by ``berth serve``, used by ``berth agent``):
+  POST /v1/enrol          Enrolment    -> {"node_id", "group", "credential"}
   POST /v1/update/check   UpdateCheck  -> UpdateDecision
+(every call but the first carries the host's credential in HOST_CREDENTIAL_HEADER)
   POST /v1/reports        Report       -> {"accepted": true}
   POST /v1/pre-reboot     FleetLock body (header fleet-lock-protocol: true)
   POST /v1/steady-state   FleetLock body
@@ -21,15 +23,24 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+ENROL_PATH = "/v1/enrol"
 CHECK_PATH = "/v1/update/check"
 REPORTS_PATH = "/v1/reports"
 PRE_REBOOT_PATH = "/v1/pre-reboot"
 STEADY_STATE_PATH = "/v1/steady-state"
 REPO_PATH = "/repo"
 FLEETLOCK_HEADER = "fleet-lock-protocol"
+HOST_CREDENTIAL_HEADER = "berth-host-credential"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-_VERSION = re.compile(r"^[0-9]+(\.[0-9]+){0,3}$")
+# Matched whole (re.fullmatch: "$" alone would let a trailing newline through);
+# the anchored forms are what the OpenAPI schema publishes.
+_NAME_RULE = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
+# At most 9 digits a component: every version is a small int, never Python's 4300-digit limit.
+_VERSION_RULE = r"[0-9]{1,9}(\.[0-9]{1,9}){0,3}"
+NAME_PATTERN, VERSION_PATTERN = f"^{_NAME_RULE}$", f"^{_VERSION_RULE}$"
+_NAME, _VERSION = re.compile(_NAME_RULE), re.compile(_VERSION_RULE)
+# seq is a BIGINT in the server's database.
+MAX_SEQ = 2**63 - 1
 
 
 class WireError(ValueError):
@@ -48,7 +59,7 @@ class Version:
 
     @classmethod
     def parse(cls, text: str) -> Version:
-        if not isinstance(text, str) or not _VERSION.match(text):
+        if not isinstance(text, str) or not _VERSION.fullmatch(text):
             raise WireError(f"version must be dotted integers like 1.2.3, got {text!r}")
         return cls(text)
 
@@ -72,9 +83,17 @@ class Version:
         return self.text
 
 
-def _field(data: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
+def _object(data: Any, known: set[str], what: str = "body") -> dict[str, Any]:
+    """``data`` as a JSON object with no field outside ``known``: the first check of every type."""
     if not isinstance(data, dict):
-        raise WireError("body must be a JSON object")
+        raise WireError(f"{what} must be a JSON object")
+    unknown = set(data) - known
+    if unknown:
+        raise WireError(f"unknown field(s): {', '.join(sorted(map(str, unknown)))}")
+    return data
+
+
+def _field(data: dict[str, Any], name: str, kind: type, *, required: bool = True) -> Any:
     if name not in data or data[name] is None:
         if required:
             raise WireError(f"missing field '{name}'")
@@ -88,8 +107,8 @@ def _field(data: dict[str, Any], name: str, kind: type, *, required: bool = True
 
 def _name(data: dict[str, Any], name: str) -> str:
     value = _field(data, name, str)
-    if not _NAME.match(value):
-        raise WireError(f"field '{name}' must match {_NAME.pattern}")
+    if not _NAME.fullmatch(value):
+        raise WireError(f"field '{name}' must match {NAME_PATTERN}")
     return value
 
 
@@ -100,10 +119,25 @@ def _version(data: dict[str, Any], name: str, *, required: bool = True) -> str |
     return value
 
 
-def _reject_unknown(data: dict[str, Any], known: set[str]) -> None:
-    unknown = set(data) - known
-    if unknown:
-        raise WireError(f"unknown field(s): {', '.join(sorted(unknown))}")
+def is_name(text: str) -> bool:
+    """A node id, group or image id as every endpoint accepts it."""
+    return isinstance(text, str) and _NAME.fullmatch(text) is not None
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A host's first contact: it claims a node id in a group and gets its credential back."""
+
+    node_id: str
+    group: str
+
+    @classmethod
+    def from_json(cls, data: Any) -> Enrolment:
+        data = _object(data, {"node_id", "group"})
+        return cls(node_id=_name(data, "node_id"), group=_name(data, "group"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "group": self.group}
 
 
 @dataclass(frozen=True)
@@ -118,10 +152,11 @@ class UpdateCheck:
     bad_versions: tuple[str, ...] = ()
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> UpdateCheck:
-        _field(data, "node_id", str)
-        _reject_unknown(data, {"node_id", "group", "current_version", "image_id", "bad_versions"})
+    def from_json(cls, data: Any) -> UpdateCheck:
+        data = _object(data, {"node_id", "group", "current_version", "image_id", "bad_versions"})
         bad = _field(data, "bad_versions", list, required=False) or []
+        if len(bad) > 1000:
+            raise WireError("field 'bad_versions' holds more than 1000 versions")
         for version in bad:
             if not isinstance(version, str):
                 raise WireError("field 'bad_versions' must be a list of versions")
@@ -154,8 +189,8 @@ class UpdateDecision:
     poll_after_s: int = 300
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> UpdateDecision:
-        _reject_unknown(data, {"target_version", "reason", "poll_after_s"})
+    def from_json(cls, data: Any) -> UpdateDecision:
+        data = _object(data, {"target_version", "reason", "poll_after_s"})
         poll = _field(data, "poll_after_s", int, required=False)
         return cls(
             target_version=_version(data, "target_version", required=False),
@@ -179,8 +214,9 @@ class FleetLockRequest:
     group: str
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FleetLockRequest:
-        params = _field(data, "client_params", dict)
+    def from_json(cls, data: Any) -> FleetLockRequest:
+        params = _object(_field(_object(data, {"client_params"}), "client_params", dict),
+                         {"id", "group"}, "client_params")
         return cls(node_id=_name(params, "id"), group=_name(params, "group"))
 
     def to_json(self) -> dict[str, Any]:
@@ -195,7 +231,8 @@ class FleetLockError:
     value: str
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> FleetLockError:
+    def from_json(cls, data: Any) -> FleetLockError:
+        data = _object(data, {"kind", "value"})
         return cls(kind=_field(data, "kind", str), value=_field(data, "value", str))
 
     def to_json(self) -> dict[str, Any]:
@@ -209,6 +246,15 @@ class ReportEvent(enum.StrEnum):
     BLESSED = "blessed"
     ROLLED_BACK = "rolled_back"
     FAILED = "failed"
+
+
+class RollbackCause(enum.StrEnum):
+    """Why systemd-boot fell back from a new version (on ``rolled_back`` reports, and on
+    the ``rebooting`` report of a try again after an unexplained fallback)."""
+
+    HEALTH_CHECK = "health-check"  # a berth-check-* unit failed on a boot of it
+    KERNEL_PANIC = "kernel-panic"  # pstore kept a panic's record from a boot of it
+    UNEXPLAINED = "unexplained"  # neither: power loss, a hang, the firmware
 
 
 @dataclass(frozen=True)
@@ -227,15 +273,16 @@ class Report:
     from_version: str
     detail: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    cause: RollbackCause | None = None
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Report:
-        _reject_unknown(
-            data, {"node_id", "group", "seq", "event", "version", "from_version", "detail", "extra"}
+    def from_json(cls, data: Any) -> Report:
+        data = _object(
+            data, {"node_id", "group", "seq", "event", "version", "from_version", "detail", "extra", "cause"}
         )
         seq = _field(data, "seq", int)
-        if seq < 0:
-            raise WireError("field 'seq' must be >= 0")
+        if not 0 <= seq <= MAX_SEQ:
+            raise WireError(f"field 'seq' must be 0 to {MAX_SEQ}")
         event_text = _field(data, "event", str)
         try:
             event = ReportEvent(event_text)
@@ -243,6 +290,12 @@ class Report:
             allowed = ", ".join(e.value for e in ReportEvent)
             raise WireError(f"field 'event' must be one of {allowed}") from None
         detail = _field(data, "detail", str, required=False) or ""
+        cause_text = _field(data, "cause", str, required=False)
+        try:
+            cause = None if cause_text is None else RollbackCause(cause_text)
+        except ValueError:
+            allowed = ", ".join(c.value for c in RollbackCause)
+            raise WireError(f"field 'cause' must be one of {allowed}") from None
         return cls(
             node_id=_name(data, "node_id"),
             group=_name(data, "group"),
@@ -252,6 +305,7 @@ class Report:
             from_version=_version(data, "from_version") or "",
             detail=detail[:2000],
             extra=_field(data, "extra", dict, required=False) or {},
+            cause=cause,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -264,4 +318,5 @@ class Report:
             "from_version": self.from_version,
             "detail": self.detail,
             "extra": self.extra,
+            **({"cause": self.cause.value} if self.cause else {}),
         }

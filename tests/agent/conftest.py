@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from updater import contract
 from updater.publish.repository import init_keys
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+RECORD_TRIAL_FAILURE = REPO_ROOT / "updater/agent/image/usr/lib/berth/record-trial-failure"
 SLOT_MIB = 16  # root slot; its verity slot is sized as the builder sizes it
 
 
@@ -325,6 +327,21 @@ class Host:
                 blessed = contract.uki_filename(entry.image_id, version)
                 (self.esp / contract.UKI_DIR / name).rename(self.esp / contract.UKI_DIR / blessed)
 
+    def fail_check(self, unit: str = "berth-check-user.service") -> None:
+        """A health check fails on this boot on trial: berth-trial-failed.service's own
+        record-trial-failure writes it down before rebooting."""
+        subprocess.run([str(RECORD_TRIAL_FAILURE)], check=True, capture_output=True, env={
+            **os.environ, "MONITOR_UNIT": unit, "BERTH_CMDLINE": str(self.root / "proc/cmdline"),
+            "BERTH_TRIAL_FAILURES": str(self.state_dir / "trial-failures"),
+        })
+
+    def panic(self) -> None:
+        """The kernel panics on this boot; on the next, systemd-pstore moves the record
+        efi-pstore kept to /var/lib/systemd/pstore/<record id>/ (a fake: no kernel here)."""
+        record = self.root / "var/lib/systemd/pstore" / str(time.time_ns())
+        record.mkdir(parents=True)
+        (record / "dmesg.txt").write_text("Kernel panic - not syncing: Attempted to kill init!\n")
+
     def _set_booted(self, release: BuiltRelease) -> None:
         (self.root / "proc/cmdline").write_text(f"roothash={release.roothash} console=ttyS0\n")
         (self.root / "etc/os-release").write_text(f"IMAGE_ID=berth\nIMAGE_VERSION={release.version}\n")
@@ -415,6 +432,7 @@ def make_host(base: Path, base_disk: Path, releases: dict[str, BuiltRelease], re
     h.settings(
         repo_url=repo_url, state_dir=str(h.state_dir), esp=str(h.esp), disk=str(disk),
         trusted_root=str(root / "etc/berth/tuf-root.json"), poll_interval_s=1, bless_timeout_s=3600,
+        pstore_dir=str(root / "var/lib/systemd/pstore"),
         reboot_command=f"sh -c 'echo reboot >> {h.reboots}'",
     )
     return h

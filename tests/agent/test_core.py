@@ -33,11 +33,12 @@ TRANSITIONS = {
     "record_progress": ((m.State.WRITING,), m.State.WRITING,
                         lambda s: m.record_progress(s, "root", m.Progress(10, 20))),
     "mark_written": ((m.State.WRITING,), m.State.WRITTEN, m.mark_written),
-    "mark_staged": ((m.State.WRITTEN,), m.State.STAGED, m.mark_staged),
+    "mark_staged": ((m.State.WRITTEN,), m.State.STAGED, lambda s: m.mark_staged(s, 50.0)),
     "mark_rebooting": ((m.State.STAGED, m.State.REBOOTING), m.State.REBOOTING, m.mark_rebooting),
     "note_unblessed": ((m.State.REBOOTING,), m.State.REBOOTING, lambda s: m.note_unblessed(s, 5.0)),
     "finish_blessed": ((m.State.REBOOTING,), m.State.IDLE, m.finish_blessed),
-    "finish_rolled_back": ((m.State.REBOOTING,), m.State.IDLE, m.finish_rolled_back),
+    "finish_rolled_back": ((m.State.REBOOTING,), m.State.IDLE, lambda s: m.finish_rolled_back(s, True)),
+    "try_again": ((m.State.REBOOTING,), m.State.STAGED, m.try_again),
     "abandon": ((m.State.WRITING, m.State.WRITTEN, m.State.STAGED), m.State.IDLE, m.abandon),
     "lock_released": ((m.State.IDLE,), m.State.IDLE, m.lock_released),
 }
@@ -60,9 +61,19 @@ def test_every_transition_from_every_state(name: str, start: m.State) -> None:
 
 def test_rollback_remembers_the_version_once_and_seq_only_grows() -> None:
     state = m.AgentState(state=m.State.REBOOTING, target=TARGET, bad_versions=("1.1",), seq=7)
-    after = m.finish_rolled_back(state)
+    after = m.finish_rolled_back(state, explained=True)
     assert after.bad_versions == ("1.1",) and after.target is None
     assert m.next_seq(after).seq == 8
+
+
+def test_only_an_explained_rollback_makes_a_version_bad_for_good() -> None:
+    staged = m.mark_staged(m.AgentState(state=m.State.WRITTEN, target=TARGET), 10.0)
+    again = m.mark_rebooting(m.try_again(m.mark_rebooting(staged)))
+    assert (again.fallbacks, again.staged_at) == (1, 10.0)  # panics are looked for since staging
+    given_up = m.finish_rolled_back(again, explained=False)
+    assert given_up.bad_versions == () and given_up.unexplained_versions == (TARGET.version,)
+    assert given_up.refused_versions == (TARGET.version,) and given_up.fallbacks == 0
+    assert m.start_writing(given_up, TARGET).staged_at is None
 
 
 def test_rebooting_again_restarts_the_bless_clock() -> None:

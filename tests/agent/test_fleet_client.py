@@ -1,6 +1,8 @@
 """The agent against a fleet over real HTTP (wire.py's paths, updater.client): it updates
 only when offered, takes the FleetLock before rebooting and waits while it is busy,
-and after a blessed boot reports and gives the lock back. Reports carry a growing seq."""
+and after a blessed boot reports and gives the lock back. Reports carry a growing seq.
+It enrols once, keeps its host credential (mode 0600) and sends it with every call;
+against a real `berth serve` over HTTPS it verifies the server with the CA it is given."""
 
 from __future__ import annotations
 
@@ -9,18 +11,26 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
+from updater.fleet.ca import make_server_tls
+from updater.fleet.launch import running_server, write_config
 from updater.wire import (
     CHECK_PATH,
+    ENROL_PATH,
     FLEETLOCK_HEADER,
+    HOST_CREDENTIAL_HEADER,
     PRE_REBOOT_PATH,
     REPORTS_PATH,
     STEADY_STATE_PATH,
+    Enrolment,
     FleetLockRequest,
     Report,
+    RollbackCause,
     UpdateCheck,
     UpdateDecision,
 )
@@ -39,6 +49,8 @@ class Fleet:
     checks: list[UpdateCheck] = field(default_factory=list)
     reports: list[Report] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
+    enrolments: list[Enrolment] = field(default_factory=list)
+    credentials: list[str | None] = field(default_factory=list)  # sent with each later call
 
 
 @pytest.fixture
@@ -60,6 +72,11 @@ def fleet() -> Iterator[Fleet]:
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             state.authorizations.append(self.headers.get("Authorization"))
+            if self.path == ENROL_PATH:
+                state.enrolments.append(Enrolment.from_json(body))
+                self._reply(200, {**body, "credential": f"cred-{len(state.enrolments)}"})
+                return
+            state.credentials.append(self.headers.get(HOST_CREDENTIAL_HEADER))
             if self.path == CHECK_PATH:
                 state.checks.append(UpdateCheck.from_json(body))
                 self._reply(200, UpdateDecision(state.offer, "wave 1" if state.offer else "not yet", 1).to_json())
@@ -120,9 +137,11 @@ def test_rollback_is_reported_and_told_to_the_fleet(host: Host, fleet: Fleet) ->
     host.agent("run", "--once")
     for _ in range(3):
         host.boot()
+        host.fail_check()
     host.boot()
     host.agent("run", "--once")
     assert fleet.reports[-1].event.value == "rolled_back" and fleet.holder is None
+    assert fleet.reports[-1].cause == RollbackCause.HEALTH_CHECK
     fleet.offer = None
     host.agent("run", "--once")
     assert fleet.checks[-1].bad_versions == ("1.1",)
@@ -132,6 +151,41 @@ def test_group_token_goes_with_every_request(host: Host, fleet: Fleet) -> None:
     host.settings(server_url=fleet.url, node_id="node-9", fleet_token="s3cret")
     host.agent("run", "--once")
     assert fleet.authorizations and set(fleet.authorizations) == {"Bearer s3cret"}
+
+
+def test_the_host_enrols_once_and_keeps_its_credential_private(host: Host, fleet: Fleet) -> None:
+    host.settings(server_url=fleet.url, group="canary", node_id="node-10")
+    host.agent("run", "--once")
+    host.agent("run", "--once")
+    assert [(e.node_id, e.group) for e in fleet.enrolments] == [("node-10", "canary")]
+    kept = host.state_dir / "host-credential"
+    assert kept.read_text() == "cred-1" and kept.stat().st_mode & 0o777 == 0o600
+    assert len(fleet.credentials) >= 2 and set(fleet.credentials) == {"cred-1"}
+
+
+def test_over_https_the_agent_verifies_the_server_against_its_ca(
+    host: Host, server: Any, tmp_path: Path
+) -> None:
+    """A real `berth serve` with a CA made for this run serves the fleet API and the repository."""
+    config = write_config(tmp_path, {
+        "repository": str(server.root / "repo"),
+        "admin_token": "adm",
+        "groups": {"default": {"waves": [{"after": "0s", "percent": 100}]}},
+    })
+    tls = make_server_tls(tmp_path)
+    with running_server(config, f"sqlite:///{tmp_path / 'fleet.sqlite3'}", tls=tls) as fleet:
+        host.settings(server_url=fleet.url, repo_url="", node_id="node-11")
+        before = host.fingerprint()
+        refused = host.agent("run", "--once")  # the system's CAs do not know this one
+        assert "CERTIFICATE_VERIFY_FAILED" in refused.stderr and host.fingerprint() == before
+        host.settings(server_ca=str(tls.ca))
+        result = host.agent("run", "--once")
+        # Offered, fetched over HTTPS, written, reported, and the reboot lock taken.
+        assert host.state()["state"] == "rebooting" and host.rebooted() == 1, result.stderr
+        history = requests.get(f"{fleet.url}/admin/hosts/node-11", verify=str(tls.ca), timeout=10,
+                               headers={"Authorization": "Bearer adm"}).json()
+        assert [r["event"] for r in history["reports"]] == ["downloading", "staged", "rebooting"]
+        assert [e["event"] for e in history["events"]] == ["enrolled"]
 
 
 def test_unreachable_fleet_changes_nothing(host: Host) -> None:

@@ -33,6 +33,10 @@ def test_health_checks_gate_boot_complete_and_presets_enable_every_unit() -> Non
         assert unit["Unit"]["OnFailure"] == "berth-trial-failed.service"
     trial = _unit("berth-trial-failed.service")
     assert trial["Service"]["ExecCondition"] == "/usr/lib/berth/on-trial"
+    # Before it reboots, it writes down the failed check for the agent's rollback cause.
+    recorder = trial["Service"]["ExecStartPre"]
+    assert recorder == "-/usr/lib/berth/record-trial-failure"
+    assert (TREE / recorder.lstrip("-").lstrip("/")).stat().st_mode & 0o111
     assert "Install" not in trial  # started only by the checks' OnFailure=
     agent = _unit("berth-agent.service")["Service"]
     assert agent["Type"] == "notify" and agent["WatchdogSec"] and agent["ImportCredential"] == "berth.*"

@@ -66,6 +66,7 @@ def test_power_cut_while_recording_a_rollback(host: Host, tmp_path: Path) -> Non
     host.agent("run", "--once")
     for _ in range(3):
         host.boot()
+        host.fail_check()
     assert host.boot() == "1.0"
 
     def rolled_back() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -96,3 +97,65 @@ def test_publish_refuses_bad_input(tmp_path: Path, keys_dir: Path, releases: Any
     refused(["publish", str(releases["1.1"].directory), "--repo", str(tmp_path / "r2"),
              "--keys", str(tmp_path)], "berth keys init")
     refused(["keys", "init", "--keys", str(keys_dir)], "already holds keys")
+
+
+def _tree(path: Path) -> dict[str, tuple[int, bytes]]:
+    """Every file under ``path`` with its mode and bytes (empty when ``path`` does not exist)."""
+    return {str(p.relative_to(path)): (p.stat().st_mode, p.read_bytes())
+            for p in sorted(path.rglob("*")) if p.is_file()} if path.exists() else {}
+
+
+def test_a_refused_publish_changes_nothing_and_says_why_in_one_line(
+    tmp_path: Path, keys_dir: Path, releases: Any, cli: Any
+) -> None:
+    """Issue 11, finding 4: paths in image_id, a roothash= that only starts like the real one,
+    versions that are not newer, a manifest that is not JSON, an already expired timestamp."""
+    repo_dir, fresh = tmp_path / "repo", tmp_path / "fresh"
+    repo = ["--repo", str(repo_dir), "--keys", str(keys_dir)]
+    cli(["publish", str(releases["1.1"].directory), *repo])
+    good = releases["1.0"].directory
+
+    def variant(name: str, **manifest: Any) -> Path:
+        directory = tmp_path / name
+        subprocess.run(["cp", "-r", str(good), str(directory)], check=True)
+        data = json.loads((directory / "manifest.json").read_text())
+        (directory / "manifest.json").write_text(json.dumps({**data, "version": "1.2", **manifest}))
+        return directory
+
+    roothash = releases["1.0"].roothash
+    longer = variant("longer-in-uki")
+    uki = (longer / "uki.efi").read_bytes().replace(f"roothash={roothash}".encode(),
+                                                      f"roothash={roothash}00".encode())
+    (longer / "uki.efi").write_bytes(uki)
+    manifest = json.loads((longer / "manifest.json").read_text())
+    manifest["artifacts"]["uki.efi"]["sha256"] = hashlib.sha256(uki).hexdigest()
+    (longer / "manifest.json").write_text(json.dumps(manifest))
+    not_json = variant("not-json")
+    (not_json / "manifest.json").write_text("{not json")
+    cases = [
+        (variant("dotdot", image_id="../x"), [], "image_id must be a name"),
+        (variant("absolute", image_id=str(tmp_path / "elsewhere")), [], "image_id must be a name"),
+        (variant("prefix", roothash=roothash[:4]), [], "root hash must be 64"),
+        (variant("empty", roothash=""), [], "root hash must be 64"),
+        (longer, [], f"lacks roothash={roothash}"),
+        (variant("older", version="1.0.5"), [], "not newer than 1.1"),
+        (variant("same", version="1.1.0"), [], "not newer than 1.1"),
+        (not_json, [], "manifest.json: not JSON"),
+        (variant("expired"), ["--timestamp-days", "-5"], "--timestamp-days must be at least 1"),
+    ]
+    for directory, extra, message in cases:
+        for target in (repo_dir, fresh):
+            if target == fresh and message.startswith("not newer"):
+                continue  # a fresh repository has nothing newer: that publish would be fine
+            before = _tree(tmp_path / "elsewhere"), _tree(repo_dir), _tree(fresh)
+            result = cli(["publish", str(directory), "--repo", str(target), "--keys", str(keys_dir),
+                          *extra], check=False)
+            lines = result.stderr.strip().splitlines()
+            assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+            assert lines[-1].startswith("berth: error:") and message in lines[-1], result.stderr
+            assert (_tree(tmp_path / "elsewhere"), _tree(repo_dir), _tree(fresh)) == before, message
+    for args in (["--refresh-timestamp", "--timestamp-days", "0"], ["--withdraw", "1.1", "--timestamp-days", "-1"]):
+        before_repo = _tree(repo_dir)
+        result = cli(["publish", *args, *repo], check=False)
+        assert result.returncode == 1 and "--timestamp-days must be at least 1" in result.stderr
+        assert _tree(repo_dir) == before_repo

@@ -106,13 +106,15 @@ def test_next_update_reuses_the_old_slot_and_drops_its_entry(host: Host, publish
 
 def test_failed_boots_fall_back_and_the_version_is_never_taken_again(host: Host) -> None:
     host.agent("run", "--once")
-    for attempt in range(3):  # 1.1 never reaches boot-complete.target
+    for attempt in range(3):  # 1.1 never reaches boot-complete.target: a check fails
         assert host.boot() == "1.1", attempt
+        host.fail_check("berth-check-engine.service")
     assert host.entries() == ["berth_1.0.efi", "berth_1.1+0-3.efi"]
     assert host.boot() == "1.0"  # systemd-boot skips the entry with no tries left
     result = host.agent("run", "--once")
-    assert "rolled_back 1.1" in result.stderr
+    assert "rolled_back 1.1: systemd-boot fell back to 1.0: health check failed: berth-check-engine.service" in result.stderr
     assert host.state()["state"] == "idle" and host.state()["bad_versions"] == ["1.1"]
+    assert not (host.state_dir / "trial-failures").exists() or not any((host.state_dir / "trial-failures").iterdir())
     assert host.entries() == ["berth_1.0.efi"]
     host.agent("run", "--once")
     assert "no update" in host.agent("run", "--once").stderr

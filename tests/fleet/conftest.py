@@ -67,6 +67,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def db(request: pytest.FixtureRequest) -> str | None:
+    """None (a fresh SQLite file) or a fresh PostgreSQL database, for tests run on both."""
+    return (
+        request.getfixturevalue("pg_url")
+        if getattr(request, "param", "sqlite") == "postgres"
+        else None
+    )
+
+
+@pytest.fixture
 def store(db_url: str) -> Iterator[Store]:
     opened = Store(db_url)
     yield opened
@@ -82,6 +92,8 @@ class Fleet:
     db: str
     servers: list[Server] = field(default_factory=list)
     session: requests.Session = field(default_factory=requests.Session)
+    # Each node's host credential from its enrolment, as its agent keeps it on /var.
+    credentials: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -119,7 +131,18 @@ class Fleet:
     def client(
         self, node: str, group: str = "default", token: str | None = None, server: int = 0
     ) -> FleetClient:
-        return FleetClient(self.servers[server].url, node, group, token=token)
+        def keep(credential: str) -> None:
+            self.credentials[node] = credential
+
+        return FleetClient(
+            self.servers[server].url,
+            node,
+            group,
+            token=token,
+            credential=self.credentials.get(node),
+            on_enrol=keep,
+            verify=self.servers[server].verify,
+        )
 
     def finish_update(
         self,

@@ -70,7 +70,7 @@ def test_the_log_needs_the_admin_token_and_a_known_group(make_fleet: Any) -> Non
     assert fleet.admin("GET", "/admin/locks/default", token=None).status_code == 401
     assert fleet.admin("GET", "/admin/locks/default", token="grp").status_code == 401
     unknown = fleet.admin("GET", "/admin/locks/nope")
-    assert (unknown.status_code, unknown.json()) == (404, {"error": "unknown group 'nope'"})
+    assert (unknown.status_code, unknown.json()) == (404, {"error": "unknown group 'nope'", "kind": "unknown_group"})
     bad = fleet.admin("GET", "/admin/locks/default?since=soon")
     assert bad.status_code == 400 and "since" in bad.json()["error"]
     assert fleet.admin("GET", "/admin/locks/default?since=nan").status_code == 400

@@ -149,6 +149,21 @@ def test_halt_exactly_when_the_failure_share_crosses_the_threshold(
     assert halted == (started >= minimum and failed > share * started)
 
 
+@given(
+    started=st.integers(1, 1000),
+    unexplained=st.integers(0, 1000),
+    share=st.floats(0, 1),
+)
+def test_unexplained_rollbacks_are_judged_by_their_own_threshold(
+    started: int, unexplained: int, share: float
+) -> None:
+    unexplained = min(unexplained, started)
+    rule = HaltRule(max_failure_share=0.0, min_updates=1, max_unexplained_share=share)
+    assert pol.should_halt(started, 0, rule, unexplained) == (unexplained > share * started)
+    # The explained threshold (0: halt on the first) never sees them.
+    assert pol.should_halt(started, 1, rule, 0)
+
+
 def _at(text: str, zone: str = "Europe/Berlin") -> float:
     return datetime.fromisoformat(text).replace(tzinfo=ZoneInfo(zone)).timestamp()
 

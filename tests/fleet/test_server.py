@@ -9,22 +9,12 @@ import pytest
 import requests
 
 from updater.client import FleetRejected, LockDenied
-from updater.wire import Report, ReportEvent
+from updater.wire import Report, ReportEvent, RollbackCause
 
 HEADER = {"fleet-lock-protocol": "true"}
 BOTH_DATABASES = pytest.mark.parametrize(
     "db", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
 )
-
-
-@pytest.fixture
-def db(request: pytest.FixtureRequest) -> str | None:
-    """None (a fresh SQLite file) or a fresh PostgreSQL database, for tests run on both."""
-    return (
-        request.getfixturevalue("pg_url")
-        if getattr(request, "param", "sqlite") == "postgres"
-        else None
-    )
 
 
 NOW_WAVE = [{"after": "0s", "percent": 100}]
@@ -81,7 +71,12 @@ def test_fleetlock_semaphore_is_owned_re_entrant_and_low_cardinality(
         (HEADER, {"id": "a", "group": "default"}, 400, "bad_request"),
         (HEADER, {"client_params": {"id": 7, "group": "default"}}, 400, "bad_request"),
         (HEADER, {"client_params": {"id": "a b", "group": "default"}}, 400, "bad_request"),
-        (HEADER, lock_body("a", "nope"), 404, "unknown_group"),
+        # An unknown group answers like a wrong token: no one learns which groups exist.
+        (HEADER, lock_body("a", "nope"), 401, "unauthorized"),
+        (HEADER, {**lock_body("a"), "extra": 1}, 400, "bad_request"),
+        (HEADER, {"client_params": {"id": "a", "group": "default", "x": 1}}, 400, "bad_request"),
+        (HEADER, lock_body("a\n"), 400, "bad_request"),
+        (HEADER, None, 400, "bad_request"),
     ],
 )
 def test_fleetlock_refusals_have_a_kind_and_change_nothing(
@@ -188,6 +183,27 @@ def _walk(
         client.report(Report(node, group, seq, event, "1.1.0", "1.0.0"))
 
 
+@BOTH_DATABASES
+def test_unexplained_rollbacks_halt_by_their_own_threshold(make_fleet: Any, db: str | None) -> None:
+    halt = {"max_failure_share": 0.0, "min_updates": 1, "max_unexplained_share": 0.5}
+    fleet = make_fleet({"default": {"waves": NOW_WAVE, "halt": halt}}, db=db)
+    for node in "abc":
+        assert fleet.client(node).check("1.0.0").reason == "offered"
+    for node, cause in (("b", None), ("a", RollbackCause.UNEXPLAINED)):
+        client = fleet.client(node)
+        for seq, event in enumerate((ReportEvent.DOWNLOADING, ReportEvent.STAGED, ReportEvent.REBOOTING), 1):
+            client.report(Report(node, "default", seq, event, "1.1.0", "1.0.0"))
+        final = ReportEvent.ROLLED_BACK if cause else ReportEvent.BLESSED
+        client.report(Report(node, "default", 4, final, "1.1.0", "1.0.0", cause=cause))
+    # One power-cut rollback of two or three started is not over 50 %: not judged the release's fault.
+    assert fleet.status()["groups"]["default"]["rollouts"][0]["halted_reason"] is None
+    outcomes = {u["node_id"]: u["outcome"] for u in fleet.admin("GET", "/admin/updates/default").json()["updates"]}
+    assert outcomes["a"] == "rolled_back_unexplained" and outcomes["b"] == "blessed"
+    _walk(fleet, "c", ReportEvent.ROLLED_BACK)  # no cause: an older agent, counted as explained
+    assert fleet.status()["groups"]["default"]["rollouts"][0]["halted_reason"] == (
+        "1 of 3 updates failed or rolled back, 1 rolled back for no cause seen")
+
+
 def test_bad_versions_and_withdrawn_releases_are_never_offered(make_fleet: Any) -> None:
     fleet = make_fleet({"default": {"waves": NOW_WAVE}}, releases=("1.1.0", "1.2.0"))
     assert fleet.client("a").check("1.0.0", bad_versions=["1.2.0"]).target_version == "1.1.0"
@@ -274,6 +290,11 @@ def test_reports_keep_history_and_refuse_replays_and_out_of_order(
 
 
 BOTH = ("/v1/update/check", "/v1/reports")
+GOOD_REPORT = (
+    b'{"node_id": "a", "group": "default", "seq": 1, "event": "downloading",'
+    b' "version": "1.1.0", "from_version": "1.0.0"}'
+)
+HUGE_VERSION = b"1" * 5000
 UNKNOWN_GROUP_REPORT = (
     b'{"node_id": "a", "group": "nope", "seq": 1, "event": "downloading",'
     b' "version": "1.1.0", "from_version": "1.0.0"}'
@@ -295,12 +316,33 @@ UNKNOWN_GROUP_REPORT = (
         (
             ("/v1/update/check",),
             b'{"node_id": "a", "group": "nope", "current_version": "1.0.0"}',
-            404,
+            401,
         ),
-        (("/v1/reports",), UNKNOWN_GROUP_REPORT, 404),
+        (("/v1/reports",), UNKNOWN_GROUP_REPORT, 401),
         (("/v1/reports",), UNKNOWN_GROUP_REPORT.replace(b'"seq": 1', b'"seq": -1'), 400),
         (("/v1/reports",), UNKNOWN_GROUP_REPORT.replace(b'"downloading"', b'"exploded"'), 400),
         (BOTH, b"[" * 60_000, 400),
+        (BOTH + ("/v1/enrol",), b"null", 400),
+        (BOTH + ("/v1/enrol",), b"NaN", 400),
+        (("/v1/reports",), GOOD_REPORT.replace(b'"seq": 1', b'"seq": NaN'), 400),
+        (("/v1/reports",), GOOD_REPORT.replace(b'"seq": 1', b'"seq": 9223372036854775808'), 400),
+        (("/v1/reports",), GOOD_REPORT.replace(b'"1.1.0"', b'"' + HUGE_VERSION + b'"'), 400),
+        (
+            ("/v1/update/check",),
+            b'{"node_id": "a", "group": "default", "current_version": "1.0.0",'
+            b' "bad_versions": ["' + HUGE_VERSION + b'"]}',
+            400,
+        ),
+        (
+            ("/v1/update/check", "/v1/enrol"),
+            b'{"node_id": "a\\n", "group": "default", "current_version": "1.0.0"}',
+            400,
+        ),
+        (
+            ("/v1/update/check",),
+            b'{"node_id": "a", "group": "default", "current_version": "1.0.0\\n"}',
+            400,
+        ),
     ],
     ids=[
         "malformed",
@@ -313,6 +355,14 @@ UNKNOWN_GROUP_REPORT = (
         "negative-seq",
         "unknown-event",
         "deeply-nested",
+        "null-body",
+        "nan-body",
+        "nan-seq",
+        "seq-past-int64",
+        "version-past-python-int-limit",
+        "bad-version-past-python-int-limit",
+        "node-id-with-trailing-newline",
+        "version-with-trailing-newline",
     ],
 )
 def test_bad_requests_get_a_clear_4xx_and_change_nothing(

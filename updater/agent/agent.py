@@ -24,6 +24,7 @@ from cli.errors import UserError
 from updater.agent import machine as m
 from updater.agent.entries import entries_for
 from updater.agent.esp import Esp, EspError
+from updater.agent.evidence import failed_checks, forget_trial_failures, panics_since
 from updater.agent.fetch import TufRepository
 from updater.agent.host import Booted, HostPaths, booted, disk_of_partition, find_esp, machine_id
 from updater.agent.journal import log, notify
@@ -33,6 +34,7 @@ from updater.agent.policy import (
     after_reboot,
     boot_blessed,
     choose_release,
+    judge_fallback,
     may_write_slot,
     other_slot,
     stale_entries,
@@ -45,7 +47,7 @@ from updater.agent.writer import StreamEnded, WriteError, read_back, write_artif
 from updater.contract import EMPTY_LABEL, BootEntry, slot_labels, uki_filename, uuids_from_roothash
 from updater.gpt import Partition, read_partitions, relabel
 from updater.release import ArtifactRole, Release
-from updater.wire import Report, ReportEvent, Version
+from updater.wire import Report, ReportEvent, RollbackCause, Version
 
 # Failures after which a later step may simply try again (the state is kept).
 RETRYABLE = (
@@ -110,7 +112,9 @@ class Agent:
             url = self.settings.effective_repo_url
             if not url:
                 raise UserError("no repository: set repo_url or server_url")
-            repo = TufRepository(self.state_dir / "tuf", url, self.trusted_root())
+            repo = TufRepository(
+                self.state_dir / "tuf", url, self.trusted_root(), self.settings.tls_verify
+            )
             self._signed = (repo, repo.refresh())
         return self._signed
 
@@ -136,12 +140,14 @@ class Agent:
             log("error", f"repository metadata refused: {error}", state=state.state.value)
         return self.settings.poll_interval_s
 
-    def _report(self, state: m.AgentState, event: ReportEvent, target: m.Target, detail: str = "") -> m.AgentState:
+    def _report(self, state: m.AgentState, event: ReportEvent, target: m.Target, detail: str = "",
+                cause: RollbackCause | None = None) -> m.AgentState:
         state = self.store.save(m.next_seq(state))
         report = Report(self.node_id(), self.settings.group, state.seq, event,
-                        target.version, target.from_version, detail)
+                        target.version, target.from_version, detail, cause=cause)
         log("info", f"{event.value} {target.version}" + (f": {detail}" if detail else ""),
-            event=event.value, version=target.version, from_version=target.from_version, seq=state.seq)
+            event=event.value, version=target.version, from_version=target.from_version, seq=state.seq,
+            **({"cause": cause.value} if cause else {}))
         self.fleet.report(report)
         return state
 
@@ -157,14 +163,15 @@ class Agent:
             # A host provisioned without a repository runs (and stays healthy) until it gets one.
             notify(STATUS=f"{current} booted; no repository: set server_url or repo_url")
             return self.settings.poll_interval_s
-        offer = self.fleet.offer(current, state.bad_versions, facts.booted.image_id)
+        offer = self.fleet.offer(current, state.refused_versions, facts.booted.image_id)
         poll = offer.poll_after_s or self.settings.poll_interval_s
         if not offer.allowed:
             notify(STATUS=f"up to date at {current}: {offer.reason}")
             log("info", f"no update: {offer.reason}", version=current)
             return poll
         _, releases = self.signed_releases()
-        release, why = choose_release(releases, facts.booted.image_id, current, state.bad_versions, offer.version)
+        release, why = choose_release(releases, facts.booted.image_id, current, state.refused_versions,
+                                     offer.version)
         if release is None:
             notify(STATUS=f"up to date at {current} ({why})")
             log("info", f"no update: {why}", version=current)
@@ -218,7 +225,7 @@ class Agent:
         except (WriteError, EspError) as error:
             self._invalidate(facts, slot.name)
             return self._give_up(state, str(error))
-        state = self.store.save(m.mark_staged(state))
+        state = self.store.save(m.mark_staged(state, self.clock()))
         state = self._report(state, ReportEvent.STAGED, target)
         return self._staged(state, facts)
 
@@ -313,6 +320,13 @@ class Agent:
             state = self.store.save(m.mark_rebooting(state))
             state = self._report(state, ReportEvent.REBOOTING, target, "booted without the agent's reboot")
             return self._after_reboot(state, facts)
+        staged = entries_for(facts.esp.entries(), target.version)
+        if staged and all(e.bad for e in staged):
+            # Power cuts (or panics) spent every try of the staged entry before the agent
+            # rebooted into it: systemd-boot has fallen back; judge that like any fallback.
+            log("warning", f"{target.version}: every try spent before the agent rebooted", version=target.version)
+            state = self.store.save(m.mark_rebooting(state))
+            return self._after_reboot(state, facts)
         if not self.settings.auto_reboot:
             notify(STATUS=f"{target.version} staged; reboot to use it")
             return self.settings.poll_interval_s
@@ -367,9 +381,22 @@ class Agent:
             state = self._report(state, ReportEvent.BLESSED, target)
         else:
             self._remove(facts, entries_for(entries, target.version))
-            state = self.store.save(m.finish_rolled_back(state))
-            state = self._report(state, ReportEvent.ROLLED_BACK, target,
-                                 f"systemd-boot fell back to {facts.booted.version}")
+            verdict = judge_fallback(
+                failed_checks(self.state_dir, target.roothash),
+                panics_since(Path(self.settings.pstore_dir), state.staged_at or 0.0),
+                state.fallbacks, self.settings.unexplained_retries,
+            )
+            detail = f"systemd-boot fell back to {facts.booted.version}: {verdict.detail}"
+            if verdict.try_again:
+                # The slot still holds the verified version: only its UKI goes back, with fresh tries.
+                state = self.store.save(m.try_again(state))
+                state = self._report(state, ReportEvent.REBOOTING, target, detail, verdict.cause)
+                return self._staged(state, facts)
+            explained = verdict.cause is not RollbackCause.UNEXPLAINED
+            state = self.store.save(m.finish_rolled_back(state, explained))
+            # Only once the verdict is saved: a cut before it must find the evidence again.
+            forget_trial_failures(self.state_dir, target.roothash)
+            state = self._report(state, ReportEvent.ROLLED_BACK, target, detail, verdict.cause)
         if self.fleet.release_reboot_lock():
             self.store.save(m.lock_released(state))
         return self.settings.poll_interval_s

@@ -26,10 +26,13 @@ CHUNK = 1 << 20
 
 
 class RequestsFetcher(FetcherInterface):
-    def __init__(self, timeout_s: float = 30.0) -> None:
+    def __init__(self, timeout_s: float = 30.0, verify: str | bool = True) -> None:
         self.session = requests.Session()
         self.session.headers["User-Agent"] = "berth-agent"
         self.timeout_s = timeout_s
+        # A CA file for a fleet server with a private CA; given with each request,
+        # since requests lets $REQUESTS_CA_BUNDLE override a session's own setting.
+        self.verify = verify
 
     def _fetch(self, url: str) -> Iterator[bytes]:
         return self.stream(url, 0)
@@ -38,7 +41,9 @@ class RequestsFetcher(FetcherInterface):
         """The bytes of ``url`` from ``offset`` on (an HTTP Range request when offset > 0;
         from a server that ignores ranges the first ``offset`` bytes are skipped)."""
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        response = self.session.get(url, stream=True, timeout=self.timeout_s, headers=headers)
+        response = self.session.get(
+            url, stream=True, timeout=self.timeout_s, headers=headers, verify=self.verify
+        )
         if response.status_code >= 400:
             response.close()
             raise DownloadHTTPError(f"{url}: HTTP {response.status_code}", response.status_code)
@@ -59,10 +64,12 @@ class RequestsFetcher(FetcherInterface):
 class TufRepository:
     """One refresh of the repository's metadata, and the releases it signs."""
 
-    def __init__(self, metadata_dir: Path, repo_url: str, trusted_root: bytes) -> None:
+    def __init__(
+        self, metadata_dir: Path, repo_url: str, trusted_root: bytes, verify: str | bool = True
+    ) -> None:
         metadata_dir.mkdir(parents=True, exist_ok=True)
         self.metadata_dir = metadata_dir
-        self.fetcher = RequestsFetcher()
+        self.fetcher = RequestsFetcher(verify=verify)
         self.targets_url = f"{repo_url}/targets/"
         local_root = metadata_dir / "root.json"
         if not local_root.exists():

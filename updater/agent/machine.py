@@ -50,22 +50,37 @@ class Target:
 class AgentState:
     state: State = State.IDLE
     seq: int = 0  # last report sequence number used
+    # Rolled back for a cause seen (a failed check, a panic): never taken again.
     bad_versions: tuple[str, ...] = ()
+    # Fell back with no cause seen, every try again too: not bad, but not taken again by itself.
+    unexplained_versions: tuple[str, ...] = ()
     target: Target | None = None
     progress: dict[str, Progress] = field(default_factory=dict)
     lock_held: bool = False
     # When the agent first saw the new version booted but not yet blessed.
     unblessed_since: float | None = None
+    # When the target was staged: a panic recorded after it is a boot of the target's.
+    staged_at: float | None = None
+    # Fallbacks from the target that nothing explained, each followed by a try again.
+    fallbacks: int = 0
+
+    @property
+    def refused_versions(self) -> tuple[str, ...]:
+        """Versions this host does not take again (told to the fleet server as bad)."""
+        return (*self.bad_versions, *self.unexplained_versions)
 
     def to_json(self) -> dict[str, Any]:
         return {
             "state": self.state.value,
             "seq": self.seq,
             "bad_versions": list(self.bad_versions),
+            "unexplained_versions": list(self.unexplained_versions),
             "target": None if self.target is None else vars(self.target).copy(),
             "progress": {role: vars(p).copy() for role, p in self.progress.items()},
             "lock_held": self.lock_held,
             "unblessed_since": self.unblessed_since,
+            "staged_at": self.staged_at,
+            "fallbacks": self.fallbacks,
         }
 
     @classmethod
@@ -75,10 +90,13 @@ class AgentState:
             state=State(data["state"]),
             seq=int(data["seq"]),
             bad_versions=tuple(data.get("bad_versions", ())),
+            unexplained_versions=tuple(data.get("unexplained_versions", ())),
             target=None if target is None else Target(**target),
             progress={role: Progress(**p) for role, p in data.get("progress", {}).items()},
             lock_held=bool(data.get("lock_held", False)),
             unblessed_since=data.get("unblessed_since"),
+            staged_at=data.get("staged_at"),
+            fallbacks=int(data.get("fallbacks", 0)),
         )
 
 
@@ -95,7 +113,8 @@ def next_seq(current: AgentState) -> AgentState:
 
 def start_writing(current: AgentState, target: Target) -> AgentState:
     _check(current, (State.IDLE,), "start_writing")
-    return replace(current, state=State.WRITING, target=target, progress={}, unblessed_since=None)
+    return replace(current, state=State.WRITING, target=target, progress={}, unblessed_since=None,
+                   staged_at=None, fallbacks=0)
 
 
 def record_progress(current: AgentState, role: str, progress: Progress) -> AgentState:
@@ -108,9 +127,9 @@ def mark_written(current: AgentState) -> AgentState:
     return replace(current, state=State.WRITTEN)
 
 
-def mark_staged(current: AgentState) -> AgentState:
+def mark_staged(current: AgentState, now: float) -> AgentState:
     _check(current, (State.WRITTEN,), "mark_staged")
-    return replace(current, state=State.STAGED, progress={})
+    return replace(current, state=State.STAGED, progress={}, staged_at=now)
 
 
 def mark_rebooting(current: AgentState) -> AgentState:
@@ -131,11 +150,22 @@ def finish_blessed(current: AgentState) -> AgentState:
     return replace(current, state=State.IDLE, target=None, unblessed_since=None)
 
 
-def finish_rolled_back(current: AgentState) -> AgentState:
+def finish_rolled_back(current: AgentState, explained: bool) -> AgentState:
+    """The update is over, the host back on the previous version; ``explained``: a failed
+    check or a panic was seen, so the version is bad for good."""
     _check(current, (State.REBOOTING,), "finish_rolled_back")
     assert current.target is not None
-    bad = tuple(dict.fromkeys((*current.bad_versions, current.target.version)))
-    return replace(current, state=State.IDLE, target=None, bad_versions=bad, unblessed_since=None)
+    done = replace(current, state=State.IDLE, target=None, unblessed_since=None, staged_at=None, fallbacks=0)
+    version = current.target.version
+    if explained:
+        return replace(done, bad_versions=tuple(dict.fromkeys((*current.bad_versions, version))))
+    return replace(done, unexplained_versions=tuple(dict.fromkeys((*current.unexplained_versions, version))))
+
+
+def try_again(current: AgentState) -> AgentState:
+    """After a fallback nothing explains: the slot still holds the version; stage it again."""
+    _check(current, (State.REBOOTING,), "try_again")
+    return replace(current, state=State.STAGED, unblessed_since=None, fallbacks=current.fallbacks + 1)
 
 
 def abandon(current: AgentState) -> AgentState:

@@ -14,7 +14,7 @@ from datetime import datetime, time
 from updater.agent.entries import entries_for
 from updater.contract import BootEntry
 from updater.release import Release
-from updater.wire import Version
+from updater.wire import RollbackCause, Version
 
 
 def other_slot(slot: str) -> str:
@@ -136,3 +136,37 @@ class Window:
         if self.start <= self.end:
             return self.start <= now < self.end
         return now >= self.start or now < self.end
+
+
+@dataclass(frozen=True)
+class FallbackVerdict:
+    """What a fallback from a new version means (see judge_fallback)."""
+
+    cause: RollbackCause
+    try_again: bool  # stage the version again (an unexplained fallback, tries again left)
+    detail: str
+
+
+def judge_fallback(
+    failed_checks: tuple[str, ...], panics: int, fallbacks_so_far: int, retries: int
+) -> FallbackVerdict:
+    """Why systemd-boot fell back, from what the failed boots left on /var.
+
+    A failed health check (its OnFailure= handler wrote down the unit) or a kernel
+    panic (systemd-pstore kept its record) is the version's fault: it is bad for
+    good. Nothing seen means the boots were cut short from outside (power loss, a
+    hang, the firmware): the version is tried again, at most ``retries`` times.
+    """
+    if failed_checks:
+        return FallbackVerdict(RollbackCause.HEALTH_CHECK, False,
+                               f"health check failed: {', '.join(failed_checks)}")
+    if panics:
+        return FallbackVerdict(RollbackCause.KERNEL_PANIC, False,
+                               f"the kernel panicked ({panics} record{'s' if panics > 1 else ''} kept by pstore)")
+    if fallbacks_so_far < retries:
+        return FallbackVerdict(RollbackCause.UNEXPLAINED, True,
+                               f"no failed check or panic recorded (power loss, hang, firmware?); "
+                               f"trying again ({fallbacks_so_far + 1} of {retries})")
+    return FallbackVerdict(RollbackCause.UNEXPLAINED, False,
+                           f"no failed check or panic recorded (power loss, hang, firmware?), "
+                           f"{fallbacks_so_far + 1} times")

@@ -8,10 +8,17 @@ speaks to `berth serve` through updater.client.FleetClient.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from updater.agent.journal import log
+from updater.agent.settings import AgentSettings
+from updater.atomic import atomic_write
 from updater.wire import Report
+
+# The host credential the fleet server gave this host at enrolment; it proves the
+# host is who its node id says, so only root may read it.
+CREDENTIAL_FILE = "host-credential"
 
 
 @dataclass(frozen=True)
@@ -44,10 +51,44 @@ class Standalone:
 
 
 class ServerFleet:
-    def __init__(self, server_url: str, node_id: str, group: str, token: str = "") -> None:
+    def __init__(
+        self,
+        server_url: str,
+        node_id: str,
+        group: str,
+        token: str = "",
+        *,
+        credential_file: Path,
+        verify: str | bool = True,
+    ) -> None:
         from updater.client import FleetClient
 
-        self.client = FleetClient(server_url, node_id, group, token=token or None)
+        self.credential_file = credential_file
+        kept = credential_file.read_text().strip() if credential_file.is_file() else ""
+        self.client = FleetClient(
+            server_url,
+            node_id,
+            group,
+            token=token or None,
+            credential=kept or None,
+            on_enrol=self._keep,
+            verify=verify,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings, node_id: str) -> ServerFleet:
+        return cls(
+            settings.server_url,
+            node_id,
+            settings.group,
+            settings.fleet_token,
+            credential_file=Path(settings.state_dir) / CREDENTIAL_FILE,
+            verify=settings.tls_verify,
+        )
+
+    def _keep(self, credential: str) -> None:
+        atomic_write(self.credential_file, credential.encode(), mode=0o600)
+        log("info", f"enrolled with the fleet server; credential in {self.credential_file}")
 
     def offer(self, current: str, bad: tuple[str, ...], image_id: str) -> Offer:
         from updater.client import FleetError

@@ -25,9 +25,7 @@ def make_agent(host_root: Path) -> Agent:
     settings = load_settings(paths.config, credentials_dir_from_env())
     agent = Agent(settings, paths, Standalone())
     if settings.server_url:
-        fleet: Fleet = ServerFleet(
-            settings.server_url, agent.node_id(), settings.group, settings.fleet_token
-        )
+        fleet: Fleet = ServerFleet.from_settings(settings, agent.node_id())
         agent.fleet = fleet
     return agent
 
@@ -65,6 +63,7 @@ def status(agent: Agent) -> dict[str, Any]:
         "state": state.state.value,
         "target": None if state.target is None else vars(state.target),
         "bad_versions": list(state.bad_versions),
+        "unexplained_versions": list(state.unexplained_versions),
         "report_seq": state.seq,
     }
 
@@ -82,6 +81,8 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(f"  {entry['file']}: {tries}")
     if report["bad_versions"]:
         lines.append(f"rolled back before: {', '.join(report['bad_versions'])}")
+    if report["unexplained_versions"]:
+        lines.append(f"fell back for no cause seen, held back: {', '.join(report['unexplained_versions'])}")
     return "\n".join(lines)
 
 

@@ -26,6 +26,7 @@ SETTINGS: tuple[tuple[str, type, Any, str], ...] = (
     ("repo_url", str, "", "TUF repository base URL (metadata/, targets/); default <server_url>/repo"),
     ("group", str, "default", "rollout group this host belongs to"),
     ("fleet_token", str, "", "bearer token the fleet server asks of this group; empty: none"),
+    ("server_ca", str, "", "PEM CA file the fleet server's TLS certificate must chain to (the credential berth.server_ca holds the PEM itself); empty: the system's CAs"),
     ("node_id", str, "", "fleet identity; default: /etc/machine-id, kept in <state_dir>/node-id"),
     ("poll_interval_s", int, 300, "seconds between update checks (Zincati's default)"),
     ("trusted_root", str, "/etc/berth/tuf-root.json", "initial TUF root.json if the credential berth.tuf_root is absent"),
@@ -38,6 +39,8 @@ SETTINGS: tuple[tuple[str, type, Any, str], ...] = (
     ("bless_timeout_s", int, 900, "a new boot not blessed after this long is rebooted (spends a try)"),
     ("reboot_command", str, "systemctl reboot", "command that reboots the host"),
     ("lock_retry_s", int, 60, "seconds between reboot-lock attempts when the fleet is busy"),
+    ("unexplained_retries", int, 2, "tries again of a version after fallbacks no failed check or panic explains (0-9)"),
+    ("pstore_dir", str, "/var/lib/systemd/pstore", "where systemd-pstore keeps the records of kernel panics"),
 )
 
 
@@ -47,6 +50,7 @@ class AgentSettings:
     repo_url: str
     group: str
     fleet_token: str
+    server_ca: str
     node_id: str
     poll_interval_s: int
     trusted_root: str
@@ -59,6 +63,13 @@ class AgentSettings:
     bless_timeout_s: int
     reboot_command: str
     lock_retry_s: int
+    unexplained_retries: int
+    pstore_dir: str
+
+    @property
+    def tls_verify(self) -> str | bool:
+        """What requests verifies the fleet server's certificate against (never False)."""
+        return self.server_ca or True
 
     @property
     def effective_repo_url(self) -> str:
@@ -117,7 +128,7 @@ def credentials(credentials_dir: Path | None) -> dict[str, str]:
 
 
 # Credentials that carry data rather than a setting.
-DATA_CREDENTIALS = {"tuf_root"}
+DATA_CREDENTIALS = {"tuf_root", "server_ca"}
 
 
 def load_settings(config_file: Path, credentials_dir: Path | None) -> AgentSettings:
@@ -129,8 +140,13 @@ def load_settings(config_file: Path, credentials_dir: Path | None) -> AgentSetti
     state_dir = cred_values.get("state_dir", values["state_dir"])
     values.update(_yaml_file(Path(state_dir) / "agent.yaml"))
     values.update(cred_values)
+    if credentials_dir is not None and (credentials_dir / f"{CREDENTIAL_PREFIX}server_ca").is_file():
+        # The credential is a file already (systemd keeps it while the service runs).
+        values["server_ca"] = str(credentials_dir / f"{CREDENTIAL_PREFIX}server_ca")
     if not 1 <= values["boot_tries"] <= 9:
         raise UserError(f"setting 'boot_tries': must be 1 to 9, got {values['boot_tries']}")
+    if not 0 <= values["unexplained_retries"] <= 9:
+        raise UserError(f"setting 'unexplained_retries': must be 0 to 9, got {values['unexplained_retries']}")
     if values["maintenance_window"]:
         try:
             Window.parse(values["maintenance_window"])

@@ -8,10 +8,12 @@ out with more processes (`berth serve --workers N`).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import math
 import os
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,10 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from updater.fleet import policy as pol
 from updater.fleet.catalog import Catalog
@@ -31,20 +35,24 @@ from updater.fleet.locks import LockOutcome
 from updater.fleet.metrics import render_metrics
 from updater.fleet.openapi import openapi_schema
 from updater.fleet.settings import GroupPolicy
-from updater.fleet.store import HostRow, Store
+from updater.fleet.store import EnrolRefused, HostRow, Identity, Store
 from updater.wire import (
     CHECK_PATH,
+    ENROL_PATH,
     FLEETLOCK_HEADER,
+    HOST_CREDENTIAL_HEADER,
     PRE_REBOOT_PATH,
     REPO_PATH,
     REPORTS_PATH,
     STEADY_STATE_PATH,
+    Enrolment,
     FleetLockError,
     FleetLockRequest,
     Report,
     UpdateCheck,
     UpdateDecision,
     WireError,
+    is_name,
 )
 
 SERVE_ENV = "BERTH_FLEET_SERVE"
@@ -74,11 +82,55 @@ class Fleet:
         return policy
 
     def group(self, name: str, request: Request) -> GroupPolicy:
-        """The group's policy, for a request that must carry the group's token if it has one."""
-        policy = self.policy(name)
-        if policy.token is not None and not _bearer_matches(request, policy.token):
-            raise Refused(401, "unauthorized", f"group {name!r} needs its bearer token")
+        """The group's policy, for a request that must carry the group's token if it has one.
+
+        An unknown group is refused like a wrong token, so the answer tells no one
+        without the token which groups exist."""
+        policy = self.catalog.current().settings.groups.get(name)
+        if policy is None or (policy.token is not None and not _bearer_matches(request, policy.token)):
+            raise Refused(
+                401, "unauthorized", f"group {name!r} is unknown or needs its bearer token"
+            )
         return policy
+
+    def identity(self, request: Request, node_id: str) -> Identity | None:
+        """The node's identity if it is enrolled, for a request that must carry its credential."""
+        identity = self.store.identity(node_id)
+        if identity is None:
+            return None
+        given = request.headers.get(HOST_CREDENTIAL_HEADER, "")
+        if not hmac.compare_digest(credential_sha256(given), identity.credential_sha256):
+            raise Refused(
+                401,
+                "unauthorized",
+                f"node {node_id!r} needs its host credential (header {HOST_CREDENTIAL_HEADER})",
+            )
+        return identity
+
+    def enrolled_group(self, identity: Identity, group: str) -> GroupPolicy:
+        """The policy of the group the host is enrolled in, which the request must name."""
+        if identity.group != group:
+            raise Refused(
+                409,
+                "wrong_group",
+                f"node {identity.node_id!r} is in group {identity.group!r};"
+                " only an admin moves hosts (POST /admin/hosts/<node>/move)",
+            )
+        return self.policy(identity.group)
+
+    def host_group(self, request: Request, node_id: str, group: str) -> GroupPolicy:
+        """The group of an enrolled host that proved who it is (check and reports)."""
+        identity = self.identity(request, node_id)
+        if identity is None:
+            raise Refused(
+                401, "not_enrolled", f"node {node_id!r} is not enrolled: POST {ENROL_PATH} first"
+            )
+        return self.enrolled_group(identity, group)
+
+
+def credential_sha256(credential: str) -> str:
+    """What the store keeps of a host credential (256 random bits: a plain hash suffices)."""
+    return hashlib.sha256(credential.encode("utf-8", "surrogateescape")).hexdigest()
 
 
 def _bearer_matches(request: Request, token: str) -> bool:
@@ -96,15 +148,20 @@ async def _json_body(request: Request, limit: int) -> Any:
         if len(body) > limit:
             raise Refused(413, "bad_request", f"body larger than {limit} bytes")
     try:
-        return json.loads(body)
+        return json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
         raise Refused(400, "bad_request", "body is not valid JSON") from None
+
+
+def _no_constant(name: str) -> Any:
+    """NaN and Infinity are Python's extension, not JSON."""
+    raise ValueError(f"{name} is not JSON")
 
 
 def _error(refused: Refused, fleetlock: bool) -> JSONResponse:
     if fleetlock:
         return JSONResponse(FleetLockError(refused.kind, refused.message).to_json(), refused.status)
-    return JSONResponse({"error": refused.message}, refused.status)
+    return JSONResponse({"error": refused.message, "kind": refused.kind}, refused.status)
 
 
 def _guarded(fleetlock: bool = False) -> Callable[..., Any]:
@@ -126,10 +183,23 @@ def _guarded(fleetlock: bool = False) -> Callable[..., Any]:
 
 
 @_guarded()
+async def enrol(request: Request, fleet: Fleet) -> Response:
+    snapshot = fleet.catalog.current()
+    body = Enrolment.from_json(await _json_body(request, snapshot.settings.max_body_bytes))
+    policy = fleet.group(body.group, request)
+    credential = secrets.token_urlsafe(32)
+    try:
+        fleet.store.enrol(body.node_id, policy.name, credential_sha256(credential), fleet.now())
+    except EnrolRefused as error:
+        raise Refused(409, "already_enrolled", str(error)) from None
+    return JSONResponse({"node_id": body.node_id, "group": policy.name, "credential": credential})
+
+
+@_guarded()
 async def check(request: Request, fleet: Fleet) -> Response:
     snapshot = fleet.catalog.current()
     body = UpdateCheck.from_json(await _json_body(request, snapshot.settings.max_body_bytes))
-    policy = fleet.group(body.group, request)
+    policy = fleet.host_group(request, body.node_id, body.group)
     decision = decide(fleet, policy, body)
     return JSONResponse(decision.to_json())
 
@@ -191,7 +261,7 @@ def _observe(fleet: Fleet, body: UpdateCheck, host: HostRow | None, now: float) 
 async def reports(request: Request, fleet: Fleet) -> Response:
     snapshot = fleet.catalog.current()
     report = Report.from_json(await _json_body(request, snapshot.settings.max_body_bytes))
-    policy = fleet.group(report.group, request)
+    policy = fleet.host_group(request, report.node_id, report.group)
     try:
         state = fleet.store.record_report(report, policy, fleet.now())
     except ReportRejected as error:
@@ -204,6 +274,12 @@ async def _lock_request(request: Request, fleet: Fleet) -> tuple[GroupPolicy, Fl
         raise Refused(400, "missing_header", f"header '{FLEETLOCK_HEADER}: true' is required")
     limit = fleet.catalog.current().settings.max_body_bytes
     body = FleetLockRequest.from_json(await _json_body(request, limit))
+    # An enrolled host must prove it is that host; a node id never enrolled (a
+    # Zincati-style client) is trusted on the group's token, or on nothing in a
+    # group without one.
+    identity = fleet.identity(request, body.node_id)
+    if identity is not None:
+        return fleet.enrolled_group(identity, body.group), body
     return fleet.group(body.group, request), body
 
 
@@ -246,6 +322,13 @@ async def change_release(request: Request, fleet: Fleet) -> Response:
     params = request.path_params
     if params["action"] not in pol.ADMIN_TRANSITIONS:
         raise Refused(404, "bad_request", f"unknown action {params['action']!r}")
+    releases = fleet.catalog.current().releases
+    if not any(
+        r.image_id == params["image_id"] and r.version == params["version"] for r in releases
+    ):
+        raise Refused(
+            404, "unknown_release", f"no release {params['image_id']} {params['version']!r}"
+        )
     try:
         state = fleet.store.change_release(
             params["image_id"], params["version"], params["action"], fleet.now()
@@ -287,12 +370,50 @@ async def status(request: Request, fleet: Fleet) -> Response:
 @_guarded()
 async def history(request: Request, fleet: Fleet) -> Response:
     _admin(request, fleet)
+    node_id = request.path_params["node_id"]
+    identity = fleet.store.identity(node_id)
     return JSONResponse(
         {
-            "node_id": request.path_params["node_id"],
-            "reports": fleet.store.history(request.path_params["node_id"]),
+            "node_id": node_id,
+            "group": identity.group if identity else None,
+            "reports": fleet.store.history(node_id),
+            "events": fleet.store.host_events(node_id),
         }
     )
+
+
+def _admin_node(request: Request, fleet: Fleet) -> str:
+    _admin(request, fleet)
+    node_id = request.path_params["node_id"]
+    if not is_name(node_id):
+        raise Refused(400, "bad_request", f"not a node id: {node_id!r}")
+    return node_id
+
+
+@_guarded()
+async def move_host(request: Request, fleet: Fleet) -> Response:
+    """Move an enrolled host to another group: the only way a host changes group."""
+    node_id = _admin_node(request, fleet)
+    body = await _json_body(request, 1024)
+    if not isinstance(body, dict) or set(body) != {"group"} or not is_name(body["group"]):
+        raise Refused(400, "bad_request", 'body must be {"group": "<group>"}')
+    policy = fleet.policy(body["group"])
+    try:
+        before = fleet.store.move_host(node_id, policy.name, fleet.now())
+    except EnrolRefused as error:
+        raise Refused(404, "not_enrolled", str(error)) from None
+    return JSONResponse({"node_id": node_id, "group": policy.name, "was": before})
+
+
+@_guarded()
+async def forget_host(request: Request, fleet: Fleet) -> Response:
+    """Drop a host's credential (lost with its /var, or leaked): it may enrol again."""
+    node_id = _admin_node(request, fleet)
+    try:
+        identity = fleet.store.forget_identity(node_id, fleet.now())
+    except EnrolRefused as error:
+        raise Refused(404, "not_enrolled", str(error)) from None
+    return JSONResponse({"node_id": node_id, "group": identity.group, "forgotten": True})
 
 
 @_guarded()
@@ -370,10 +491,27 @@ async def healthz(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
+class _Repository(StaticFiles):
+    """The TUF repository: a path no file can have (a NUL byte, say) is a 404, not a 500."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        try:
+            return await super().get_response(path, scope)
+        except (ValueError, OSError):
+            raise HTTPException(404) from None
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    """Starlette's own refusals (no such route, wrong method, no such file) as JSON too."""
+    assert isinstance(error, HTTPException)
+    return JSONResponse({"error": error.detail}, error.status_code, headers=error.headers)
+
+
 def create_app(config: Path | None, db_url: str, *, test_clock: bool = False) -> Starlette:
     catalog = Catalog(config)
     fleet = Fleet(catalog, Store(db_url), test_clock)
     routes = [
+        Route(ENROL_PATH, enrol, methods=["POST"]),
         Route(CHECK_PATH, check, methods=["POST"]),
         Route(REPORTS_PATH, reports, methods=["POST"]),
         Route(PRE_REBOOT_PATH, pre_reboot, methods=["POST"]),
@@ -382,6 +520,8 @@ def create_app(config: Path | None, db_url: str, *, test_clock: bool = False) ->
         Route("/admin/reload", reload, methods=["POST"]),
         Route("/admin/status", status, methods=["GET"]),
         Route("/admin/hosts/{node_id}", history, methods=["GET"]),
+        Route("/admin/hosts/{node_id}/move", move_host, methods=["POST"]),
+        Route("/admin/hosts/{node_id}/forget", forget_host, methods=["POST"]),
         Route("/admin/timeline/{version}", timeline, methods=["GET"]),
         Route("/admin/locks/{group}", lock_log, methods=["GET"]),
         Route("/admin/updates/{group}", update_log, methods=["GET"]),
@@ -390,10 +530,10 @@ def create_app(config: Path | None, db_url: str, *, test_clock: bool = False) ->
         Route("/openapi.json", schema, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Mount(
-            REPO_PATH, StaticFiles(directory=catalog.current().settings.repository, check_dir=False)
+            REPO_PATH, _Repository(directory=catalog.current().settings.repository, check_dir=False)
         ),
     ]
-    app = Starlette(routes=routes)
+    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     app.state.fleet = fleet
     return app
 

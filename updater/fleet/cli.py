@@ -22,6 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1, help="server processes (default 1)")
+    serve.add_argument("--tls-cert", type=Path, help="PEM certificate (chain) to serve HTTPS with")
+    serve.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    serve.add_argument(
+        "--insecure-http",
+        action="store_true",
+        help="serve plain HTTP instead (tokens and credentials in clear text; tests and labs)",
+    )
     serve.add_argument(
         "--test-clock",
         action="store_true",
@@ -88,9 +95,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from updater.fleet.serve import serve
+    from updater.fleet.serve import Tls, serve
 
-    return serve(args.config, args.db, args.host, args.port, args.workers, args.test_clock)
+    tls = Tls(args.tls_cert, args.tls_key, args.insecure_http)
+    return serve(args.config, args.db, args.host, args.port, args.workers, args.test_clock, tls)
 
 
 def _status(args: argparse.Namespace) -> int:

@@ -27,7 +27,10 @@ class HostState(enum.StrEnum):
 RESTING = frozenset({HostState.IDLE, HostState.BLESSED, HostState.ROLLED_BACK, HostState.FAILED})
 # Outcomes that count against a release for the automatic halt.
 FAILURES = frozenset({HostState.ROLLED_BACK, HostState.FAILED})
-# Reports that finish a counted update; the event is its outcome.
+# The outcome of a rollback the agent could not explain (cause "unexplained"): the
+# halt judges these by a threshold of their own.
+UNEXPLAINED_ROLLBACK = "rolled_back_unexplained"
+# Reports that finish a counted update; the event is its outcome (but see above).
 FINISHING = frozenset({ReportEvent.BLESSED, ReportEvent.ROLLED_BACK, ReportEvent.FAILED})
 
 _FROM: dict[ReportEvent, frozenset[HostState]] = {

@@ -17,6 +17,7 @@ from typing import Any
 import requests
 
 from cli.errors import UserError
+from updater.fleet.ca import ServerTls
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +35,7 @@ class Server:
     db: str
     process: subprocess.Popen[bytes]
     log: Path
+    verify: str | bool = True  # what a client verifies the server's certificate against
 
     def kill(self) -> None:
         """SIGKILL every process of this server (its workers too): a crash, not a shutdown."""
@@ -58,8 +60,13 @@ def start_server(
     test_clock: bool = False,
     port: int | None = None,
     timeout: float = 30,
+    tls: ServerTls | None = None,
 ) -> Server:
+    """``tls``: serve HTTPS with its certificate; None: plain HTTP on 127.0.0.1 (tests)."""
     port = port or free_port()
+    transport = (
+        ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)] if tls else ["--insecure-http"]
+    )
     log = config.with_name(f"serve-{port}.log")
     with log.open("w") as out:
         process = subprocess.Popen(
@@ -76,6 +83,7 @@ def start_server(
                 db,
                 "--workers",
                 str(workers),
+                *transport,
                 *(["--test-clock"] if test_clock else []),
             ],
             stdout=out,
@@ -83,11 +91,12 @@ def start_server(
             cwd=ROOT,
             start_new_session=True,
         )
-    server = Server(f"http://127.0.0.1:{port}", config, db, process, log)
+    scheme, verify = ("https", str(tls.ca)) if tls else ("http", True)
+    server = Server(f"{scheme}://127.0.0.1:{port}", config, db, process, log, verify)
     deadline = time.monotonic() + timeout
     while True:
         with contextlib.suppress(requests.RequestException):
-            if requests.get(server.url + "/healthz", timeout=1).ok:
+            if requests.get(server.url + "/healthz", timeout=1, verify=verify).ok:
                 return server
         if process.poll() is not None or time.monotonic() > deadline:
             stop_server(server)

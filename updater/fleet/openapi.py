@@ -10,9 +10,13 @@ from updater.fleet.hoststate import FINISHING
 from updater.fleet.locks import LockEventKind
 from updater.fleet.policy import ADMIN_TRANSITIONS
 
-_NAME = {"type": "string", "pattern": wire._NAME.pattern}
-_VERSION = {"type": "string", "pattern": wire._VERSION.pattern}
-_ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+_NAME = {"type": "string", "pattern": wire.NAME_PATTERN}
+_VERSION = {"type": "string", "pattern": wire.VERSION_PATTERN}
+_ERROR = {
+    "type": "object",
+    "properties": {"error": {"type": "string"}, "kind": {"type": "string"}},
+    "required": ["error"],
+}
 _LOCK_ERROR = {
     "type": "object",
     "properties": {"kind": {"type": "string"}, "value": {"type": "string"}},
@@ -55,9 +59,18 @@ def _post(
 
 _AGENT_ERRORS = {
     "400": "malformed body",
-    "401": "group token missing or wrong",
-    "404": "unknown group",
+    "401": "host credential (or, for a node never enrolled, the group token) missing or wrong;"
+    " unknown group",
+    "404": "the host's group is gone from the config",
+    "409": "the host is enrolled in another group",
     "413": "body too large",
+}
+_CREDENTIAL_HEADER = {
+    "name": wire.HOST_CREDENTIAL_HEADER,
+    "in": "header",
+    "required": False,
+    "description": "the credential POST /v1/enrol returned",
+    "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,128}$"},
 }
 _LOCK_BODY = _object(
     {"client_params": _object({"id": _NAME, "group": _NAME}, ["id", "group"])}, ["client_params"]
@@ -68,7 +81,8 @@ _LOCK_HEADER = [
         "in": "header",
         "required": True,
         "schema": {"type": "string", "enum": ["true"]},
-    }
+    },
+    _CREDENTIAL_HEADER,
 ]
 _ADMIN: list[dict[str, list[str]]] = [{"bearer": []}]
 
@@ -90,6 +104,7 @@ def _admin_get(
             + list(query),
             "responses": {
                 "200": _json(ok or {"type": "object"}, "success"),
+                "400": _json(_ERROR, "malformed parameter"),
                 "401": _json(_ERROR, "admin token missing or wrong"),
                 "403": _json(_ERROR, "admin API off"),
                 **{code: _json(_ERROR, text) for code, text in (errors or {}).items()},
@@ -147,6 +162,7 @@ def openapi_schema() -> dict[str, Any]:
             "from_version": _VERSION,
             "detail": {"type": "string"},
             "extra": {"type": "object"},
+            "cause": {"type": "string", "enum": [c.value for c in wire.RollbackCause]},
         },
         ["node_id", "group", "seq", "event", "version", "from_version"],
     )
@@ -199,15 +215,44 @@ def openapi_schema() -> dict[str, Any]:
         },
         ["group", "rate", "updates"],
     )
-    lock_errors = {**_AGENT_ERRORS, "409": "semaphore full or outside the maintenance windows"}
+    lock_errors = {
+        **_AGENT_ERRORS,
+        "409": "semaphore full, outside the maintenance windows, or the host is in another group",
+    }
+    enrolment = _object({"node_id": _NAME, "group": _NAME}, ["node_id", "group"])
+    enrolled = _object(
+        {"node_id": _NAME, "group": _NAME, "credential": {"type": "string", "minLength": 32}},
+        ["node_id", "group", "credential"],
+    )
+    admin_errors = {
+        "400": "malformed body or parameter",
+        "401": "admin token",
+        "403": "admin API off",
+        "404": "unknown group, or the host is not enrolled",
+    }
     release_path = "/admin/releases/{image_id}/{version}/{action}"
     return {
         "openapi": "3.0.3",
         "info": {"title": "berth fleet server", "version": "1"},
         "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "paths": {
+            wire.ENROL_PATH: _post(
+                "First contact: claim a node id in a group, get the host's credential",
+                enrolment,
+                enrolled,
+                {
+                    "400": "malformed body",
+                    "401": "group token missing or wrong, or unknown group",
+                    "409": "the node id is taken (enrolled, or known in another group)",
+                    "413": "body too large",
+                },
+            ),
             wire.CHECK_PATH: _post(
-                "May this host update now, and to what?", check, decision, _AGENT_ERRORS
+                "May this host update now, and to what?",
+                check,
+                decision,
+                _AGENT_ERRORS,
+                parameters=[_CREDENTIAL_HEADER],
             ),
             wire.REPORTS_PATH: _post(
                 "One step of one host's update",
@@ -215,8 +260,10 @@ def openapi_schema() -> dict[str, Any]:
                 {"type": "object"},
                 {
                     **_AGENT_ERRORS,
-                    "409": "replayed, out of order or not following the host's state",
+                    "409": "replayed, out of order, not following the host's state,"
+                    " or the host is in another group",
                 },
+                parameters=[_CREDENTIAL_HEADER],
             ),
             wire.PRE_REBOOT_PATH: _post(
                 "FleetLock: take (or renew) a reboot slot",
@@ -255,6 +302,7 @@ def openapi_schema() -> dict[str, Any]:
                             for c, t in {
                                 "401": "admin token",
                                 "403": "admin API off",
+                                "404": "no such release in the catalog",
                                 "409": "not allowed from the current state",
                             }.items()
                         },
@@ -276,7 +324,47 @@ def openapi_schema() -> dict[str, Any]:
             "/admin/status": _admin_get(
                 "Hosts per state, rollouts, locks, rate used per group", []
             ),
-            "/admin/hosts/{node_id}": _admin_get("One host's report history", ["node_id"]),
+            "/admin/hosts/{node_id}": _admin_get(
+                "One host's group, report history and identity events", ["node_id"]
+            ),
+            "/admin/hosts/{node_id}/move": {
+                "post": {
+                    "summary": "Move an enrolled host to another group (logged in its events)",
+                    "security": _ADMIN,
+                    "parameters": [
+                        {"name": "node_id", "in": "path", "required": True, "schema": _NAME}
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {"schema": _object({"group": _NAME}, ["group"])}
+                        },
+                    },
+                    "responses": {
+                        "200": _json(
+                            _object(
+                                {"node_id": _NAME, "group": _NAME, "was": _NAME},
+                                ["node_id", "group", "was"],
+                            ),
+                            "moved",
+                        ),
+                        **{c: _json(_ERROR, t) for c, t in admin_errors.items()},
+                    },
+                }
+            },
+            "/admin/hosts/{node_id}/forget": {
+                "post": {
+                    "summary": "Drop a host's credential so that it may enrol again (logged)",
+                    "security": _ADMIN,
+                    "parameters": [
+                        {"name": "node_id", "in": "path", "required": True, "schema": _NAME}
+                    ],
+                    "responses": {
+                        "200": _json({"type": "object"}, "forgotten"),
+                        **{c: _json(_ERROR, t) for c, t in admin_errors.items()},
+                    },
+                }
+            },
             "/admin/timeline/{version}": _admin_get(
                 "Every report about one release, in order", ["version"]
             ),

@@ -118,8 +118,12 @@ def most_in_flight(spans: Iterable[tuple[float, float | None]]) -> int:
     return most
 
 
-def should_halt(started: int, failed: int, rule: HaltRule) -> bool:
-    return started >= rule.min_updates and failed / started > rule.max_failure_share
+def should_halt(started: int, failed: int, rule: HaltRule, unexplained: int = 0) -> bool:
+    """``failed``: updates that failed or rolled back for a cause the agent saw (a failed
+    check, a panic); ``unexplained``: rollbacks it could not explain, judged apart."""
+    if started < rule.min_updates:
+        return False
+    return failed / started > rule.max_failure_share or unexplained / started > rule.max_unexplained_share
 
 
 def may_start_after(prerequisite_finished_at: float | None, soak_s: float, now: float) -> bool:

@@ -47,6 +47,9 @@ class RateLimit:
 class HaltRule:
     max_failure_share: float  # rollbacks + failures / updates started
     min_updates: int  # never halt on fewer finished-or-started updates than this
+    # Rollbacks no failed check or panic explains (power, hangs, firmware; the agent
+    # tried again first) / updates started: judged apart, as they may not be the release's fault.
+    max_unexplained_share: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,8 @@ class FleetSettings:
     poll_interval_s: int
     update_timeout_s: float
     max_body_bytes: int
+    request_timeout_s: float
+    max_connections: int
     channels: Mapping[str, Channel]
     groups: Mapping[str, GroupPolicy]
 
@@ -189,6 +194,8 @@ RATE_TABLE: Table = (
 HALT_TABLE: Table = (
     ("max_failure_share", _share, 0.05, "halt when rollbacks+failures / started exceeds this"),
     ("min_updates", _int(1), 5, "do not judge a release on fewer started updates"),
+    ("max_unexplained_share", _share, 0.25,
+     "halt when rollbacks no failed check or panic explains / started exceeds this"),
 )
 CHANNEL_TABLE: Table = (
     ("image_id", _str, "berth", "the image whose releases this channel carries"),
@@ -205,8 +212,8 @@ GROUP_TABLE: Table = (
     ("timezone", _timezone, "UTC", "timezone the windows are in"),
     ("after", _optional(_str), None, "group that must finish a release before this one starts"),
     ("soak", parse_duration, "0s", "wait this long after `after` finished"),
-    ("halt", dict, {}, "automatic halt {max_failure_share, min_updates}"),
-    ("token", _optional(_str), None, "bearer token FleetLock and reports need for this group"),
+    ("halt", dict, {}, "automatic halt {max_failure_share, min_updates, max_unexplained_share}"),
+    ("token", _optional(_str), None, "bearer token to enrol here (and FleetLock of unenrolled ids)"),
 )
 TOP_TABLE: Table = (
     ("repository", _str, "repository", "TUF repository directory, served under /repo"),
@@ -214,6 +221,8 @@ TOP_TABLE: Table = (
     ("poll_interval", parse_duration, "5m", "how often agents are told to ask again"),
     ("update_timeout", parse_duration, "1d", "a started update with no result stops counting"),
     ("max_body_bytes", _int(256), 65536, "larger request bodies are refused with 413"),
+    ("request_timeout", parse_duration, "10s", "a request's head and body must arrive within this"),
+    ("max_connections", _int(1), 1024, "open connections per server process; more are closed"),
     ("channels", dict, {"stable": {}}, "channel name -> {image_id, pin}"),
     ("groups", dict, {"default": {}}, "group name -> policy (see the group keys)"),
 )
@@ -276,7 +285,7 @@ def _group(name: str, data: Any, channels: Mapping[str, Channel], groups: set[st
         timezone=raw["timezone"],
         after=raw["after"],
         soak_s=raw["soak"],
-        halt=HaltRule(halt["max_failure_share"], halt["min_updates"]),
+        halt=HaltRule(halt["max_failure_share"], halt["min_updates"], halt["max_unexplained_share"]),
         token=raw["token"],
     )
 
@@ -299,6 +308,8 @@ def parse_settings(data: Any, base_dir: Path) -> FleetSettings:
         poll_interval_s=max(1, int(raw["poll_interval"])),
         update_timeout_s=raw["update_timeout"],
         max_body_bytes=raw["max_body_bytes"],
+        request_timeout_s=max(0.1, raw["request_timeout"]),
+        max_connections=raw["max_connections"],
         channels=channels,
         groups=groups,
     )

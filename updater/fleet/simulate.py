@@ -52,6 +52,7 @@ class Host:
     seq: int = 0
     bad: set[str] = field(default_factory=set)
     next_poll: float = 0.0
+    credential: str | None = None  # from its enrolment, as an agent keeps it on /var
 
 
 @dataclass
@@ -141,7 +142,18 @@ class Simulation:
         if session is None:
             session = self.local.session = requests.Session()
         token = self.ledger.settings.groups[host.group].token
-        return FleetClient(self.server, host.node_id, host.group, token=token, session=session)
+        def keep(credential: str) -> None:
+            host.credential = credential
+
+        return FleetClient(
+            self.server,
+            host.node_id,
+            host.group,
+            token=token,
+            credential=host.credential,
+            on_enrol=keep,
+            session=session,
+        )
 
     def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         response = requests.request(

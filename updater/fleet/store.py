@@ -26,6 +26,7 @@ from updater.fleet import locks as lockmath
 from updater.fleet.hoststate import (
     FAILURES,
     FINISHING,
+    UNEXPLAINED_ROLLBACK,
     HostState,
     ReportRejected,
     after_offer,
@@ -40,7 +41,7 @@ from updater.fleet.policy import (
     wave_share,
 )
 from updater.fleet.settings import GroupPolicy
-from updater.wire import Report, ReportEvent
+from updater.wire import Report, ReportEvent, RollbackCause
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS groups (name TEXT PRIMARY KEY);
@@ -72,7 +73,17 @@ CREATE TABLE IF NOT EXISTS reports (
   PRIMARY KEY (node_id, seq));
 CREATE INDEX IF NOT EXISTS reports_version ON reports (version, at);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS identities (
+  node_id TEXT PRIMARY KEY, grp TEXT NOT NULL, credential_sha256 TEXT NOT NULL,
+  enrolled_at {real} NOT NULL);
+CREATE TABLE IF NOT EXISTS host_events (
+  id {serial}, node_id TEXT NOT NULL, at {real} NOT NULL, event TEXT NOT NULL,
+  detail TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS host_events_node ON host_events (node_id, at);
 """
+# Schema 2 only adds tables (identities, host_events), so a database of schema 1
+# migrates by the CREATE … IF NOT EXISTS above; the number says which is there.
+SCHEMA_VERSION = 2
 
 
 # Commits outside Store._write (a host's last-seen bookkeeping) need not wait for
@@ -88,6 +99,19 @@ class HostRow:
     state: HostState
     target: str | None
     last_seq: int
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who a node id is: the group it was enrolled in and its credential's hash."""
+
+    node_id: str
+    group: str
+    credential_sha256: str
+
+
+class EnrolRefused(Exception):
+    """The node id is taken (enrolled, or known in another group); nothing changed."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +145,7 @@ class Store:
                 self._pg.execute("SELECT pg_advisory_xact_lock(4242)")
                 for statement in filter(str.strip, ddl.split(";")):
                     self._pg.execute(statement)
+                self._set_schema_version()
         else:
             path = url.removeprefix("sqlite:///") if url.startswith("sqlite:") else url
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -134,6 +159,14 @@ class Store:
             with self._write():
                 for statement in filter(str.strip, ddl.split(";")):
                     self._lite.execute(statement)
+                self._set_schema_version()
+
+    def _set_schema_version(self) -> None:
+        self._rows(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (str(SCHEMA_VERSION),),
+        )
 
     def close(self) -> None:
         (self._pg if self.postgres else self._lite).close()
@@ -189,6 +222,70 @@ class Store:
             self._lite.execute("ROLLBACK")
             raise
         self._lite.execute("COMMIT")
+
+    # --- host identity ---
+
+    def identity(self, node_id: str) -> Identity | None:
+        row = self._one(
+            "SELECT node_id, grp, credential_sha256 FROM identities WHERE node_id = ?", (node_id,)
+        )
+        return None if row is None else Identity(*row)
+
+    def enrol(self, node_id: str, group: str, credential_sha256: str, now: float) -> None:
+        """Bind ``node_id`` to ``group`` and a credential; EnrolRefused if it is taken."""
+        with self._write(group):
+            if self.identity(node_id) is not None:
+                raise EnrolRefused(
+                    f"node {node_id!r} is already enrolled; an admin can let it enrol again"
+                    f" (POST /admin/hosts/{node_id}/forget)"
+                )
+            known = self._one("SELECT grp FROM hosts WHERE node_id = ?", (node_id,))
+            if known is not None and known[0] != group:
+                # A host the server knew before identities existed keeps its group.
+                raise EnrolRefused(
+                    f"node {node_id!r} is in group {known[0]!r}; only an admin moves hosts"
+                )
+            self._rows(
+                "INSERT INTO identities (node_id, grp, credential_sha256, enrolled_at)"
+                " VALUES (?, ?, ?, ?)",
+                (node_id, group, credential_sha256, now),
+            )
+            self._host_event(node_id, now, "enrolled", f"in group {group}")
+
+    def move_host(self, node_id: str, group: str, now: float) -> str:
+        """An admin moves an enrolled host to ``group``; returns the group it was in."""
+        with self._write(group):
+            identity = self.identity(node_id)
+            if identity is None:
+                raise EnrolRefused(f"node {node_id!r} is not enrolled")
+            self._rows("UPDATE identities SET grp = ? WHERE node_id = ?", (group, node_id))
+            self._rows("UPDATE hosts SET grp = ? WHERE node_id = ?", (group, node_id))
+            self._host_event(node_id, now, "moved", f"from group {identity.group} to {group}")
+            return identity.group
+
+    def forget_identity(self, node_id: str, now: float) -> Identity:
+        """An admin drops a host's credential (lost or leaked): the next enrolment claims the id."""
+        with self._write():
+            identity = self.identity(node_id)
+            if identity is None:
+                raise EnrolRefused(f"node {node_id!r} is not enrolled")
+            self._rows("DELETE FROM identities WHERE node_id = ?", (node_id,))
+            self._host_event(node_id, now, "forgotten", f"credential dropped (group {identity.group})")
+            return identity
+
+    def _host_event(self, node_id: str, now: float, event: str, detail: str) -> None:
+        self._rows(
+            "INSERT INTO host_events (node_id, at, event, detail) VALUES (?, ?, ?, ?)",
+            (node_id, now, event, detail),
+        )
+
+    def host_events(self, node_id: str) -> list[dict[str, Any]]:
+        """Enrolments and admin actions on one host, in order."""
+        return self._dicts(
+            ("at", "event", "detail"),
+            "SELECT at, event, detail FROM host_events WHERE node_id = ? ORDER BY id",
+            (node_id,),
+        )
 
     # --- hosts and decisions ---
 
@@ -413,10 +510,12 @@ class Store:
                 (report.node_id, policy.name, version, state.value, target, report.seq, now),
             )
             if finished:
+                unexplained = report.event is ReportEvent.ROLLED_BACK and report.cause is RollbackCause.UNEXPLAINED
                 self._rows(
                     "UPDATE updates SET finished_at = ?, outcome = ?"
                     " WHERE node_id = ? AND version = ? AND finished_at IS NULL",
-                    (now, report.event.value, report.node_id, report.version),
+                    (now, UNEXPLAINED_ROLLBACK if unexplained else report.event.value,
+                     report.node_id, report.version),
                 )
                 self._judge_rollout(policy, report.version, now)
             return state
@@ -429,18 +528,24 @@ class Store:
             "SELECT COUNT(*) FROM updates WHERE grp = ? AND version = ? AND outcome IN (?, ?)",
             (policy.name, version, *sorted(s.value for s in FAILURES)),
         )
-        if should_halt(started, failed, policy.halt):
+        unexplained = self._count(
+            "SELECT COUNT(*) FROM updates WHERE grp = ? AND version = ? AND outcome = ?",
+            (policy.name, version, UNEXPLAINED_ROLLBACK),
+        )
+        if should_halt(started, failed, policy.halt, unexplained):
             self._rows(
                 "UPDATE rollouts SET halted_reason = ? WHERE grp = ? AND version = ?"
                 " AND halted_reason IS NULL",
-                (f"{failed} of {started} updates failed or rolled back", policy.name, version),
+                (f"{failed} of {started} updates failed or rolled back"
+                 + (f", {unexplained} rolled back for no cause seen" if unexplained else ""),
+                 policy.name, version),
             )
             return
         in_group = self._count("SELECT COUNT(*) FROM hosts WHERE grp = ?", (policy.name,))
         on_release = self._count(
             "SELECT COUNT(*) FROM hosts WHERE grp = ? AND version = ?", (policy.name, version)
         )
-        if rollout_finished(in_group, on_release, failed):
+        if rollout_finished(in_group, on_release, failed + unexplained):
             self._rows(
                 "UPDATE rollouts SET finished_at = ? WHERE grp = ? AND version = ?"
                 " AND finished_at IS NULL AND halted_reason IS NULL",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -33,7 +34,7 @@ from updater.release import (
     stored_target_path,
     target_path,
 )
-from updater.wire import Version, WireError
+from updater.wire import Version, WireError, is_name
 
 if TYPE_CHECKING:
     from tuf.api.metadata import TargetFile
@@ -46,6 +47,8 @@ FRAME_BYTES = 8 << 20
 BUILD_FILES = {ArtifactRole.ROOT: contract.ROOT_IMAGE, ArtifactRole.VERITY: contract.VERITY_IMAGE,
                ArtifactRole.UKI: contract.UKI}
 _BLOCK = 4 << 20
+# roothash= words on the UKI's command line (contract.Manifest checks the manifest's own).
+_CMDLINE_ROOTHASH = re.compile(rb"roothash=([0-9A-Za-z]*)")
 
 
 def _sha256(path: Path) -> str:
@@ -159,6 +162,9 @@ class Repository:
         """Re-sign the timestamp (expiring ``days`` from now): run it more often than it expires."""
         from tuf.api.metadata import Metadata, MetaFile, Timestamp
 
+        _check_days(days)
+        if not first and not (self.metadata_dir / "timestamp.json").is_file():
+            raise UserError(f"{self.repo_dir}: no repository here yet (publish a release first)")
         if first:
             timestamp = Metadata(Timestamp(expires=self._expiry("timestamp")))
         else:
@@ -185,21 +191,33 @@ class Repository:
                 frame_bytes: int = FRAME_BYTES, progress: Callable[[str], None] = lambda _: None) -> Release:
         from tuf.api.metadata import TargetFile
 
-        if not (self.metadata_dir / "timestamp.json").exists():
-            self.create()
+        # Every check comes before the first write: a refused publish leaves the
+        # repository (or its absence) byte-for-byte as it was.
+        _check_days(timestamp_days)
+        if frame_bytes < 1:
+            raise UserError(f"frame size must be at least one byte, got {frame_bytes}")
         manifest = _read_manifest(artifact_dir)
         image_id, version = manifest.image_id, manifest.version
-        if any(r.image_id == image_id and r.version == version for r in self.releases()):
+        exists = (self.metadata_dir / "timestamp.json").exists()
+        published = [r for r in self.releases() if r.image_id == image_id] if exists else []
+        if any(r.version == version for r in published):
             raise UserError(f"{image_id} {version} is already published in {self.repo_dir}")
+        newest = max(published, key=lambda r: Version.parse(r.version), default=None)
+        if newest is not None and Version.parse(version) <= Version.parse(newest.version):
+            raise UserError(
+                f"{image_id} {version} is not newer than {newest.version}, the newest published"
+                f" in {self.repo_dir}: agents never take it (versions only grow)"
+            )
         if min_version is not None:
             _version_or_error(min_version, "--min-version")
         has_sbom = (artifact_dir / contract.SBOM).is_file()
-        # All checked before anything is stored.
         for name in [*BUILD_FILES.values(), *([contract.SBOM] if has_sbom else [])]:
             progress(f"checking {name}")
             listed = manifest.artifacts.get(name)
             if listed is None or listed.sha256 != _sha256(artifact_dir / name):
                 raise UserError(f"{artifact_dir / name}: sha256 differs from {contract.MANIFEST}")
+        if not exists:
+            self.create()
         artifacts = {}
         for role, name in BUILD_FILES.items():
             progress(f"adding {name}")
@@ -260,6 +278,9 @@ class Repository:
                           unrecognized_fields={"custom": custom})
 
     def withdraw(self, image_id: str, version: str, timestamp_days: int | None = None) -> None:
+        _check_days(timestamp_days)
+        if not (self.metadata_dir / "timestamp.json").is_file():
+            raise UserError(f"{image_id} {version} is not published in {self.repo_dir}")
         found = [r for r in self.releases() if r.image_id == image_id and r.version == version]
         if not found:
             raise UserError(f"{image_id} {version} is not published in {self.repo_dir}")
@@ -280,6 +301,11 @@ def _version_or_error(text: str, what: str) -> Version:
         raise UserError(f"{what}: {error}") from None
 
 
+def _check_days(days: int | None) -> None:
+    if days is not None and days < 1:
+        raise UserError(f"--timestamp-days must be at least 1 (a timestamp already expired is useless), got {days}")
+
+
 def _read_manifest(artifact_dir: Path) -> contract.Manifest:
     path = artifact_dir / contract.MANIFEST
     if not path.is_file():
@@ -288,13 +314,18 @@ def _read_manifest(artifact_dir: Path) -> contract.Manifest:
         manifest = contract.Manifest.from_json(path.read_text())
     except contract.ContractError as error:
         raise UserError(f"{path}: {error}") from None
+    if not is_name(manifest.image_id):
+        # It becomes a directory of the repository's targets: no path may hide in it.
+        raise UserError(f"{path}: image_id must be a name like 'berth' (letters, digits, ._:-), "
+                        f"got {manifest.image_id!r}")
     for name in BUILD_FILES.values():
         if not (artifact_dir / name).is_file():
             raise UserError(f"{artifact_dir}: missing {name}")
         if name not in manifest.artifacts:
             raise UserError(f"{path}: no entry for {name} in 'artifacts'")
     uki = artifact_dir / contract.UKI
-    if f"roothash={manifest.roothash}".encode() not in uki.read_bytes():
+    # The exact value, not a prefix of it: the kernel takes the whole roothash= word.
+    if manifest.roothash not in {m.decode() for m in _CMDLINE_ROOTHASH.findall(uki.read_bytes())}:
         raise UserError(f"{uki}: its command line lacks roothash={manifest.roothash}")
     return manifest
 
