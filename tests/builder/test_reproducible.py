@@ -190,3 +190,10 @@ def test_a_mistyped_provenance_is_refused(field: str, value: object, message: st
     document["provenance"][field] = value
     with pytest.raises(contract.ContractError, match=message):
         contract.Manifest.from_json(json.dumps(document))
+
+
+def test_berths_mkosi_scripts_are_executable() -> None:
+    # mkosi refuses a script without the exec bit, and only a real build would tell.
+    scripts = sorted(driver.SCRIPTS.iterdir())
+    assert [s.name for s in scripts] == ["normalize-times.finalize", "sbom.postinst"]
+    assert all(os.access(s, os.X_OK) for s in scripts)
