@@ -29,7 +29,6 @@ from builder.cli import DEFAULT_CONFIG
 from updater import contract
 
 MIB = 1024 * 1024
-PAYLOAD = ("root.erofs", "root.verity", "uki.efi")
 
 
 def timed_build(chosen: settings.BuildSettings, output: Path) -> tuple[float, Path]:
@@ -81,12 +80,12 @@ def main() -> int:
         os.environ.pop("BERTH_CACHE")
 
         manifest = contract.Manifest.from_json((image / contract.MANIFEST).read_text())
-        with (image / "root.erofs").open("rb") as f:
+        with (image / contract.ROOT_IMAGE).open("rb") as f:
             root_fs = layout.erofs_size(f.read(4096))
         disk_used = (image / "disk.raw").stat().st_blocks * 512
         payload = {}
         for level in levels:
-            parts = {name: zstd_size(image / name, level) for name in PAYLOAD}
+            parts = {name: zstd_size(image / name, level) for name in contract.RELEASE_ARTIFACTS}
             payload[level] = {
                 "bytes": {n: s for n, (s, _) in parts.items()},
                 "total": sum(s for s, _ in parts.values()),
@@ -96,7 +95,7 @@ def main() -> int:
         artifacts.extract_root(image / "root.erofs", rootfs)
         dirs, files = largest(rootfs)
         shutil.rmtree(rootfs)
-        uki_sections = _uki_sections(image / "uki.efi")
+        uki_sections = _uki_sections(image / contract.UKI)
 
     packages = sorted(manifest.packages, key=lambda p: -p.installed_size)
     results = {

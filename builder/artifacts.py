@@ -57,14 +57,6 @@ def list_esp(disk: Path, esp: gpt.Partition, directory: str) -> list[str]:
     )
 
 
-def to_qcow2(raw: Path, target: Path) -> None:
-    subprocess.run(
-        ["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(target)],
-        check=True,
-        capture_output=True,
-    )
-
-
 def sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:

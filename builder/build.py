@@ -13,7 +13,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from builder import artifacts, driver, fault, layout, manifest, payload, provenance, sbom, uki
+from builder import (
+    artifacts,
+    driver,
+    fault,
+    formats,
+    layout,
+    manifest,
+    payload,
+    provenance,
+    sbom,
+    uki,
+)
 from builder.lint import lint
 from builder.settings import BuildSettings
 from cli.cache import cache_dir
@@ -83,7 +94,9 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         with (out / contract.ROOT_IMAGE).open("rb") as f:
             layout.check_slot_fit(layout.erofs_size(f.read(4096)), settings)
 
-        progress("linting the final root (no package manager, compilers, stray setuid, off-host code)")
+        progress(
+            "linting the final root (no package manager, compilers, stray setuid, off-host code)"
+        )
         rootfs = work / "rootfs"
         artifacts.extract_root(out / contract.ROOT_IMAGE, rootfs)
         findings = lint(rootfs)
@@ -92,8 +105,9 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                 f"lint found {len(findings)} problem(s) in the root: " + "; ".join(findings)
             )
 
-        progress("converting to qcow2")
-        artifacts.to_qcow2(out / contract.DISK_RAW, out / contract.DISK_QCOW2)
+        chosen = formats.parse(settings.formats)
+        progress(f"writing the disk as {', '.join(chosen)}")
+        disks = [formats.write(fmt, out / contract.DISK_RAW).name for fmt in chosen]
 
         progress("writing the SBOM (SPDX 2.3) and manifest.json")
         mkosi_manifest = json.loads((work / "mkosi" / "image.manifest").read_text())
@@ -133,7 +147,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                 verity_slot_size=slots.verity_slot_size,
                 artifacts={
                     a: contract.Artifact((out / a).stat().st_size, artifacts.sha256(out / a))
-                    for a in contract.ARTIFACTS
+                    for a in (*disks, *(a for a in contract.ARTIFACTS if a not in formats.DISKS))
                 },
                 packages=packages,
                 provenance=provenance.record(settings, source),

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builder import formats
 from cli.errors import UserError
 from updater.contract import artifact_name
 from updater.wire import Version, WireError
@@ -38,6 +39,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("esp_size_mib", int, 256, "EFI system partition size in MiB (holds two or three UKIs)"),
     Setting("var_size_mib", int, 1024, "initial var partition size in MiB (grows at first boot)"),
     Setting(
+        "formats",
+        str,
+        ",".join(formats.DEFAULT),
+        f"disk formats to write, comma-separated: {', '.join(formats.FILES)} (raw always)",
+    ),
+    Setting(
         "fault",
         str,
         "none",
@@ -57,6 +64,7 @@ class BuildSettings:
     slot_margin_percent: int
     esp_size_mib: int
     var_size_mib: int
+    formats: str
     fault: str
 
     @property
@@ -82,6 +90,11 @@ def _check(name: str, value: Any, source: str) -> Any:
 def _problem(name: str, value: Any) -> str | None:
     if name == "engine" and value not in ENGINES:
         return f"must be one of {', '.join(ENGINES)}, got {value!r}"
+    if name == "formats":
+        try:
+            formats.parse(value)
+        except UserError as error:
+            return str(error)
     if name == "fault" and value not in FAULTS:
         return f"must be one of {', '.join(FAULTS)}, got {value!r}"
     if name == "image_id" and not _IMAGE_ID.match(value):

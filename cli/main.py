@@ -22,6 +22,7 @@ ROOMS: tuple[str, ...] = (
     "builder.cli",
     "updater.publish.cli",
     "updater.agent.cli",
+    "updater.provision.cli",
     "updater.fleet.cli",
     "qemu.cli",
 )

@@ -33,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="pass a systemd credential through SMBIOS (repeatable), e.g. berth.group=canary",
     )
     parser.add_argument(
+        "--user-data", type=Path, metavar="FILE",
+        help="attach a NoCloud seed (ISO 9660, label cidata) holding FILE as user-data; "
+             "files named by its containers' 'archive:' are taken from FILE's directory",
+    )
+    parser.add_argument(
         "--state", type=Path, metavar="DIR",
         help="keep the VM's disk overlay, UEFI variables and SSH key in DIR to boot it again "
              "(default: a throwaway directory)",

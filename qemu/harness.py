@@ -60,6 +60,7 @@ def build_machine(
     credentials: Mapping[str, str | bytes],
     data_disk: Path | None,
     qmp_socket: Path | None = None,
+    seed: Path | None = None,
 ) -> Machine:
     """Prepare the VM's files and describe the machine (SSH key as a credential)."""
     public_key = state.prepare(base_disk)
@@ -80,6 +81,7 @@ def build_machine(
             **{name: _as_bytes(value) for name, value in credentials.items()},
         },
         data_disk=data_disk,
+        seed=seed,
     )
 
 
@@ -96,6 +98,7 @@ class VM:
         host_services: Mapping[int, int] | None = None,
         data_disk: Path | None = None,
         accel: Accel | None = None,
+        seed: Path | None = None,
     ) -> None:
         self.state = VmState(state_dir)
         self.ssh_port = free_port()
@@ -113,6 +116,7 @@ class VM:
             credentials=credentials or {},
             data_disk=data_disk,
             qmp_socket=Path(self._runtime.name, "qmp.sock"),
+            seed=seed,
         )
         self.console = ConsoleLog(self.state.serial_log)
         self.ssh = SshTarget(self.ssh_port, self.state.private_key)

@@ -20,6 +20,7 @@ from qemu.machine import (
     parse_port_pair,
     qemu_command,
 )
+from qemu.seed import seed_for_user_data
 from qemu.ssh import SshTarget
 from qemu.state import VmState, resolve_disk
 
@@ -64,6 +65,7 @@ def run_interactive(args: argparse.Namespace) -> int:
             host_services=services,
             credentials=_credentials(args.credential),
             data_disk=args.data_disk,
+            seed=seed_for_user_data(args.user_data, Path(scratch) / "seed.iso") if args.user_data else None,
         )
         ssh = shlex.join(SshTarget(ssh_port, state.private_key).argv())
         print(

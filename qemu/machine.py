@@ -88,6 +88,8 @@ class Machine:
     # systemd credentials; values are bytes so binary ones need no special case
     credentials: Mapping[str, bytes] = field(default_factory=dict)
     data_disk: Path | None = None
+    # a NoCloud seed (ISO 9660, label cidata), attached read-only as a virtio disk
+    seed: Path | None = None
     relay_command: tuple[str, ...] = ("socat", "STDIO")
 
 
@@ -142,6 +144,9 @@ def qemu_command(machine: Machine, binary: str = "qemu-system-x86_64") -> list[s
     ]
     if machine.data_disk is not None:
         argv += _drive(machine.data_disk, "disk1", None)
+    if machine.seed is not None:
+        argv += ["-drive", f"if=none,id=seed,file={machine.seed},format=raw,readonly=on",
+                 "-device", "virtio-blk-pci,drive=seed"]
     for name, value in sorted(machine.credentials.items()):
         argv += ["-smbios", smbios_credential(name, value)]
     if machine.console is Console.STDIO:

@@ -37,6 +37,8 @@ def resolve_disk(artifact: Path) -> Path:
 
 
 def _image_format(path: Path) -> str:
+    if path.suffix == ".vhd":
+        return "vpc"  # a fixed VHD is the raw disk plus a footer: probing would say raw
     info = subprocess.run(
         ["qemu-img", "info", "--output=json", str(path)],
         check=False, capture_output=True, text=True,

@@ -17,7 +17,7 @@ APT_PACKAGES=(
   kmod systemd-boot-efi systemd-container qemu-system-x86 qemu-utils ovmf
   erofs-utils cryptsetup-bin dosfstools mtools fdisk zstd xz-utils
   squashfs-tools busybox-static openssh-client socat python3-venv python3-dev
-  postgresql postgresql-contrib debian-archive-keyring gcc python3-pefile cpio
+  postgresql postgresql-contrib debian-archive-keyring gcc python3-pefile cpio genisoimage
   diffoscope-minimal
 )
 

@@ -1,5 +1,6 @@
-"""The agent's GPT edge against sfdisk: same partitions read, relabels sfdisk accepts,
-and a torn primary table (power cut mid-relabel) read from the backup and repaired."""
+"""The GPT edge builder and agent share (updater/gpt.py) against sfdisk: same partitions
+read, relabels sfdisk accepts, and a torn primary table (power cut mid-relabel) read
+from the backup and repaired."""
 
 from __future__ import annotations
 

@@ -174,3 +174,19 @@ def test_podman_variant_swaps_only_the_engine(podman_image: Path, podman_root: P
     assert lint(podman_root) == []
     cmdline = uki.cmdline((podman_image / "uki.efi").read_bytes())
     assert f"roothash={manifest['roothash']}" in cmdline.split()
+
+
+def test_initrd_and_root_carry_the_clouds_drivers(default_image: Path, docker_root: Path) -> None:
+    from builder import initrd
+
+    (modules,) = (docker_root / "usr/lib/modules").iterdir()
+    builtin = {line.rsplit("/", 1)[-1].split(".ko")[0].replace("-", "_")
+               for line in (modules / "modules.builtin").read_text().splitlines()}
+    in_initrd = initrd.kernel_modules(uki.sections((default_image / "uki.efi").read_bytes())[".initrd"])
+    # Root disks: virtio (QEMU, GCE), NVMe (EC2 Nitro, GCE), Hyper-V storage (Azure).
+    for disk in ("virtio_blk", "virtio_scsi", "nvme", "hv_storvsc", "hv_vmbus"):
+        assert disk in in_initrd | builtin, f"the initrd cannot find a root on {disk}"
+    in_root = {path.name.split(".ko")[0].replace("-", "_") for path in modules.rglob("*.ko*")}
+    # NICs: ENA (EC2), gVNIC (GCE), netvsc (Azure), virtio.
+    for nic in ("ena", "gve", "hv_netvsc", "virtio_net"):
+        assert nic in in_root | builtin, f"the root has no {nic} driver"

@@ -180,4 +180,4 @@ def test_a_hosts_berth_help_shows_only_host_verbs(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     # argparse lists each verb indented by four spaces under "positional arguments".
     verbs = re.findall(r"^    (\w\S*)", result.stdout, re.MULTILINE)
-    assert verbs == ["agent"]
+    assert verbs == ["agent", "provision"]

@@ -23,6 +23,7 @@ from updater.fleet.launch import start_server
 from updater.fleet.store import Store
 from updater.wire import HOST_CREDENTIAL_HEADER, Report, ReportEvent
 
+ADMIN = "admin-secret"  # the token make_fleet configures
 HEADER = {"fleet-lock-protocol": "true"}
 NOW_WAVE = [{"after": "0s", "percent": 100}]
 # A protected group whose first rollback halts the release, beside an open one.
@@ -172,6 +173,15 @@ def test_admin_actions_on_a_release_that_does_not_exist_are_404_and_write_nothin
     assert fleet.admin("POST", "/admin/releases/berth/1.1.0/pause").status_code == 200
 
 
+def test_the_test_clock_takes_no_infinity(make_fleet: Any) -> None:
+    fleet = make_fleet(GROUPS)
+    for data in (b'{"advance_s": 1e999}', b'{"advance_s": NaN}', b'{"advance_s": -1}'):
+        response = requests.post(fleet.url + "/admin/clock", data=data, timeout=30,
+                                 headers={"Authorization": f"Bearer {ADMIN}"})
+        assert response.status_code == 400, data
+    assert abs(fleet.status()["now"] - time.time()) < 60
+
+
 @pytest.mark.parametrize(
     "path", ["/repo/metadata/%00", "/repo/metadata/a%00b.json", "/repo/" + "a" * 5000, "/nothing"]
 )
@@ -242,6 +252,18 @@ def _closed(sock: socket.socket) -> bool:
         return False
     except OSError:
         return True
+
+
+def test_a_request_head_past_64_kib_closes_the_connection(make_fleet: Any) -> None:
+    fleet = make_fleet(GROUPS)
+    port = int(fleet.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        with contextlib.suppress(OSError):  # the server may close while we still send
+            for _ in range(200):
+                sock.sendall(b"X-Fill: " + b"a" * 1000 + b"\r\n")
+        assert _closed(sock)
+    assert requests.get(fleet.url + "/healthz", timeout=5).ok
 
 
 def test_slowloris_connections_are_cut_and_capped(make_fleet: Any) -> None:

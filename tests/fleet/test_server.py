@@ -261,7 +261,7 @@ def test_rollbacks_past_the_threshold_halt_the_release_in_the_group(
     assert rollout["halted_reason"] == "1 of 2 updates failed or rolled back"
     assert (
         'berth_fleet_rollout_halted{group="default",version="1.1.0"} 1'
-        in requests.get(fleet.url + "/metrics", timeout=10).text
+        in fleet.admin("GET", "/metrics").text
     )
 
 
@@ -417,7 +417,8 @@ def test_serves_the_repository_metrics_and_openapi(make_fleet: Any) -> None:
         schema["paths"]
     )
     fleet.client("a").pre_reboot()
-    metrics = requests.get(fleet.url + "/metrics", timeout=10).text
+    metrics = fleet.admin("GET", "/metrics").text
+    assert requests.get(fleet.url + "/metrics", timeout=10).status_code == 401
     assert 'berth_fleet_reboot_locks_held{group="default"} 1' in metrics
 
 

@@ -18,6 +18,8 @@ from qemu.container_image import write_busybox_archive
 from qemu.harness import VM
 from qemu.machine import HOST_SERVICES_ADDRESS
 from qemu.ready import Ready
+from qemu.seed import EXAMPLE_ARCHIVE, example_user_data, write_seed
+from qemu.ssh import ensure_key
 
 # The guest reaches the host's test service at 10.0.2.100:HOST_SERVICE_GUEST_PORT.
 HOST_SERVICE_GUEST_PORT = 8080
@@ -69,32 +71,44 @@ def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
 class BootedHost:
     """A running VM plus what its first boot announced."""
 
-    def __init__(self, vm: VM, ready: Ready, artifact: Path, credentials: dict[str, str]) -> None:
+    def __init__(self, vm: VM, ready: Ready, artifact: Path, credentials: dict[str, str],
+                 declared_key: Path | None = None) -> None:
         self.vm = vm
         self.ready = ready
         self.artifact = artifact
         self.credentials = credentials
+        self.declared_key = declared_key  # the private half of the key the seed declares
 
 
-def _boot(artifact: Path, state: Path, service: HostService) -> Iterator[BootedHost]:
+def _boot(artifact: Path, state: Path, service: HostService, seed: Path | None = None,
+          declared_key: Path | None = None) -> Iterator[BootedHost]:
     credentials = dict([PROBE_CREDENTIAL])
     with VM(
         artifact,
         state,
         host_services={HOST_SERVICE_GUEST_PORT: service.host_port},
         credentials=credentials,
+        seed=seed,
     ).start() as vm:
         ready = vm.wait_ready()
         vm.wait_ssh()
-        yield BootedHost(vm, ready, artifact, credentials)
+        yield BootedHost(vm, ready, artifact, credentials, declared_key)
 
 
 @pytest.fixture(scope="session")
 def booted_host(
-    default_image: Path, host_service: HostService, tmp_path_factory: pytest.TempPathFactory
+    default_image: Path, host_service: HostService, busybox_archive: tuple[Path, str],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[BootedHost]:
-    """The default (docker) image, booted once and ready, reachable over SSH."""
-    yield from _boot(default_image, tmp_path_factory.mktemp("vm-docker"), host_service)
+    """The default (docker) image, booted once and ready, reachable over SSH; it boots
+    with a NoCloud seed too (one boot proves provisioning as well)."""
+    scratch = tmp_path_factory.mktemp("seed")
+    declared_key = scratch / "declared_ed25519"
+    public_key = ensure_key(declared_key).decode().strip()
+    archive, tag = busybox_archive
+    seed = write_seed(scratch / "seed.iso", example_user_data(public_key, tag).encode(),
+                      extra={EXAMPLE_ARCHIVE: archive.read_bytes()})
+    yield from _boot(default_image, tmp_path_factory.mktemp("vm-docker"), host_service, seed, declared_key)
 
 
 @pytest.fixture(scope="session")

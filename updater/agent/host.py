@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cli.errors import UserError
+from updater.contract import UKI_DIR
 
 
 @dataclass(frozen=True)
@@ -60,9 +61,9 @@ def machine_id(paths: HostPaths) -> str:
 
 def find_esp(candidates: tuple[str, ...] = ("/efi", "/boot", "/boot/efi")) -> Path:
     for candidate in candidates:
-        if (Path(candidate) / "EFI" / "Linux").is_dir():
+        if (Path(candidate) / UKI_DIR).is_dir():
             return Path(candidate)
-    raise UserError(f"no ESP with EFI/Linux under {', '.join(candidates)}; set 'esp'")
+    raise UserError(f"no ESP with {UKI_DIR} under {', '.join(candidates)}; set 'esp'")
 
 
 def disk_of_partition(part_uuid: str) -> str:

@@ -15,6 +15,7 @@ from updater.agent.host import HostPaths
 from updater.agent.journal import log, notify
 from updater.agent.ports import Fleet, ServerFleet, Standalone
 from updater.agent.settings import credentials_dir_from_env, load_settings
+from updater.provision.apply import read_status as read_provision_status
 
 # The watchdog (WatchdogSec= in the unit) is fed at least this often while waiting.
 WATCHDOG_PING_S = 10.0
@@ -65,6 +66,7 @@ def status(agent: Agent) -> dict[str, Any]:
         "bad_versions": list(state.bad_versions),
         "unexplained_versions": list(state.unexplained_versions),
         "report_seq": state.seq,
+        "provision": read_provision_status(Path(agent.settings.state_dir)),
     }
 
 
@@ -83,6 +85,11 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(f"rolled back before: {', '.join(report['bad_versions'])}")
     if report["unexplained_versions"]:
         lines.append(f"fell back for no cause seen, held back: {', '.join(report['unexplained_versions'])}")
+    provision = report.get("provision")
+    if provision:
+        lines.append(f"provision: {provision['applied']} from {provision['source']} at {provision['at']}, "
+                     f"containers: {', '.join(provision['containers']) or 'none'}")
+        lines += [f"  error: {error}" for error in provision["errors"]]
     return "\n".join(lines)
 
 

@@ -127,8 +127,9 @@ def credentials(credentials_dir: Path | None) -> dict[str, str]:
     }
 
 
-# Credentials that carry data rather than a setting.
-DATA_CREDENTIALS = {"tuf_root", "server_ca"}
+# Credentials that carry data rather than a setting (user_data: a whole host
+# declaration, read by `berth provision`).
+DATA_CREDENTIALS = {"tuf_root", "server_ca", "user_data"}
 
 
 def load_settings(config_file: Path, credentials_dir: Path | None) -> AgentSettings:
@@ -143,16 +144,29 @@ def load_settings(config_file: Path, credentials_dir: Path | None) -> AgentSetti
     if credentials_dir is not None and (credentials_dir / f"{CREDENTIAL_PREFIX}server_ca").is_file():
         # The credential is a file already (systemd keeps it while the service runs).
         values["server_ca"] = str(credentials_dir / f"{CREDENTIAL_PREFIX}server_ca")
-    if not 1 <= values["boot_tries"] <= 9:
+    _check_values(values)
+    return AgentSettings(**values)
+
+
+def _check_values(values: dict[str, Any]) -> None:
+    """The rules a setting's type alone does not say."""
+    if "boot_tries" in values and not 1 <= values["boot_tries"] <= 9:
         raise UserError(f"setting 'boot_tries': must be 1 to 9, got {values['boot_tries']}")
-    if not 0 <= values["unexplained_retries"] <= 9:
+    if "unexplained_retries" in values and not 0 <= values["unexplained_retries"] <= 9:
         raise UserError(f"setting 'unexplained_retries': must be 0 to 9, got {values['unexplained_retries']}")
-    if values["maintenance_window"]:
+    if values.get("maintenance_window"):
         try:
             Window.parse(values["maintenance_window"])
         except ValueError as error:
             raise UserError(f"setting 'maintenance_window': {error}") from None
-    return AgentSettings(**values)
+
+
+def check_settings(data: dict[str, Any], source: str) -> dict[str, Any]:
+    """Some settings as a host declaration gives them, checked as a settings file is:
+    unknown names, wrong types and out-of-range values are refused, named."""
+    values = {str(k): _coerce(str(k), v, source) for k, v in data.items()}
+    _check_values(values)
+    return values
 
 
 def credentials_dir_from_env() -> Path | None:

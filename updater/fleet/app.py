@@ -470,14 +470,20 @@ async def clock(request: Request, fleet: Fleet) -> Response:
         )
     body = await _json_body(request, 1024)
     advance = body.get("advance_s") if isinstance(body, dict) else None
-    if not isinstance(advance, (int, float)) or isinstance(advance, bool) or advance < 0:
+    if (
+        not isinstance(advance, (int, float))
+        or isinstance(advance, bool)
+        or not 0 <= advance < math.inf  # json reads 1e999 as infinity
+    ):
         raise Refused(400, "bad_request", 'body must be {"advance_s": <seconds >= 0>}')
     fleet.store.set_clock_offset(fleet.store.clock_offset() + advance)
     return JSONResponse({"now": fleet.now()})
 
 
-async def metrics(request: Request) -> Response:
-    fleet: Fleet = request.app.state.fleet
+@_guarded()
+async def metrics(request: Request, fleet: Fleet) -> Response:
+    # Admin only: the labels name every group, which nothing else tells a stranger.
+    _admin(request, fleet)
     return PlainTextResponse(
         render_metrics(fleet.store.counts(), fleet.now()), media_type="text/plain; version=0.0.4"
     )

@@ -381,7 +381,10 @@ def openapi_schema() -> dict[str, Any]:
             "/metrics": {
                 "get": {
                     "summary": "Prometheus metrics",
+                    "security": _ADMIN,
                     "responses": {
+                        "401": _json(_ERROR, "admin token missing or wrong"),
+                        "403": _json(_ERROR, "admin API off"),
                         "200": {
                             "description": "text exposition",
                             "content": {"text/plain": {"schema": {"type": "string"}}},

@@ -1,0 +1,92 @@
+"""Seconds from QEMU start to "provisioned" and to the declared container answering,
+for a host given its declaration by a NoCloud seed (one boot).
+
+The seed is the example declaration of qemu/seed.py (host name, SSH key, fleet
+group, a busybox httpd container loaded from an archive on the seed). Measured
+on the host's clock from the moment QEMU is started:
+  provisioned  berth-provision's "provisioned:" line on the serial console
+  answering    the container's page fetched through a forwarded port
+  ready        BERTH-READY (boot-complete.target reached), for comparison
+
+    ~/.cache/berth/venv/bin/python bench/provision.py out/berth_1.0.0 [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from qemu.container_image import write_busybox_archive
+from qemu.harness import VM, free_port
+from qemu.machine import Forward
+from qemu.ready import PATTERN as READY_PATTERN
+from qemu.seed import EXAMPLE_ARCHIVE, EXAMPLE_PAGE, EXAMPLE_PORT, example_user_data, write_seed
+from qemu.ssh import ensure_key
+
+PROVISIONED = re.compile(r"berth-provision: provisioned: (\S+) from (\S+)")
+
+
+def answers(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
+            return bool(response.read().decode().strip() == EXAMPLE_PAGE)
+    except OSError:
+        return False
+
+
+def one_boot(artifact: Path, scratch: Path) -> dict[str, object]:
+    archive = scratch / EXAMPLE_ARCHIVE
+    tag = write_busybox_archive(archive)
+    public_key = ensure_key(scratch / "declared_ed25519").decode().strip()
+    seed = write_seed(scratch / "seed.iso", example_user_data(public_key, tag).encode(),
+                      extra={EXAMPLE_ARCHIVE: archive.read_bytes()})
+    port = free_port()
+    with VM(artifact, scratch / "vm", seed=seed, forwards=(Forward(port, EXAMPLE_PORT),)) as vm:
+        started = time.monotonic()
+        vm.start()
+        seen: dict[str, float] = {}
+        applied = ""
+        deadline = started + vm.boot_timeout
+        while len(seen) < 3 and time.monotonic() < deadline:
+            text = vm.console.text
+            now = time.monotonic() - started
+            match = PROVISIONED.search(text)
+            if "provisioned" not in seen and match:
+                seen["provisioned"], applied = now, f"{match[1]} from {match[2]}"
+            if "ready" not in seen and READY_PATTERN.search(text):
+                seen["ready"] = now
+            if "provisioned" in seen and "answering" not in seen and answers(port):
+                seen["answering"] = time.monotonic() - started
+            if vm.stopped_reason():
+                raise SystemExit(f"boot failed: {vm.stopped_reason()}")
+            time.sleep(0.2)
+        if len(seen) < 3:
+            raise SystemExit(f"saw only {sorted(seen)} in {vm.boot_timeout:.0f} s; see {vm.state.serial_log}")
+        return {"accel": vm.accel.value, "source": "nocloud", "applied": applied,
+                **{f"{key}_s": round(value, 1) for key, value in seen.items()}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("artifact", type=Path, help="a berth build output directory")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="berth-bench-provision-") as scratch:
+        result = one_boot(args.artifact, Path(scratch))
+    print(json.dumps(result, indent=1))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Applying a declaration under a temporary root: files written, units converged,
+a bad declaration kept out (systemctl and the engine are recorded, not run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from tests.provision.conftest import SeedMaker
+from tests.provision.fake_clouds import KEY
+from updater.provision import units
+from updater.provision.apply import HostLayout, read_status
+from updater.provision.provision import Outcome, provision
+from updater.provision.schema import Container, Port, Volume
+from updater.provision.sources import Endpoints
+
+DECLARED = f"""#cloud-config
+hostname: web-1
+ssh_authorized_keys: ["{KEY}"]
+berth:
+  agent: {{group: canary}}
+  tuf_root: {{"signed": {{"_type": "root"}}, "signatures": []}}
+  server_ca: |
+    -----BEGIN CERTIFICATE-----
+    MIIBfake
+    -----END CERTIFICATE-----
+  containers:
+    - name: web
+      image: localhost/berth-busybox:latest
+      archive: busybox.tar
+      command: [httpd, -f, -p, "8080"]
+      ports: ["8080:8080"]
+      restart: always
+"""
+
+
+class Host:
+    def __init__(self, root: Path, engine: str = "docker") -> None:
+        self.root = root
+        self.layout = HostLayout.under(root / "host")
+        self.layout.engines.mkdir(parents=True)
+        (self.layout.engines / engine).touch()
+        self.by_label = root / "by-label"
+        self.by_label.mkdir()
+        self.commands: list[list[str]] = []
+        self.lines: list[str] = []
+
+    def run(self, argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        self.commands.append(list(argv))
+        return subprocess.CompletedProcess(list(argv), 0, "", "")
+
+    def attach(self, seed: Path | None) -> None:
+        link = self.by_label / "cidata"
+        link.unlink(missing_ok=True)
+        if seed is not None:
+            link.symlink_to(seed)
+
+    def provision(self) -> Outcome:
+        self.commands.clear()
+        return provision(self.layout, None, self.by_label, {"sys_vendor": "QEMU"}, Endpoints(),
+                         self.lines.append, run=self.run, set_hostname=False)
+
+    def unit(self, name: str = "web") -> Path:
+        return self.layout.docker_units / f"berth-container-{name}.service"
+
+
+def test_declared_then_bad_then_removed(tmp_path: Path, make_seed: SeedMaker) -> None:
+    host = Host(tmp_path)
+    host.attach(make_seed(DECLARED, extra={"busybox.tar": b"archive bytes"}))
+    outcome = host.provision()
+    assert (outcome.source, outcome.applied, outcome.errors, outcome.containers) == ("nocloud", "declared", [], ["web"])
+    layout = host.layout
+    assert layout.authorized_keys.read_text().splitlines()[1:] == [KEY]
+    settings = layout.agent_config.read_text()
+    assert "group: canary" in settings and f"trusted_root: {layout.tuf_root}" in settings
+    assert f"server_ca: {layout.server_ca}" in settings
+    assert layout.server_ca.read_text().startswith("-----BEGIN CERTIFICATE-----")
+    assert '"_type": "root"' in layout.tuf_root.read_text()
+    assert (layout.archives / "busybox.tar").read_bytes() == b"archive bytes"
+    assert layout.instance_id.read_text() == "iid-seed-1\n"
+    unit = host.unit().read_text()
+    assert f"ExecStartPre=/usr/bin/docker load -i {layout.archives}/busybox.tar" in unit
+    assert "ExecStart=/usr/bin/docker run --rm --name web --label berth.declared=true -p 8080:8080/tcp " \
+           "localhost/berth-busybox:latest httpd -f -p 8080" in unit
+    assert ["systemctl", "daemon-reload"] in host.commands
+    assert ["systemctl", "restart", "--no-block", "berth-container-web.service"] in host.commands
+
+    # The same declaration again: nothing rewritten, the running container left alone.
+    host.provision()
+    assert host.commands == [["systemctl", "start", "--no-block", "berth-container-web.service"]]
+
+    # A bad declaration: the last good one stays applied (keys, settings, unit) and the error is told.
+    host.attach(make_seed("#cloud-config\nhostname: web-1\nberth: {containers: [{name: web}]}\n"))
+    outcome = host.provision()
+    assert outcome.applied == "last good" and outcome.containers == ["web"]
+    assert "'image' is required; keeping the last good declaration" in outcome.errors[0]
+    assert any(line.startswith("error: ") for line in host.lines)
+    assert layout.authorized_keys.read_text().splitlines()[1:] == [KEY] and host.unit().is_file()
+    status = read_status(layout.state.parent)
+    assert status is not None and status["applied"] == "last good" and status["errors"] == outcome.errors
+
+    # No source at all (the seed detached): the kept declaration is applied again.
+    host.attach(None)
+    assert host.provision().applied == "last good"
+
+    # The container dropped from the declaration: stopped, its unit and container removed.
+    host.attach(make_seed("#cloud-config\nhostname: web-1\n"))
+    outcome = host.provision()
+    assert outcome.applied == "declared" and outcome.containers == []
+    assert not host.unit().exists()
+    assert ["systemctl", "stop", "berth-container-web.service"] in host.commands
+    assert [str(layout.engines / "docker"), "rm", "-f", "web"] in host.commands
+    assert json.loads(layout.declared.read_text())["containers"] == []
+
+
+def test_missing_archive_is_a_bad_declaration(tmp_path: Path, make_seed: SeedMaker) -> None:
+    host = Host(tmp_path)
+    host.attach(make_seed(DECLARED))
+    outcome = host.provision()
+    assert outcome.applied == "defaults" and "holds no 'busybox.tar'" in outcome.errors[0]
+    assert not host.unit().exists()
+
+
+def test_a_new_instance_gets_a_new_identity(tmp_path: Path, make_seed: SeedMaker) -> None:
+    host = Host(tmp_path)
+    layout = host.layout
+    host.attach(make_seed("{}\n"))
+    host.provision()
+    for path in (layout.ssh_host_key, layout.node_id):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("first boot's\n")
+    host.provision()
+    assert layout.ssh_host_key.exists() and layout.node_id.exists()  # same instance: kept
+    host.attach(make_seed("{}\n", meta_data="instance-id: iid-other\n"))
+    host.provision()
+    assert not layout.ssh_host_key.exists() and not layout.node_id.exists()
+    assert layout.instance_id.read_text() == "iid-other\n"
+
+
+def test_units_quote_and_quadlet() -> None:
+    container = Container(name="app", image="docker.io/library/nginx:1.27",
+                          command=("sh", "-c", 'echo "$HOME 100%"'), env=(("A", "b c"),),
+                          ports=(Port(80, 8080),), volumes=(Volume("/var/lib/app", "/data", True),),
+                          restart="on-failure")
+    docker = units.docker_unit(container, None)
+    assert 'sh -c "echo \\"$$HOME 100%%\\""' in docker and '-e "A=b c"' in docker
+    assert "Restart=on-failure" in docker and "docker load" not in docker
+    quadlet = units.quadlet_unit(container, Path("/var/lib/berth/host/archives/app.tar"))
+    assert "ContainerName=app\nImage=docker.io/library/nginx:1.27\n" in quadlet
+    assert "PublishPort=80:8080/tcp\nVolume=/var/lib/app:/data:ro\n" in quadlet
+    assert "ExecStartPre=/usr/bin/podman load -i /var/lib/berth/host/archives/app.tar" in quadlet
+    assert units.unit_file("podman", "app").filename == "berth-container-app.container"
+    assert units.name_of("berth-container-app.container") == "app" and units.name_of("docker.service") is None
+
+
+def test_podman_host_writes_quadlets(tmp_path: Path, make_seed: SeedMaker) -> None:
+    host = Host(tmp_path, engine="podman")
+    host.attach(make_seed("containers: [{name: db, image: docker.io/library/redis:7, volumes: ['/var/lib/db:/data']}]\n"))
+    assert host.provision().errors == []
+    assert (tmp_path / "host/var/lib/db").is_dir()  # made below the layout's root, not on this machine
+    assert (host.layout.quadlets / "berth-container-db.container").is_file()
+    assert ["systemctl", "restart", "--no-block", "berth-container-db.service"] in host.commands
