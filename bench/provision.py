@@ -32,6 +32,9 @@ from qemu.ready import PATTERN as READY_PATTERN
 from qemu.seed import EXAMPLE_ARCHIVE, EXAMPLE_PAGE, EXAMPLE_PORT, example_user_data, write_seed
 from qemu.ssh import ensure_key
 
+# Beyond the harness's boot bound: on a loaded 2-core machine a TCG guest can
+# take minutes more to load the archive and start the container.
+ANSWER_WAIT_S = 300
 PROVISIONED = re.compile(r"berth-provision: provisioned: (\S+) from (\S+)")
 
 
@@ -55,7 +58,7 @@ def one_boot(artifact: Path, scratch: Path) -> dict[str, object]:
         vm.start()
         seen: dict[str, float] = {}
         applied = ""
-        deadline = started + vm.boot_timeout
+        deadline = started + vm.boot_timeout + ANSWER_WAIT_S
         while len(seen) < 3 and time.monotonic() < deadline:
             text = vm.console.text
             now = time.monotonic() - started
@@ -70,7 +73,7 @@ def one_boot(artifact: Path, scratch: Path) -> dict[str, object]:
                 raise SystemExit(f"boot failed: {vm.stopped_reason()}")
             time.sleep(0.2)
         if len(seen) < 3:
-            raise SystemExit(f"saw only {sorted(seen)} in {vm.boot_timeout:.0f} s; see {vm.state.serial_log}")
+            raise SystemExit(f"saw only {seen} in {deadline - started:.0f} s; console tail:\n{vm.console.text[-3000:]}")
         return {"accel": vm.accel.value, "source": "nocloud", "applied": applied,
                 **{f"{key}_s": round(value, 1) for key, value in seen.items()}}
 

@@ -13,7 +13,18 @@ import tempfile
 import time
 from pathlib import Path
 
-from builder import artifacts, driver, fault, formats, layout, manifest, payload, uki
+from builder import (
+    artifacts,
+    driver,
+    fault,
+    formats,
+    layout,
+    manifest,
+    payload,
+    provenance,
+    sbom,
+    uki,
+)
 from builder.lint import lint
 from builder.settings import BuildSettings
 from cli.cache import cache_dir
@@ -47,9 +58,12 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         for filename, text in layout.repart_definitions(settings).items():
             (repart / filename).write_text(text)
         mirror = driver.host_mirror()
+        source = provenance.source(driver.REPO)
         progress(f"building the initrd with mkosi; full log: {log}")
         driver.run(
-            driver.initrd_command(output_dir=work / "initrd", mirror=mirror, cache=cache),
+            driver.initrd_command(
+                output_dir=work / "initrd", mirror=mirror, cache=cache, epoch=source.epoch
+            ),
             log,
             show=show,
         )
@@ -67,6 +81,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                 ],
                 mirror=mirror,
                 cache=cache,
+                epoch=source.epoch,
             ),
             log,
             show=show,
@@ -79,7 +94,9 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         with (out / contract.ROOT_IMAGE).open("rb") as f:
             layout.check_slot_fit(layout.erofs_size(f.read(4096)), settings)
 
-        progress("linting the final root (no package manager, compilers, stray setuid, off-host code)")
+        progress(
+            "linting the final root (no package manager, compilers, stray setuid, off-host code)"
+        )
         rootfs = work / "rootfs"
         artifacts.extract_root(out / contract.ROOT_IMAGE, rootfs)
         findings = lint(rootfs)
@@ -92,8 +109,33 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         progress(f"writing the disk as {', '.join(chosen)}")
         disks = [formats.write(fmt, out / contract.DISK_RAW).name for fmt in chosen]
 
-        progress("hashing artifacts and writing manifest.json")
+        progress("writing the SBOM (SPDX 2.3) and manifest.json")
         mkosi_manifest = json.loads((work / "mkosi" / "image.manifest").read_text())
+        packages = manifest.packages(
+            mkosi_manifest, (work / "mkosi" / "package-sizes.tsv").read_text()
+        )
+        debs = sbom.collect(
+            work / "mkosi" / "sbom-input",
+            keep=[p.name for p in packages],
+            archives=driver.package_archives(cache),
+        )
+        (out / contract.SBOM).write_text(
+            json.dumps(
+                sbom.document(
+                    image=name,
+                    version=settings.version,
+                    roothash=roothash,
+                    root_sha256=artifacts.sha256(out / contract.ROOT_IMAGE),
+                    created=source.epoch,
+                    distro=f"debian-{mkosi_manifest.get('config', {}).get('release', 'unknown')}",
+                    berth_version=provenance.berth_version(),
+                    commit=source.commit,
+                    debs=debs,
+                ),
+                indent=2,
+            )
+            + "\n"
+        )
         slots = layout.slots(settings)
         (out / contract.MANIFEST).write_text(
             contract.Manifest(
@@ -107,9 +149,8 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                     a: contract.Artifact((out / a).stat().st_size, artifacts.sha256(out / a))
                     for a in (*disks, *(a for a in contract.ARTIFACTS if a not in formats.DISKS))
                 },
-                packages=manifest.packages(
-                    mkosi_manifest, (work / "mkosi" / "package-sizes.tsv").read_text()
-                ),
+                packages=packages,
+                provenance=provenance.record(settings, source),
             ).to_json()
         )
         final = output / name
@@ -117,7 +158,13 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
             old = work / "previous"
             final.rename(old)
         out.rename(final)
+        licensed = sum(1 for d in debs if d.license)
         progress(f"done: {final}")
+        progress(f"  root hash {roothash}")
+        progress(
+            f"  SBOM {final / contract.SBOM}: SPDX 2.3, {len(debs)} Debian packages "
+            f"({licensed} with a declared license) and berth"
+        )
         return final
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from builder.settings import BuildSettings
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "image.yaml"
 
@@ -20,12 +24,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--engine", help="container engine: docker or podman (overrides the config)"
     )
     parser.add_argument(
-        "--formats", help="disk formats, comma-separated: raw, qcow2, vmdk, vhd, gce (overrides the config)"
+        "--formats",
+        help="disk formats, comma-separated: raw, qcow2, vmdk, vhd, gce (overrides the config)",
     )
     parser.add_argument(
         "--output", type=Path, default=Path("out"), help="where the artifact directory goes"
     )
     parser.add_argument("--quiet", action="store_true", help="print only the artifact directory")
+    parser.add_argument(
+        "--verify-reproducible",
+        action="store_true",
+        help="build a second time and compare every artifact; show where bytes differ (diffoscope)",
+    )
     parser.set_defaults(handler=_build)
 
 
@@ -33,7 +43,46 @@ def _build(args: argparse.Namespace) -> int:
     from builder import settings
     from builder.build import build
 
-    chosen = settings.override(settings.load(args.config), version=args.version, engine=args.engine,
-                               formats=args.formats)
-    print(build(chosen, args.output, show=not args.quiet))
+    chosen = settings.override(
+        settings.load(args.config), version=args.version, engine=args.engine, formats=args.formats
+    )
+    built = build(chosen, args.output, show=not args.quiet)
+    if args.verify_reproducible:
+        _verify(chosen, built, show=not args.quiet)
+    print(built)
     return 0
+
+
+def _verify(chosen: BuildSettings, built: Path, *, show: bool) -> None:
+    import shutil
+    import sys
+    import tempfile
+
+    from builder import reproduce
+    from builder.build import build
+    from cli.errors import UserError
+    from updater import contract
+
+    second = Path(tempfile.mkdtemp(prefix=".verify-", dir=built.parent))
+    try:
+        if show:
+            print("==> building again to compare", file=sys.stderr)
+        again = build(chosen, second, show=show)
+        names = sorted(
+            contract.Manifest.from_json((built / contract.MANIFEST).read_text()).artifacts
+        )
+        differences = reproduce.compare(built, again, names)
+        for d in differences:
+            print(f"{d.name} differs: {d.sha256_a} vs {d.sha256_b}\n{d.where}\n")
+        if differences:
+            raise UserError(
+                f"not reproducible: {', '.join(d.name for d in differences)} differ between "
+                "two builds of the same inputs (details above)"
+            )
+        if show:
+            print(
+                f"==> reproducible: {len(names)} artifacts bit for bit the same",
+                file=sys.stderr,
+            )
+    finally:
+        shutil.rmtree(second, ignore_errors=True)

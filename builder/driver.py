@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder import fault, layout
+from builder import fault, layout, provenance
 from builder.settings import BuildSettings
 from cli.errors import UserError
 
 REPO = Path(__file__).resolve().parent.parent
 TREE = REPO / "images" / "host"
+# mkosi scripts berth adds to every image it builds (reproducibility, the SBOM).
+SCRIPTS = Path(__file__).resolve().parent / "mkosi"
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -41,7 +44,7 @@ def host_mirror() -> str:
 
 
 def _common(
-    *, tree: Path, output_dir: Path, mirror: str, cache: Path, cache_name: str
+    *, tree: Path, output_dir: Path, mirror: str, cache: Path, cache_name: str, epoch: int
 ) -> list[str]:
     mk = cache / "mkosi"
     return [
@@ -61,11 +64,20 @@ def _common(
         str(mk / f"cache-{cache_name}"),
         "--incremental",
         "yes",
+        # The tools mkosi runs read it; the finalize script sets every file's time to it.
+        "--source-date-epoch",
+        str(epoch),
+        f"--finalize-script={SCRIPTS / 'normalize-times.finalize'}",
         "--force",
     ]
 
 
-def initrd_command(*, output_dir: Path, mirror: str, cache: Path) -> list[str]:
+def package_archives(cache: Path) -> Path:
+    """Where apt keeps the .debs in mkosi's package cache (the SBOM hashes them)."""
+    return cache / "mkosi" / "packages" / "cache" / "apt" / "archives"
+
+
+def initrd_command(*, output_dir: Path, mirror: str, cache: Path, epoch: int) -> list[str]:
     return [
         *_common(
             tree=TREE / "initrd",
@@ -73,6 +85,7 @@ def initrd_command(*, output_dir: Path, mirror: str, cache: Path) -> list[str]:
             mirror=mirror,
             cache=cache,
             cache_name="initrd",
+            epoch=epoch,
         ),
         "build",
     ]
@@ -87,10 +100,24 @@ def image_command(
     extra_trees: Sequence[Path],
     mirror: str,
     cache: Path,
+    epoch: int,
 ) -> list[str]:
     return [
         *_common(
-            tree=TREE, output_dir=output_dir, mirror=mirror, cache=cache, cache_name=settings.engine
+            tree=TREE,
+            output_dir=output_dir,
+            mirror=mirror,
+            cache=cache,
+            cache_name=settings.engine,
+            epoch=epoch,
+        ),
+        # repart's UUIDs and verity salt, and the mkfs values it leaves to chance.
+        "--seed",
+        str(provenance.seed(settings)),
+        # mkosi splits Environment= like a shell: values with spaces are quoted.
+        *(
+            f"--environment={k}={shlex.quote(v)}"
+            for k, v in provenance.mkfs_environment(settings, epoch).items()
         ),
         # The engine is one switch: a config directory included on top of the tree.
         "--include",
@@ -106,6 +133,7 @@ def image_command(
         "--repart-dir",
         str(repart_dir),
         *(f"--extra-tree={tree}:/" for tree in extra_trees),
+        f"--postinst-script={SCRIPTS / 'sbom.postinst'}",
         *(f"--kernel-command-line={arg}" for arg in fault.kernel_command_line(settings.fault)),
         "--output",
         "image",

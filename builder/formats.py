@@ -3,9 +3,9 @@
 - ``raw``: mkosi's disk image itself (always made; the others derive from it).
 - ``qcow2``: QEMU's own.
 - ``vmdk``: streamOptimized, the variant VMware's OVF tools and AWS's VM Import take.
-- ``vhd``: fixed-size VHD whose virtual size is a whole number of MiB: Azure
-  refuses dynamic VHDs and sizes off the MiB (``force_size`` keeps qemu-img from
-  rounding the size to a CHS geometry, which breaks the MiB rule).
+- ``vhd``: fixed-size VHD whose virtual size is a whole number of MiB (the raw
+  disk rounded up): Azure refuses dynamic VHDs and sizes off the MiB
+  (``force_size`` keeps qemu-img from rounding the size to a CHS geometry).
 - ``gce``: ``disk.raw`` alone in a gzip'ed tar in GNU ``oldgnu`` format with holes
   kept (``-S``), the layout GCE's image import requires.
 """
@@ -60,11 +60,12 @@ def write(fmt: str, raw: Path, directory: Path | None = None) -> Path:
         _run(["qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized",
               str(raw), str(target)])
     elif fmt == "vhd":
-        size = raw.stat().st_size
-        if size % MIB:
-            raise UserError(f"{raw}: {size} bytes is not a whole number of MiB, which Azure requires")
-        _run(["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size=on",
-              str(raw), str(target)])
+        # Azure wants a whole number of MiB; the disk is padded up to it with zeros
+        # (past the backup GPT, which systemd-repart moves to the end when it grows /var).
+        size = -(-raw.stat().st_size // MIB) * MIB
+        _run(["qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=fixed,force_size=on",
+              str(target), str(size)])
+        _run(["qemu-img", "convert", "-n", "-f", "raw", "-O", "vpc", str(raw), str(target)])
     elif fmt == "gce":
         if raw.name != contract.DISK_RAW:
             raise UserError(f"GCE wants the disk named disk.raw in the tar, got {raw.name}")

@@ -151,8 +151,10 @@ ROOT_IMAGE = "root.erofs"
 VERITY_IMAGE = "root.verity"
 UKI = "uki.efi"
 MANIFEST = "manifest.json"
+# The root's software bill of materials (SPDX 2.3 JSON, builder/sbom.py).
+SBOM = "sbom.spdx.json"
 # Everything `berth build` puts in its output directory besides manifest.json.
-ARTIFACTS = (DISK_RAW, DISK_QCOW2, ROOT_IMAGE, VERITY_IMAGE, UKI)
+ARTIFACTS = (DISK_RAW, DISK_QCOW2, ROOT_IMAGE, VERITY_IMAGE, UKI, SBOM)
 # What a release needs to update a host: the slot's two images and the UKI.
 RELEASE_ARTIFACTS = (ROOT_IMAGE, VERITY_IMAGE, UKI)
 
@@ -171,6 +173,19 @@ class Package:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Where a build came from (builder/provenance.py): enough to build it again."""
+
+    commit: str | None  # git commit of the checkout; None when not a git checkout
+    dirty: bool  # tracked files differed from the commit
+    source_date_epoch: int  # every time in the image
+    mkosi_version: str
+    settings: Mapping[str, str | int]  # the build settings (configs/image.yaml + flags)
+    image_tree_sha256: str  # images/ and builder/mkosi/, the mkosi input besides settings
+    seed: str  # systemd-repart's --seed
+
+
+@dataclass(frozen=True)
 class Manifest:
     """manifest.json: what a build produced, hashed, and which packages went in.
 
@@ -185,6 +200,7 @@ class Manifest:
     verity_slot_size: int  # bytes of each root-verity slot
     artifacts: Mapping[str, Artifact]  # file name in the build's directory -> size, hash
     packages: tuple[Package, ...] = ()
+    provenance: Provenance | None = None  # None in manifests of builds before provenance
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "artifacts", MappingProxyType(dict(sorted(self.artifacts.items()))))
@@ -210,6 +226,12 @@ class Manifest:
                 for p in self.packages
             ],
         }
+        if self.provenance is not None:
+            document["provenance"] = {
+                f.name: dict(value) if isinstance(value := getattr(self.provenance, f.name), Mapping)
+                else value
+                for f in fields(Provenance)
+            }
         return json.dumps(document, indent=2) + "\n"
 
     @classmethod
@@ -218,7 +240,7 @@ class Manifest:
             data = json.loads(text)
         except ValueError as error:
             raise ContractError(f"not JSON: {error}") from None
-        top = _keys(data, "manifest", _MANIFEST_KEYS)
+        top = _keys(data, "manifest", _MANIFEST_KEYS, optional=("provenance",))
         for key in ("image_id", "version", "engine", "roothash"):
             _typed(top[key], str, key)
         for key in ("slot_size", "verity_slot_size"):
@@ -256,16 +278,34 @@ class Manifest:
             verity_slot_size=top["verity_slot_size"],
             artifacts=artifacts,
             packages=tuple(packages),
+            provenance=_provenance(top["provenance"]) if "provenance" in top else None,
         )
+
+
+def _provenance(data: Any) -> Provenance:
+    top = _keys(data, "provenance", tuple(f.name for f in fields(Provenance)))
+    if top["commit"] is not None:
+        _typed(top["commit"], str, "provenance.commit")
+    _typed(top["dirty"], bool, "provenance.dirty")
+    _typed(top["source_date_epoch"], int, "provenance.source_date_epoch")
+    for key in ("mkosi_version", "image_tree_sha256", "seed"):
+        _typed(top[key], str, f"provenance.{key}")
+    settings = _typed(top["settings"], dict, "provenance.settings")
+    for key, value in settings.items():
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise ContractError(f"'provenance.settings.{key}' must be str or int, got {value!r}")
+    return Provenance(**{**top, "settings": MappingProxyType(dict(settings))})
 
 
 _MANIFEST_KEYS = tuple(f.name for f in fields(Manifest))
 
 
-def _keys(data: Any, where: str, expected: tuple[str, ...]) -> dict[str, Any]:
+def _keys(
+    data: Any, where: str, expected: tuple[str, ...], optional: tuple[str, ...] = ()
+) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ContractError(f"'{where}' must be an object")
-    missing = [key for key in expected if key not in data]
+    missing = [key for key in expected if key not in data and key not in optional]
     unknown = sorted(set(data) - set(expected))
     if missing:
         raise ContractError(f"missing '{missing[0]}'" + (f" in '{where}'" if where != "manifest" else ""))

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from updater.contract import SBOM
 from updater.wire import Version, WireError
 
 
@@ -40,6 +41,15 @@ TARGET_COMPRESSION: dict[ArtifactRole, str] = {
     ArtifactRole.VERITY: "zstd",
     ArtifactRole.UKI: "none",
 }
+
+
+# The root's SBOM travels as a fourth signed target beside the three a host installs;
+# its custom metadata sits under its own key, so a client that lists releases skips it.
+SBOM_CUSTOM_KEY = "berth-sbom"
+
+
+def sbom_target_path(image_id: str, version: str) -> str:
+    return f"{image_id}/{version}/{SBOM}"
 
 
 def target_path(image_id: str, version: str, role: ArtifactRole) -> str:

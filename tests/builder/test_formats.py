@@ -71,11 +71,16 @@ def test_vhd_is_what_azure_takes(raw: Path) -> None:
     ]
 
 
-def test_vhd_refuses_a_size_off_the_mib(tmp_path: Path) -> None:
+def test_vhd_of_a_disk_off_the_mib_is_padded_to_it(tmp_path: Path) -> None:
     odd = tmp_path / "disk.raw"
-    odd.write_bytes(b"\0" * 1000)
-    with pytest.raises(UserError, match="not a whole number of MiB"):
-        formats.write("vhd", odd)
+    odd.write_bytes(b"berth" * 1000 + b"\0" * (formats.MIB + 3))
+    vhd = formats.write("vhd", odd)
+    with vhd.open("rb") as handle:
+        handle.seek(-formats.VHD_FOOTER, 2)
+        footer = formats.vhd_footer(handle.read())
+    assert formats.azure_problems(vhd.stat().st_size, footer) == []
+    assert footer.current_size == 2 * formats.MIB
+    assert vhd.read_bytes()[: odd.stat().st_size] == odd.read_bytes()
 
 
 def test_gce_tar_holds_only_a_sparse_disk_raw(raw: Path, tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ ROOT_TYPES = contract.ROOT_TYPES[contract.BUILD_ARCHITECTURE]
 
 pytestmark = pytest.mark.slow
 NAME = "berth_1.0.0"
+# What a build writes besides manifest.json, spelled out (not read from the contract).
+FILES = ["disk.raw", "disk.qcow2", "root.erofs", "root.verity", "uki.efi", "sbom.spdx.json"]
 
 
 def _manifest(image: Path) -> dict:
@@ -40,7 +42,7 @@ def podman_root(podman_image: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def test_artifact_directory_is_complete_and_alone(default_image: Path) -> None:
     assert default_image.name == NAME
     assert sorted(p.name for p in default_image.iterdir()) == sorted(
-        ["disk.raw", "disk.qcow2", "root.erofs", "root.verity", "uki.efi", "manifest.json"]
+        [*FILES, "manifest.json"]
     )
     assert [p.name for p in default_image.parent.iterdir()] == [NAME]  # no partial build left
 
@@ -130,13 +132,7 @@ def test_manifest_hashes_and_sizes_match_the_files(default_image: Path) -> None:
         "1.0.0",
         "docker",
     )
-    assert set(manifest["artifacts"]) == {
-        "disk.raw",
-        "disk.qcow2",
-        "root.erofs",
-        "root.verity",
-        "uki.efi",
-    }
+    assert set(manifest["artifacts"]) == set(FILES)
     for name, entry in manifest["artifacts"].items():
         path = default_image / name
         assert entry == {"size": path.stat().st_size, "sha256": artifacts.sha256(path)}, name

@@ -17,22 +17,27 @@ import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.errors import UserError
 from updater import contract
 from updater.atomic import atomic_write
 from updater.release import (
+    SBOM_CUSTOM_KEY,
     TARGET_COMPRESSION,
     ArtifactRole,
     Release,
     ReleaseArtifact,
     release_custom,
     releases_from_targets,
+    sbom_target_path,
     stored_target_path,
     target_path,
 )
 from updater.wire import Version, WireError, is_name
+
+if TYPE_CHECKING:
+    from tuf.api.metadata import TargetFile
 
 ROLES = ("root", "targets", "snapshot", "timestamp")
 EXPIRY_DAYS = {"root": 365, "targets": 90, "snapshot": 30, "timestamp": 1}
@@ -205,9 +210,11 @@ class Repository:
             )
         if min_version is not None:
             _version_or_error(min_version, "--min-version")
-        for name in BUILD_FILES.values():
+        has_sbom = (artifact_dir / contract.SBOM).is_file()
+        for name in [*BUILD_FILES.values(), *([contract.SBOM] if has_sbom else [])]:
             progress(f"checking {name}")
-            if manifest.artifacts[name].sha256 != _sha256(artifact_dir / name):
+            listed = manifest.artifacts.get(name)
+            if listed is None or listed.sha256 != _sha256(artifact_dir / name):
                 raise UserError(f"{artifact_dir / name}: sha256 differs from {contract.MANIFEST}")
         if not exists:
             self.create()
@@ -216,6 +223,7 @@ class Repository:
             progress(f"adding {name}")
             artifacts[role] = self._store_target(artifact_dir / name, target_path(image_id, version, role),
                                                  role, manifest, frame_bytes)
+        sbom = self._store_sbom(artifact_dir / contract.SBOM, image_id, version, progress) if has_sbom else None
         release = Release(
             image_id=image_id, version=version, roothash=manifest.roothash,
             slot_size=manifest.slot_size, verity_slot_size=manifest.verity_slot_size,
@@ -228,6 +236,8 @@ class Repository:
                     length=artifact.length, hashes={"sha256": artifact.sha256},
                     path=artifact.target_path, unrecognized_fields={"custom": release_custom(release, role)},
                 )
+            if sbom is not None:
+                signed.targets[sbom.path] = sbom
 
         progress("signing")
         self._update_targets(add, timestamp_days)
@@ -236,10 +246,15 @@ class Repository:
     def _store_target(self, source: Path, path: str, role: ArtifactRole, manifest: contract.Manifest,
                       frame_bytes: int) -> ReleaseArtifact:
         installed_sha256 = manifest.artifacts[source.name].sha256
+        compression = TARGET_COMPRESSION[role]
+        sha256, length = self._store_file(source, path, compression, frame_bytes)
+        return ReleaseArtifact(role, path, length, sha256, compression, source.stat().st_size, installed_sha256)
+
+    def _store_file(self, source: Path, path: str, compression: str, frame_bytes: int) -> tuple[str, int]:
+        """Write ``source`` as the target ``path`` (consistent-snapshot name); its sha256 and length."""
         directory, _, name = path.rpartition("/")
         (self.targets_dir / directory).mkdir(parents=True, exist_ok=True)
         temp = self.targets_dir / directory / f".{name}.partial"
-        compression = TARGET_COMPRESSION[role]
         if compression == "zstd":
             compress_frames(source, temp, frame_bytes)
         else:
@@ -248,7 +263,19 @@ class Repository:
             os.fsync(handle.fileno())
         sha256, length = _sha256(temp), temp.stat().st_size
         os.replace(temp, self.targets_dir / stored_target_path(path, sha256))
-        return ReleaseArtifact(role, path, length, sha256, compression, source.stat().st_size, installed_sha256)
+        return sha256, length
+
+    def _store_sbom(self, source: Path, image_id: str, version: str,
+                    progress: Callable[[str], None]) -> TargetFile:
+        """The root's SBOM as a signed target beside the release."""
+        from tuf.api.metadata import TargetFile
+
+        progress(f"adding {contract.SBOM}")
+        path = sbom_target_path(image_id, version)
+        sha256, length = self._store_file(source, path, "none", FRAME_BYTES)
+        custom = {SBOM_CUSTOM_KEY: {"image_id": image_id, "version": version, "format": "SPDX-2.3"}}
+        return TargetFile(length=length, hashes={"sha256": sha256}, path=path,
+                          unrecognized_fields={"custom": custom})
 
     def withdraw(self, image_id: str, version: str, timestamp_days: int | None = None) -> None:
         _check_days(timestamp_days)

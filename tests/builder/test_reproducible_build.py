@@ -1,0 +1,55 @@
+"""Two real builds of the same inputs are the same bytes; the real image's SBOM is valid
+SPDX and lists what manifest.json lists. One extra build (about a minute, warm cache):
+the session's default image is the first."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from spdx_tools.spdx.parser.parse_anything import parse_file
+from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+from builder import reproduce, sbom, settings
+from builder.build import build
+from builder.cli import DEFAULT_CONFIG
+from updater import contract
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_second_build_of_the_same_inputs_is_bit_for_bit_the_same(
+    default_image: Path, tmp_path: Path
+) -> None:
+    again = build(settings.load(DEFAULT_CONFIG), tmp_path, show=False)
+    names = contract.Manifest.from_json((default_image / contract.MANIFEST).read_text()).artifacts
+    assert {
+        "root.erofs",
+        "root.verity",
+        "uki.efi",
+        "disk.raw",
+        "disk.qcow2",
+        sbom.FILE_NAME,
+    } <= set(names)
+    differences = reproduce.compare(default_image, again, sorted(names))
+    assert not differences, "\n\n".join(f"{d.name}:\n{d.where}" for d in differences)
+    first, second = (json.loads((d / "manifest.json").read_text()) for d in (default_image, again))
+    assert first["roothash"] == second["roothash"]
+    assert first["artifacts"] == second["artifacts"]
+
+
+def test_the_images_sbom_is_valid_spdx_of_its_packages(default_image: Path) -> None:
+    manifest = json.loads((default_image / "manifest.json").read_text())
+    document = parse_file(str(default_image / sbom.FILE_NAME))
+    assert validate_full_spdx_document(document) == []
+    debs = {p.name: p for p in document.packages if p.spdx_id.startswith("SPDXRef-Package-deb-")}
+    assert {n: p.version for n, p in debs.items()} == {
+        p["name"]: p["version"] for p in manifest["packages"]
+    }
+    assert "berth" in {p.name for p in document.packages}
+    # mkosi's package cache holds every .deb of a build it just made.
+    assert all(p.comment == sbom.DEB_COMMENT for p in debs.values())
+    assert str(debs["systemd"].license_declared).startswith("LGPL-2.1-or-later")
+    assert manifest["provenance"]["mkosi_version"]
+    assert manifest["artifacts"][sbom.FILE_NAME]["size"] > 0
