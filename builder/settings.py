@@ -19,7 +19,7 @@ from updater.wire import Version, WireError
 
 ENGINES = ("docker", "podman")
 FAULTS = ("none", "health-check", "kernel-panic")
-_IMAGE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_IMAGE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def _problem(name: str, value: Any) -> str | None:
             return str(error)
     if name == "fault" and value not in FAULTS:
         return f"must be one of {', '.join(FAULTS)}, got {value!r}"
-    if name == "image_id" and not _IMAGE_ID.match(value):
+    if name == "image_id" and not _IMAGE_ID.fullmatch(value):
         return f"must be lower-case letters, digits and '-' (no '_'), got {value!r}"
     if name == "version":
         try:

@@ -62,6 +62,7 @@ def test_uki_names_carry_boot_counting() -> None:
     assert tried_out and (tried_out.image_id, tried_out.version, tried_out.bad) == ("my_image", "1.10", True)
     assert BootEntry.parse("berth_1.2.efi.partial") is None
     assert BootEntry.parse("notes.txt") is None
+    assert BootEntry.parse("berth_1.2.efi\n") is None
 
 
 def test_manifest_round_trips_sorted_and_frozen() -> None:

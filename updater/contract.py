@@ -93,8 +93,8 @@ def uuids_from_roothash(roothash: str) -> tuple[str, str]:
 UKI_DIR = "EFI/Linux"
 
 _UKI_NAME = re.compile(
-    r"^(?P<image_id>.+)_(?P<version>[0-9]+(?:\.[0-9]+){0,3})"
-    r"(?:\+(?P<left>[0-9]+)(?:-(?P<done>[0-9]+))?)?\.efi$"
+    r"(?P<image_id>.+)_(?P<version>[0-9]+(?:\.[0-9]+){0,3})"
+    r"(?:\+(?P<left>[0-9]+)(?:-(?P<done>[0-9]+))?)?\.efi"
 )
 
 
@@ -130,7 +130,7 @@ class BootEntry:
     @classmethod
     def parse(cls, filename: str) -> BootEntry | None:
         """The entry a file name describes, or None for a file that is not a berth UKI."""
-        match = _UKI_NAME.match(filename)
+        match = _UKI_NAME.fullmatch(filename)
         if match is None:
             return None
         left = match["left"]

@@ -162,7 +162,7 @@ def test_maintenance_window(window: str, hour: int, minute: int, inside: bool) -
     assert Window.parse(window).contains(datetime(2026, 1, 1, hour, minute, tzinfo=UTC)) is inside
 
 
-@pytest.mark.parametrize("text", ["2-4", "25:00-01:00", "02:00"])
+@pytest.mark.parametrize("text", ["2-4", "25:00-01:00", "02:00", "02:00-04:00\n"])
 def test_bad_window_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="maintenance window"):
         Window.parse(text)

@@ -39,6 +39,7 @@ def test_every_setting_in_the_table_is_a_field_of_the_dataclass() -> None:
         ({"version": "1.x"}, "key 'version' must be dotted integers"),
         ({"version": 1.2}, "key 'version' must be str, got float"),
         ({"image_id": "my_os"}, "key 'image_id' must be lower-case"),
+        ({"image_id": "berth\n"}, "key 'image_id' must be lower-case"),
         ({"slot_margin_percent": 100}, "key 'slot_margin_percent' must be between 0 and 99"),
         (["engine"], "must be a mapping of settings"),
     ],

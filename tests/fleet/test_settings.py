@@ -49,6 +49,10 @@ def test_built_in_defaults_have_the_default_group() -> None:
             "groups.default.windows[0].start",
         ),
         (
+            'groups: {default: {windows: [{start: "02:00\\n", duration: 1h}]}}',
+            "groups.default.windows[0].start",
+        ),
+        (
             "groups: {default: {waves: [{after: 1h, percent: 50}]}}",
             "groups.default.waves: the last wave must reach 100",
         ),

@@ -113,7 +113,7 @@ def after_reboot(
     return AfterReboot.REBOOT_PENDING
 
 
-_WINDOW = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])$")
+_WINDOW = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])")
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class Window:
 
     @classmethod
     def parse(cls, text: str) -> Window:
-        match = _WINDOW.match(text)
+        match = _WINDOW.fullmatch(text)
         if not match:
             raise ValueError(f"maintenance window must look like 02:00-04:00, got {text!r}")
         h1, m1, h2, m2 = (int(g) for g in match.groups())

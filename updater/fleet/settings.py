@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
+_CLOCK = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 
 class SettingsError(ValueError):
@@ -95,7 +95,7 @@ class FleetSettings:
 def parse_duration(value: Any) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
         return float(value)
-    match = _DURATION.match(value) if isinstance(value, str) else None
+    match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if not match:
         raise ValueError(f"expected a duration like 90s, 30m, 4h, 2d, got {value!r}")
     return float(match.group(1)) * _UNITS[match.group(2)]
@@ -150,7 +150,7 @@ def _timezone(value: Any) -> str:
 
 
 def _clock(value: Any) -> int:
-    match = _CLOCK.match(value) if isinstance(value, str) else None
+    match = _CLOCK.fullmatch(value) if isinstance(value, str) else None
     if not match:
         raise ValueError(f"expected a time of day like 02:30, got {value!r}")
     return int(match.group(1)) * 60 + int(match.group(2))
