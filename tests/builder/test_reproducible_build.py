@@ -1,6 +1,7 @@
-"""Two real builds of the same inputs are the same bytes; the real image's SBOM is valid
-SPDX and lists what manifest.json lists. One extra build (about a minute, warm cache):
-the session's default image is the first."""
+"""Two real builds of the same inputs: the root file system is the same bytes (the rest is
+not yet: see the xfail's reason); the real image's SBOM is valid SPDX and lists what
+manifest.json lists. One extra build (about a minute, warm cache): the session's default
+image is the first."""
 
 from __future__ import annotations
 
@@ -19,10 +20,28 @@ from updater import contract
 pytestmark = pytest.mark.slow
 
 
-def test_a_second_build_of_the_same_inputs_is_bit_for_bit_the_same(
-    default_image: Path, tmp_path: Path
+@pytest.fixture(scope="module")
+def second_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default image built once more from the same inputs (one extra warm build)."""
+    return build(settings.load(DEFAULT_CONFIG), tmp_path_factory.mktemp("again"), show=False)
+
+
+def test_a_second_build_has_a_bit_for_bit_identical_root_file_system(
+    default_image: Path, second_build: Path
 ) -> None:
-    again = build(settings.load(DEFAULT_CONFIG), tmp_path, show=False)
+    differences = reproduce.compare(default_image, second_build, [contract.ROOT_IMAGE])
+    assert not differences, "\n\n".join(f"{d.name}:\n{d.where}" for d in differences)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="systemd-repart 254 (bookworm-backports) draws the dm-verity salt and the verity "
+    "superblock UUID at random whatever --seed says, so root.verity, the root hash and "
+    "everything naming it (UKI, disk, SBOM) still differ; see the README's reproducible builds",
+)
+def test_a_second_build_of_the_same_inputs_is_bit_for_bit_the_same(
+    default_image: Path, second_build: Path
+) -> None:
     names = contract.Manifest.from_json((default_image / contract.MANIFEST).read_text()).artifacts
     assert {
         "root.erofs",
@@ -32,9 +51,11 @@ def test_a_second_build_of_the_same_inputs_is_bit_for_bit_the_same(
         "disk.qcow2",
         sbom.FILE_NAME,
     } <= set(names)
-    differences = reproduce.compare(default_image, again, sorted(names))
+    differences = reproduce.compare(default_image, second_build, sorted(names))
     assert not differences, "\n\n".join(f"{d.name}:\n{d.where}" for d in differences)
-    first, second = (json.loads((d / "manifest.json").read_text()) for d in (default_image, again))
+    first, second = (
+        json.loads((d / "manifest.json").read_text()) for d in (default_image, second_build)
+    )
     assert first["roothash"] == second["roothash"]
     assert first["artifacts"] == second["artifacts"]
 
