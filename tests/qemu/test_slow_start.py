@@ -45,6 +45,7 @@ def trial_disk(raw: Path, copy: Path, tries: int = 3) -> str:
 
 @pytest.mark.slow
 @pytest.mark.qemu
+@pytest.mark.throttled
 def test_a_trial_boot_on_a_throttled_cpu_is_blessed(default_image: Path, tmp_path: Path) -> None:
     counted = trial_disk(default_image / "disk.raw", tmp_path / "trial.raw")
     with ExitStack() as stack:
