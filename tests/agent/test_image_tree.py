@@ -107,3 +107,37 @@ def test_agent_check_waits_for_a_slow_or_restarted_agent_and_fails_one_that_keep
     assert gone.returncode == 1 and "not running" in gone.stderr
     flapping = _check_agent(tmp_path, [("activating", "start", 3)])
     assert flapping.returncode == 1 and "keeps failing" in flapping.stderr
+
+
+PROVISION_WANTED = Path(__file__).parents[2] / "images/host/mkosi.extra/usr/lib/berth/provision-wanted"
+
+
+def _provision_wanted(tmp_path: Path, *, vendor: str, product: str = "Standard PC (Q35 + ICH9, 2009)",
+                      declared: bool = False, credential: bool = False, label: str | None = None) -> int:
+    """Run provision-wanted against a made-up DMI, state directory, credentials and blkid."""
+    dmi, state, creds, bin_dir = (tmp_path / name for name in ("dmi", "state", "creds", "bin"))
+    for directory in (dmi, state, creds, bin_dir):
+        directory.mkdir(parents=True, exist_ok=True)
+    (dmi / "sys_vendor").write_text(vendor + "\n")
+    (dmi / "product_name").write_text(product + "\n")
+    if declared:
+        (state / "declared.json").write_text("{}")
+    if credential:
+        (creds / "berth.user_data").write_text("#cloud-config\n")
+    blkid = bin_dir / "blkid"  # finds only the one label given, as blkid -t LABEL=... does
+    blkid.write_text(f'#!/bin/sh\nfor a; do [ "$a" = "LABEL={label}" ] && exit 0; done\nexit 2\n')
+    blkid.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "BERTH_HOST_STATE": str(state), "BERTH_DMI_DIR": str(dmi),
+           "BERTH_BLKID": str(blkid), "CREDENTIALS_DIRECTORY": str(creds)}
+    return subprocess.run([str(PROVISION_WANTED)], env=env, capture_output=True, check=False).returncode
+
+
+def test_provisioning_is_skipped_only_on_a_local_vm_with_nothing_declared(tmp_path: Path) -> None:
+    assert _provision_wanted(tmp_path / "plain", vendor="QEMU") == 1
+    assert _provision_wanted(tmp_path / "seed", vendor="QEMU", label="cidata") == 0
+    assert _provision_wanted(tmp_path / "drive", vendor="QEMU", label="config-2") == 0
+    assert _provision_wanted(tmp_path / "credential", vendor="QEMU", credential=True) == 0
+    assert _provision_wanted(tmp_path / "declared", vendor="QEMU", declared=True) == 0
+    assert _provision_wanted(tmp_path / "nova", vendor="QEMU", product="OpenStack Nova") == 0
+    for cloud in ("Amazon EC2", "Google", "Microsoft Corporation", "Dell Inc."):
+        assert _provision_wanted(tmp_path / cloud.split()[0], vendor=cloud) == 0
