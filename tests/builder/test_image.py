@@ -190,3 +190,13 @@ def test_initrd_and_root_carry_the_clouds_drivers(default_image: Path, docker_ro
     # NICs: ENA (EC2), gVNIC (GCE), netvsc (Azure), virtio.
     for nic in ("ena", "gve", "hv_netvsc", "virtio_net"):
         assert nic in in_root | builtin, f"the root has no {nic} driver"
+
+
+def test_the_initrd_leaves_a_panics_record_for_the_root(default_image: Path) -> None:
+    """efi_pstore loads in the initrd, so a panic from then on is kept; only the root's
+    systemd-pstore may move the record, to /var, where the agent reads the cause."""
+    from builder import initrd
+
+    archive = uki.sections((default_image / "uki.efi").read_bytes())[".initrd"]
+    assert "efi_pstore" in initrd.kernel_modules(archive)
+    assert [name for name in initrd.names(archive) if "systemd-pstore" in name] == []
