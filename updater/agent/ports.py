@@ -70,9 +70,8 @@ class ServerFleet:
 
     @property
     def client(self) -> FleetClient:
-        # Made on first use: the HTTP stack loads in the agent's step (a child
-        # process, service.step_apart), not at its start, and each step reads the
-        # credential an earlier step may have kept.
+        # Made on first use, in the agent's step (a child process, service.step_apart),
+        # not at its start: each step reads the credential an earlier step may have kept.
         if self._client is None:
             from updater.client import FleetClient
 

@@ -40,6 +40,11 @@ def run(agent: Agent, once: bool) -> int:
     if once:
         step(agent)
         return 0
+    if isinstance(agent.fleet, ServerFleet):
+        # Every step asks the fleet server. Its client (requests: ~3 s of CPU to import
+        # on a TCG guest) loads once, here, and each forked step inherits it: imported
+        # afresh in every child, it took most of the CPU of a 5 s poll.
+        import updater.client  # noqa: F401
     while True:
         delay = step_apart(agent)
         deadline = time.monotonic() + delay
@@ -60,9 +65,9 @@ def step(agent: Agent) -> float:
 
 
 def step_apart(agent: Agent) -> float:
-    """step() in a forked child, so that what a step loads (TUF, requests,
-    cryptography, HTTP sessions, write buffers) is given back when it ends and
-    the agent idles at the size of its core. The child feeds the watchdog as the
+    """step() in a forked child, so that what a step loads (TUF, cryptography,
+    HTTP sessions, write buffers) is given back when it ends and the agent idles
+    at the size of its core and the fleet client. The child feeds the watchdog as the
     step itself did (NotifyAccess=all in the unit); the state the step changes is
     on disk (state.json), so nothing needs to come back but the delay."""
     reader, writer = os.pipe()
