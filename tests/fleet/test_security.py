@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from updater.client import FleetClient, FleetRejected, FleetUnavailable
+from updater.client import FleetClient, FleetRejected, FleetUnavailable, LockDenied
 from updater.fleet.ca import make_server_tls
 from updater.fleet.launch import start_server
 from updater.fleet.store import Store
@@ -116,6 +116,25 @@ def test_a_host_changes_group_only_by_an_admin_action_which_is_logged(
     assert history["group"] == "default"
     assert [e["event"] for e in history["events"]] == ["enrolled", "moved"]
     assert history["events"][1]["detail"] == "from group guarded to default"
+
+
+@BOTH_DATABASES
+def test_a_moved_host_gives_back_its_reboot_lock_in_the_old_group(make_fleet: Any, db: str | None) -> None:
+    fleet = make_fleet(GROUPS, db=db)
+    mover, waiting = (fleet.client(name, "guarded", token="s3cret") for name in ("mover", "waiting"))
+    for host in (mover, waiting):
+        host.check("1.0.0")
+    mover.pre_reboot()
+    with pytest.raises(LockDenied):
+        waiting.pre_reboot()  # the group's one reboot slot is the mover's
+    fleet.admin("POST", "/admin/hosts/mover/move", {"group": "default"})
+    waiting.pre_reboot()
+    log = fleet.admin("GET", "/admin/locks/guarded").json()["events"]
+    assert [(e["node_id"], e["event"]) for e in log] == [
+        ("mover", "granted"), ("mover", "released"), ("waiting", "granted")]
+    history = fleet.admin("GET", "/admin/hosts/mover").json()["events"]
+    assert [e["event"] for e in history] == ["enrolled", "moved", "lock_released"]
+    fleet.client("mover", "default").pre_reboot()  # in its new group, a slot of its own
 
 
 def test_a_forgotten_host_enrols_again_and_its_old_credential_is_dead(make_fleet: Any) -> None:

@@ -201,12 +201,12 @@ class Store:
         return self._pg
 
     @contextmanager
-    def _write(self, group: str | None = None) -> Iterator[None]:
-        """A transaction that no other writer for ``group`` (on SQLite: any writer) interleaves."""
+    def _write(self, *groups: str) -> Iterator[None]:
+        """A transaction that no other writer for ``groups`` (on SQLite: any writer) interleaves."""
         if self.postgres:
             with self._live_pg().transaction():
                 self._pg.execute("SET LOCAL synchronous_commit TO on")
-                if group is not None:
+                for group in sorted(set(groups)):  # one order everywhere: no deadlock
                     lock = "SELECT name FROM groups WHERE name = %s FOR UPDATE"
                     if self._pg.execute(lock, (group,)).fetchone() is None:
                         self._pg.execute(
@@ -253,15 +253,28 @@ class Store:
             self._host_event(node_id, now, "enrolled", f"in group {group}")
 
     def move_host(self, node_id: str, group: str, now: float) -> str:
-        """An admin moves an enrolled host to ``group``; returns the group it was in."""
-        with self._write(group):
+        """An admin moves an enrolled host to ``group``; returns the group it was in.
+        A reboot lock it held in its old group is given back there: it would otherwise
+        hold one of that group's reboot slots until the lease ran out."""
+        identity = self.identity(node_id)
+        if identity is None:
+            raise EnrolRefused(f"node {node_id!r} is not enrolled")
+        with self._write(identity.group, group):
             identity = self.identity(node_id)
             if identity is None:
                 raise EnrolRefused(f"node {node_id!r} is not enrolled")
+            old = identity.group
             self._rows("UPDATE identities SET grp = ? WHERE node_id = ?", (group, node_id))
             self._rows("UPDATE hosts SET grp = ? WHERE node_id = ?", (group, node_id))
-            self._host_event(node_id, now, "moved", f"from group {identity.group} to {group}")
-            return identity.group
+            self._host_event(node_id, now, "moved", f"from group {old} to {group}")
+            if old != group and self._one("SELECT 1 FROM locks WHERE grp = ? AND node_id = ?", (old, node_id)):
+                self._rows("DELETE FROM locks WHERE grp = ? AND node_id = ?", (old, node_id))
+                self._rows(
+                    "INSERT INTO lock_events (grp, node_id, event, at) VALUES (?, ?, ?, ?)",
+                    (old, node_id, lockmath.LockEventKind.RELEASED.value, now),
+                )
+                self._host_event(node_id, now, "lock_released", f"its reboot lock in group {old}, on the move")
+            return old
 
     def forget_identity(self, node_id: str, now: float) -> Identity:
         """An admin drops a host's credential (lost or leaked): the next enrolment claims the id."""
