@@ -7,7 +7,7 @@ call after that carries it. TLS is verified against ``verify`` (a CA bundle
 file, or True: the system's CAs). Every call has a timeout and fails with a
 typed error:
 
-- ``FleetUnavailable``: no answer (connection refused, timeout, 5xx). Retry later.
+- ``FleetUnavailable``: no answer (connection refused, timeout, 5xx) or 429. Retry later.
 - ``FleetRejected``: the server refused the request (4xx); ``status``, ``kind`` and ``message``.
 - ``LockDenied`` (a FleetRejected): a FleetLock refusal; ``kind`` is the protocol's
   low-cardinality kind, e.g. ``failed_lock_semaphore_full``.
@@ -105,7 +105,7 @@ class FleetClient:
             )
         except requests.RequestException as error:
             raise FleetUnavailable(f"{path}: {error}") from None
-        if response.status_code >= 500:
+        if response.status_code >= 500 or response.status_code == 429:  # 429: rate-limited, later
             raise FleetUnavailable(f"{path}: HTTP {response.status_code}")
         try:
             data = response.json()

@@ -300,3 +300,19 @@ def test_slowloris_connections_are_cut_and_capped(make_fleet: Any) -> None:
     for sock in sockets:
         sock.close()
     assert requests.get(fleet.url + "/healthz", timeout=5).ok  # and the server still serves
+
+
+def test_one_address_enrols_at_most_enrol_rate_a_minute_and_is_told_when_to_try_again(
+    make_fleet: Any,
+) -> None:
+    fleet = make_fleet(GROUPS, enrol_rate=3)
+    for name in ("a", "b", "c"):
+        fleet.client(name).check("1.0.0")
+    flood = post(fleet, "/v1/enrol", {"node_id": "d", "group": "default"})
+    assert (flood.status_code, flood.json()["kind"]) == (429, "too_many_requests")
+    assert 1 <= int(flood.headers["Retry-After"]) <= 20  # a token comes back every 20 s
+    with pytest.raises(FleetUnavailable):  # an agent takes it as "later", not as refused
+        fleet.client("d").check("1.0.0")
+    assert fleet.admin("GET", "/admin/hosts/d").status_code == 404  # nothing was kept
+    fleet.advance(20)
+    assert fleet.client("d").check("1.0.0").target_version == "1.1.0"

@@ -34,6 +34,7 @@ from updater.fleet.hoststate import ReportRejected
 from updater.fleet.locks import LockOutcome
 from updater.fleet.metrics import render_metrics
 from updater.fleet.openapi import openapi_schema
+from updater.fleet.ratelimit import RateLimiter
 from updater.fleet.settings import GroupPolicy
 from updater.fleet.store import EnrolRefused, HostRow, Identity, Store
 from updater.wire import (
@@ -61,9 +62,10 @@ SERVE_ENV = "BERTH_FLEET_SERVE"
 class Refused(Exception):
     """A request answered with a 4xx; FleetLock endpoints render ``kind`` too."""
 
-    def __init__(self, status: int, kind: str, message: str) -> None:
+    def __init__(self, status: int, kind: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status, self.kind, self.message = status, kind, message
+        self.retry_after_s = retry_after_s
 
 
 @dataclass
@@ -71,9 +73,24 @@ class Fleet:
     catalog: Catalog
     store: Store
     test_clock: bool  # time may be moved by POST /admin/clock (simulator and tests only)
+    enrolments: RateLimiter | None = None  # per client address; made from the settings' enrol_rate
 
     def now(self) -> float:
         return time.time() + (self.store.clock_offset() if self.test_clock else 0.0)
+
+    def may_enrol(self, request: Request) -> None:
+        """Refuse (429) a client address past the settings' enrol_rate."""
+        rate = self.catalog.current().settings.enrol_rate
+        if rate == 0:
+            return
+        if self.enrolments is None or self.enrolments.per_minute != rate:  # first call, or reloaded
+            self.enrolments = RateLimiter(rate)
+        address = request.client.host if request.client else ""
+        wait = self.enrolments.take(address, self.now())
+        if wait > 0:
+            raise Refused(429, "too_many_requests",
+                          f"more than {rate} enrolments a minute from {address}; try again in {math.ceil(wait)} s",
+                          retry_after_s=wait)
 
     def policy(self, name: str) -> GroupPolicy:
         policy = self.catalog.current().settings.groups.get(name)
@@ -161,7 +178,8 @@ def _no_constant(name: str) -> Any:
 def _error(refused: Refused, fleetlock: bool) -> JSONResponse:
     if fleetlock:
         return JSONResponse(FleetLockError(refused.kind, refused.message).to_json(), refused.status)
-    return JSONResponse({"error": refused.message, "kind": refused.kind}, refused.status)
+    headers = {} if refused.retry_after_s is None else {"Retry-After": str(math.ceil(refused.retry_after_s))}
+    return JSONResponse({"error": refused.message, "kind": refused.kind}, refused.status, headers)
 
 
 def _guarded(fleetlock: bool = False) -> Callable[..., Any]:
@@ -187,6 +205,7 @@ async def enrol(request: Request, fleet: Fleet) -> Response:
     snapshot = fleet.catalog.current()
     body = Enrolment.from_json(await _json_body(request, snapshot.settings.max_body_bytes))
     policy = fleet.group(body.group, request)
+    fleet.may_enrol(request)
     credential = secrets.token_urlsafe(32)
     try:
         fleet.store.enrol(body.node_id, policy.name, credential_sha256(credential), fleet.now())

@@ -245,6 +245,7 @@ def openapi_schema() -> dict[str, Any]:
                     "401": "group token missing or wrong, or unknown group",
                     "409": "the node id is taken (enrolled, or known in another group)",
                     "413": "body too large",
+                    "429": "too many enrolments from this address (enrol_rate); the Retry-After header says when to try again",
                 },
             ),
             wire.CHECK_PATH: _post(

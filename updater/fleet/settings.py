@@ -85,6 +85,7 @@ class FleetSettings:
     max_body_bytes: int
     request_timeout_s: float
     max_connections: int
+    enrol_rate: int
     channels: Mapping[str, Channel]
     groups: Mapping[str, GroupPolicy]
 
@@ -223,6 +224,7 @@ TOP_TABLE: Table = (
     ("max_body_bytes", _int(256), 65536, "larger request bodies are refused with 413"),
     ("request_timeout", parse_duration, "10s", "a request's head and body must arrive within this"),
     ("max_connections", _int(1), 1024, "open connections per server process; more are closed"),
+    ("enrol_rate", _int(0), 120, "enrolments a minute per client address and server process; more: 429"),
     ("channels", dict, {"stable": {}}, "channel name -> {image_id, pin}"),
     ("groups", dict, {"default": {}}, "group name -> policy (see the group keys)"),
 )
@@ -310,6 +312,7 @@ def parse_settings(data: Any, base_dir: Path) -> FleetSettings:
         max_body_bytes=raw["max_body_bytes"],
         request_timeout_s=max(0.1, raw["request_timeout"]),
         max_connections=raw["max_connections"],
+        enrol_rate=raw["enrol_rate"],
         channels=channels,
         groups=groups,
     )

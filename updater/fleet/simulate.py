@@ -342,6 +342,8 @@ def simulated_server(
     token = secrets.token_hex(16)
     repository = workdir / "repo"
     data.update(repository=str(repository), admin_token=token)
+    # Every simulated host enrols from this one address, thousands in a simulated minute.
+    data.setdefault("enrol_rate", 0)
     config = write_config(workdir, data)
     db = db or f"sqlite:///{workdir / 'fleet.sqlite3'}"
     with running_server(config, db, workers=workers, test_clock=True) as server:
