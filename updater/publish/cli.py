@@ -40,6 +40,12 @@ def register(subparsers: Any) -> None:
     init.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="ROLE=N",
                       help="signatures a role needs (and keys made for it); default 1 each")
     init.set_defaults(handler=_keys_init)
+    rotate = verbs.add_parser("rotate", help="replace one role's keys in a published repository")
+    rotate.add_argument("--keys", type=Path, required=True, help="the repository's key directory")
+    rotate.add_argument("--repo", type=Path, required=True, help="the repository directory")
+    rotate.add_argument("--role", choices=ROLES, required=True,
+                        help="whose keys: a new root version names the new ones; the old move to retired/")
+    rotate.set_defaults(handler=_keys_rotate)
 
 
 def _publish(args: argparse.Namespace) -> int:
@@ -70,4 +76,13 @@ def _keys_init(args: argparse.Namespace) -> int:
     thresholds = {role: 1 for role in ROLES} | dict(args.threshold)
     init_keys(args.keys, thresholds)
     print(f"keys in {args.keys} (thresholds {thresholds}); keep root keys offline")
+    return 0
+
+
+def _keys_rotate(args: argparse.Namespace) -> int:
+    from updater.publish.rotation import rotate_keys
+
+    version = rotate_keys(args.repo, args.keys, args.role, lambda step: print(f"rotate: {step}", file=sys.stderr))
+    print(f"{args.role} keys replaced: root version {version} names the new ones;"
+          f" the old are in {args.keys / 'retired'}")
     return 0

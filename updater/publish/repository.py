@@ -43,6 +43,8 @@ ROLES = ("root", "targets", "snapshot", "timestamp")
 EXPIRY_DAYS = {"root": 365, "targets": 90, "snapshot": 30, "timestamp": 1}
 # Input bytes per zstd frame: the agent can resume a download at any frame boundary.
 FRAME_BYTES = 8 << 20
+# Under the key directory: a rotation's new keys until it is done, and the keys it replaced.
+ROTATING, RETIRED = "rotating", "retired"
 # The build's file (updater.contract's artifact names) behind each target of a release.
 BUILD_FILES = {ArtifactRole.ROOT: contract.ROOT_IMAGE, ArtifactRole.VERITY: contract.VERITY_IMAGE,
                ArtifactRole.UKI: contract.UKI}
@@ -61,27 +63,46 @@ def _sha256(path: Path) -> str:
 
 def init_keys(keys_dir: Path, thresholds: dict[str, int]) -> None:
     """Make ``thresholds[role]`` ed25519 keys per role in ``keys_dir`` (private, mode 0600)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     if (keys_dir / "keys.json").exists():
         raise UserError(f"{keys_dir}: already holds keys (keys.json); refusing to replace them")
     keys_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(keys_dir, 0o700)
     for role in ROLES:
-        for index in range(thresholds[role]):
-            pem = Ed25519PrivateKey.generate().private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-            atomic_write(keys_dir / f"{role}-{index}.pem", pem, mode=0o600)
+        make_keys(keys_dir, role, thresholds[role])
     atomic_write(keys_dir / "keys.json", json.dumps({"thresholds": thresholds}, indent=1).encode())
+
+
+def make_keys(directory: Path, role: str, count: int) -> None:
+    """``count`` new ed25519 private keys ``<role>-<n>.pem`` in ``directory`` (mode 0600)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    for index in range(count):
+        pem = Ed25519PrivateKey.generate().private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        atomic_write(directory / f"{role}-{index}.pem", pem, mode=0o600)
+
+
+def load_signers(directory: Path, role: str) -> list[Any]:
+    """The signers of the keys ``<role>-*.pem`` in ``directory``, in name order."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+    from securesystemslib.signer import CryptoSigner
+
+    return [CryptoSigner(load_pem_private_key(p.read_bytes(), None)) for p in sorted(directory.glob(f"{role}-*.pem"))]
 
 
 class Repository:
     """A TUF repository directory (metadata/ and targets/) and the keys that sign it."""
 
-    def __init__(self, repo_dir: Path, keys_dir: Path, now: Callable[[], datetime] | None = None) -> None:
+    def __init__(self, repo_dir: Path, keys_dir: Path, now: Callable[[], datetime] | None = None,
+                 rotating: bool = False) -> None:
         self.repo_dir, self.keys_dir = repo_dir, keys_dir
+        if not rotating and (keys_dir / ROTATING).exists():
+            # The root may already name the new keys: signing with the old ones now
+            # would publish metadata every client refuses.
+            raise UserError(f"{keys_dir}: a key rotation was cut short; run `berth keys rotate` again"
+                            " (same --role) to finish it")
         self.metadata_dir = repo_dir / "metadata"
         self.targets_dir = repo_dir / "targets"
         self.now = now or (lambda: datetime.now(UTC))
@@ -92,24 +113,21 @@ class Repository:
         self.signers = {role: self._load_signers(role) for role in ROLES}
 
     def _load_signers(self, role: str) -> list[Any]:
-        from cryptography.hazmat.primitives.serialization import load_pem_private_key
-        from securesystemslib.signer import CryptoSigner
-
-        paths = sorted(self.keys_dir.glob(f"{role}-*.pem"))
-        if len(paths) < self.thresholds[role]:
-            raise UserError(f"{self.keys_dir}: {len(paths)} {role} key(s), threshold {self.thresholds[role]}")
-        return [CryptoSigner(load_pem_private_key(p.read_bytes(), None)) for p in paths]
+        signers = load_signers(self.keys_dir, role)
+        if len(signers) < self.thresholds[role]:
+            raise UserError(f"{self.keys_dir}: {len(signers)} {role} key(s), threshold {self.thresholds[role]}")
+        return signers
 
     # ---- metadata files --------------------------------------------------------------
 
-    def _expiry(self, role: str, days: int | None = None) -> datetime:
+    def expiry(self, role: str, days: int | None = None) -> datetime:
         return (self.now() + timedelta(days=EXPIRY_DAYS[role] if days is None else days)).replace(microsecond=0)
 
-    def _write(self, role: str, md: Any) -> None:
+    def write(self, role: str, md: Any, signers: list[Any] | None = None) -> None:
         from tuf.api.serialization.json import JSONSerializer
 
         md.signatures.clear()
-        for signer in self.signers[role]:
+        for signer in self.signers[role] if signers is None else signers:
             md.sign(signer, append=True)
         data = md.to_bytes(JSONSerializer(compact=False))
         if role == "timestamp":
@@ -119,7 +137,7 @@ class Repository:
         if role == "root":
             atomic_write(self.metadata_dir / "root.json", data)
 
-    def _load(self, role: str) -> Any:
+    def load(self, role: str) -> Any:
         from tuf.api.metadata import Metadata
 
         if role == "timestamp":
@@ -131,27 +149,27 @@ class Repository:
         """The first root/targets/snapshot/timestamp of an empty repository."""
         from tuf.api.metadata import Metadata, Root, Targets
 
-        root = Root(expires=self._expiry("root"), consistent_snapshot=True)
+        root = Root(expires=self.expiry("root"), consistent_snapshot=True)
         for role in ROLES:
             for signer in self.signers[role]:
                 root.add_key(signer.public_key, role)
             root.roles[role].threshold = self.thresholds[role]
-        self._write("root", Metadata(root))
-        self._write("targets", Metadata(Targets(expires=self._expiry("targets"))))
-        self._commit(first=True)
+        self.write("root", Metadata(root))
+        self.write("targets", Metadata(Targets(expires=self.expiry("targets"))))
+        self.commit(first=True)
 
-    def _commit(self, first: bool = False, timestamp_days: int | None = None) -> None:
+    def commit(self, first: bool = False, timestamp_days: int | None = None) -> None:
         """Point a new snapshot at the newest targets and a new timestamp at that snapshot."""
         from tuf.api.metadata import Metadata, MetaFile, Snapshot
 
         if first:
-            snapshot = Metadata(Snapshot(expires=self._expiry("snapshot")))
+            snapshot = Metadata(Snapshot(expires=self.expiry("snapshot")))
         else:
-            snapshot = self._load("snapshot")
+            snapshot = self.load("snapshot")
             snapshot.signed.version += 1
-        snapshot.signed.meta["targets.json"] = MetaFile(version=self._load("targets").signed.version)
-        snapshot.signed.expires = self._expiry("snapshot")
-        self._write("snapshot", snapshot)
+        snapshot.signed.meta["targets.json"] = MetaFile(version=self.load("targets").signed.version)
+        snapshot.signed.expires = self.expiry("snapshot")
+        self.write("snapshot", snapshot)
         self.refresh_timestamp(timestamp_days, first=first)
         # The fleet server reads releases from the unversioned copy; written last, it
         # never names targets the signed timestamp does not lead to yet.
@@ -166,24 +184,24 @@ class Repository:
         if not first and not (self.metadata_dir / "timestamp.json").is_file():
             raise UserError(f"{self.repo_dir}: no repository here yet (publish a release first)")
         if first:
-            timestamp = Metadata(Timestamp(expires=self._expiry("timestamp")))
+            timestamp = Metadata(Timestamp(expires=self.expiry("timestamp")))
         else:
-            timestamp = self._load("timestamp")
+            timestamp = self.load("timestamp")
             timestamp.signed.version += 1
-        timestamp.signed.snapshot_meta = MetaFile(version=self._load("snapshot").signed.version)
-        timestamp.signed.expires = self._expiry("timestamp", days)
-        self._write("timestamp", timestamp)
+        timestamp.signed.snapshot_meta = MetaFile(version=self.load("snapshot").signed.version)
+        timestamp.signed.expires = self.expiry("timestamp", days)
+        self.write("timestamp", timestamp)
 
-    def _update_targets(self, change: Callable[[Any], None], timestamp_days: int | None) -> None:
-        targets = self._load("targets")
+    def update_targets(self, change: Callable[[Any], None], timestamp_days: int | None) -> None:
+        targets = self.load("targets")
         change(targets.signed)
         targets.signed.version += 1
-        targets.signed.expires = self._expiry("targets")
-        self._write("targets", targets)
-        self._commit(timestamp_days=timestamp_days)
+        targets.signed.expires = self.expiry("targets")
+        self.write("targets", targets)
+        self.commit(timestamp_days=timestamp_days)
 
     def releases(self) -> list[Release]:
-        return releases_from_targets(self._load("targets").signed.to_dict())
+        return releases_from_targets(self.load("targets").signed.to_dict())
 
     # ---- releases ----------------------------------------------------------------------
 
@@ -240,7 +258,7 @@ class Repository:
                 signed.targets[sbom.path] = sbom
 
         progress("signing")
-        self._update_targets(add, timestamp_days)
+        self.update_targets(add, timestamp_days)
         return release
 
     def _store_target(self, source: Path, path: str, role: ArtifactRole, manifest: contract.Manifest,
@@ -291,7 +309,7 @@ class Repository:
                 target = signed.targets[artifact.target_path]
                 target.unrecognized_fields["custom"]["berth"]["withdrawn"] = True
 
-        self._update_targets(mark, timestamp_days)
+        self.update_targets(mark, timestamp_days)
 
 
 def _version_or_error(text: str, what: str) -> Version:
