@@ -203,6 +203,15 @@ class Lab:
         response.raise_for_status()
         return response.json()
 
+    def locks_given_back(self, group: str, timeout: float = 300) -> list[str]:
+        """Wait until no one holds a reboot lock of ``group``; the holders left at ``timeout``.
+        An agent gives its lock back on the step after its blessed (or rolled back) report,
+        so a test that read the server right after that report could still see it held."""
+        deadline = time.monotonic() + timeout
+        while (held := self.admin("/admin/status")["groups"][group]["locks_held"]) and time.monotonic() < deadline:
+            time.sleep(1)
+        return list(held)
+
     def reboot_lock(self, group: str, holder: str, take: bool) -> None:
         """Take (or give back) one of ``group``'s reboot slots as ``holder``, as an
         operator keeping hosts from rebooting would, over FleetLock."""

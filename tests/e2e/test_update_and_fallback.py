@@ -125,9 +125,9 @@ def test_power_cuts_during_the_update_to_v2_never_condemn_it_and_v1_stays_the_fa
     assert [(e["version"], e["tries_left"]) for e in status["entries"]] == [(V2, None), (V1, None)]
     assert status["state"] == "idle"
     assert status["bad_versions"] == [] and status["unexplained_versions"] == []
+    assert lab.locks_given_back(GROUP) == []  # given back once blessed (or rolled back)
     fleet = lab.admin("/admin/status")["groups"][GROUP]
     assert fleet["hosts_by_version"] == {V2: 1}
-    assert fleet["locks_held"] == []  # given back once blessed
     (rollout,) = [r for r in fleet["rollouts"] if r["version"] == V2]
     assert rollout["halted_reason"] is None  # power cuts do not count against a release
     assert host.run("cat /etc/machine-id").stdout.strip() == machine_id
@@ -149,9 +149,9 @@ def test_update_to_v3_through_the_fleet_keeps_the_container_with_its_data_and_re
     assert {name: slot["version"] for name, slot in status["slots"].items()} == {"a": V3, "b": V2}
     assert [(e["version"], e["tries_left"]) for e in status["entries"]] == [(V3, None), (V2, None)]
     assert status["state"] == "idle"
+    assert lab.locks_given_back(GROUP) == []  # given back once blessed (or rolled back)
     fleet = lab.admin("/admin/status")["groups"][GROUP]
     assert fleet["hosts_by_version"] == {V3: 1}
-    assert fleet["locks_held"] == []
     # Scenario 5: the engine restarted the container on v3, with the data it wrote on v2.
     assert host.app_running()
     assert host.app_starts() == 2
@@ -176,10 +176,10 @@ def test_a_release_built_to_fail_falls_back_by_itself_says_why_and_halts(
     # The bad release overwrote the other slot; its entry is gone, so only the good one boots.
     assert [e["version"] for e in status["entries"]] == [before["version"]]
     assert status["slots"]["b" if before["slot"] == "a" else "a"]["version"] == bad
+    assert lab.locks_given_back(GROUP) == []  # given back once blessed (or rolled back)
     fleet = lab.admin("/admin/status")["groups"][GROUP]
     (rollout,) = [r for r in fleet["rollouts"] if r["version"] == bad]
     assert rollout["halted_reason"]
-    assert fleet["locks_held"] == []
     # Never taken again: a few poll intervals later nothing new was started.
     time.sleep(20)
     assert events(lab, host, bad) == back.events
