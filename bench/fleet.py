@@ -43,6 +43,8 @@ Step = bytes | Callable[[bytes], bytes]
 
 POLICY = {
     "repository": "repo",
+    # The load generator is one address enrolling thousands of hosts.
+    "enrol_rate": 0,
     "groups": {
         "default": {
             "max_concurrent_reboots": 100_000,

@@ -125,6 +125,7 @@ def test_sigkill_under_load_loses_no_lock_and_no_counted_update(
             }
         },
         db=db,
+        enrol_rate=0,  # hundreds of new hosts a second, all from this machine's address
     )
     offered: set[str] = set()
     locked: set[str] = set()
