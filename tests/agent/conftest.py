@@ -61,17 +61,18 @@ class BuiltRelease:
 
 
 def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: int = SLOT_MIB,
-                  whole_slot: bool = False) -> BuiltRelease:
+                  whole_slot: bool = False, blob: bytes | None = None) -> BuiltRelease:
     """A small real release: erofs root, real dm-verity tree, a stand-in UKI, manifest.json.
 
     ``whole_slot``: as `berth build` makes them, the root image is the whole slot (the
     erofs, then zeros), hashed in 512-byte blocks like systemd-repart 254, and the verity
-    image is the whole verity slot."""
+    image is the whole verity slot. ``blob``: the contents of its big file (default: random,
+    so that no two releases share it)."""
     directory = out / contract.artifact_name("berth", version)
     src = out / f"src-{version}"
     (src / "usr/lib").mkdir(parents=True)
     (src / "usr/lib/os-release").write_text(f"IMAGE_ID=berth\nIMAGE_VERSION={version}\n")
-    (src / "blob").write_bytes(os.urandom(blob_bytes // 2) + bytes(blob_bytes // 2))
+    (src / "blob").write_bytes(os.urandom(blob_bytes // 2) + bytes(blob_bytes // 2) if blob is None else blob)
     directory.mkdir(parents=True)
     subprocess.run(["mkfs.erofs", "--quiet", "-T0", str(directory / contract.ROOT_IMAGE), str(src)], check=True)
     blocks = ["--data-block-size=512", "--hash-block-size=512"] if whole_slot else []
@@ -152,15 +153,21 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 self.send_error(404)
                 return
             size = path.stat().st_size
-            start = 0
-            match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+            start, end = 0, size
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
             if match and server.ranges:
-                start = int(match[1])
+                start, end = int(match[1]), min(size, int(match[2] or size - 1) + 1)
+                if start >= size or end <= start:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
             else:
                 self.send_response(200)
-            length = size - start
+            length = end - start
             self.send_header("Content-Length", str(length))
             self.end_headers()
             suffix = next((s for s in server.cut_after if self.path.endswith(s)), None)

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cli.errors import UserError
+from updater.agent import delta
 from updater.agent import machine as m
 from updater.agent.entries import entries_for
 from updater.agent.esp import Esp, EspError
@@ -40,11 +41,11 @@ from updater.agent.ports import Fleet
 from updater.agent.settings import AgentSettings, credentials, credentials_dir_from_env
 from updater.agent.slots import Slot, find_slots, slot_of_roothash
 from updater.agent.statefile import StateStore, atomic_write
-from updater.agent.writer import StreamEnded, WriteError, read_back, write_artifact
+from updater.agent.writer import StreamEnded, WriteError, read_back
 from updater.contract import EMPTY_LABEL, BootEntry, slot_labels, uki_filename, uuids_from_roothash
 from updater.gpt import Partition, read_partitions, relabel
 from updater.release import ArtifactRole, Release
-from updater.wire import Report, ReportEvent, RollbackCause, Version
+from updater.wire import Report, ReportEvent, RollbackCause, Transfer, Version
 
 if TYPE_CHECKING:
     from updater.agent.fetch import TufRepository
@@ -152,10 +153,10 @@ class Agent:
         return self.settings.poll_interval_s
 
     def _report(self, state: m.AgentState, event: ReportEvent, target: m.Target, detail: str = "",
-                cause: RollbackCause | None = None) -> m.AgentState:
+                cause: RollbackCause | None = None, transfer: Transfer | None = None) -> m.AgentState:
         state = self.store.save(m.next_seq(state))
         report = Report(self.node_id(), self.settings.group, state.seq, event,
-                        target.version, target.from_version, detail, cause=cause)
+                        target.version, target.from_version, detail, cause=cause, transfer=transfer)
         log("info", f"{event.value} {target.version}" + (f": {detail}" if detail else ""),
             event=event.value, version=target.version, from_version=target.from_version, seq=state.seq,
             **({"cause": cause.value} if cause else {}))
@@ -236,8 +237,9 @@ class Agent:
         except (WriteError, EspError) as error:
             self._invalidate(facts, slot.name)
             return self._give_up(state, str(error))
+        transfer = delta.transfer(self.state_dir, release, state.progress)
         state = self.store.save(m.mark_staged(state, self.clock()))
-        state = self._report(state, ReportEvent.STAGED, target)
+        state = self._report(state, ReportEvent.STAGED, target, transfer=transfer)
         return self._staged(state, facts)
 
     def _signed_target(self, target: m.Target) -> tuple[TufRepository, Release] | None:
@@ -276,9 +278,6 @@ class Agent:
         progress = state.progress.get(role.value, m.Progress())
         if progress.wire_offset >= artifact.length and progress.installed_offset >= artifact.installed_size:
             return state
-        info = repo.target(artifact.target_path)
-        if info.length != artifact.length or info.hashes.get("sha256") != artifact.sha256:
-            raise WriteError(f"{artifact.target_path}: target info disagrees with the release")
         holder = [state]
         what = f"writing {role.value} into partition {part.label!r}"
 
@@ -288,8 +287,10 @@ class Agent:
         def tick(done: int) -> None:
             self._progress(what, span[0] + done, span[1])
 
-        write_artifact(facts.disk, part, artifact, lambda offset: repo.stream(info, offset),
-                       progress, save, tick)
+        booted_part = facts.booted_slot.root if role is ArtifactRole.ROOT else facts.booted_slot.verity
+        booted = delta.BootedSlot(booted_part, delta.booted_artifact(self.signed_releases()[1], facts.booted, role))
+        delta.write_slot_artifact(facts.disk, part, release, role, repo, booted, progress, save, tick,
+                                  self.state_dir)
         return holder[0]
 
     def _stage(self, facts: Facts, repo: TufRepository, release: Release, slot: Slot) -> None:

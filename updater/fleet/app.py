@@ -397,6 +397,7 @@ async def history(request: Request, fleet: Fleet) -> Response:
             "group": identity.group if identity else None,
             "reports": fleet.store.history(node_id),
             "events": fleet.store.host_events(node_id),
+            "transfers": fleet.store.transfers(node_id),
         }
     )
 

@@ -80,10 +80,13 @@ CREATE TABLE IF NOT EXISTS host_events (
   id {serial}, node_id TEXT NOT NULL, at {real} NOT NULL, event TEXT NOT NULL,
   detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS host_events_node ON host_events (node_id, at);
+CREATE TABLE IF NOT EXISTS transfers (
+  node_id TEXT NOT NULL, seq BIGINT NOT NULL, version TEXT NOT NULL, path TEXT NOT NULL,
+  bytes_fetched BIGINT NOT NULL, bytes_full BIGINT NOT NULL, PRIMARY KEY (node_id, seq));
 """
-# Schema 2 only adds tables (identities, host_events), so a database of schema 1
-# migrates by the CREATE … IF NOT EXISTS above; the number says which is there.
-SCHEMA_VERSION = 2
+# Schemas 2 and 3 only add tables (identities, host_events; transfers), so an older
+# database migrates by the CREATE … IF NOT EXISTS above; the number says which is there.
+SCHEMA_VERSION = 3
 
 
 # Commits outside Store._write (a host's last-seen bookkeeping) need not wait for
@@ -515,6 +518,13 @@ class Store:
                     report.detail,
                 ),
             )
+            if report.transfer is not None:
+                self._rows(
+                    "INSERT INTO transfers (node_id, seq, version, path, bytes_fetched, bytes_full)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (report.node_id, report.seq, report.version, report.transfer.path,
+                     report.transfer.bytes_fetched, report.transfer.bytes_full),
+                )
             self._rows(
                 "INSERT INTO hosts (node_id, grp, version, state, target, last_seq, last_seen)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET grp = excluded.grp,"
@@ -623,6 +633,15 @@ class Store:
         return self._dicts(
             ("seq", "at", "group", "event", "version", "from_version", "detail"),
             "SELECT seq, at, grp, event, version, from_version, detail FROM reports"
+            " WHERE node_id = ? ORDER BY seq",
+            (node_id,),
+        )
+
+    def transfers(self, node_id: str) -> list[dict[str, Any]]:
+        """What each of the node's updates cost on the wire, as its staged reports said."""
+        return self._dicts(
+            ("seq", "version", "path", "bytes_fetched", "bytes_full"),
+            "SELECT seq, version, path, bytes_fetched, bytes_full FROM transfers"
             " WHERE node_id = ? ORDER BY seq",
             (node_id,),
         )

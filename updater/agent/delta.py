@@ -1,0 +1,282 @@
+"""Write a slot artifact by delta when that pays, else by the full download (writer.py).
+
+The delta path: the signed block index of the new artifact (a TUF target), the
+booted slot hashed block by block and checked whole against the booted release's
+signed installed sha256, a plan (deltaplan.py), then the partition assembled
+front to back from zeros, booted-slot blocks and HTTP ranges of the server's
+blob, each block checked against the index before it is written. The agent
+reads the partition back against the signed sha256 afterwards, as for a full
+download.
+
+Which path an artifact took is decided once and saved (``transfer-<role>.json``
+in the state directory) before its first byte is written; the writer's
+progress checkpoints in the state file then say how far it got, so a restart
+after a power cut continues on the same path from the last checkpoint. The
+delta path's Progress counts blob bytes fetched as its wire offset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from updater.agent.deltaplan import Op, Plan, Source, delta_worth_it, plan
+from updater.agent.host import Booted
+from updater.agent.journal import log
+from updater.agent.machine import Progress
+from updater.agent.statefile import atomic_write
+from updater.agent.writer import Sink, WriteError, write_artifact
+from updater.blockindex import (
+    BLOCK,
+    BadIndex,
+    BlockIndex,
+    blob_path,
+    digest_blocks,
+    index_path,
+    pread_exactly,
+)
+from updater.failpoint import durable
+from updater.gpt import Partition
+from updater.release import ArtifactRole, Release, ReleaseArtifact
+from updater.wire import Transfer
+
+if TYPE_CHECKING:
+    from tuf.api.metadata import TargetFile
+
+FULL, DELTA = "full", "delta"
+# Bytes written between progress checkpoints on the delta path.
+CHECKPOINT_BYTES = 4 << 20
+
+
+class Repo(Protocol):
+    """What the delta path needs of updater.agent.fetch.TufRepository."""
+
+    def target(self, path: str) -> TargetFile: ...
+    def optional_target(self, path: str) -> TargetFile | None: ...
+    def read_target(self, info: TargetFile) -> bytes: ...
+    def stream(self, info: TargetFile, offset: int) -> Iterator[bytes]: ...
+    def blob_url(self, path: str, sha256: str) -> str: ...
+    @property
+    def fetcher(self) -> _Ranges: ...
+
+
+class _Ranges(Protocol):
+    def range(self, url: str, start: int, end: int) -> bytes | None: ...
+
+
+class Refused(Exception):
+    """A piece does not match the signed index: nothing of it was written."""
+
+
+@dataclass(frozen=True)
+class BootedSlot:
+    """The booted slot's partition for one role and the signed artifact it should hold."""
+
+    part: Partition
+    artifact: ReleaseArtifact | None  # None: the booted release is not in the repository
+
+
+@dataclass(frozen=True)
+class Decision:
+    version: str
+    path: str  # FULL or DELTA
+    index_length: int  # wire bytes of the index (DELTA)
+    why: str
+
+    def to_json(self) -> bytes:
+        return json.dumps(vars(self)).encode()
+
+
+def _decision_file(state_dir: Path, role: ArtifactRole) -> Path:
+    return state_dir / f"transfer-{role.value}.json"
+
+
+def saved_decision(state_dir: Path, role: ArtifactRole, version: str) -> Decision | None:
+    path = _decision_file(state_dir, role)
+    try:
+        decision = Decision(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    return decision if decision.version == version else None
+
+
+def write_slot_artifact(
+    disk: str, part: Partition, release: Release, role: ArtifactRole, repo: Repo, booted: BootedSlot,
+    progress: Progress, save: Callable[[Progress], None], tick: Callable[[int], None], state_dir: Path,
+) -> None:
+    """Write ``release``'s ``role`` artifact into ``part``: by delta from ``booted`` when the
+    server offers an index, the booted slot verifies and the delta is small enough."""
+    artifact = release.artifacts[role]
+    started = progress.wire_offset > 0 or progress.installed_offset > 0
+    decision = saved_decision(state_dir, role, release.version)
+    if started and (decision is None or decision.path == FULL):
+        return _full(disk, part, artifact, repo, progress, save, tick)  # resume the full download
+    if started and progress.installed_offset >= artifact.installed_size:
+        return None
+    prepared = _prepare(disk, artifact, repo, booted, tick)
+    if isinstance(prepared, str):
+        if started:
+            log("warning", f"{artifact.target_path}: delta cannot resume ({prepared}); downloading it whole")
+            progress = Progress()
+            save(progress)
+        _decide(state_dir, role, Decision(release.version, FULL, 0, prepared))
+        return _full(disk, part, artifact, repo, progress, save, tick)
+    index, steps, index_length = prepared
+    if not started:
+        _decide(state_dir, role, Decision(release.version, DELTA, index_length,
+                                          f"fetching {steps.fetch_bytes} of {index.size} bytes"))
+    try:
+        assemble(disk, part, artifact, index, steps, _reader(disk, booted.part),
+                 _blob_ranges(repo, artifact), progress, save, tick)
+    except Refused as error:
+        log("warning", f"{artifact.target_path}: {error}; downloading it whole")
+        # Progress first: a full download must never resume from a delta's checkpoint.
+        progress = Progress()
+        save(progress)
+        _decide(state_dir, role, Decision(release.version, FULL, 0, str(error)))
+        _full(disk, part, artifact, repo, progress, save, tick)
+    return None
+
+
+def booted_artifact(releases: list[Release], booted: Booted, role: ArtifactRole) -> ReleaseArtifact | None:
+    """The signed artifact the booted slot holds for ``role`` (its release, found by root hash)."""
+    for release in releases:
+        if (release.image_id, release.version, release.roothash) == (booted.image_id, booted.version,
+                                                                     booted.roothash):
+            return release.artifacts[role]
+    return None
+
+
+def _decide(state_dir: Path, role: ArtifactRole, decision: Decision) -> None:
+    log("info", f"{role.value}: {decision.path} path ({decision.why})", role=role.value, path=decision.path)
+    atomic_write(_decision_file(state_dir, role), decision.to_json())
+
+
+def _full(disk: str, part: Partition, artifact: ReleaseArtifact, repo: Repo, progress: Progress,
+          save: Callable[[Progress], None], tick: Callable[[int], None]) -> None:
+    info = repo.target(artifact.target_path)
+    if info.length != artifact.length or info.hashes.get("sha256") != artifact.sha256:
+        raise WriteError(f"{artifact.target_path}: target info disagrees with the release")
+    write_artifact(disk, part, artifact, lambda offset: repo.stream(info, offset), progress, save, tick)
+
+
+def _prepare(disk: str, artifact: ReleaseArtifact, repo: Repo, booted: BootedSlot,
+             tick: Callable[[int], None]) -> tuple[BlockIndex, Plan, int] | str:
+    """The index, the plan and the index's wire length; or why the full path it is."""
+    from tuf.api.exceptions import DownloadHTTPError, LengthOrHashMismatchError
+
+    info = repo.optional_target(index_path(artifact.target_path))
+    if info is None:
+        return "the server offers no block index"
+    if booted.artifact is None:
+        return "the booted release is not in the repository"
+    if info.length > artifact.length:
+        return "the block index is larger than the full download"
+    try:
+        index = BlockIndex.decode(repo.read_target(info), artifact.installed_size, artifact.installed_sha256)
+    except (LengthOrHashMismatchError, BadIndex) as error:
+        return f"block index refused: {error}"
+    except DownloadHTTPError as error:
+        if error.status_code not in (404, 410):
+            raise  # the server may be back later: retry, as for any download
+        return "the server does not serve the signed block index"
+    fd = os.open(disk, os.O_RDONLY)
+    try:
+        mine = digest_blocks(fd, booted.part.offset, booted.artifact.installed_size, tick)
+    finally:
+        os.close(fd)
+    if mine.sha256 != booted.artifact.installed_sha256:
+        return "the booted slot does not match its signed sha256"
+    steps = plan(index, mine)
+    if not delta_worth_it(info.length + steps.fetch_bytes, artifact.length):
+        return f"a delta would fetch {info.length + steps.fetch_bytes} of {artifact.length} bytes"
+    return index, steps, info.length
+
+
+def _reader(disk: str, part: Partition) -> Callable[[int, int], bytes]:
+    def read(offset: int, length: int) -> bytes:
+        fd = os.open(disk, os.O_RDONLY)
+        try:
+            return pread_exactly(fd, length, part.offset + offset)
+        finally:
+            os.close(fd)
+
+    return read
+
+
+def _blob_ranges(repo: Repo, artifact: ReleaseArtifact) -> Callable[[int, int], bytes]:
+    url = repo.blob_url(blob_path(artifact.target_path), artifact.installed_sha256)
+
+    def fetch(start: int, end: int) -> bytes:
+        data = repo.fetcher.range(url, start, end)
+        if data is None:
+            raise Refused("the server answers range requests with the whole blob")
+        return data
+
+    return fetch
+
+
+def _op_bytes(index: BlockIndex, op: Op, local: Callable[[int, int], bytes],
+              fetch: Callable[[int, int], bytes]) -> bytes:
+    start, end = op.block * BLOCK, min(op.end * BLOCK, index.size)
+    if op.source is Source.ZERO:
+        return bytes(end - start)
+    if op.source is Source.COPY:
+        data = local(op.from_block * BLOCK, end - start)
+    else:
+        data = fetch(start, end)
+    for at in range(op.count):
+        block = op.block + at
+        piece = data[at * BLOCK:(at + 1) * BLOCK]
+        if hashlib.sha256(piece).digest() != index.digest(block):
+            where = "the booted slot" if op.source is Source.COPY else "the server"
+            raise Refused(f"block {block} from {where} does not match the signed block index")
+    return data
+
+
+def assemble(disk: str, part: Partition, artifact: ReleaseArtifact, index: BlockIndex, steps: Plan,
+             local: Callable[[int, int], bytes], fetch: Callable[[int, int], bytes], progress: Progress,
+             save: Callable[[Progress], None], tick: Callable[[int], None]) -> None:
+    """Carry out ``steps`` from the checkpoint ``progress`` on; each operation's bytes are checked
+    against ``index`` before any of them is written. Progress: (blob bytes fetched, installed)."""
+    if artifact.installed_size > part.size:
+        raise WriteError(f"{artifact.target_path}: {artifact.installed_size} bytes do not fit the "
+                         f"{part.size}-byte partition {part.label!r}")
+    fd = os.open(disk, os.O_RDWR)
+    try:
+        sink = Sink(fd, part, artifact, progress.installed_offset)
+        fetched, saved_at = progress.wire_offset, progress.installed_offset
+        for op in steps.remaining(progress.installed_offset):
+            data = _op_bytes(index, op, local, fetch)
+            if op.source is Source.FETCH:
+                fetched += len(data)
+            sink.write(data)
+            tick(sink.installed)
+            if sink.installed - saved_at >= CHECKPOINT_BYTES or sink.installed == index.size:
+                os.fsync(fd)
+                save(Progress(fetched, sink.installed, True))
+                saved_at = sink.installed
+                durable(f"checkpoint delta {artifact.role.value} {sink.installed}")
+    finally:
+        os.close(fd)
+
+
+def transfer(state_dir: Path, release: Release, progress: dict[str, Progress]) -> Transfer:
+    """What this update cost on the wire (the reports' transfer field): the UKI and each slot
+    artifact, by the path it took."""
+    fetched = full = 0
+    path = FULL
+    for role, artifact in release.artifacts.items():
+        full += artifact.length
+        decision = saved_decision(state_dir, role, release.version)
+        if decision is not None and decision.path == DELTA:
+            path = DELTA
+            fetched += decision.index_length + progress.get(role.value, Progress()).wire_offset
+        else:
+            fetched += artifact.length
+    return Transfer(path, fetched, full)
