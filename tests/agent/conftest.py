@@ -458,3 +458,25 @@ def host_of(tmp_path: Path, base_disk: Path, releases: dict[str, BuiltRelease], 
         return make_host(tmp_path, base_disk, releases, url, repo_dir / "metadata/root.json")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def similar(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuiltRelease]:
+    """1.0 and 1.1 with the same 6 MiB file (1.1 differs in its os-release), and 1.2 unlike both."""
+    out = tmp_path_factory.mktemp("similar")
+    shared = os.urandom(6 << 20)
+    return {
+        "1.0": build_release(out, "1.0", blob=shared),
+        "1.1": build_release(out, "1.1", blob=shared),
+        "1.2": build_release(out, "1.2", blob=os.urandom(6 << 20)),
+    }
+
+
+@pytest.fixture
+def delta_host(tmp_path: Path, similar: dict[str, BuiltRelease], server: Server, keys_dir: Path) -> Host:
+    repo = server.root / "repo"
+    for version in ("1.0", "1.1"):
+        publish(repo, keys_dir, similar[version])
+    disk = tmp_path / "base.raw"
+    make_disk(disk, similar["1.0"])
+    return make_host(tmp_path, disk, similar, f"{server.url}/repo", repo / "metadata/root.json")

@@ -15,7 +15,7 @@ from updater.agent import deltaplan
 from updater.agent.delta import Refused, assemble
 from updater.agent.deltaplan import MAX_RUN, Op, Source, delta_worth_it, plan
 from updater.agent.machine import Progress
-from updater.blockindex import BLOCK, BadIndex, BlockIndex, digest_blocks, index_path, blob_path
+from updater.blockindex import BLOCK, BadIndex, BlockIndex, blob_path, digest_blocks, index_path
 from updater.gpt import Partition
 from updater.release import ArtifactRole, ReleaseArtifact
 
