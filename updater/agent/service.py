@@ -9,11 +9,12 @@ from typing import Any
 
 from cli.errors import UserError
 from updater.agent.agent import Agent
+from updater.agent.boundaries import Fleet, ServerFleet, Standalone
 from updater.agent.entries import boot_order
 from updater.agent.host import HostPaths
 from updater.agent.journal import log, notify
-from updater.agent.ports import Fleet, ServerFleet, Standalone
 from updater.agent.settings import credentials_dir_from_env, load_settings
+from updater.agent.updatestate import Idle
 from updater.provision.apply import read_status as read_provision_status
 
 # The watchdog (WatchdogSec= in the unit) is fed at least this often while waiting.
@@ -23,7 +24,7 @@ WATCHDOG_PING_S = 10.0
 def make_agent(host_root: Path) -> Agent:
     paths = HostPaths.under(host_root)
     settings = load_settings(paths.config, credentials_dir_from_env())
-    agent = Agent(settings, paths, Standalone())
+    agent = Agent(settings, paths, Standalone.from_settings(settings))
     if settings.server_url:
         fleet: Fleet = ServerFleet.from_settings(settings, agent.node_id())
         agent.fleet = fleet
@@ -110,8 +111,8 @@ def status(agent: Agent) -> dict[str, Any]:
                   for name, s in facts.slots.items()},
         "entries": [{"file": e.filename, "version": e.version, "tries_left": e.tries_left,
                      "tries_done": e.tries_done} for e in entries],
-        "state": state.state.value,
-        "target": None if state.target is None else vars(state.target),
+        "state": state.phase.name.value,
+        "target": None if isinstance(state.phase, Idle) else vars(state.phase.target),
         "bad_versions": list(state.bad_versions),
         "unexplained_versions": list(state.unexplained_versions),
         "report_seq": state.seq,

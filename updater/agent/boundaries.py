@@ -1,8 +1,9 @@
-"""What the agent needs from a fleet, as one small interface, and its two forms.
+"""The agent's boundary to whoever paces its updates: one small interface, two strategies.
 
 ``Standalone`` is a host with no fleet server: it takes the newest release,
-locks are always free and reports go only to the journal. ``ServerFleet``
-speaks to `berth serve` through updater.client.FleetClient.
+reboots in its own maintenance window (if set), locks are always free and
+reports go only to the journal. ``ServerFleet`` speaks to `berth serve`
+through updater.client.FleetClient, which paces reboots itself.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from updater.agent.journal import log
+from updater.agent.policy import Window
 from updater.agent.settings import AgentSettings
 from updater.atomic import atomic_write
 from updater.wire import Report
@@ -37,9 +39,22 @@ class Fleet(Protocol):
     def report(self, report: Report) -> None: ...
     def take_reboot_lock(self) -> bool: ...
     def release_reboot_lock(self) -> bool: ...
+    def reboot_window(self) -> Window | None: ...
 
 
 class Standalone:
+    def __init__(self, window: Window | None = None) -> None:
+        self.window = window
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings) -> Standalone:
+        text = settings.maintenance_window
+        return cls(Window.parse(text) if text else None)
+
+    def reboot_window(self) -> Window | None:
+        """The daily window a staged update reboots in: nobody else paces this host."""
+        return self.window
+
     def offer(self, current: str, bad: tuple[str, ...], image_id: str) -> Offer:
         return Offer(True, None, "standalone: newest signed release")
 
@@ -134,6 +149,10 @@ class ServerFleet:
             log("info", f"reboot lock {'not granted' if take else 'not released'}: {error}")
             return False
         return True
+
+    def reboot_window(self) -> Window | None:
+        """None: the server's rollout holds this host to its windows (offers and locks)."""
+        return None
 
     def take_reboot_lock(self) -> bool:
         return self._lock(True)
