@@ -126,35 +126,35 @@ def test_a_whole_update_and_its_fallback_carry_their_data_along() -> None:
 
 OLD_FILES: dict[str, tuple[str, u.AgentState]] = {
     "idle-after-an-update": (
-        '{"state": "idle", "seq": 9, "bad_versions": ["0.9"], "unexplained_versions": ["1.0.5"], '
+        ('{"state": "idle", "seq": 9, "bad_versions": ["0.9"], "unexplained_versions": ["1.0.5"], '
         '"target": null, "progress": {}, "lock_held": true, "unblessed_since": null, '
-        '"staged_at": 1700000000.5, "fallbacks": 1}',
+        '"staged_at": 1700000000.5, "fallbacks": 1}'),
         u.AgentState(u.Idle(), 9, ("0.9",), ("1.0.5",), lock_held=True),
     ),
     "writing-cut-short": (
-        '{"state": "writing", "seq": 1, "bad_versions": [], "unexplained_versions": [], '
+        ('{"state": "writing", "seq": 1, "bad_versions": [], "unexplained_versions": [], '
         f'"target": {json.dumps(TARGET_JSON)}, "progress": {{"root": {{"wire_offset": 8388608, '
         '"installed_offset": 16777216, "resumed": false}}, "lock_held": false, '
-        '"unblessed_since": null, "staged_at": null, "fallbacks": 0}',
+        '"unblessed_since": null, "staged_at": null, "fallbacks": 0}'),
         u.AgentState(u.Writing(TARGET, {"root": u.Progress(8388608, 16777216)}), 1),
     ),
     "written": (
-        '{"state": "written", "seq": 1, "bad_versions": [], "unexplained_versions": [], '
+        ('{"state": "written", "seq": 1, "bad_versions": [], "unexplained_versions": [], '
         f'"target": {json.dumps(TARGET_JSON)}, "progress": {{"root": {{"wire_offset": 5, '
         '"installed_offset": 6, "resumed": true}}, "lock_held": false, "unblessed_since": null, '
-        '"staged_at": null, "fallbacks": 0}',
+        '"staged_at": null, "fallbacks": 0}'),
         u.AgentState(u.Written(TARGET), 1),
     ),
     "staged-again-after-a-fallback": (
-        '{"state": "staged", "seq": 5, "bad_versions": [], "unexplained_versions": [], '
+        ('{"state": "staged", "seq": 5, "bad_versions": [], "unexplained_versions": [], '
         f'"target": {json.dumps(TARGET_JSON)}, "progress": {{}}, "lock_held": true, '
-        '"unblessed_since": null, "staged_at": 1700000100.25, "fallbacks": 1}',
+        '"unblessed_since": null, "staged_at": 1700000100.25, "fallbacks": 1}'),
         u.AgentState(u.Staged(TARGET, 1700000100.25, 1), 5, lock_held=True),
     ),
     "rebooting-unblessed": (
-        '{"state": "rebooting", "seq": 3, "bad_versions": [], "unexplained_versions": [], '
+        ('{"state": "rebooting", "seq": 3, "bad_versions": [], "unexplained_versions": [], '
         f'"target": {json.dumps(TARGET_JSON)}, "progress": {{}}, "lock_held": true, '
-        '"unblessed_since": 1700000200.0, "staged_at": 1700000100.25, "fallbacks": 0}',
+        '"unblessed_since": 1700000200.0, "staged_at": 1700000100.25, "fallbacks": 0}'),
         u.AgentState(u.Rebooting(TARGET, 1700000100.25, 0, 1700000200.0), 3, lock_held=True),
     ),
 }

@@ -19,15 +19,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cli.errors import UserError
 from updater.agent import updatestate as u
-from updater.agent.boundaries import Fleet
+from updater.agent.boundaries import Fleet, SignedRepository
 from updater.agent.entries import entries_for
 from updater.agent.esp import Esp, EspError
 from updater.agent.evidence import failed_checks, forget_trial_failures, panics_since
-from updater.agent.host import Booted, HostPaths, booted, disk_of_partition, find_esp, machine_id
+from updater.agent.host import Booted, HostPaths, booted, disk_of_partition, find_esp
 from updater.agent.journal import log, notify
 from updater.agent.policy import (
     AfterReboot,
@@ -45,7 +44,7 @@ from updater.agent.policy import (
 )
 from updater.agent.settings import AgentSettings, credentials, credentials_dir_from_env
 from updater.agent.slots import Slot, find_slots, slot_of_roothash
-from updater.agent.statefile import StateStore, atomic_write
+from updater.agent.statefile import StateStore
 from updater.agent.writer import StreamEnded, WriteError, read_back, write_artifact
 from updater.contract import EMPTY_LABEL, BootEntry, slot_labels, uki_filename, uuids_from_roothash
 from updater.gpt import Partition, read_partitions, relabel
@@ -55,9 +54,6 @@ from updater.wire import Report, ReportEvent, RollbackCause, Version
 # A step runs at most this many ticks: the longest path (idle, writing, written,
 # staged, then a booted-already rebooting) takes five.
 MAX_TICKS = 8
-
-if TYPE_CHECKING:
-    from updater.agent.fetch import TufRepository
 
 # Failures after which a later step may simply try again (the state is kept).
 def retryable_errors() -> tuple[type[Exception], ...]:
@@ -101,13 +97,17 @@ class Agent:
         self,
         settings: AgentSettings,
         paths: HostPaths,
+        node_id: str,
         fleet: Fleet,
         clock: Callable[[], float] = time.time,
+        open_repository: Callable[[], SignedRepository] | None = None,
     ) -> None:
-        self.settings, self.paths, self.fleet, self.clock = settings, paths, fleet, clock
+        self.settings, self.paths, self.node_id, self.fleet, self.clock = settings, paths, node_id, fleet, clock
         self.state_dir = Path(settings.state_dir)
         self.store = StateStore(self.state_dir)
-        self._signed: tuple[TufRepository, list[Release]] | None = None
+        # The TUF repository of the settings; a test's shell runs on one in memory.
+        self.open_repository = open_repository or self._tuf_repository
+        self._signed: tuple[SignedRepository, list[Release]] | None = None
 
     # ---- facts -------------------------------------------------------------------------
 
@@ -118,33 +118,24 @@ class Agent:
         esp = Esp(Path(self.settings.esp) if self.settings.esp else find_esp())
         return Facts(now_booted, disk, slots, slot_of_roothash(slots, now_booted.roothash), esp)
 
-    def node_id(self) -> str:
-        if self.settings.node_id:
-            return self.settings.node_id
-        path = self.state_dir / "node-id"
-        if path.exists():
-            return path.read_text().strip()
-        value = machine_id(self.paths)
-        atomic_write(path, value.encode())
-        return value
-
     def trusted_root(self) -> bytes:
         creds = credentials(credentials_dir_from_env())
         if "tuf_root" in creds:
             return creds["tuf_root"].encode()
         return Path(self.settings.trusted_root).read_bytes()
 
-    def signed_releases(self) -> tuple[TufRepository, list[Release]]:
+    def _tuf_repository(self) -> SignedRepository:
+        url = self.settings.effective_repo_url
+        if not url:
+            raise UserError("no repository: set repo_url or server_url")
+        from updater.agent.fetch import TufRepository
+
+        return TufRepository(self.state_dir / "tuf", url, self.trusted_root(), self.settings.tls_verify)
+
+    def signed_releases(self) -> tuple[SignedRepository, list[Release]]:
         """The repository refreshed once per step (ngclient verifies each refresh afresh)."""
         if self._signed is None:
-            url = self.settings.effective_repo_url
-            if not url:
-                raise UserError("no repository: set repo_url or server_url")
-            from updater.agent.fetch import TufRepository
-
-            repo = TufRepository(
-                self.state_dir / "tuf", url, self.trusted_root(), self.settings.tls_verify
-            )
+            repo = self.open_repository()
             self._signed = (repo, repo.refresh())
         return self._signed
 
@@ -191,7 +182,7 @@ class Agent:
     def _report(self, state: u.AgentState, event: ReportEvent, target: u.Target, detail: str = "",
                 cause: RollbackCause | None = None) -> u.AgentState:
         state = self.store.save(u.next_seq(state))
-        report = Report(self.node_id(), self.settings.group, state.seq, event,
+        report = Report(self.node_id, self.settings.group, state.seq, event,
                         target.version, target.from_version, detail, cause=cause)
         log("info", f"{event.value} {target.version}" + (f": {detail}" if detail else ""),
             event=event.value, version=target.version, from_version=target.from_version, seq=state.seq,
@@ -246,7 +237,7 @@ class Agent:
             slot.verity.index: (str(uuid.uuid4()), EMPTY_LABEL),
         })
 
-    def _installable(self, state: u.AgentState, target: u.Target, facts: Facts) -> tuple[TufRepository, Release] | Tick:
+    def _installable(self, state: u.AgentState, target: u.Target, facts: Facts) -> tuple[SignedRepository, Release] | Tick:
         """The signed release to write or stage into the target's slot, or the Tick giving it up."""
         refusal = may_write_slot(target.slot, facts.booted_slot.name,
                                  boot_blessed(facts.esp.entries(), facts.booted.version))
@@ -284,14 +275,14 @@ class Agent:
         state = self.store.save(u.mark_staged(state, self.clock()))
         return Tick(self._report(state, ReportEvent.STAGED, target))
 
-    def _signed_target(self, target: u.Target) -> tuple[TufRepository, Release] | None:
+    def _signed_target(self, target: u.Target) -> tuple[SignedRepository, Release] | None:
         """The repository and the signed release ``target`` names, unless it was withdrawn."""
         repo, releases = self.signed_releases()
         match = [r for r in releases if r.image_id == target.image_id and r.version == target.version]
         return (repo, match[0]) if match and not match[0].withdrawn else None
 
     def _write_slot(
-        self, state: u.AgentState, resumed: Mapping[str, u.Progress], facts: Facts, repo: TufRepository,
+        self, state: u.AgentState, resumed: Mapping[str, u.Progress], facts: Facts, repo: SignedRepository,
         release: Release, slot: Slot,
     ) -> u.AgentState:
         """Write and read back both slot images, from where a cut step left them (``resumed``)."""
@@ -316,7 +307,7 @@ class Agent:
         return self.store.save(u.mark_written(state))
 
     def _write_artifact(
-        self, state: u.AgentState, progress: u.Progress, facts: Facts, repo: TufRepository,
+        self, state: u.AgentState, progress: u.Progress, facts: Facts, repo: SignedRepository,
         release: Release, role: ArtifactRole, part: Partition, span: tuple[int, int],
     ) -> u.AgentState:
         artifact = release.artifacts[role]
@@ -338,7 +329,7 @@ class Agent:
                        progress, save, tick)
         return holder[0]
 
-    def _stage(self, facts: Facts, repo: TufRepository, release: Release, slot: Slot) -> None:
+    def _stage(self, facts: Facts, repo: SignedRepository, release: Release, slot: Slot) -> None:
         """Label the written slot for the initrd, then install its UKI with boot counting."""
         root_uuid, verity_uuid = uuids_from_roothash(release.roothash)
         root_label, verity_label = slot_labels(release.image_id, release.version)

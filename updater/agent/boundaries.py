@@ -1,21 +1,25 @@
-"""The agent's boundary to whoever paces its updates: one small interface, two strategies.
+"""The agent's boundaries that are not the host's own files: who paces its updates
+(one small interface, two strategies) and the signed repository it installs from.
 
 ``Standalone`` is a host with no fleet server: it takes the newest release,
 reboots in its own maintenance window (if set), locks are always free and
 reports go only to the journal. ``ServerFleet`` speaks to `berth serve`
 through updater.client.FleetClient, which paces reboots itself.
+``SignedRepository`` is what the agent asks of updater.agent.fetch.TufRepository.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from updater.agent.journal import log
 from updater.agent.policy import Window
 from updater.agent.settings import AgentSettings
 from updater.atomic import atomic_write
+from updater.release import Release
 from updater.wire import Report
 
 if TYPE_CHECKING:
@@ -40,6 +44,24 @@ class Fleet(Protocol):
     def take_reboot_lock(self) -> bool: ...
     def release_reboot_lock(self) -> bool: ...
     def reboot_window(self) -> Window | None: ...
+
+
+class SignedTarget(Protocol):
+    """A target's signed length and hashes (tuf's TargetFile)."""
+
+    @property
+    def length(self) -> int: ...
+    @property
+    def hashes(self) -> dict[str, str]: ...
+
+
+class SignedRepository(Protocol):
+    """The verified repository, refreshed once per step."""
+
+    def refresh(self) -> list[Release]: ...
+    def target(self, path: str) -> SignedTarget: ...
+    # ``info`` is what target() returned: each repository streams its own kind.
+    def stream(self, info: Any, offset: int) -> Iterator[bytes]: ...
 
 
 class Standalone:

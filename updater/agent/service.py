@@ -11,9 +11,10 @@ from cli.errors import UserError
 from updater.agent.agent import Agent
 from updater.agent.boundaries import Fleet, ServerFleet, Standalone
 from updater.agent.entries import boot_order
-from updater.agent.host import HostPaths
+from updater.agent.host import HostPaths, machine_id
 from updater.agent.journal import log, notify
-from updater.agent.settings import credentials_dir_from_env, load_settings
+from updater.agent.settings import AgentSettings, credentials_dir_from_env, load_settings
+from updater.agent.statefile import atomic_write
 from updater.agent.updatestate import Idle
 from updater.provision.apply import read_status as read_provision_status
 
@@ -21,14 +22,25 @@ from updater.provision.apply import read_status as read_provision_status
 WATCHDOG_PING_S = 10.0
 
 
+def node_id(settings: AgentSettings, paths: HostPaths) -> str:
+    """The host's name to the fleet: the setting, else the machine ID, kept in the state
+    directory the first time (so a host keeps its name if its machine ID changes)."""
+    if settings.node_id:
+        return settings.node_id
+    path = Path(settings.state_dir) / "node-id"
+    if path.exists():
+        return path.read_text().strip()
+    value = machine_id(paths)
+    atomic_write(path, value.encode())
+    return value
+
+
 def make_agent(host_root: Path) -> Agent:
     paths = HostPaths.under(host_root)
     settings = load_settings(paths.config, credentials_dir_from_env())
-    agent = Agent(settings, paths, Standalone.from_settings(settings))
-    if settings.server_url:
-        fleet: Fleet = ServerFleet.from_settings(settings, agent.node_id())
-        agent.fleet = fleet
-    return agent
+    name = node_id(settings, paths)
+    fleet: Fleet = ServerFleet.from_settings(settings, name) if settings.server_url else Standalone.from_settings(settings)
+    return Agent(settings, paths, name, fleet)
 
 
 def run(agent: Agent, once: bool) -> int:
@@ -37,7 +49,7 @@ def run(agent: Agent, once: bool) -> int:
     # only the unit's state and no second Python process on the boot's path.
     report = status(agent)
     notify(READY="1", STATUS=f"{report['state']} on slot {report['booted']['slot']}")
-    log("info", f"agent started (node {agent.node_id()}, group {agent.settings.group})")
+    log("info", f"agent started (node {agent.node_id}, group {agent.settings.group})")
     if once:
         step(agent)
         return 0
