@@ -73,8 +73,9 @@ class Written:
 
 
 @dataclass(frozen=True)
-class Staged:
-    name: ClassVar[State] = State.STAGED
+class _Trial:
+    """What staging starts and every reboot into the target carries on."""
+
     target: Target
     # When the target was staged: a panic recorded after it is a boot of the target's.
     staged_at: float
@@ -83,11 +84,13 @@ class Staged:
 
 
 @dataclass(frozen=True)
-class Rebooting:
+class Staged(_Trial):
+    name: ClassVar[State] = State.STAGED
+
+
+@dataclass(frozen=True)
+class Rebooting(_Trial):
     name: ClassVar[State] = State.REBOOTING
-    target: Target
-    staged_at: float
-    fallbacks: int = 0
     # When the agent first saw the new version booted but not yet blessed.
     unblessed_since: float | None = None
 
