@@ -14,7 +14,7 @@ import zstandard
 from updater.agent import deltaplan
 from updater.agent.delta import Refused, assemble
 from updater.agent.deltaplan import MAX_RUN, Op, Source, delta_worth_it, plan
-from updater.agent.machine import Progress
+from updater.agent.updatestate import Progress
 from updater.blockindex import BLOCK, BadIndex, BlockIndex, blob_path, digest_blocks, index_path
 from updater.gpt import Partition
 from updater.release import ArtifactRole, ReleaseArtifact

@@ -20,16 +20,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
 
+from updater.agent.boundaries import SignedRepository
 from updater.agent.deltaplan import Op, Plan, Source, delta_worth_it, plan
 from updater.agent.host import Booted
 from updater.agent.journal import log
-from updater.agent.machine import Progress
 from updater.agent.statefile import atomic_write
+from updater.agent.updatestate import Progress
 from updater.agent.writer import Sink, WriteError, write_artifact
 from updater.blockindex import (
     BLOCK,
@@ -45,28 +45,9 @@ from updater.gpt import Partition
 from updater.release import ArtifactRole, Release, ReleaseArtifact
 from updater.wire import Transfer
 
-if TYPE_CHECKING:
-    from tuf.api.metadata import TargetFile
-
 FULL, DELTA = "full", "delta"
 # Bytes written between progress checkpoints on the delta path.
 CHECKPOINT_BYTES = 4 << 20
-
-
-class Repo(Protocol):
-    """What the delta path needs of updater.agent.fetch.TufRepository."""
-
-    def target(self, path: str) -> TargetFile: ...
-    def optional_target(self, path: str) -> TargetFile | None: ...
-    def read_target(self, info: TargetFile) -> bytes: ...
-    def stream(self, info: TargetFile, offset: int) -> Iterator[bytes]: ...
-    def blob_url(self, path: str, sha256: str) -> str: ...
-    @property
-    def fetcher(self) -> _Ranges: ...
-
-
-class _Ranges(Protocol):
-    def range(self, url: str, start: int, end: int) -> bytes | None: ...
 
 
 class Refused(Exception):
@@ -87,6 +68,7 @@ class Decision:
     path: str  # FULL or DELTA
     index_length: int  # wire bytes of the index (DELTA)
     why: str
+    fetched: int | None = None  # wire bytes it took, once the artifact is written
 
     def to_json(self) -> bytes:
         return json.dumps(vars(self)).encode()
@@ -106,7 +88,7 @@ def saved_decision(state_dir: Path, role: ArtifactRole, version: str) -> Decisio
 
 
 def write_slot_artifact(
-    disk: str, part: Partition, release: Release, role: ArtifactRole, repo: Repo, booted: BootedSlot,
+    disk: str, part: Partition, release: Release, role: ArtifactRole, repo: SignedRepository, booted: BootedSlot,
     progress: Progress, save: Callable[[Progress], None], tick: Callable[[int], None], state_dir: Path,
 ) -> None:
     """Write ``release``'s ``role`` artifact into ``part``: by delta from ``booted`` when the
@@ -117,28 +99,31 @@ def write_slot_artifact(
     if started and (decision is None or decision.path == FULL):
         return _full(disk, part, artifact, repo, progress, save, tick)  # resume the full download
     if started and progress.installed_offset >= artifact.installed_size:
-        return None
+        assert decision is not None
+        return _finish(state_dir, role, decision, progress)
     prepared = _prepare(disk, artifact, repo, booted, tick)
     if isinstance(prepared, str):
         if started:
             log("warning", f"{artifact.target_path}: delta cannot resume ({prepared}); downloading it whole")
             progress = Progress()
             save(progress)
-        _decide(state_dir, role, Decision(release.version, FULL, 0, prepared))
+        _decide(state_dir, role, Decision(release.version, FULL, 0, prepared, artifact.length))
         return _full(disk, part, artifact, repo, progress, save, tick)
     index, steps, index_length = prepared
-    if not started:
-        _decide(state_dir, role, Decision(release.version, DELTA, index_length,
-                                          f"fetching {steps.fetch_bytes} of {index.size} bytes"))
+    if decision is None or not started:
+        decision = Decision(release.version, DELTA, index_length,
+                            f"fetching {steps.fetch_bytes} of {index.size} bytes")
+        _decide(state_dir, role, decision)
     try:
-        assemble(disk, part, artifact, index, steps, _reader(disk, booted.part),
-                 _blob_ranges(repo, artifact), progress, save, tick)
+        done = assemble(disk, part, artifact, index, steps, _reader(disk, booted.part),
+                        _blob_ranges(repo, artifact), progress, save, tick)
+        _finish(state_dir, role, decision, done)
     except Refused as error:
         log("warning", f"{artifact.target_path}: {error}; downloading it whole")
         # Progress first: a full download must never resume from a delta's checkpoint.
         progress = Progress()
         save(progress)
-        _decide(state_dir, role, Decision(release.version, FULL, 0, str(error)))
+        _decide(state_dir, role, Decision(release.version, FULL, 0, str(error), artifact.length))
         _full(disk, part, artifact, repo, progress, save, tick)
     return None
 
@@ -152,12 +137,19 @@ def booted_artifact(releases: list[Release], booted: Booted, role: ArtifactRole)
     return None
 
 
+def _finish(state_dir: Path, role: ArtifactRole, decision: Decision, done: Progress) -> None:
+    """Record what the delta fetched (index and ranges) for the staged report."""
+    fetched = decision.index_length + done.wire_offset
+    if decision.fetched != fetched:
+        atomic_write(_decision_file(state_dir, role), replace(decision, fetched=fetched).to_json())
+
+
 def _decide(state_dir: Path, role: ArtifactRole, decision: Decision) -> None:
     log("info", f"{role.value}: {decision.path} path ({decision.why})", role=role.value, path=decision.path)
     atomic_write(_decision_file(state_dir, role), decision.to_json())
 
 
-def _full(disk: str, part: Partition, artifact: ReleaseArtifact, repo: Repo, progress: Progress,
+def _full(disk: str, part: Partition, artifact: ReleaseArtifact, repo: SignedRepository, progress: Progress,
           save: Callable[[Progress], None], tick: Callable[[int], None]) -> None:
     info = repo.target(artifact.target_path)
     if info.length != artifact.length or info.hashes.get("sha256") != artifact.sha256:
@@ -165,7 +157,7 @@ def _full(disk: str, part: Partition, artifact: ReleaseArtifact, repo: Repo, pro
     write_artifact(disk, part, artifact, lambda offset: repo.stream(info, offset), progress, save, tick)
 
 
-def _prepare(disk: str, artifact: ReleaseArtifact, repo: Repo, booted: BootedSlot,
+def _prepare(disk: str, artifact: ReleaseArtifact, repo: SignedRepository, booted: BootedSlot,
              tick: Callable[[int], None]) -> tuple[BlockIndex, Plan, int] | str:
     """The index, the plan and the index's wire length; or why the full path it is."""
     from tuf.api.exceptions import DownloadHTTPError, LengthOrHashMismatchError
@@ -209,11 +201,11 @@ def _reader(disk: str, part: Partition) -> Callable[[int, int], bytes]:
     return read
 
 
-def _blob_ranges(repo: Repo, artifact: ReleaseArtifact) -> Callable[[int, int], bytes]:
-    url = repo.blob_url(blob_path(artifact.target_path), artifact.installed_sha256)
+def _blob_ranges(repo: SignedRepository, artifact: ReleaseArtifact) -> Callable[[int, int], bytes]:
+    blob = blob_path(artifact.target_path)
 
     def fetch(start: int, end: int) -> bytes:
-        data = repo.fetcher.range(url, start, end)
+        data = repo.read_range(blob, artifact.installed_sha256, start, end)
         if data is None:
             raise Refused("the server answers range requests with the whole blob")
         return data
@@ -241,9 +233,10 @@ def _op_bytes(index: BlockIndex, op: Op, local: Callable[[int, int], bytes],
 
 def assemble(disk: str, part: Partition, artifact: ReleaseArtifact, index: BlockIndex, steps: Plan,
              local: Callable[[int, int], bytes], fetch: Callable[[int, int], bytes], progress: Progress,
-             save: Callable[[Progress], None], tick: Callable[[int], None]) -> None:
+             save: Callable[[Progress], None], tick: Callable[[int], None]) -> Progress:
     """Carry out ``steps`` from the checkpoint ``progress`` on; each operation's bytes are checked
-    against ``index`` before any of them is written. Progress: (blob bytes fetched, installed)."""
+    against ``index`` before any of them is written. Progress: (blob bytes fetched, installed);
+    the last one is returned."""
     if artifact.installed_size > part.size:
         raise WriteError(f"{artifact.target_path}: {artifact.installed_size} bytes do not fit the "
                          f"{part.size}-byte partition {part.label!r}")
@@ -264,11 +257,12 @@ def assemble(disk: str, part: Partition, artifact: ReleaseArtifact, index: Block
                 durable(f"checkpoint delta {artifact.role.value} {sink.installed}")
     finally:
         os.close(fd)
+    return Progress(fetched, sink.installed, True)
 
 
-def transfer(state_dir: Path, release: Release, progress: dict[str, Progress]) -> Transfer:
-    """What this update cost on the wire (the reports' transfer field): the UKI and each slot
-    artifact, by the path it took."""
+def transfer(state_dir: Path, release: Release) -> Transfer:
+    """What this update cost on the wire (the staged report's transfer field): the UKI whole
+    and each slot artifact by the path it took."""
     fetched = full = 0
     path = FULL
     for role, artifact in release.artifacts.items():
@@ -276,7 +270,5 @@ def transfer(state_dir: Path, release: Release, progress: dict[str, Progress]) -
         decision = saved_decision(state_dir, role, release.version)
         if decision is not None and decision.path == DELTA:
             path = DELTA
-            fetched += decision.index_length + progress.get(role.value, Progress()).wire_offset
-        else:
-            fetched += artifact.length
+        fetched += artifact.length if decision is None or decision.fetched is None else decision.fetched
     return Transfer(path, fetched, full)

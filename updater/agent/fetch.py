@@ -128,9 +128,10 @@ class TufRepository:
         info.verify_length_and_hashes(bytes(data))  # raises LengthOrHashMismatchError
         return bytes(data)
 
-    def blob_url(self, path: str, sha256: str) -> str:
-        """A blob kept beside the targets under its consistent-snapshot name (its sha256)."""
-        return f"{self.targets_url}{stored_target_path(path, sha256)}"
+    def read_range(self, path: str, sha256: str, start: int, end: int) -> bytes | None:
+        """Bytes ``start`` to ``end`` of a blob kept beside the targets under its consistent-snapshot
+        name (its sha256); None when the server ignores range requests."""
+        return self.fetcher.range(f"{self.targets_url}{stored_target_path(path, sha256)}", start, end)
 
     def url(self, info: TargetFile) -> str:
         root = json.loads((self.metadata_dir / "root.json").read_bytes())["signed"]
