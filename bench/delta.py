@@ -70,9 +70,10 @@ def _read(path: Path, offset: int, length: int) -> bytes:
 def measure(old_dir: Path, new_dir: Path, work: Path) -> dict[str, object]:
     keys = work / "keys"
     init_keys(keys, {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 1})
+    # Two repositories: the builds may carry the same version (two builds of one commit).
+    old = Repository(work / "old-repo", keys).publish(old_dir, None)
     repository = Repository(work / "repo", keys)
-    old: Release = repository.publish(old_dir, None)
-    new: Release = repository.publish(new_dir, None)
+    new = repository.publish(new_dir, None)
     targets = repository.load("targets").signed.targets
     rows: dict[str, dict[str, int]] = {}
     for role, artifact in new.artifacts.items():

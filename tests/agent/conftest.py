@@ -61,13 +61,15 @@ class BuiltRelease:
 
 
 def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: int = SLOT_MIB,
-                  whole_slot: bool = False, blob: bytes | None = None) -> BuiltRelease:
+                  whole_slot: bool = False, blob: bytes | None = None,
+                  uki_tail: bytes | None = None) -> BuiltRelease:
     """A small real release: erofs root, real dm-verity tree, a stand-in UKI, manifest.json.
 
     ``whole_slot``: as `berth build` makes them, the root image is the whole slot (the
     erofs, then zeros), hashed in 512-byte blocks like systemd-repart 254, and the verity
     image is the whole verity slot. ``blob``: the contents of its big file (default: random,
-    so that no two releases share it)."""
+    so that no two releases share it); ``uki_tail`` the same for the stand-in UKI's bytes after
+    its command line."""
     directory = out / contract.artifact_name("berth", version)
     src = out / f"src-{version}"
     (src / "usr/lib").mkdir(parents=True)
@@ -87,7 +89,8 @@ def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: 
         os.truncate(directory / contract.VERITY_IMAGE, verity_mib(slot_mib) << 20)
     roothash = re.search(r"Root hash:\s+([0-9a-f]{64})", out_text)[1]  # type: ignore[index]
     # A stand-in for a UKI: what matters to the boot path is its .cmdline (roothash=).
-    uki = b"MZ" + bytes(510) + f".cmdline\0roothash={roothash} console=ttyS0\0".encode() + os.urandom(4096)
+    uki = b"MZ" + bytes(510) + f".cmdline\0roothash={roothash} console=ttyS0\0".encode() + (
+        os.urandom(4096) if uki_tail is None else uki_tail)
     (directory / contract.UKI).write_bytes(uki)
     artifacts = {
         name: contract.Artifact((directory / name).stat().st_size,
@@ -462,12 +465,13 @@ def host_of(tmp_path: Path, base_disk: Path, releases: dict[str, BuiltRelease], 
 
 @pytest.fixture(scope="session")
 def similar(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuiltRelease]:
-    """1.0 and 1.1 with the same 6 MiB file (1.1 differs in its os-release), and 1.2 unlike both."""
+    """1.0 and 1.1 with the same 6 MiB file (1.1 differs in its os-release) and nearly the same
+    UKI (its roothash= differs), and 1.2 unlike both."""
     out = tmp_path_factory.mktemp("similar")
-    shared = os.urandom(6 << 20)
+    shared, tail = os.urandom(6 << 20), os.urandom(256 << 10)
     return {
-        "1.0": build_release(out, "1.0", blob=shared),
-        "1.1": build_release(out, "1.1", blob=shared),
+        "1.0": build_release(out, "1.0", blob=shared, uki_tail=tail),
+        "1.1": build_release(out, "1.1", blob=shared, uki_tail=tail),
         "1.2": build_release(out, "1.2", blob=os.urandom(6 << 20)),
     }
 

@@ -344,8 +344,12 @@ class Agent:
             facts.esp.remove(entry)
         if plan.install:
             info = repo.target(uki.target_path)
+            mine = entries_for(facts.esp.entries(), facts.booted.version)
+            chunks = delta.uki_stream(repo, release, facts.esp.linux / mine[0].filename if mine else None,
+                                      delta.booted_artifact(self.signed_releases()[1], facts.booted, ArtifactRole.UKI),
+                                      self.state_dir)
             facts.esp.install(uki_filename(release.image_id, release.version, self.settings.boot_tries),
-                              repo.stream(info, 0), info.length, info.hashes["sha256"])
+                              chunks, info.length, info.hashes["sha256"])
 
     def _progress(self, what: str, done: int, total: int) -> None:
         notify(STATUS=f"{what}: {100 * done // max(total, 1)}% of {total >> 20} MiB", WATCHDOG="1")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -160,13 +160,30 @@ def _full(disk: str, part: Partition, artifact: ReleaseArtifact, repo: SignedRep
 def _prepare(disk: str, artifact: ReleaseArtifact, repo: SignedRepository, booted: BootedSlot,
              tick: Callable[[int], None]) -> tuple[BlockIndex, Plan, int] | str:
     """The index, the plan and the index's wire length; or why the full path it is."""
+    signed = booted.artifact
+
+    def mine() -> BlockIndex | str:
+        if signed is None:
+            return "the booted release is not in the repository"
+        fd = os.open(disk, os.O_RDONLY)
+        try:
+            hashed = digest_blocks(fd, booted.part.offset, signed.installed_size, tick)
+        finally:
+            os.close(fd)
+        return hashed if hashed.sha256 == signed.installed_sha256 else "the booted slot does not match its signed sha256"
+
+    return _index_and_plan(repo, artifact, mine)
+
+
+def _index_and_plan(repo: SignedRepository, artifact: ReleaseArtifact,
+                    local: Callable[[], BlockIndex | str]) -> tuple[BlockIndex, Plan, int] | str:
+    """The signed index of ``artifact``, the plan from what ``local`` hashed (called only once
+    the index is there: hashing a slot costs a read of it) and the index's wire length; or why not."""
     from tuf.api.exceptions import DownloadHTTPError, LengthOrHashMismatchError
 
     info = repo.optional_target(index_path(artifact.target_path))
     if info is None:
         return "the server offers no block index"
-    if booted.artifact is None:
-        return "the booted release is not in the repository"
     if info.length > artifact.length:
         return "the block index is larger than the full download"
     try:
@@ -177,13 +194,9 @@ def _prepare(disk: str, artifact: ReleaseArtifact, repo: SignedRepository, boote
         if error.status_code not in (404, 410):
             raise  # the server may be back later: retry, as for any download
         return "the server does not serve the signed block index"
-    fd = os.open(disk, os.O_RDONLY)
-    try:
-        mine = digest_blocks(fd, booted.part.offset, booted.artifact.installed_size, tick)
-    finally:
-        os.close(fd)
-    if mine.sha256 != booted.artifact.installed_sha256:
-        return "the booted slot does not match its signed sha256"
+    mine = local()
+    if isinstance(mine, str):
+        return mine
     steps = plan(index, mine)
     if not delta_worth_it(info.length + steps.fetch_bytes, artifact.length):
         return f"a delta would fetch {info.length + steps.fetch_bytes} of {artifact.length} bytes"
@@ -272,3 +285,54 @@ def transfer(state_dir: Path, release: Release) -> Transfer:
             path = DELTA
         fetched += artifact.length if decision is None or decision.fetched is None else decision.fetched
     return Transfer(path, fetched, full)
+
+
+def uki_stream(repo: SignedRepository, release: Release, booted_uki: Path | None,
+               booted: ReleaseArtifact | None, state_dir: Path) -> Iterator[bytes]:
+    """The new UKI's bytes for the ESP: built in memory from the booted UKI (``booted_uki``,
+    checked whole against its signed sha256 first) and ranges of the new one when its index is
+    offered and that pays, else the full target streamed. The ESP install checks the result
+    against the signed sha256 either way; the UKI is not checkpointed (a cut restarts it)."""
+    artifact = release.artifacts[ArtifactRole.UKI]
+    info = repo.target(artifact.target_path)
+    built = _uki_by_delta(repo, artifact, booted_uki, booted)
+    if isinstance(built, str):
+        _decide(state_dir, ArtifactRole.UKI, Decision(release.version, FULL, 0, built, artifact.length))
+        return repo.stream(info, 0)
+    data, index_length, ranges = built
+    _decide(state_dir, ArtifactRole.UKI, Decision(release.version, DELTA, index_length,
+                                                  f"fetched {ranges} bytes of ranges", index_length + ranges))
+    return iter([data])
+
+
+def _uki_by_delta(repo: SignedRepository, artifact: ReleaseArtifact, booted_uki: Path | None,
+                  booted: ReleaseArtifact | None) -> tuple[bytes, int, int] | str:
+    """The new UKI, the index's wire length and the bytes of ranges fetched; or why not."""
+    old = b""
+
+    def mine() -> BlockIndex | str:
+        nonlocal old
+        if booted_uki is None or booted is None:
+            return "no signed booted UKI to start from"
+        try:
+            old = booted_uki.read_bytes()
+        except OSError as error:
+            return f"the booted UKI is unreadable ({error})"
+        if hashlib.sha256(old).hexdigest() != booted.installed_sha256:
+            return "the booted UKI does not match its signed sha256"
+        return BlockIndex(len(old), booted.installed_sha256, _digests(old))
+
+    prepared = _index_and_plan(repo, artifact, mine)
+    if isinstance(prepared, str):
+        return prepared
+    index, steps, index_length = prepared
+    blob = _blob_ranges(repo, artifact)
+    try:
+        pieces = [_op_bytes(index, op, lambda at, n: old[at:at + n], blob) for op in steps.ops]
+    except Refused as error:
+        return str(error)
+    return b"".join(pieces), index_length, steps.fetch_bytes
+
+
+def _digests(data: bytes) -> bytes:
+    return b"".join(hashlib.sha256(data[at:at + BLOCK]).digest() for at in range(0, len(data), BLOCK))

@@ -50,8 +50,9 @@ ROTATING, RETIRED = "rotating", "retired"
 BUILD_FILES = {ArtifactRole.ROOT: contract.ROOT_IMAGE, ArtifactRole.VERITY: contract.VERITY_IMAGE,
                ArtifactRole.UKI: contract.UKI}
 _BLOCK = 4 << 20
-# The slot artifacts a host can build by delta from its booted slot (the UKI goes whole).
-DELTA_ROLES = (ArtifactRole.ROOT, ArtifactRole.VERITY)
+# What a host can build by delta from what it runs: both slot images from its booted slot,
+# the UKI from its booted UKI on the ESP.
+DELTA_ROLES = (ArtifactRole.ROOT, ArtifactRole.VERITY, ArtifactRole.UKI)
 # roothash= words on the UKI's command line (contract.Manifest checks the manifest's own).
 _CMDLINE_ROOTHASH = re.compile(rb"roothash=([0-9A-Za-z]*)")
 
@@ -305,7 +306,8 @@ class Repository:
         if index.sha256 != artifact.installed_sha256:
             raise UserError(f"{source}: changed while it was published")
         blob = blob_path(artifact.target_path)
-        _copy_sparse(source, self.targets_dir / stored_target_path(blob, artifact.installed_sha256))
+        if artifact.compression != "none":  # else the target is its own blob
+            _copy_sparse(source, self.targets_dir / stored_target_path(blob, artifact.installed_sha256))
         path, data = index_path(artifact.target_path), index.encode()
         sha256 = hashlib.sha256(data).hexdigest()
         atomic_write(self.targets_dir / stored_target_path(path, sha256), data)
