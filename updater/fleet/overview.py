@@ -1,0 +1,88 @@
+"""The status document of `GET /admin/status`, as a pure function of what the store read.
+
+The wave a rollout has reached is judged here (from the group's waves and the
+time since it began), not in the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from updater.fleet.policy import wave_share
+from updater.fleet.settings import GroupPolicy
+from updater.release import Release
+
+
+@dataclass(frozen=True)
+class RolloutFigures:
+    version: str
+    started_at: float
+    finished_at: float | None
+    halted_reason: str | None
+
+
+@dataclass(frozen=True)
+class GroupFigures:
+    policy: GroupPolicy
+    hosts_by_state: list[tuple[str, int]]
+    hosts_by_version: list[tuple[str, int]]
+    locks_held: list[str]  # sorted
+    rate_used: int  # updates started in the rate limit's period
+    rollouts: list[RolloutFigures]
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    """An operator's (or the halt's) state of a release, as the store keeps it."""
+
+    image_id: str
+    version: str
+    state: str
+
+
+@dataclass(frozen=True)
+class StatusView:
+    now: float
+    groups: list[GroupFigures]
+    releases: list[ReleaseRow]
+
+
+def wave_percent(figures: RolloutFigures, policy: GroupPolicy, now: float) -> float:
+    """The share of the group the rollout's wave has reached, in percent."""
+    return round(100 * wave_share(policy.waves, now - figures.started_at), 2)
+
+
+def status_document(view: StatusView, catalog: Iterable[Release]) -> dict[str, Any]:
+    return {
+        "now": view.now,
+        "groups": {
+            g.policy.name: {
+                "hosts_by_state": dict(g.hosts_by_state),
+                "hosts_by_version": dict(g.hosts_by_version),
+                "locks_held": g.locks_held,
+                "max_concurrent_reboots": g.policy.max_concurrent_reboots,
+                "rate_used": g.rate_used,
+                "rate_limit": g.policy.rate.max_updates,
+                "rollouts": [
+                    {
+                        "version": r.version,
+                        "started_at": r.started_at,
+                        "finished_at": r.finished_at,
+                        "halted_reason": r.halted_reason,
+                        "wave_percent": wave_percent(r, g.policy, view.now),
+                    }
+                    for r in g.rollouts
+                ],
+            }
+            for g in view.groups
+        },
+        "releases": [
+            {"image_id": r.image_id, "version": r.version, "state": r.state} for r in view.releases
+        ],
+        "catalog": [
+            {"image_id": r.image_id, "version": r.version, "withdrawn": r.withdrawn}
+            for r in catalog
+        ],
+    }
