@@ -30,7 +30,7 @@ def test_status_document_renders_the_figures_and_judges_the_wave() -> None:
         rollouts=[RolloutFigures("1.1.0", 1000.0, None, None), RolloutFigures("1.2.0", 4600.0, None, "x")],
     )
     view = StatusView(4600.0, [figures], [ReleaseRow("berth", "1.2.0", "paused")])
-    document = status_document(view, [synthetic_release("1.1.0")])
+    document = status_document(view, [synthetic_release("1.1.0")]).to_json()
     group = document["groups"]["g"]
     assert group["hosts_by_state"] == {"idle": 2, "blessed": 1}
     assert group["hosts_by_version"] == {"1.0.0": 2, "1.1.0": 1}

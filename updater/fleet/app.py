@@ -25,6 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from updater.fleet import documents as doc
 from updater.fleet import policy as pol
 from updater.fleet.catalog import Catalog
 from updater.fleet.hoststate import ReportRejected
@@ -132,7 +133,7 @@ async def reports(request: Request, server: ServerState) -> Response:
         state = server.store.record_report(report, policy, server.now())
     except ReportRejected as error:
         raise Refused(409, "rejected", str(error)) from None
-    return JSONResponse({"accepted": True, "state": state.value})
+    return JSONResponse(doc.ReportAccepted(True, state).to_json())
 
 
 async def _lock_request(request: Request, server: ServerState) -> tuple[GroupPolicy, FleetLockRequest]:
@@ -161,14 +162,14 @@ async def pre_reboot(request: Request, server: ServerState) -> Response:
             "failed_lock_semaphore_full",
             f"all {policy.max_concurrent_reboots} reboot slot(s) of {policy.name!r} are taken",
         )
-    return JSONResponse({"outcome": result.outcome.value})
+    return JSONResponse(doc.LockAnswer(result.outcome).to_json())
 
 
 @_guarded(fleetlock=True)
 async def steady_state(request: Request, server: ServerState) -> Response:
     policy, body = await _lock_request(request, server)
     result = server.store.unlock(policy, body.node_id, server.now)
-    return JSONResponse({"outcome": result.outcome.value})
+    return JSONResponse(doc.LockAnswer(result.outcome).to_json())
 
 
 # --- operators ---
@@ -201,9 +202,7 @@ async def change_release(request: Request, server: ServerState) -> Response:
         )
     except pol.ReleaseTransitionError as error:
         raise Refused(409, "rejected", str(error)) from None
-    return JSONResponse(
-        {"image_id": params["image_id"], "version": params["version"], "state": state.value}
-    )
+    return JSONResponse(doc.ReleaseChanged(params["image_id"], params["version"], state).to_json())
 
 
 @_guarded()
@@ -214,10 +213,7 @@ async def reload(request: Request, server: ServerState) -> Response:
     except (ValueError, OSError) as error:
         raise Refused(400, "bad_request", f"reload failed, old policies kept: {error}") from None
     return JSONResponse(
-        {
-            "groups": sorted(snapshot.settings.groups),
-            "releases": [r.version for r in snapshot.releases],
-        }
+        doc.Reloaded(sorted(snapshot.settings.groups), [r.version for r in snapshot.releases]).to_json()
     )
 
 
@@ -226,7 +222,7 @@ async def status(request: Request, server: ServerState) -> Response:
     _admin(request, server)
     snapshot = server.catalog.current()
     view = server.store.status_view(snapshot.settings.groups.values(), server.now())
-    return JSONResponse(status_document(view, snapshot.releases))
+    return JSONResponse(status_document(view, snapshot.releases).to_json())
 
 
 @_guarded()
@@ -234,14 +230,13 @@ async def history(request: Request, server: ServerState) -> Response:
     _admin(request, server)
     node_id = request.path_params["node_id"]
     identity = server.store.identity(node_id)
-    return JSONResponse(
-        {
-            "node_id": node_id,
-            "group": identity.group if identity else None,
-            "reports": server.store.history(node_id),
-            "events": server.store.host_events(node_id),
-        }
+    history = doc.HostHistory(
+        node_id,
+        identity.group if identity else None,
+        [doc.ReportRecord(**row) for row in server.store.history(node_id)],
+        [doc.HostEvent(**row) for row in server.store.host_events(node_id)],
     )
+    return JSONResponse(history.to_json())
 
 
 def _admin_node(request: Request, server: ServerState) -> str:
@@ -264,7 +259,7 @@ async def move_host(request: Request, server: ServerState) -> Response:
         before = server.store.move_host(node_id, policy.name, server.now())
     except EnrolRefused as error:
         raise Refused(404, "not_enrolled", str(error)) from None
-    return JSONResponse({"node_id": node_id, "group": policy.name, "was": before})
+    return JSONResponse(doc.HostMoved(node_id, policy.name, before).to_json())
 
 
 @_guarded()
@@ -275,14 +270,15 @@ async def forget_host(request: Request, server: ServerState) -> Response:
         identity = server.store.forget_identity(node_id, server.now())
     except EnrolRefused as error:
         raise Refused(404, "not_enrolled", str(error)) from None
-    return JSONResponse({"node_id": node_id, "group": identity.group, "forgotten": True})
+    return JSONResponse(doc.HostForgotten(node_id, identity.group, True).to_json())
 
 
 @_guarded()
 async def timeline(request: Request, server: ServerState) -> Response:
     _admin(request, server)
     version = request.path_params["version"]
-    return JSONResponse({"version": version, "events": server.store.timeline(version)})
+    events = [doc.TimelineEvent(**row) for row in server.store.timeline(version)]
+    return JSONResponse(doc.Timeline(version, events).to_json())
 
 
 def _group_log(request: Request, server: ServerState) -> tuple[GroupPolicy, float | None]:
@@ -302,25 +298,16 @@ def _group_log(request: Request, server: ServerState) -> tuple[GroupPolicy, floa
 @_guarded()
 async def lock_log(request: Request, server: ServerState) -> Response:
     policy, since = _group_log(request, server)
-    return JSONResponse(
-        {
-            "group": policy.name,
-            "max_concurrent_reboots": policy.max_concurrent_reboots,
-            "events": server.store.lock_log(policy.name, since),
-        }
-    )
+    events = [doc.LockLogEvent(**row) for row in server.store.lock_log(policy.name, since)]
+    return JSONResponse(doc.LockLog(policy.name, policy.max_concurrent_reboots, events).to_json())
 
 
 @_guarded()
 async def update_log(request: Request, server: ServerState) -> Response:
     policy, since = _group_log(request, server)
-    return JSONResponse(
-        {
-            "group": policy.name,
-            "rate": {"max_updates": policy.rate.max_updates, "period_s": policy.rate.period_s},
-            "updates": server.store.update_log(policy.name, since),
-        }
-    )
+    rate = doc.Rate(policy.rate.max_updates, policy.rate.period_s)
+    updates = [doc.CountedUpdate(**row) for row in server.store.update_log(policy.name, since)]
+    return JSONResponse(doc.UpdateLog(policy.name, rate, updates).to_json())
 
 
 @_guarded()

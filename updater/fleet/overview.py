@@ -1,4 +1,4 @@
-"""The status document of `GET /admin/status`, as a pure function of what the store read.
+"""The status document of `GET /admin/status` (documents.Status), as a pure function of what the store read.
 
 The wave a rollout has reached is judged here (from the group's waves and the
 time since it began), not in the store.
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
-from updater.fleet.policy import wave_share
+from updater.fleet.documents import CatalogEntry, GroupStatus, ReleaseStatus, RolloutStatus, Status
+from updater.fleet.policy import ReleaseState, wave_share
 from updater.fleet.settings import GroupPolicy
 from updater.release import Release
 
@@ -54,35 +54,27 @@ def wave_percent(figures: RolloutFigures, policy: GroupPolicy, now: float) -> fl
     return round(100 * wave_share(policy.waves, now - figures.started_at), 2)
 
 
-def status_document(view: StatusView, catalog: Iterable[Release]) -> dict[str, Any]:
-    return {
-        "now": view.now,
-        "groups": {
-            g.policy.name: {
-                "hosts_by_state": dict(g.hosts_by_state),
-                "hosts_by_version": dict(g.hosts_by_version),
-                "locks_held": g.locks_held,
-                "max_concurrent_reboots": g.policy.max_concurrent_reboots,
-                "rate_used": g.rate_used,
-                "rate_limit": g.policy.rate.max_updates,
-                "rollouts": [
-                    {
-                        "version": r.version,
-                        "started_at": r.started_at,
-                        "finished_at": r.finished_at,
-                        "halted_reason": r.halted_reason,
-                        "wave_percent": wave_percent(r, g.policy, view.now),
-                    }
+def status_document(view: StatusView, catalog: Iterable[Release]) -> Status:
+    return Status(
+        now=view.now,
+        groups={
+            g.policy.name: GroupStatus(
+                hosts_by_state=dict(g.hosts_by_state),
+                hosts_by_version=dict(g.hosts_by_version),
+                locks_held=g.locks_held,
+                max_concurrent_reboots=g.policy.max_concurrent_reboots,
+                rate_used=g.rate_used,
+                rate_limit=g.policy.rate.max_updates,
+                rollouts=[
+                    RolloutStatus(
+                        r.version, r.started_at, r.finished_at, r.halted_reason,
+                        wave_percent(r, g.policy, view.now),
+                    )
                     for r in g.rollouts
                 ],
-            }
+            )
             for g in view.groups
         },
-        "releases": [
-            {"image_id": r.image_id, "version": r.version, "state": r.state} for r in view.releases
-        ],
-        "catalog": [
-            {"image_id": r.image_id, "version": r.version, "withdrawn": r.withdrawn}
-            for r in catalog
-        ],
-    }
+        releases=[ReleaseStatus(r.image_id, r.version, ReleaseState(r.state)) for r in view.releases],
+        catalog=[CatalogEntry(r.image_id, r.version, r.withdrawn) for r in catalog],
+    )
