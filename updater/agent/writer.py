@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import zstandard
 
-from updater.agent.machine import Progress
+from updater.agent.updatestate import Progress
 from updater.failpoint import durable
 from updater.gpt import Partition
 from updater.release import ReleaseArtifact
