@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import jsonschema
@@ -67,3 +68,26 @@ def test_every_admin_answer_in_the_published_schema_is_a_generated_document() ->
 def test_a_type_without_a_schema_is_refused() -> None:
     with pytest.raises(TypeError):
         doc._schema_of_type(bytes)
+
+
+@pytest.mark.parametrize("document", SAMPLES, ids=lambda d: type(d).__name__)
+def test_a_reader_reads_back_what_the_server_wrote(document: doc.Document) -> None:
+    body = json.loads(json.dumps(document.to_json()))  # as it travels
+    assert type(document).from_json(body) == document
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"group": "g", "max_concurrent_reboots": 1}, "LockLog: missing events"),
+        ({"group": "g", "max_concurrent_reboots": "1", "events": []}, "max_concurrent_reboots: expected int"),
+        ({"group": "g", "max_concurrent_reboots": True, "events": []}, "expected int"),
+        ({"group": "g", "max_concurrent_reboots": 1, "events": {}}, "events: expected a list"),
+        ({"group": "g", "max_concurrent_reboots": 1, "events": [{"at": 1, "node_id": "a", "event": "stolen"}]},
+         r"events\[0\].event: 'stolen' is not one of"),
+        ([], "LockLog: expected an object"),
+    ],
+)
+def test_a_document_of_another_shape_is_refused_naming_the_field(body: Any, message: str) -> None:
+    with pytest.raises(doc.DocumentError, match=message):
+        doc.LockLog.from_json(body)

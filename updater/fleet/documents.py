@@ -41,12 +41,25 @@ Name = Annotated[str, "name"]
 VersionText = Annotated[str, "version"]
 
 
+class DocumentError(ValueError):
+    """An answer that is not the document it should be (a reader's server is of another make)."""
+
+
+DocumentT = typing.TypeVar("DocumentT", bound="Document")
+
+
 class Document:
-    """A frozen dataclass the admin API answers with."""
+    """A frozen dataclass the admin API answers with, and its readers read."""
 
     def to_json(self) -> dict[str, Any]:
         assert dataclasses.is_dataclass(self)
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Any) -> typing.Self:
+        """The document ``data`` holds; DocumentError naming the field if it holds another."""
+        document: typing.Self = _read(cls, data, cls.__name__)
+        return document
 
 
 # --- GET /admin/status ---
@@ -216,7 +229,7 @@ class LockAnswer(Document):
     outcome: LockOutcome
 
 
-# --- schemas ---
+# --- schemas, and reading a document back ---
 
 
 def _schema_of_type(hint: Any) -> dict[str, Any]:
@@ -253,3 +266,40 @@ def schema_of(cls: type) -> dict[str, Any]:
         "required": list(properties),
         "additionalProperties": False,
     }
+
+
+def _read(hint: Any, data: Any, where: str) -> Any:
+    """``data`` as a value of ``hint`` (the inverse of ``to_json``)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return _read(args[0], data, where)
+    if origin in (typing.Union, types.UnionType):
+        if data is None:
+            return None
+        return _read(next(a for a in args if a is not type(None)), data, where)
+    if origin is list:
+        if not isinstance(data, list):
+            raise DocumentError(f"{where}: expected a list")
+        return [_read(args[0], item, f"{where}[{i}]") for i, item in enumerate(data)]
+    if origin is dict:
+        if not isinstance(data, dict):
+            raise DocumentError(f"{where}: expected an object")
+        return {str(k): _read(args[1], v, f"{where}.{k}") for k, v in data.items()}
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        try:
+            return hint(data)
+        except ValueError:
+            raise DocumentError(f"{where}: {data!r} is not one of {[m.value for m in hint]}") from None
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if not isinstance(data, dict):
+            raise DocumentError(f"{where}: expected an object")
+        hints = typing.get_type_hints(hint, include_extras=True)
+        fields = [f.name for f in dataclasses.fields(hint)]
+        missing = [name for name in fields if name not in data]
+        if missing:
+            raise DocumentError(f"{where}: missing {', '.join(missing)}")
+        return hint(**{name: _read(hints[name], data[name], f"{where}.{name}") for name in fields})
+    allowed: tuple[type, ...] = (int, float) if hint is float else (hint,)
+    if not isinstance(data, allowed) or (isinstance(data, bool) and hint is not bool):
+        raise DocumentError(f"{where}: expected {hint.__name__}, got {data!r}")
+    return data
