@@ -34,7 +34,7 @@ SAMPLES: list[doc.Document] = [
     doc.LockLog("g", 2, [doc.LockLogEvent(1.0, "a", "granted")]),  # type: ignore[arg-type]
     doc.UpdateLog("g", doc.Rate(2, 3600.0), [doc.CountedUpdate("a", "1.1.0", 1.0, None, None),
                                               doc.CountedUpdate("b", "1.1.0", 1.0, 2.0, "rolled_back_unexplained")]),
-    doc.ReleaseChanged("berth", "1.1.0", ReleaseState.ACTIVE),
+    doc.ReleaseStatus("berth", "1.1.0", ReleaseState.ACTIVE),
     doc.Reloaded(["g"], ["1.1.0"]),
     doc.HostMoved("a", "g", "h"),
     doc.HostForgotten("a", "g", True),

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from updater.fleet.overview import (
-    GroupFigures,
-    ReleaseRow,
-    RolloutFigures,
-    StatusView,
-    status_document,
-)
+from updater.fleet.documents import ReleaseStatus
+from updater.fleet.overview import GroupFigures, StatusView, status_document
+from updater.fleet.policy import ReleaseState
+from updater.fleet.records import RolloutRow
 from updater.fleet.settings import parse_settings
 from updater.fleet.synthetic import synthetic_release
 
@@ -27,9 +24,9 @@ def test_status_document_renders_the_figures_and_judges_the_wave() -> None:
         hosts_by_version=[("1.0.0", 2), ("1.1.0", 1)],
         locks_held=["a"],
         rate_used=1,
-        rollouts=[RolloutFigures("1.1.0", 1000.0, None, None), RolloutFigures("1.2.0", 4600.0, None, "x")],
+        rollouts={"1.1.0": RolloutRow(1000.0, None, None), "1.2.0": RolloutRow(4600.0, None, "x")},
     )
-    view = StatusView(4600.0, [figures], [ReleaseRow("berth", "1.2.0", "paused")])
+    view = StatusView(4600.0, [figures], [ReleaseStatus("berth", "1.2.0", ReleaseState.PAUSED)])
     document = status_document(view, [synthetic_release("1.1.0")]).to_json()
     group = document["groups"]["g"]
     assert group["hosts_by_state"] == {"idle": 2, "blessed": 1}

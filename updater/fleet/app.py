@@ -202,7 +202,7 @@ async def change_release(request: Request, server: ServerState) -> Response:
         )
     except pol.ReleaseTransitionError as error:
         raise Refused(409, "rejected", str(error)) from None
-    return JSONResponse(doc.ReleaseChanged(params["image_id"], params["version"], state).to_json())
+    return JSONResponse(doc.ReleaseStatus(params["image_id"], params["version"], state).to_json())
 
 
 @_guarded()

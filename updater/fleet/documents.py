@@ -87,6 +87,8 @@ class GroupStatus(Document):
 
 @dataclass(frozen=True)
 class ReleaseStatus(Document):
+    """A release's state, as an operator (or the halt) left it; also the answer to an action."""
+
     image_id: Name
     version: VersionText
     state: ReleaseState
@@ -189,13 +191,6 @@ class UpdateLog(Document):
 
 
 # --- the admin actions, and the agent's report ---
-
-
-@dataclass(frozen=True)
-class ReleaseChanged(Document):
-    image_id: Name
-    version: VersionText
-    state: ReleaseState
 
 
 @dataclass(frozen=True)

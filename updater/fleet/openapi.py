@@ -250,7 +250,7 @@ def openapi_schema() -> dict[str, Any]:
                         },
                     ],
                     "responses": {
-                        "200": _json(schema_of(doc.ReleaseChanged), "new state"),
+                        "200": _json(schema_of(doc.ReleaseStatus), "new state"),
                         **{
                             c: _json(_ERROR, t)
                             for c, t in {

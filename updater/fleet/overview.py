@@ -10,17 +10,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from updater.fleet.documents import CatalogEntry, GroupStatus, ReleaseStatus, RolloutStatus, Status
-from updater.fleet.policy import ReleaseState, wave_share
+from updater.fleet.policy import wave_share
+from updater.fleet.records import RolloutRow
 from updater.fleet.settings import GroupPolicy
 from updater.release import Release
-
-
-@dataclass(frozen=True)
-class RolloutFigures:
-    version: str
-    started_at: float
-    finished_at: float | None
-    halted_reason: str | None
 
 
 @dataclass(frozen=True)
@@ -30,28 +23,19 @@ class GroupFigures:
     hosts_by_version: list[tuple[str, int]]
     locks_held: list[str]  # sorted
     rate_used: int  # updates started in the rate limit's period
-    rollouts: list[RolloutFigures]
-
-
-@dataclass(frozen=True)
-class ReleaseRow:
-    """An operator's (or the halt's) state of a release, as the store keeps it."""
-
-    image_id: str
-    version: str
-    state: str
+    rollouts: dict[str, RolloutRow]  # by version, in the order the store keeps them
 
 
 @dataclass(frozen=True)
 class StatusView:
     now: float
     groups: list[GroupFigures]
-    releases: list[ReleaseRow]
+    releases: list[ReleaseStatus]
 
 
-def wave_percent(figures: RolloutFigures, policy: GroupPolicy, now: float) -> float:
+def wave_percent(rollout: RolloutRow, policy: GroupPolicy, now: float) -> float:
     """The share of the group the rollout's wave has reached, in percent."""
-    return round(100 * wave_share(policy.waves, now - figures.started_at), 2)
+    return round(100 * wave_share(policy.waves, now - rollout.started_at), 2)
 
 
 def status_document(view: StatusView, catalog: Iterable[Release]) -> Status:
@@ -67,14 +51,14 @@ def status_document(view: StatusView, catalog: Iterable[Release]) -> Status:
                 rate_limit=g.policy.rate.max_updates,
                 rollouts=[
                     RolloutStatus(
-                        r.version, r.started_at, r.finished_at, r.halted_reason,
+                        version, r.started_at, r.finished_at, r.halted_reason,
                         wave_percent(r, g.policy, view.now),
                     )
-                    for r in g.rollouts
+                    for version, r in g.rollouts.items()
                 ],
             )
             for g in view.groups
         },
-        releases=[ReleaseStatus(r.image_id, r.version, ReleaseState(r.state)) for r in view.releases],
+        releases=view.releases,
         catalog=[CatalogEntry(r.image_id, r.version, r.withdrawn) for r in catalog],
     )

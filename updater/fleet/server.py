@@ -2,7 +2,7 @@
 answers a host, between the HTTP handlers (updater.fleet.app) and the pure deciders.
 
 ``ServerState`` is the server's side only; the agent's view of a server is
-updater.agent's ``Fleet`` port.
+``updater.agent.boundaries.Fleet``.
 """
 
 from __future__ import annotations

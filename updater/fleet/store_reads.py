@@ -7,7 +7,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from updater.fleet.db import Database, from_since
-from updater.fleet.overview import GroupFigures, ReleaseRow, RolloutFigures, StatusView
+from updater.fleet.documents import ReleaseStatus
+from updater.fleet.overview import GroupFigures, StatusView
+from updater.fleet.policy import ReleaseState
+from updater.fleet.records import RolloutRow
 from updater.fleet.settings import GroupPolicy
 from updater.fleet.store_locks import LockQueries
 
@@ -33,18 +36,19 @@ class AdminReads(LockQueries):
                         "SELECT COUNT(*) FROM updates WHERE grp = ? AND started_at > ?",
                         (name, now - policy.rate.period_s),
                     ),
-                    rollouts=[
-                        RolloutFigures(*row)
-                        for row in self._rows(
+                    rollouts={
+                        version: RolloutRow(*row)
+                        for version, *row in self._rows(
                             "SELECT version, started_at, finished_at, halted_reason"
                             " FROM rollouts WHERE grp = ?",
                             (name,),
                         )
-                    ],
+                    },
                 )
             )
         releases = [
-            ReleaseRow(*row) for row in self._rows("SELECT image_id, version, state FROM releases")
+            ReleaseStatus(image_id, version, ReleaseState(state))
+            for image_id, version, state in self._rows("SELECT image_id, version, state FROM releases")
         ]
         return StatusView(now, groups, releases)
 

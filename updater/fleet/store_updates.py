@@ -87,7 +87,9 @@ class UpdateQueries(Database):
         outcome = None
         # Bookkeeping alone needs no group lock and no flush; a slot needs both.
         with self.write(*((policy.name,) if slot else ()), durable=slot):
-            for effect in effects:
+            # Rows are locked in one order by every transaction (group, rollout, host),
+            # so two checks of one host on PostgreSQL cannot deadlock each other.
+            for effect in sorted(effects, key=_lock_rank):
                 if isinstance(effect, Observe):
                     self._observe(effect, now)
                 elif isinstance(effect, BeginRollout):
@@ -256,6 +258,10 @@ class UpdateQueries(Database):
                 (image_id, version, state.value, now),
             )
             return state
+
+
+def _lock_rank(effect: Effect) -> int:
+    return (BeginRollout, Observe, TakeSlot).index(type(effect))
 
 
 def _host(row: tuple[Any, ...]) -> HostRow:
