@@ -22,7 +22,7 @@ from pathlib import Path
 
 from cli.errors import UserError
 from updater.agent import updatestate as u
-from updater.agent.boundaries import Fleet, SignedRepository
+from updater.agent.boundaries import SignedRepository, UpdateStrategy
 from updater.agent.entries import entries_for
 from updater.agent.esp import Esp, EspError
 from updater.agent.evidence import failed_checks, forget_trial_failures, panics_since
@@ -98,11 +98,11 @@ class Agent:
         settings: AgentSettings,
         paths: HostPaths,
         node_id: str,
-        fleet: Fleet,
+        strategy: UpdateStrategy,
         clock: Callable[[], float] = time.time,
         open_repository: Callable[[], SignedRepository] | None = None,
     ) -> None:
-        self.settings, self.paths, self.node_id, self.fleet, self.clock = settings, paths, node_id, fleet, clock
+        self.settings, self.paths, self.node_id, self.strategy, self.clock = settings, paths, node_id, strategy, clock
         self.state_dir = Path(settings.state_dir)
         self.store = StateStore(self.state_dir)
         # The TUF repository of the settings; a test's shell runs on one in memory.
@@ -187,7 +187,7 @@ class Agent:
         log("info", f"{event.value} {target.version}" + (f": {detail}" if detail else ""),
             event=event.value, version=target.version, from_version=target.from_version, seq=state.seq,
             **({"cause": cause.value} if cause else {}))
-        self.fleet.report(report)
+        self.strategy.report(report)
         return state
 
     def _idle(self, state: u.AgentState, facts: Facts) -> Tick:
@@ -196,13 +196,13 @@ class Agent:
         if not boot_blessed(entries, current):
             notify(STATUS=f"{current} booted, waiting for boot-complete.target")
             return Tick(state, min(self.settings.poll_interval_s, 10))
-        if state.lock_held and self.fleet.release_reboot_lock():
+        if state.lock_held and self.strategy.release_reboot_lock():
             state = self.store.save(u.lock_released(state))
         if not self.settings.effective_repo_url:
             # A host provisioned without a repository runs (and stays healthy) until it gets one.
             notify(STATUS=f"{current} booted; no repository: set server_url or repo_url")
             return Tick(state, self.settings.poll_interval_s)
-        offer = self.fleet.offer(current, state.refused_versions, facts.booted.image_id)
+        offer = self.strategy.offer(current, state.refused_versions, facts.booted.image_id)
         poll = offer.poll_after_s or self.settings.poll_interval_s
         if not offer.allowed:
             notify(STATUS=f"up to date at {current}: {offer.reason}")
@@ -373,11 +373,11 @@ class Agent:
         if not self.settings.auto_reboot:
             notify(STATUS=f"{target.version} staged; reboot to use it")
             return Tick(state, self.settings.poll_interval_s)
-        window = self.fleet.reboot_window()
+        window = self.strategy.reboot_window()
         if waits_for_window(window, datetime.fromtimestamp(self.clock(), UTC)):
             notify(STATUS=f"{target.version} staged; rebooting in the window {window} UTC")
             return Tick(state, min(self.settings.poll_interval_s, 60))
-        if not self.fleet.take_reboot_lock():
+        if not self.strategy.take_reboot_lock():
             notify(STATUS=f"{target.version} staged; waiting for a reboot lock")
             return Tick(state, self.settings.lock_retry_s)
         # A power cut since staging may have left the entry short (vfat): check it once
@@ -388,7 +388,7 @@ class Agent:
                 raise WriteError(f"release {target.version} is no longer offered")
             self._stage(facts, *signed, facts.slots[target.slot])
         except (WriteError, EspError) as error:
-            self.fleet.release_reboot_lock()
+            self.strategy.release_reboot_lock()
             self._invalidate(facts, target.slot)
             return self._give_up(state, target, str(error))
         state = self.store.save(u.mark_rebooting(state))
@@ -436,7 +436,7 @@ class Agent:
             # Only once the verdict is saved: a cut before it must find the evidence again.
             forget_trial_failures(self.state_dir, target.roothash)
             state = self._report(state, ReportEvent.ROLLED_BACK, target, detail, verdict.cause)
-        if self.fleet.release_reboot_lock():
+        if self.strategy.release_reboot_lock():
             state = self.store.save(u.lock_released(state))
         return Tick(state, self.settings.poll_interval_s)
 

@@ -38,7 +38,10 @@ class Offer:
     poll_after_s: int | None = None  # the server's pace, overriding the poll interval
 
 
-class Fleet(Protocol):
+class UpdateStrategy(Protocol):
+    """Who paces this host's updates (as Zincati's update strategies do): what to take,
+    when it may reboot, and who hears how it went. Not the fleet server's own state."""
+
     def offer(self, current: str, bad: tuple[str, ...], image_id: str) -> Offer: ...
     def report(self, report: Report) -> None: ...
     def take_reboot_lock(self) -> bool: ...

@@ -9,7 +9,7 @@ from typing import Any
 
 from cli.errors import UserError
 from updater.agent.agent import Agent
-from updater.agent.boundaries import Fleet, ServerFleet, Standalone
+from updater.agent.boundaries import ServerFleet, Standalone, UpdateStrategy
 from updater.agent.entries import boot_order
 from updater.agent.host import HostPaths, machine_id
 from updater.agent.journal import log, notify
@@ -39,8 +39,9 @@ def make_agent(host_root: Path) -> Agent:
     paths = HostPaths.under(host_root)
     settings = load_settings(paths.config, credentials_dir_from_env())
     name = node_id(settings, paths)
-    fleet: Fleet = ServerFleet.from_settings(settings, name) if settings.server_url else Standalone.from_settings(settings)
-    return Agent(settings, paths, name, fleet)
+    strategy: UpdateStrategy = (ServerFleet.from_settings(settings, name) if settings.server_url
+                                else Standalone.from_settings(settings))
+    return Agent(settings, paths, name, strategy)
 
 
 def run(agent: Agent, once: bool) -> int:
@@ -53,7 +54,7 @@ def run(agent: Agent, once: bool) -> int:
     if once:
         step(agent)
         return 0
-    if isinstance(agent.fleet, ServerFleet):
+    if isinstance(agent.strategy, ServerFleet):
         # Every step asks the fleet server. Its client (requests: ~3 s of CPU to import
         # on a TCG guest) loads once, here, and each forked step inherits it: imported
         # afresh in every child, it took most of the CPU of a 5 s poll.
