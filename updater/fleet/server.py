@@ -1,8 +1,8 @@
 """The fleet server's own state (catalog, store, clock, enrolment limiter) and what it
 answers a host, between the HTTP handlers (updater.fleet.app) and the pure deciders.
 
-``ServerState`` is the server's side only; the agent's view of a server is
-``updater.agent.boundaries.Fleet``.
+``ServerState`` is the server's side only; the agent's view of a server is its
+``updater.agent.boundaries.ServerFleet`` strategy.
 """
 
 from __future__ import annotations
