@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from updater.fleet.settings import Channel, GroupPolicy, HaltRule, RateLimit, Wave, Window
+from updater.eligibility import newest_eligible
 from updater.release import Release
 from updater.wire import Version
 
@@ -139,25 +140,15 @@ def rollout_finished(hosts_in_group: int, hosts_on_release: int, hosts_failed: i
 def choose_release(
     releases: Iterable[Release], channel: Channel, current: str, bad_versions: Iterable[str]
 ) -> Release | None:
-    """The newest release of the channel a host on ``current`` may take, if any."""
-    bad = {Version.parse(v) for v in bad_versions}
-    pin = Version.parse(channel.pin) if channel.pin else None
-    here = Version.parse(current)
-    best: Release | None = None
-    for release in releases:
-        version = release.sort_key
-        if (
-            release.image_id != channel.image_id
-            or release.withdrawn
-            or version <= here
-            or version in bad
-            or (pin is not None and version > pin)
-            or (release.min_version is not None and here < Version.parse(release.min_version))
-        ):
-            continue
-        if best is None or version > best.sort_key:
-            best = release
-    return best
+    """The newest release of the channel a host on ``current`` may take, if any
+    (the agent's own rule, updater.eligibility, with the channel's image and pin)."""
+    return newest_eligible(
+        releases,
+        channel.image_id,
+        Version.parse(current),
+        {Version.parse(v) for v in bad_versions},
+        Version.parse(channel.pin) if channel.pin else None,
+    )
 
 
 class Reason(enum.StrEnum):
