@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from updater.fleet.settings import Channel, GroupPolicy, HaltRule, RateLimit, Wave, Window
 from updater.eligibility import newest_eligible
+from updater.fleet.settings import Channel, GroupPolicy, HaltRule, RateLimit, Wave, Window
 from updater.release import Release
 from updater.wire import Version
 
