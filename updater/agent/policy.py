@@ -7,16 +7,16 @@ the answers.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime
 
 from updater.agent.entries import entries_for
 from updater.agent.slots import Slot
 from updater.contract import BootEntry
 from updater.eligibility import newest_eligible, refusal
 from updater.release import Release
+from updater.window import Window
 from updater.wire import RollbackCause, Version
 
 
@@ -141,34 +141,6 @@ def after_reboot(
     if not target or all(e.bad for e in target):
         return AfterReboot.ROLLED_BACK
     return AfterReboot.REBOOT_PENDING
-
-
-_WINDOW = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])")
-
-
-@dataclass(frozen=True)
-class Window:
-    """A daily maintenance window in UTC, e.g. 02:00-04:00 (may wrap past midnight)."""
-
-    start: time
-    end: time
-
-    @classmethod
-    def parse(cls, text: str) -> Window:
-        match = _WINDOW.fullmatch(text)
-        if not match:
-            raise ValueError(f"maintenance window must look like 02:00-04:00, got {text!r}")
-        h1, m1, h2, m2 = (int(g) for g in match.groups())
-        return cls(time(h1, m1), time(h2, m2))
-
-    def __str__(self) -> str:
-        return f"{self.start:%H:%M}-{self.end:%H:%M}"
-
-    def contains(self, moment: datetime) -> bool:
-        now = moment.time().replace(second=0, microsecond=0)
-        if self.start <= self.end:
-            return self.start <= now < self.end
-        return now >= self.start or now < self.end
 
 
 def waits_for_window(window: Window | None, moment: datetime) -> bool:

@@ -11,12 +11,11 @@ import enum
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from updater.eligibility import newest_eligible
-from updater.fleet.settings import Channel, GroupPolicy, HaltRule, RateLimit, Wave, Window
+from updater.fleet.settings import Channel, GroupPolicy, HaltRule, RateLimit, Wave
 from updater.release import Release
+from updater.window import window_open
 from updater.wire import Version
 
 
@@ -63,26 +62,6 @@ def wave_share(waves: Iterable[Wave], elapsed_s: float) -> float:
 
 def in_wave(node_id: str, version: str, waves: Iterable[Wave], elapsed_s: float) -> bool:
     return wave_place(node_id, version) < wave_share(waves, elapsed_s)
-
-
-def window_open(windows: Iterable[Window], timezone: str, now: float) -> bool:
-    """True if ``now`` falls in one of the windows (local time); no windows means always."""
-    windows = tuple(windows)
-    if not windows:
-        return True
-    local = datetime.fromtimestamp(now, ZoneInfo(timezone))
-    for window in windows:
-        # A window may run past midnight, so yesterday's opening can still cover now.
-        for days_back in range(1 + int(window.duration_s // 86400) + 1):
-            day = local.date() - timedelta(days=days_back)
-            if day.weekday() not in window.days:
-                continue
-            opens = datetime(day.year, day.month, day.day, tzinfo=local.tzinfo) + timedelta(
-                minutes=window.start_min
-            )
-            if opens.timestamp() <= now < opens.timestamp() + window.duration_s:
-                return True
-    return False
 
 
 def rate_allows(started_in_period: int, in_flight: int, rate: RateLimit) -> bool:
