@@ -66,7 +66,7 @@ def test_agent_and_server_pick_the_same_release(
     offered: list[tuple[str, bool, str | None]], current: str, bad: list[str]
 ) -> None:
     releases = [_release(v, withdrawn=w, min_version=m) for v, w, m in offered]
-    by_server = fleet_choice(releases, Channel("stable", "berth", None), current, bad)
+    by_server = fleet_choice(releases, Channel("stable", "berth", None), V(current), {V(b) for b in bad})
     by_agent, _ = agent_choice(releases, "berth", current, tuple(bad), None)
     assert by_agent is by_server
     if by_server is not None:

@@ -36,8 +36,7 @@ def refusal(
         return "rolled back on this host before"
     if pin is not None and version > pin:
         return f"beyond the channel's pin {pin}"
-    # An empty min_version is no floor (it never parsed as one).
-    if release.min_version and current < Version.parse(release.min_version):
+    if release.floor is not None and current < release.floor:
         return f"needs at least {release.min_version} to update from"
     return None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 
 from updater.eligibility import newest_eligible
@@ -117,17 +117,11 @@ def rollout_finished(hosts_in_group: int, hosts_on_release: int, hosts_failed: i
 
 
 def choose_release(
-    releases: Iterable[Release], channel: Channel, current: str, bad_versions: Iterable[str]
+    releases: Iterable[Release], channel: Channel, current: Version, refused: Collection[Version]
 ) -> Release | None:
     """The newest release of the channel a host on ``current`` may take, if any
     (the agent's own rule, updater.eligibility, with the channel's image and pin)."""
-    return newest_eligible(
-        releases,
-        channel.image_id,
-        Version.parse(current),
-        {Version.parse(v) for v in bad_versions},
-        Version.parse(channel.pin) if channel.pin else None,
-    )
+    return newest_eligible(releases, channel.image_id, current, refused, channel.pin)
 
 
 class Reason(enum.StrEnum):

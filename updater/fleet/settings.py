@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from updater.window import DAYS, Window, parse_clock, parse_days
+from updater.wire import Version
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -49,7 +50,7 @@ class HaltRule:
 class Channel:
     name: str
     image_id: str
-    pin: str | None  # a version to stop at; None follows the newest release
+    pin: Version | None  # a version to stop at; None follows the newest release
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,10 @@ def _str(value: Any) -> str:
     return value
 
 
+def _version(value: Any) -> Version:
+    return Version.parse(value)  # WireError is a ValueError: named by the key like the rest
+
+
 def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda value: None if value is None else parse(value)
 
@@ -180,7 +185,7 @@ HALT_TABLE: Table = (
 )
 CHANNEL_TABLE: Table = (
     ("image_id", _str, "berth", "the image whose releases this channel carries"),
-    ("pin", _optional(_str), None, "stop at this version (None: newest release)"),
+    ("pin", _optional(_version), None, "stop at this version (None: newest release)"),
 )
 GROUP_TABLE: Table = (
     ("channel", _str, "stable", "the channel this group follows"),
