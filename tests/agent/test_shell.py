@@ -73,6 +73,15 @@ class MemoryRepository:
         data = self.blobs[path]
         return MemoryTarget(path, len(data), {"sha256": hashlib.sha256(data).hexdigest()})
 
+    def optional_target(self, path: str) -> MemoryTarget | None:
+        return None  # no block indexes: every update takes the full path (test_delta.py has them)
+
+    def read_target(self, info: MemoryTarget) -> bytes:
+        return self.blobs[info.path]
+
+    def read_range(self, path: str, sha256: str, start: int, end: int) -> bytes | None:
+        raise AssertionError("no block index was offered")
+
     def stream(self, info: MemoryTarget, offset: int) -> Iterator[bytes]:
         self.streamed.append((info.path, offset))
         data = self.blobs[info.path]

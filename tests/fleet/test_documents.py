@@ -29,7 +29,8 @@ SAMPLES: list[doc.Document] = [
         [doc.CatalogEntry("berth", "1.1.0", False)],
     ),
     doc.HostHistory("a", None, [doc.ReportRecord(1, 2.0, "g", "staged", "1.1.0", "1.0.0", "")],  # type: ignore[arg-type]
-                    [doc.HostEvent(1.0, "enrolled", "in group g")]),
+                    [doc.HostEvent(1.0, "enrolled", "in group g")],
+                    [doc.TransferRecord(1, "1.1.0", "delta", 5_000, 200_000)]),
     doc.Timeline("1.1.0", [doc.TimelineEvent(1.0, "g", "blessed")]),  # type: ignore[arg-type]
     doc.LockLog("g", 2, [doc.LockLogEvent(1.0, "a", "granted")]),  # type: ignore[arg-type]
     doc.UpdateLog("g", doc.Rate(2, 3600.0), [doc.CountedUpdate("a", "1.1.0", 1.0, None, None),

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cli.errors import UserError
+from updater.agent import delta
 from updater.agent import updatestate as u
 from updater.agent.boundaries import SignedRepository, UpdateStrategy
 from updater.agent.entries import entries_for
@@ -45,11 +46,11 @@ from updater.agent.policy import (
 from updater.agent.settings import AgentSettings, credentials, credentials_dir_from_env
 from updater.agent.slots import Slot, find_slots, slot_of_roothash
 from updater.agent.statefile import StateStore
-from updater.agent.writer import StreamEnded, WriteError, read_back, write_artifact
+from updater.agent.writer import StreamEnded, WriteError, read_back
 from updater.contract import EMPTY_LABEL, BootEntry, slot_labels, uki_filename, uuids_from_roothash
 from updater.gpt import Partition, read_partitions, relabel
 from updater.release import ArtifactRole, Release
-from updater.wire import Report, ReportEvent, RollbackCause, Version
+from updater.wire import Report, ReportEvent, RollbackCause, Transfer, Version
 
 # A step runs at most this many ticks: the longest path (idle, writing, written,
 # staged, then a booted-already rebooting) takes five.
@@ -180,10 +181,10 @@ class Agent:
                 return self._rebooting(state, rebooting, facts)
 
     def _report(self, state: u.AgentState, event: ReportEvent, target: u.Target, detail: str = "",
-                cause: RollbackCause | None = None) -> u.AgentState:
+                cause: RollbackCause | None = None, transfer: Transfer | None = None) -> u.AgentState:
         state = self.store.save(u.next_seq(state))
         report = Report(self.node_id, self.settings.group, state.seq, event,
-                        target.version, target.from_version, detail, cause=cause)
+                        target.version, target.from_version, detail, cause=cause, transfer=transfer)
         log("info", f"{event.value} {target.version}" + (f": {detail}" if detail else ""),
             event=event.value, version=target.version, from_version=target.from_version, seq=state.seq,
             **({"cause": cause.value} if cause else {}))
@@ -273,7 +274,7 @@ class Agent:
             self._invalidate(facts, target.slot)
             return self._give_up(state, target, str(error))
         state = self.store.save(u.mark_staged(state, self.clock()))
-        return Tick(self._report(state, ReportEvent.STAGED, target))
+        return Tick(self._report(state, ReportEvent.STAGED, target, transfer=delta.transfer(self.state_dir, signed[1])))
 
     def _signed_target(self, target: u.Target) -> tuple[SignedRepository, Release] | None:
         """The repository and the signed release ``target`` names, unless it was withdrawn."""
@@ -313,9 +314,6 @@ class Agent:
         artifact = release.artifacts[role]
         if progress.wire_offset >= artifact.length and progress.installed_offset >= artifact.installed_size:
             return state
-        info = repo.target(artifact.target_path)
-        if info.length != artifact.length or info.hashes.get("sha256") != artifact.sha256:
-            raise WriteError(f"{artifact.target_path}: target info disagrees with the release")
         holder = [state]
         what = f"writing {role.value} into partition {part.label!r}"
 
@@ -325,8 +323,10 @@ class Agent:
         def tick(done: int) -> None:
             self._progress(what, span[0] + done, span[1])
 
-        write_artifact(facts.disk, part, artifact, lambda offset: repo.stream(info, offset),
-                       progress, save, tick)
+        booted_part = facts.booted_slot.root if role is ArtifactRole.ROOT else facts.booted_slot.verity
+        booted = delta.BootedSlot(booted_part, delta.booted_artifact(self.signed_releases()[1], facts.booted, role))
+        delta.write_slot_artifact(facts.disk, part, release, role, repo, booted, progress, save, tick,
+                                  self.state_dir)
         return holder[0]
 
     def _stage(self, facts: Facts, repo: SignedRepository, release: Release, slot: Slot) -> None:
@@ -344,8 +344,12 @@ class Agent:
             facts.esp.remove(entry)
         if plan.install:
             info = repo.target(uki.target_path)
+            mine = entries_for(facts.esp.entries(), facts.booted.version)
+            chunks = delta.uki_stream(repo, release, facts.esp.linux / mine[0].filename if mine else None,
+                                      delta.booted_artifact(self.signed_releases()[1], facts.booted, ArtifactRole.UKI),
+                                      self.state_dir)
             facts.esp.install(uki_filename(release.image_id, release.version, self.settings.boot_tries),
-                              repo.stream(info, 0), info.length, info.hashes["sha256"])
+                              chunks, info.length, info.hashes["sha256"])
 
     def _progress(self, what: str, done: int, total: int) -> None:
         notify(STATUS=f"{what}: {100 * done // max(total, 1)}% of {total >> 20} MiB", WATCHDOG="1")

@@ -235,6 +235,7 @@ async def history(request: Request, server: ServerState) -> Response:
         identity.group if identity else None,
         [doc.ReportRecord(**row) for row in server.store.history(node_id)],
         [doc.HostEvent(**row) for row in server.store.host_events(node_id)],
+        [doc.TransferRecord(**row) for row in server.store.transfers(node_id)],
     )
     return JSONResponse(history.to_json())
 

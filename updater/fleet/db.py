@@ -53,10 +53,13 @@ CREATE TABLE IF NOT EXISTS host_events (
   id {serial}, node_id TEXT NOT NULL, at {real} NOT NULL, event TEXT NOT NULL,
   detail TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS host_events_node ON host_events (node_id, at);
+CREATE TABLE IF NOT EXISTS transfers (
+  node_id TEXT NOT NULL, seq BIGINT NOT NULL, version TEXT NOT NULL, path TEXT NOT NULL,
+  bytes_fetched BIGINT NOT NULL, bytes_full BIGINT NOT NULL, PRIMARY KEY (node_id, seq));
 """
-# Schema 2 only adds tables (identities, host_events), so a database of schema 1
-# migrates by the CREATE … IF NOT EXISTS above; the number says which is there.
-SCHEMA_VERSION = 2
+# Schemas 2 and 3 only add tables (identities, host_events; transfers), so an older
+# database migrates by the CREATE … IF NOT EXISTS above; the number says which is there.
+SCHEMA_VERSION = 3
 
 
 # Commits outside Database.write (a host's last-seen bookkeeping) need not wait for

@@ -131,11 +131,23 @@ class HostEvent(Document):
 
 
 @dataclass(frozen=True)
+class TransferRecord(Document):
+    """What one update cost on the wire, from the host's staged report (wire.Transfer)."""
+
+    seq: int
+    version: VersionText
+    path: str  # "full" or "delta"
+    bytes_fetched: int
+    bytes_full: int
+
+
+@dataclass(frozen=True)
 class HostHistory(Document):
     node_id: Name
     group: str | None  # None: not enrolled
     reports: list[ReportRecord]
     events: list[HostEvent]
+    transfers: list[TransferRecord]
 
 
 @dataclass(frozen=True)

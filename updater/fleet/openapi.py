@@ -164,6 +164,14 @@ def openapi_schema() -> dict[str, Any]:
             "detail": {"type": "string"},
             "extra": {"type": "object"},
             "cause": {"type": "string", "enum": [c.value for c in wire.RollbackCause]},
+            "transfer": _object(
+                {
+                    "path": {"type": "string", "enum": list(wire.TRANSFER_PATHS)},
+                    "bytes_fetched": {"type": "integer", "minimum": 0},
+                    "bytes_full": {"type": "integer", "minimum": 0},
+                },
+                ["path", "bytes_fetched", "bytes_full"],
+            ),
         },
         ["node_id", "group", "seq", "event", "version", "from_version"],
     )

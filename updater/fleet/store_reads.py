@@ -60,6 +60,15 @@ class AdminReads(LockQueries):
             (node_id,),
         )
 
+    def transfers(self, node_id: str) -> list[dict[str, Any]]:
+        """What each of the node's updates cost on the wire, as its staged reports said."""
+        return self._dicts(
+            ("seq", "version", "path", "bytes_fetched", "bytes_full"),
+            "SELECT seq, version, path, bytes_fetched, bytes_full FROM transfers"
+            " WHERE node_id = ? ORDER BY seq",
+            (node_id,),
+        )
+
     def update_log(self, group: str, since: float | None = None) -> list[dict[str, Any]]:
         """The group's counted updates in the order they started (from ``since`` on, if given).
 

@@ -206,6 +206,13 @@ class UpdateQueries(Database):
                 report.detail,
             ),
         )
+        if report.transfer is not None:
+            self._rows(
+                "INSERT INTO transfers (node_id, seq, version, path, bytes_fetched, bytes_full)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (report.node_id, report.seq, report.version, report.transfer.path,
+                 report.transfer.bytes_fetched, report.transfer.bytes_full),
+            )
         self._rows(
             "INSERT INTO hosts (node_id, grp, version, state, target, last_seq, last_seen)"
             " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (node_id) DO UPDATE SET grp = excluded.grp,"
