@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from cli.errors import UserError
-from updater.agent.policy import Window
+from updater.window import Window
 
 CREDENTIAL_PREFIX = "berth."
 

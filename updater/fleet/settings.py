@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+from updater.window import DAYS, Window, parse_clock, parse_days
+from updater.wire import Version
+
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_CLOCK = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 
 class SettingsError(ValueError):
@@ -28,13 +29,6 @@ class SettingsError(ValueError):
 class Wave:
     after_s: float  # seconds since the group's rollout of a release started
     percent: float  # share of the group allowed to have started by then
-
-
-@dataclass(frozen=True)
-class Window:
-    days: frozenset[int]  # 0 = Monday
-    start_min: int  # minutes after local midnight
-    duration_s: float
 
 
 @dataclass(frozen=True)
@@ -56,7 +50,7 @@ class HaltRule:
 class Channel:
     name: str
     image_id: str
-    pin: str | None  # a version to stop at; None follows the newest release
+    pin: Version | None  # a version to stop at; None follows the newest release
 
 
 @dataclass(frozen=True)
@@ -138,6 +132,10 @@ def _str(value: Any) -> str:
     return value
 
 
+def _version(value: Any) -> Version:
+    return Version.parse(value)  # WireError is a ValueError: named by the key like the rest
+
+
 def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda value: None if value is None else parse(value)
 
@@ -148,19 +146,6 @@ def _timezone(value: Any) -> str:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown timezone {value!r}") from None
     return value
-
-
-def _clock(value: Any) -> int:
-    match = _CLOCK.fullmatch(value) if isinstance(value, str) else None
-    if not match:
-        raise ValueError(f"expected a time of day like 02:30, got {value!r}")
-    return int(match.group(1)) * 60 + int(match.group(2))
-
-
-def _days(value: Any) -> frozenset[int]:
-    if not isinstance(value, list) or not value or any(d not in DAYS for d in value):
-        raise ValueError(f"expected a list of days from {', '.join(DAYS)}, got {value!r}")
-    return frozenset(DAYS.index(d) for d in value)
 
 
 # --- tables: (key, parser, default, help); a default of REQUIRED must be given ---
@@ -184,8 +169,8 @@ WAVE_TABLE: Table = (
     ("percent", _percent, REQUIRED, "share of the group allowed to start by then"),
 )
 WINDOW_TABLE: Table = (
-    ("days", _days, list(DAYS), "days of the week the window opens on"),
-    ("start", _clock, REQUIRED, "local time of day the window opens (HH:MM)"),
+    ("days", parse_days, list(DAYS), "days of the week the window opens on"),
+    ("start", parse_clock, REQUIRED, "local time of day the window opens (HH:MM)"),
     ("duration", parse_duration, REQUIRED, "how long it stays open"),
 )
 RATE_TABLE: Table = (
@@ -200,7 +185,7 @@ HALT_TABLE: Table = (
 )
 CHANNEL_TABLE: Table = (
     ("image_id", _str, "berth", "the image whose releases this channel carries"),
-    ("pin", _optional(_str), None, "stop at this version (None: newest release)"),
+    ("pin", _optional(_version), None, "stop at this version (None: newest release)"),
 )
 GROUP_TABLE: Table = (
     ("channel", _str, "stable", "the channel this group follows"),
@@ -209,7 +194,7 @@ GROUP_TABLE: Table = (
     ("max_concurrent_reboots", _int(1), 1, "FleetLock semaphore size"),
     ("lock_ttl", parse_duration, "1h", "an unreleased reboot lock expires after this"),
     ("lock_log_retention", parse_duration, "90d", "reboot-lock events older than this are dropped"),
-    ("windows", list, [], "maintenance windows [{days, start, duration}]; none: always open"),
+    ("windows", list, [], "maintenance windows [{days, start, duration} or HH:MM-HH:MM daily]; none: always open"),
     ("timezone", _timezone, "UTC", "timezone the windows are in"),
     ("after", _optional(_str), None, "group that must finish a release before this one starts"),
     ("soak", parse_duration, "0s", "wait this long after `after` finished"),
@@ -260,6 +245,21 @@ def _list(items: list[Any], table: Table, where: str) -> list[dict[str, Any]]:
     return [_table(item, table, f"{where}[{i}].") for i, item in enumerate(items)]
 
 
+def _windows(items: list[Any], where: str) -> tuple[Window, ...]:
+    """Each window a mapping {days, start, duration} or the agent's daily ``HH:MM-HH:MM``."""
+    windows = []
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            try:
+                windows.append(Window.parse(item))
+            except ValueError as error:
+                raise SettingsError(f"{where}[{i}]: {error}") from None
+            continue
+        w = _table(item, WINDOW_TABLE, f"{where}[{i}].")
+        windows.append(Window(w["days"], w["start"], w["duration"]))
+    return tuple(windows)
+
+
 def _group(name: str, data: Any, channels: Mapping[str, Channel], groups: set[str]) -> GroupPolicy:
     where = f"groups.{name}."
     raw = _table(data, GROUP_TABLE, where)
@@ -274,7 +274,6 @@ def _group(name: str, data: Any, channels: Mapping[str, Channel], groups: set[st
         raise SettingsError(f"{where}after: unknown group {raw['after']!r}")
     rate = _table(raw["rate"], RATE_TABLE, where + "rate.")
     halt = _table(raw["halt"], HALT_TABLE, where + "halt.")
-    windows = _list(raw["windows"], WINDOW_TABLE, where + "windows")
     return GroupPolicy(
         name=name,
         channel=raw["channel"],
@@ -283,7 +282,7 @@ def _group(name: str, data: Any, channels: Mapping[str, Channel], groups: set[st
         max_concurrent_reboots=raw["max_concurrent_reboots"],
         lock_ttl_s=raw["lock_ttl"],
         lock_log_retention_s=raw["lock_log_retention"],
-        windows=tuple(Window(w["days"], w["start"], w["duration"]) for w in windows),
+        windows=_windows(raw["windows"], where + "windows"),
         timezone=raw["timezone"],
         after=raw["after"],
         soak_s=raw["soak"],
