@@ -23,6 +23,7 @@ from builder import (
     payload,
     provenance,
     sbom,
+    seal,
     uki,
 )
 from builder.lint import lint
@@ -88,9 +89,13 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
             append=True,
         )
 
-        progress("extracting root, verity and UKI from the disk image")
         (work / "mkosi" / "image.raw").rename(out / contract.DISK_RAW)
+        progress("hashing the root for dm-verity (4 KiB blocks); root hash into GPT and UKI")
+        sealed = seal.seal(settings, out / contract.DISK_RAW)
+        progress("extracting root, verity and UKI from the disk image")
         roothash = _extract(settings, out)
+        if roothash != sealed:
+            raise UserError(f"the UKI names root hash {roothash}, the verity tree is {sealed}")
         with (out / contract.ROOT_IMAGE).open("rb") as f:
             layout.check_slot_fit(layout.erofs_size(f.read(4096)), settings)
 
