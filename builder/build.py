@@ -178,12 +178,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
 def _extract(settings: BuildSettings, out: Path) -> str:
     """Cut root, verity and UKI out of disk.raw; return the root hash, checked against the GPT."""
     disk = out / contract.DISK_RAW
-    table = artifacts.read_table(disk)
-    types = contract.ROOT_TYPES[contract.BUILD_ARCHITECTURE]
-    root_label, verity_label = contract.slot_labels(settings.image_id, settings.version)
-    esp = layout.find(table, contract.TYPE_ESP, contract.ESP_LABEL)
-    root = layout.find(table, types.root, root_label)
-    verity = layout.find(table, types.verity, verity_label)
+    esp, root, verity = layout.built(artifacts.read_table(disk), settings)
     first_uki = f"/{contract.UKI_DIR}/{contract.uki_filename(settings.image_id, settings.version)}"
     artifacts.copy_from_esp(disk, esp, first_uki, out / contract.UKI)
     artifacts.copy_range(disk, root.offset, root.size, out / contract.ROOT_IMAGE)

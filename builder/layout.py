@@ -10,11 +10,20 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from builder import verity
 from builder.settings import BuildSettings
 from cli.errors import UserError
-from updater.contract import EMPTY_LABEL, ESP_LABEL, VAR_LABEL, slot_labels
+from updater.contract import (
+    BUILD_ARCHITECTURE,
+    EMPTY_LABEL,
+    ESP_LABEL,
+    ROOT_TYPES,
+    TYPE_ESP,
+    VAR_LABEL,
+    slot_labels,
+)
 from updater.gpt import Partition
 
 MIB = 1024 * 1024
@@ -119,6 +128,24 @@ def find(parts: list[Partition], type_uuid: str, label: str) -> Partition:
             f"expected one partition of type {type_uuid} labelled {label!r}, found {len(found)}"
         )
     return found[0]
+
+
+class Built(NamedTuple):
+    """The partitions a build writes: the ESP and slot A."""
+
+    esp: Partition
+    root: Partition
+    verity: Partition
+
+
+def built(parts: list[Partition], settings: BuildSettings) -> Built:
+    types = ROOT_TYPES[BUILD_ARCHITECTURE]
+    root_label, verity_label = slot_labels(settings.image_id, settings.version)
+    return Built(
+        find(parts, TYPE_ESP, ESP_LABEL),
+        find(parts, types.root, root_label),
+        find(parts, types.verity, verity_label),
+    )
 
 
 def parse_mirror(sources: dict[str, str]) -> str | None:

@@ -39,12 +39,7 @@ def placeholder_offsets(haystack: bytes | mmap.mmap) -> list[int]:
 
 def seal(settings: BuildSettings, disk: Path) -> str:
     """Seal `disk` in place (see the module's doc); return the root hash."""
-    table = artifacts.read_table(disk)
-    types = contract.ROOT_TYPES[contract.BUILD_ARCHITECTURE]
-    root_label, verity_label = contract.slot_labels(settings.image_id, settings.version)
-    esp = layout.find(table, contract.TYPE_ESP, contract.ESP_LABEL)
-    root = layout.find(table, types.root, root_label)
-    hashes = layout.find(table, types.verity, verity_label)
+    esp, root, hashes = layout.built(artifacts.read_table(disk), settings)
     with disk.open("rb") as f:
         f.seek(root.offset)
         data_bytes = layout.erofs_size(f.read(4096))
