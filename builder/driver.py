@@ -134,6 +134,8 @@ def image_command(
         str(repart_dir),
         *(f"--extra-tree={tree}:/" for tree in extra_trees),
         f"--postinst-script={SCRIPTS / 'sbom.postinst'}",
+        # bootctl's random seed on the ESP differs per build; each host makes its own.
+        f"--finalize-script={SCRIPTS / 'drop-boot-seed.finalize'}",
         *(f"--kernel-command-line={arg}" for arg in fault.kernel_command_line(settings.fault)),
         # builder/seal.py writes the real root hash over it once the verity tree is made.
         f"--kernel-command-line={seal.PLACEHOLDER_ARGUMENT}",
