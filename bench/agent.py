@@ -82,8 +82,8 @@ def _block_device(disk: Path) -> Iterator[str]:
 
 def _writer_times(disk: Path, repo: Path, version: str) -> dict[str, dict[str, float | str]]:
     """Stream each slot target from the repository's file into slot b, then read it back."""
-    from updater.agent.machine import Progress
     from updater.agent.slots import find_slots
+    from updater.agent.updatestate import Progress
     from updater.agent.writer import read_back, write_artifact
     from updater.gpt import read_partitions
     from updater.release import ArtifactRole, releases_from_targets, stored_target_path

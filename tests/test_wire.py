@@ -14,6 +14,7 @@ from updater.wire import (
     Report,
     ReportEvent,
     RollbackCause,
+    Transfer,
     UpdateCheck,
     UpdateDecision,
     Version,
@@ -87,6 +88,21 @@ def test_a_rollback_report_carries_its_cause() -> None:
         Report.from_json({**back.to_json(), "cause": "gremlins"})
 
 
+def test_a_staged_report_carries_what_the_update_cost_on_the_wire() -> None:
+    staged = Report("n", "g", 5, ReportEvent.STAGED, "1.1", "1.0", transfer=Transfer("delta", 1200, 209_000))
+    assert staged.to_json()["transfer"] == {"path": "delta", "bytes_fetched": 1200, "bytes_full": 209_000}
+    assert Report.from_json(staged.to_json()) == staged
+    assert "transfer" not in Report("n", "g", 3, ReportEvent.BLESSED, "1.1", "1.0").to_json()
+    for bad, message in (({"path": "teleport", "bytes_fetched": 1, "bytes_full": 2}, "transfer.path"),
+                         ({"path": "full", "bytes_fetched": -1, "bytes_full": 2}, "byte counts"),
+                         ({"path": "full", "bytes_fetched": True, "bytes_full": 2}, "bytes_fetched"),
+                         ({"path": "full", "bytes_full": 2}, "bytes_fetched"),
+                         ({"path": "full", "bytes_fetched": 1, "bytes_full": 2, "x": 1}, "unknown"),
+                         ([], "transfer")):
+        with pytest.raises(WireError, match=message):
+            Report.from_json({**staged.to_json(), "transfer": bad})
+
+
 # --- arbitrary JSON: every validator answers with a value or a WireError, nothing else ---
 
 _SCALARS = (
@@ -96,7 +112,8 @@ _SCALARS = (
 )
 _KEYS = st.sampled_from(["node_id", "group", "current_version", "image_id", "bad_versions", "seq",
                          "event", "version", "from_version", "detail", "extra", "client_params",
-                         "id", "target_version", "reason", "poll_after_s", "kind", "value"]) | st.text(max_size=6)
+                         "id", "target_version", "reason", "poll_after_s", "kind", "value",
+                         "transfer", "path", "bytes_fetched"]) | st.text(max_size=6)
 JSON = st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4)
                     | st.dictionaries(_KEYS, inner, max_size=8), max_leaves=24)
 TYPES = (UpdateCheck, UpdateDecision, FleetLockRequest, FleetLockError, Report, Enrolment)
@@ -112,7 +129,7 @@ PLAUSIBLE = st.fixed_dictionaries({
     "version": st.sampled_from(["1.1.0", "9" * 9, "9" * 10 + ".0"]),
     "from_version": st.just("1.0.0"),
     "bad_versions": st.lists(st.sampled_from(["1.1", "x", "1" * 5000]), max_size=3),
-}, optional={"extra": JSON, "detail": JSON})
+}, optional={"extra": JSON, "detail": JSON, "transfer": JSON})
 
 
 @settings(max_examples=400, deadline=None)

@@ -257,6 +257,34 @@ class RollbackCause(enum.StrEnum):
     UNEXPLAINED = "unexplained"  # neither: power loss, a hang, the firmware
 
 
+TRANSFER_PATHS = ("full", "delta")
+MAX_BYTES = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """What one update cost on the wire: by full download or by delta (any slot artifact
+    assembled from the booted slot), the bytes fetched and what the full download weighs."""
+
+    path: str
+    bytes_fetched: int
+    bytes_full: int
+
+    @classmethod
+    def from_json(cls, data: Any) -> Transfer:
+        data = _object(data, {"path", "bytes_fetched", "bytes_full"}, "field 'transfer'")
+        path = _field(data, "path", str)
+        if path not in TRANSFER_PATHS:
+            raise WireError(f"field 'transfer.path' must be one of {', '.join(TRANSFER_PATHS)}")
+        counts = [_field(data, name, int) for name in ("bytes_fetched", "bytes_full")]
+        if not all(0 <= count <= MAX_BYTES for count in counts):
+            raise WireError(f"transfer byte counts must be 0 to {MAX_BYTES}")
+        return cls(path, counts[0], counts[1])
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "bytes_fetched": self.bytes_fetched, "bytes_full": self.bytes_full}
+
+
 @dataclass(frozen=True)
 class Report:
     """What an agent tells the server about one step of one update.
@@ -274,11 +302,15 @@ class Report:
     detail: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     cause: RollbackCause | None = None
+    # On the staged report: how the new slot came (optional: older agents send none).
+    transfer: Transfer | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> Report:
         data = _object(
-            data, {"node_id", "group", "seq", "event", "version", "from_version", "detail", "extra", "cause"}
+            data,
+            {"node_id", "group", "seq", "event", "version", "from_version", "detail", "extra", "cause",
+             "transfer"},
         )
         seq = _field(data, "seq", int)
         if not 0 <= seq <= MAX_SEQ:
@@ -306,6 +338,7 @@ class Report:
             detail=detail[:2000],
             extra=_field(data, "extra", dict, required=False) or {},
             cause=cause,
+            transfer=None if data.get("transfer") is None else Transfer.from_json(data["transfer"]),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -319,4 +352,5 @@ class Report:
             "detail": self.detail,
             "extra": self.extra,
             **({"cause": self.cause.value} if self.cause else {}),
+            **({"transfer": self.transfer.to_json()} if self.transfer else {}),
         }

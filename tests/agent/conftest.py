@@ -61,17 +61,20 @@ class BuiltRelease:
 
 
 def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: int = SLOT_MIB,
-                  whole_slot: bool = False) -> BuiltRelease:
+                  whole_slot: bool = False, blob: bytes | None = None,
+                  uki_tail: bytes | None = None) -> BuiltRelease:
     """A small real release: erofs root, real dm-verity tree, a stand-in UKI, manifest.json.
 
     ``whole_slot``: as `berth build` makes them, the root image is the whole slot (the
     erofs, then zeros), hashed in 4 KiB blocks like builder/verity.py, and the verity
-    image is the whole verity slot."""
+    image is the whole verity slot. ``blob``: the contents of its big file (default: random,
+    so that no two releases share it); ``uki_tail`` the same for the stand-in UKI's bytes after
+    its command line."""
     directory = out / contract.artifact_name("berth", version)
     src = out / f"src-{version}"
     (src / "usr/lib").mkdir(parents=True)
     (src / "usr/lib/os-release").write_text(f"IMAGE_ID=berth\nIMAGE_VERSION={version}\n")
-    (src / "blob").write_bytes(os.urandom(blob_bytes // 2) + bytes(blob_bytes // 2))
+    (src / "blob").write_bytes(os.urandom(blob_bytes // 2) + bytes(blob_bytes // 2) if blob is None else blob)
     directory.mkdir(parents=True)
     subprocess.run(["mkfs.erofs", "--quiet", "-T0", str(directory / contract.ROOT_IMAGE), str(src)], check=True)
     blocks = ["--data-block-size=4096", "--hash-block-size=4096"] if whole_slot else []
@@ -86,7 +89,8 @@ def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: 
         os.truncate(directory / contract.VERITY_IMAGE, verity_mib(slot_mib) << 20)
     roothash = re.search(r"Root hash:\s+([0-9a-f]{64})", out_text)[1]  # type: ignore[index]
     # A stand-in for a UKI: what matters to the boot path is its .cmdline (roothash=).
-    uki = b"MZ" + bytes(510) + f".cmdline\0roothash={roothash} console=ttyS0\0".encode() + os.urandom(4096)
+    uki = b"MZ" + bytes(510) + f".cmdline\0roothash={roothash} console=ttyS0\0".encode() + (
+        os.urandom(4096) if uki_tail is None else uki_tail)
     (directory / contract.UKI).write_bytes(uki)
     artifacts = {
         name: contract.Artifact((directory / name).stat().st_size,
@@ -152,15 +156,21 @@ def _handler(server: Server) -> type[BaseHTTPRequestHandler]:
                 self.send_error(404)
                 return
             size = path.stat().st_size
-            start = 0
-            match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
+            start, end = 0, size
+            match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
             if match and server.ranges:
-                start = int(match[1])
+                start, end = int(match[1]), min(size, int(match[2] or size - 1) + 1)
+                if start >= size or end <= start:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 self.send_response(206)
-                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+                self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
             else:
                 self.send_response(200)
-            length = size - start
+            length = end - start
             self.send_header("Content-Length", str(length))
             self.end_headers()
             suffix = next((s for s in server.cut_after if self.path.endswith(s)), None)
@@ -451,3 +461,26 @@ def host_of(tmp_path: Path, base_disk: Path, releases: dict[str, BuiltRelease], 
         return make_host(tmp_path, base_disk, releases, url, repo_dir / "metadata/root.json")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def similar(tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuiltRelease]:
+    """1.0 and 1.1 with the same 6 MiB file (1.1 differs in its os-release) and nearly the same
+    UKI (its roothash= differs), and 1.2 unlike both."""
+    out = tmp_path_factory.mktemp("similar")
+    shared, tail = os.urandom(6 << 20), os.urandom(256 << 10)
+    return {
+        "1.0": build_release(out, "1.0", blob=shared, uki_tail=tail),
+        "1.1": build_release(out, "1.1", blob=shared, uki_tail=tail),
+        "1.2": build_release(out, "1.2", blob=os.urandom(6 << 20)),
+    }
+
+
+@pytest.fixture
+def delta_host(tmp_path: Path, similar: dict[str, BuiltRelease], server: Server, keys_dir: Path) -> Host:
+    repo = server.root / "repo"
+    for version in ("1.0", "1.1"):
+        publish(repo, keys_dir, similar[version])
+    disk = tmp_path / "base.raw"
+    make_disk(disk, similar["1.0"])
+    return make_host(tmp_path, disk, similar, f"{server.url}/repo", repo / "metadata/root.json")

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from updater.agent import machine as m
+from updater.agent import updatestate as m
+from updater.agent.boundaries import ServerFleet, Standalone
 from updater.agent.entries import boot_order, parse_entries
 from updater.agent.policy import (
     AfterReboot,
@@ -15,16 +17,32 @@ from updater.agent.policy import (
     boot_blessed,
     choose_release,
     may_write_slot,
+    plan_uki,
+    removed_after_bless,
+    removed_after_fallback,
+    slot_fits,
     stale_entries,
+    waits_for_window,
 )
-from updater.contract import BootEntry, uki_filename
+from updater.agent.slots import Slot
+from updater.contract import EMPTY_LABEL, BootEntry, uki_filename
+from updater.gpt import Partition
 from updater.release import Release
 
 TARGET = m.Target("berth", "1.1", "ab" * 32, "b", "1.0")
 
+# One state of each phase, as the agent reaches it.
+PHASES: dict[m.State, m.Phase] = {
+    m.State.IDLE: m.Idle(),
+    m.State.WRITING: m.Writing(TARGET),
+    m.State.WRITTEN: m.Written(TARGET),
+    m.State.STAGED: m.Staged(TARGET, staged_at=50.0),
+    m.State.REBOOTING: m.Rebooting(TARGET, staged_at=50.0),
+}
+
 
 def _in(state: m.State) -> m.AgentState:
-    return m.AgentState(state=state, target=None if state == m.State.IDLE else TARGET)
+    return m.AgentState(phase=PHASES[state])
 
 
 # transition -> (states it may start from, the state it leads to)
@@ -51,7 +69,7 @@ def test_every_transition_from_every_state(name: str, start: m.State) -> None:
     before = _in(start)
     if start in allowed:
         after = apply(before)
-        assert after.state == leads_to
+        assert after.phase.name == leads_to
         # what a power cut reads back is what was saved
         assert m.AgentState.from_json(after.to_json()) == after
     else:
@@ -60,26 +78,32 @@ def test_every_transition_from_every_state(name: str, start: m.State) -> None:
 
 
 def test_rollback_remembers_the_version_once_and_seq_only_grows() -> None:
-    state = m.AgentState(state=m.State.REBOOTING, target=TARGET, bad_versions=("1.1",), seq=7)
+    state = m.AgentState(phase=m.Rebooting(TARGET, 0.0), bad_versions=("1.1",), seq=7)
     after = m.finish_rolled_back(state, explained=True)
-    assert after.bad_versions == ("1.1",) and after.target is None
+    assert after.bad_versions == ("1.1",) and after.phase == m.Idle()
     assert m.next_seq(after).seq == 8
 
 
 def test_only_an_explained_rollback_makes_a_version_bad_for_good() -> None:
-    staged = m.mark_staged(m.AgentState(state=m.State.WRITTEN, target=TARGET), 10.0)
+    staged = m.mark_staged(m.AgentState(phase=m.Written(TARGET)), 10.0)
     again = m.mark_rebooting(m.try_again(m.mark_rebooting(staged)))
-    assert (again.fallbacks, again.staged_at) == (1, 10.0)  # panics are looked for since staging
+    assert isinstance(again.phase, m.Rebooting)
+    assert (again.phase.fallbacks, again.phase.staged_at) == (1, 10.0)  # panics are looked for since staging
     given_up = m.finish_rolled_back(again, explained=False)
     assert given_up.bad_versions == () and given_up.unexplained_versions == (TARGET.version,)
-    assert given_up.refused_versions == (TARGET.version,) and given_up.fallbacks == 0
-    assert m.start_writing(given_up, TARGET).staged_at is None
+    assert given_up.refused_versions == (TARGET.version,) and given_up.phase == m.Idle()
+    # A new write starts with neither the old staging time nor its fallbacks.
+    assert m.start_writing(given_up, TARGET).phase == m.Writing(TARGET)
+    assert m.mark_staged(m.mark_written(m.start_writing(given_up, TARGET)), 20.0).phase \
+        == m.Staged(TARGET, staged_at=20.0, fallbacks=0)
 
 
 def test_rebooting_again_restarts_the_bless_clock() -> None:
     waiting = m.note_unblessed(_in(m.State.REBOOTING), 100.0)
-    assert m.note_unblessed(waiting, 200.0).unblessed_since == 100.0
-    assert m.mark_rebooting(waiting).unblessed_since is None
+    assert isinstance(waiting.phase, m.Rebooting)
+    assert m.note_unblessed(waiting, 200.0) == waiting and waiting.phase.unblessed_since == 100.0
+    again = m.mark_rebooting(waiting).phase
+    assert isinstance(again, m.Rebooting) and again.unblessed_since is None
 
 
 def _release(version: str, *, withdrawn: bool = False, min_version: str | None = None,
@@ -166,3 +190,91 @@ def test_maintenance_window(window: str, hour: int, minute: int, inside: bool) -
 def test_bad_window_is_refused(text: str) -> None:
     with pytest.raises(ValueError, match="maintenance window"):
         Window.parse(text)
+
+
+# ---- the rules the agent's shell asks (policy.py) ------------------------------------
+
+
+def _slot(root_bytes: int, verity_bytes: int) -> Slot:
+    def part(index: int, size: int) -> Partition:
+        return Partition(index, "t", "p", 2048, 2048 + size // 512 - 1, 0, EMPTY_LABEL)
+
+    return Slot("b", part(3, root_bytes), part(4, verity_bytes))
+
+
+@pytest.mark.parametrize("slot_size, verity_size, fits", [
+    (16 << 20, 1 << 20, True),  # exactly the slot
+    (8 << 20, 1 << 19, True),  # smaller
+    ((16 << 20) + 512, 1 << 20, False),  # root one sector too big
+    (16 << 20, (1 << 20) + 512, False),  # verity one sector too big
+    (32 << 20, 2 << 20, False),
+])
+def test_a_release_fits_a_slot_only_when_both_images_do(slot_size: int, verity_size: int, fits: bool) -> None:
+    release = Release("berth", "1.1", "00" * 32, slot_size, verity_size, None, False, {})
+    why = slot_fits(release, _slot(16 << 20, 1 << 20))
+    assert (why is None) is fits
+    if not fits:
+        assert why == f"needs slots of {slot_size}+{verity_size} bytes, slot b has {16 << 20}+{1 << 20}"
+
+
+@pytest.mark.parametrize("names, signed, remove, install", [
+    ([], set(), [], True),  # nothing there yet
+    (["berth_1.1+3.efi"], {"berth_1.1+3.efi"}, [], False),  # installed before a cut
+    (["berth_1.1+3.efi"], set(), ["berth_1.1+3.efi"], True),  # a cut left it short
+    (["berth_1.1+1-2.efi", "berth_1.1+3.efi"], {"berth_1.1+3.efi"}, [], False),  # one good is enough
+    (["berth_1.1+1-2.efi", "berth_1.1+3.efi"], set(), ["berth_1.1+1-2.efi", "berth_1.1+3.efi"], True),
+    (["berth_1.0.efi", "berth_1.1.0+3.efi"], set(), ["berth_1.1.0+3.efi"], True),  # 1.1.0 is 1.1
+    (["berth_1.0.efi"], {"berth_1.0.efi"}, [], True),  # another version's entry is not looked at
+])
+def test_plan_uki(names: list[str], signed: set[str], remove: list[str], install: bool) -> None:
+    asked: list[str] = []
+
+    def is_signed(entry: BootEntry) -> bool:
+        asked.append(entry.filename)
+        return entry.filename in signed
+
+    plan = plan_uki(parse_entries(names), "1.1", is_signed)
+    assert ([e.filename for e in plan.remove], plan.install) == (remove, install)
+    assert all(BootEntry.parse(n).version in ("1.1", "1.1.0") for n in asked)  # type: ignore[union-attr]
+    # No further than the first signed one: each answer reads a whole UKI.
+    assert not signed & set(asked[:-1])
+
+
+@pytest.mark.parametrize("names, booted, other, removed", [
+    (["berth_1.1.efi", "berth_1.0.efi"], "1.1", "1.0", []),
+    (["berth_1.1.efi", "berth_1.0.efi", "berth_0.9.efi"], "1.1", "1.0", ["berth_0.9.efi"]),
+    (["berth_1.1.efi", "berth_1.0.efi"], "1.1", None, ["berth_1.0.efi"]),  # other slot empty
+    (["berth_1.1.0.efi", "berth_1.0.efi"], "1.1", "1.0", []),  # same versions, other spelling
+    (["berth_1.1.efi", "berth_1.0+0-3.efi"], "1.1", "1.0", []),  # a bad entry of a slot stays
+])
+def test_removed_after_bless_keeps_what_either_slot_can_boot(names: list[str], booted: str, other: str | None,
+                                                             removed: list[str]) -> None:
+    assert [e.filename for e in removed_after_bless(parse_entries(names), booted, other)] == removed
+
+
+def test_removed_after_fallback_is_every_entry_of_the_target() -> None:
+    entries = parse_entries(["berth_1.0.efi", "berth_1.1+0-3.efi", "berth_1.1.0+1-2.efi", "berth_1.2+3.efi"])
+    assert [e.filename for e in removed_after_fallback(entries, "1.1")] == ["berth_1.1+0-3.efi", "berth_1.1.0+1-2.efi"]
+    assert removed_after_fallback(entries, "2.0") == []
+
+
+@pytest.mark.parametrize("window, hour, waits", [
+    (None, 12, False),  # a fleet server paces reboots: no window of the agent's own
+    ("02:00-04:00", 3, False), ("02:00-04:00", 12, True), ("02:00-04:00", 4, True),
+    ("23:00-01:00", 0, False), ("23:00-01:00", 22, True),
+])
+def test_waits_for_window(window: str | None, hour: int, waits: bool) -> None:
+    moment = datetime(2026, 1, 1, hour, 0, tzinfo=UTC)
+    assert waits_for_window(Window.parse(window) if window else None, moment) is waits
+
+
+@pytest.mark.parametrize("text", ["02:00-04:00", "23:30-00:15", "00:00-00:00"])
+def test_a_window_prints_as_it_was_written(text: str) -> None:
+    assert str(Window.parse(text)) == text
+
+
+def test_the_strategy_holds_the_window() -> None:
+    assert Standalone(Window.parse("02:00-04:00")).reboot_window() == Window.parse("02:00-04:00")
+    assert Standalone().reboot_window() is None
+    server = ServerFleet("https://fleet.invalid", "n", "g", credential_file=Path("/nonexistent"))
+    assert server.reboot_window() is None

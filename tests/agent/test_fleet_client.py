@@ -39,7 +39,7 @@ Host = Any
 
 
 @dataclass
-class Fleet:
+class FakeServer:
     """A fleet server reduced to the protocol: one offered version, one lock."""
 
     url: str = ""
@@ -54,8 +54,8 @@ class Fleet:
 
 
 @pytest.fixture
-def fleet() -> Iterator[Fleet]:
-    state = Fleet()
+def fleet() -> Iterator[FakeServer]:
+    state = FakeServer()
 
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -105,7 +105,7 @@ def fleet() -> Iterator[Fleet]:
     httpd.server_close()
 
 
-def test_agent_follows_the_fleet(host: Host, fleet: Fleet) -> None:
+def test_agent_follows_the_fleet(host: Host, fleet: FakeServer) -> None:
     host.settings(server_url=fleet.url, group="canary", node_id="node-7")
     host.agent("run", "--once")
     assert host.state()["state"] == "idle" and host.entries() == ["berth_1.0.efi"]
@@ -131,7 +131,7 @@ def test_agent_follows_the_fleet(host: Host, fleet: Fleet) -> None:
     assert [r.seq for r in fleet.reports] == [1, 2, 3, 4]
 
 
-def test_rollback_is_reported_and_told_to_the_fleet(host: Host, fleet: Fleet) -> None:
+def test_rollback_is_reported_and_told_to_the_fleet(host: Host, fleet: FakeServer) -> None:
     host.settings(server_url=fleet.url, node_id="node-8")
     fleet.offer = "1.1"
     host.agent("run", "--once")
@@ -147,13 +147,13 @@ def test_rollback_is_reported_and_told_to_the_fleet(host: Host, fleet: Fleet) ->
     assert fleet.checks[-1].bad_versions == ("1.1",)
 
 
-def test_group_token_goes_with_every_request(host: Host, fleet: Fleet) -> None:
+def test_group_token_goes_with_every_request(host: Host, fleet: FakeServer) -> None:
     host.settings(server_url=fleet.url, node_id="node-9", fleet_token="s3cret")
     host.agent("run", "--once")
     assert fleet.authorizations and set(fleet.authorizations) == {"Bearer s3cret"}
 
 
-def test_the_host_enrols_once_and_keeps_its_credential_private(host: Host, fleet: Fleet) -> None:
+def test_the_host_enrols_once_and_keeps_its_credential_private(host: Host, fleet: FakeServer) -> None:
     host.settings(server_url=fleet.url, group="canary", node_id="node-10")
     host.agent("run", "--once")
     host.agent("run", "--once")

@@ -48,6 +48,25 @@ def test_power_cut_while_downloading_writing_and_staging(host: Host, tmp_path: P
 
 
 @pytest.mark.slow
+def test_power_cut_while_assembling_a_slot_by_delta(delta_host: Host, tmp_path: Path) -> None:
+    """The same cuts on the delta path: each checkpoint of the assembly, the path decision."""
+    host = delta_host
+
+    def staged() -> None:
+        assert host.state()["state"] == "rebooting", host.state()
+        assert host.entries() == ["berth_1.1+3.efi", "berth_1.0.efi"]
+        assert host.verified_boot() == "1.1"
+        built = host.releases["1.1"].directory
+        assert host.slot_b("1.1") == [(built / n).read_bytes() for n in ("root.erofs", "root.verity")]
+        assert '"path": "delta"' in (host.state_dir / "transfer-root.json").read_text()
+
+    steps = _cut_everywhere(host, tmp_path, "delta", staged)
+    trace = (tmp_path / "trace-delta").read_text()
+    assert "checkpoint delta root" in trace and "write transfer-root.json" in trace
+    assert steps >= 8
+
+
+@pytest.mark.slow
 def test_power_cut_while_finishing_a_blessed_update(host: Host, tmp_path: Path) -> None:
     host.agent("run", "--once")
     host.boot()

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from updater.agent import writer
-from updater.agent.machine import Progress
+from updater.agent.updatestate import Progress
 from updater.gpt import Partition
 from updater.publish.repository import compress_frames
 from updater.release import ArtifactRole, ReleaseArtifact

@@ -84,7 +84,7 @@ def store(db_url: str) -> Iterator[Store]:
 
 
 @dataclass
-class Fleet:
+class FleetUnderTest:
     """One policy, one repository, one database, and the servers running them."""
 
     workdir: Path
@@ -165,8 +165,8 @@ class Fleet:
 
 
 @pytest.fixture
-def make_fleet(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
-    fleets: list[Fleet] = []
+def make_fleet(tmp_path: Path) -> Iterator[Callable[..., FleetUnderTest]]:
+    fleets: list[FleetUnderTest] = []
 
     def make(
         groups: dict[str, Any],
@@ -175,14 +175,14 @@ def make_fleet(tmp_path: Path) -> Iterator[Callable[..., Fleet]]:
         servers: int = 1,
         releases: tuple[str, ...] = ("1.1.0",),
         **top: Any,
-    ) -> Fleet:
+    ) -> FleetUnderTest:
         workdir = tmp_path / f"fleet{len(fleets)}"
         workdir.mkdir()
         config = write_config(
             workdir, {"repository": "repo", "admin_token": ADMIN, "groups": groups, **top}
         )
         write_targets(workdir / "repo", [synthetic_release(v) for v in releases])
-        fleet = Fleet(workdir, config, db or f"sqlite:///{workdir / 'fleet.sqlite3'}")
+        fleet = FleetUnderTest(workdir, config, db or f"sqlite:///{workdir / 'fleet.sqlite3'}")
         fleets.append(fleet)
         for _ in range(servers):
             fleet.start()

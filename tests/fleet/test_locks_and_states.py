@@ -96,3 +96,11 @@ def test_out_of_order_events_are_refused(state: HostState, event: ReportEvent) -
 def test_no_new_offer_while_an_update_is_under_way() -> None:
     with pytest.raises(ReportRejected):
         after_offer(HostState.STAGED)
+
+
+def test_host_states_are_the_server_steps_and_the_report_events() -> None:
+    from updater.fleet.hoststate import SERVER_STEPS, state_of
+
+    assert {state_of(e).value for e in ReportEvent} == {e.value for e in ReportEvent}
+    assert set(HostState) == SERVER_STEPS | {state_of(e) for e in ReportEvent}
+    assert SERVER_STEPS == {HostState.IDLE, HostState.OFFERED}

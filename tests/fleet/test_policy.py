@@ -258,11 +258,11 @@ def _view(**changes: object) -> pol.RolloutView:
     return pol.RolloutView(**{**base, **changes})  # type: ignore[arg-type]
 
 
-def test_decide_walks_through_every_reason() -> None:
+def test_judge_start_walks_through_every_reason() -> None:
     group = parse_settings(
         {"groups": {"g": {"waves": [{"after": "1h", "percent": 100}]}}}, Path(".")
     ).groups["g"]
-    decide = pol.decide
+    decide = pol.judge_start
     assert decide(group, "n", "1.1", None, _view(), 3600).needs_slot
     assert decide(group, "n", "1.1", None, _view(), 10).reason is pol.Reason.WAITING_FOR_WAVE
     assert (
@@ -319,5 +319,5 @@ def test_operator_actions_move_a_release_between_named_states(
     ],
 )
 def test_operator_actions_refused_from_the_wrong_state(state: str, action: str) -> None:
-    with pytest.raises(pol.TransitionError):
+    with pytest.raises(pol.ReleaseTransitionError):
         pol.admin_transition(pol.ReleaseState(state), action)

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from updater.client import FleetRejected, LockDenied
-from updater.wire import Report, ReportEvent, RollbackCause
+from updater.wire import Report, ReportEvent, RollbackCause, Transfer
 
 HEADER = {"fleet-lock-protocol": "true"}
 BOTH_DATABASES = pytest.mark.parametrize(
@@ -287,6 +287,19 @@ def test_reports_keep_history_and_refuse_replays_and_out_of_order(
         assert refused.value.status == 409
     assert fleet.admin("GET", "/admin/hosts/a").json() == before
     assert [r["event"] for r in before["reports"]] == ["downloading"]
+
+
+@BOTH_DATABASES
+def test_the_staged_report_s_transfer_is_kept_and_shown(make_fleet: Any, db: str | None) -> None:
+    fleet = make_fleet({"default": {"waves": NOW_WAVE}}, db=db)
+    client = fleet.client("a")
+    client.check("1.0.0")
+    client.report(Report("a", "default", 1, ReportEvent.DOWNLOADING, "1.1.0", "1.0.0"))
+    client.report(Report("a", "default", 2, ReportEvent.STAGED, "1.1.0", "1.0.0",
+                         transfer=Transfer("delta", 5_000_000, 209_000_000)))
+    history = fleet.admin("GET", "/admin/hosts/a").json()
+    assert history["transfers"] == [{"seq": 2, "version": "1.1.0", "path": "delta",
+                                     "bytes_fetched": 5_000_000, "bytes_full": 209_000_000}]
 
 
 BOTH = ("/v1/update/check", "/v1/reports")

@@ -1,9 +1,12 @@
 """The agent: gathers facts from the edges, asks the pure core, acts, persists.
 
 One ``step()`` moves the persisted state machine as far as it can go now
-(idle -> writing -> written -> staged -> rebooting -> idle) and returns how
-long to wait before the next step. Every action is re-entrant: after a power
-cut the next step resumes from whatever state.json says.
+(idle -> writing -> written -> staged -> rebooting -> idle), one transition per
+tick: it gathers the facts, runs the handler of the current phase, which acts
+and returns the next state, and goes round again on fresh facts while the
+handler says the new phase has work to do now. It returns how long to wait
+before the next step. Every action is re-entrant: after a power cut the next
+step resumes from whatever state.json says.
 """
 
 from __future__ import annotations
@@ -12,42 +15,46 @@ import shlex
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cli.errors import UserError
-from updater.agent import machine as m
+from updater.agent import delta
+from updater.agent import updatestate as u
+from updater.agent.boundaries import SignedRepository, UpdateStrategy
 from updater.agent.entries import entries_for
 from updater.agent.esp import Esp, EspError
 from updater.agent.evidence import failed_checks, forget_trial_failures, panics_since
-from updater.agent.host import Booted, HostPaths, booted, disk_of_partition, find_esp, machine_id
+from updater.agent.host import Booted, HostPaths, booted, disk_of_partition, find_esp
 from updater.agent.journal import log, notify
 from updater.agent.policy import (
     AfterReboot,
-    Window,
     after_reboot,
     boot_blessed,
     choose_release,
     judge_fallback,
     may_write_slot,
     other_slot,
-    stale_entries,
+    plan_uki,
+    removed_after_bless,
+    removed_after_fallback,
+    slot_fits,
+    waits_for_window,
 )
-from updater.agent.ports import Fleet
 from updater.agent.settings import AgentSettings, credentials, credentials_dir_from_env
 from updater.agent.slots import Slot, find_slots, slot_of_roothash
-from updater.agent.statefile import StateStore, atomic_write
-from updater.agent.writer import StreamEnded, WriteError, read_back, write_artifact
+from updater.agent.statefile import StateStore
+from updater.agent.writer import StreamEnded, WriteError, read_back
 from updater.contract import EMPTY_LABEL, BootEntry, slot_labels, uki_filename, uuids_from_roothash
 from updater.gpt import Partition, read_partitions, relabel
 from updater.release import ArtifactRole, Release
-from updater.wire import Report, ReportEvent, RollbackCause, Version
+from updater.wire import Report, ReportEvent, RollbackCause, Transfer, Version
 
-if TYPE_CHECKING:
-    from updater.agent.fetch import TufRepository
+# A step runs at most this many ticks: the longest path (idle, writing, written,
+# staged, then a booted-already rebooting) takes five.
+MAX_TICKS = 8
 
 # Failures after which a later step may simply try again (the state is kept).
 def retryable_errors() -> tuple[type[Exception], ...]:
@@ -77,18 +84,31 @@ class Facts:
     esp: Esp
 
 
+@dataclass(frozen=True)
+class Tick:
+    """What one handler did: the state it left, and either the seconds until the next
+    step or None, which runs the new phase's handler now, on fresh facts."""
+
+    state: u.AgentState
+    wait: float | None = None
+
+
 class Agent:
     def __init__(
         self,
         settings: AgentSettings,
         paths: HostPaths,
-        fleet: Fleet,
+        node_id: str,
+        strategy: UpdateStrategy,
         clock: Callable[[], float] = time.time,
+        open_repository: Callable[[], SignedRepository] | None = None,
     ) -> None:
-        self.settings, self.paths, self.fleet, self.clock = settings, paths, fleet, clock
+        self.settings, self.paths, self.node_id, self.strategy, self.clock = settings, paths, node_id, strategy, clock
         self.state_dir = Path(settings.state_dir)
         self.store = StateStore(self.state_dir)
-        self._signed: tuple[TufRepository, list[Release]] | None = None
+        # The TUF repository of the settings; a test's shell runs on one in memory.
+        self.open_repository = open_repository or self._tuf_repository
+        self._signed: tuple[SignedRepository, list[Release]] | None = None
 
     # ---- facts -------------------------------------------------------------------------
 
@@ -99,33 +119,24 @@ class Agent:
         esp = Esp(Path(self.settings.esp) if self.settings.esp else find_esp())
         return Facts(now_booted, disk, slots, slot_of_roothash(slots, now_booted.roothash), esp)
 
-    def node_id(self) -> str:
-        if self.settings.node_id:
-            return self.settings.node_id
-        path = self.state_dir / "node-id"
-        if path.exists():
-            return path.read_text().strip()
-        value = machine_id(self.paths)
-        atomic_write(path, value.encode())
-        return value
-
     def trusted_root(self) -> bytes:
         creds = credentials(credentials_dir_from_env())
         if "tuf_root" in creds:
             return creds["tuf_root"].encode()
         return Path(self.settings.trusted_root).read_bytes()
 
-    def signed_releases(self) -> tuple[TufRepository, list[Release]]:
+    def _tuf_repository(self) -> SignedRepository:
+        url = self.settings.effective_repo_url
+        if not url:
+            raise UserError("no repository: set repo_url or server_url")
+        from updater.agent.fetch import TufRepository
+
+        return TufRepository(self.state_dir / "tuf", url, self.trusted_root(), self.settings.tls_verify)
+
+    def signed_releases(self) -> tuple[SignedRepository, list[Release]]:
         """The repository refreshed once per step (ngclient verifies each refresh afresh)."""
         if self._signed is None:
-            url = self.settings.effective_repo_url
-            if not url:
-                raise UserError("no repository: set repo_url or server_url")
-            from updater.agent.fetch import TufRepository
-
-            repo = TufRepository(
-                self.state_dir / "tuf", url, self.trusted_root(), self.settings.tls_verify
-            )
+            repo = self.open_repository()
             self._signed = (repo, repo.refresh())
         return self._signed
 
@@ -135,74 +146,84 @@ class Agent:
         """Advance as far as possible; the seconds until the next step."""
         self._signed = None
         state = self.store.load()
+        started = state.phase.name.value
         facts = self.facts()
-        handlers = {
-            m.State.IDLE: self._idle,
-            m.State.WRITING: self._install,
-            m.State.WRITTEN: self._install,
-            m.State.STAGED: self._staged,
-            m.State.REBOOTING: self._after_reboot,
-        }
-        try:
-            return handlers[state.state](state, facts)
-        except retryable_errors() as error:
-            log("error", f"{state.state.value}: {error}; will retry", state=state.state.value)
-        except refused_errors() as error:
-            log("error", f"repository metadata refused: {error}", state=state.state.value)
+        for _ in range(MAX_TICKS):
+            try:
+                tick = self._tick(state, facts)
+            except retryable_errors() as error:
+                log("error", f"{started}: {error}; will retry", state=started)
+                return self.settings.poll_interval_s
+            except refused_errors() as error:
+                log("error", f"repository metadata refused: {error}", state=started)
+                return self.settings.poll_interval_s
+            if tick.wait is not None:
+                return tick.wait
+            if tick.state.phase == state.phase:
+                raise RuntimeError(f"{started}: a handler asked to go on without a new phase")
+            state = tick.state
+            facts = self.facts()
+        log("error", f"{started}: still moving after {MAX_TICKS} transitions", state=started)
         return self.settings.poll_interval_s
 
-    def _report(self, state: m.AgentState, event: ReportEvent, target: m.Target, detail: str = "",
-                cause: RollbackCause | None = None) -> m.AgentState:
-        state = self.store.save(m.next_seq(state))
-        report = Report(self.node_id(), self.settings.group, state.seq, event,
-                        target.version, target.from_version, detail, cause=cause)
+    def _tick(self, state: u.AgentState, facts: Facts) -> Tick:
+        """The current phase's handler: one transition on this tick's facts."""
+        match state.phase:
+            case u.Idle():
+                return self._idle(state, facts)
+            case u.Writing() as writing:
+                return self._writing(state, writing, facts)
+            case u.Written() as written:
+                return self._written(state, written, facts)
+            case u.Staged() as staged:
+                return self._staged(state, staged, facts)
+            case u.Rebooting() as rebooting:
+                return self._rebooting(state, rebooting, facts)
+
+    def _report(self, state: u.AgentState, event: ReportEvent, target: u.Target, detail: str = "",
+                cause: RollbackCause | None = None, transfer: Transfer | None = None) -> u.AgentState:
+        state = self.store.save(u.next_seq(state))
+        report = Report(self.node_id, self.settings.group, state.seq, event,
+                        target.version, target.from_version, detail, cause=cause, transfer=transfer)
         log("info", f"{event.value} {target.version}" + (f": {detail}" if detail else ""),
             event=event.value, version=target.version, from_version=target.from_version, seq=state.seq,
             **({"cause": cause.value} if cause else {}))
-        self.fleet.report(report)
+        self.strategy.report(report)
         return state
 
-    def _idle(self, state: m.AgentState, facts: Facts) -> float:
+    def _idle(self, state: u.AgentState, facts: Facts) -> Tick:
         entries = facts.esp.entries()
         current = facts.booted.version
         if not boot_blessed(entries, current):
             notify(STATUS=f"{current} booted, waiting for boot-complete.target")
-            return min(self.settings.poll_interval_s, 10)
-        if state.lock_held and self.fleet.release_reboot_lock():
-            state = self.store.save(m.lock_released(state))
+            return Tick(state, min(self.settings.poll_interval_s, 10))
+        if state.lock_held and self.strategy.release_reboot_lock():
+            state = self.store.save(u.lock_released(state))
         if not self.settings.effective_repo_url:
             # A host provisioned without a repository runs (and stays healthy) until it gets one.
             notify(STATUS=f"{current} booted; no repository: set server_url or repo_url")
-            return self.settings.poll_interval_s
-        offer = self.fleet.offer(current, state.refused_versions, facts.booted.image_id)
+            return Tick(state, self.settings.poll_interval_s)
+        offer = self.strategy.offer(current, state.refused_versions, facts.booted.image_id)
         poll = offer.poll_after_s or self.settings.poll_interval_s
         if not offer.allowed:
             notify(STATUS=f"up to date at {current}: {offer.reason}")
             log("info", f"no update: {offer.reason}", version=current)
-            return poll
+            return Tick(state, poll)
         _, releases = self.signed_releases()
         release, why = choose_release(releases, facts.booted.image_id, current, state.refused_versions,
                                      offer.version)
         if release is None:
             notify(STATUS=f"up to date at {current} ({why})")
             log("info", f"no update: {why}", version=current)
-            return poll
+            return Tick(state, poll)
         slot = facts.slots[other_slot(facts.booted_slot.name)]
-        refusal = may_write_slot(slot.name, facts.booted_slot.name, True) or self._fits(release, slot)
+        refusal = may_write_slot(slot.name, facts.booted_slot.name, True) or slot_fits(release, slot)
         if refusal:
             log("error", f"release {release.version} refused: {refusal}", version=release.version)
-            return poll
-        target = m.Target(release.image_id, release.version, release.roothash, slot.name, current)
-        state = self.store.save(m.start_writing(state, target))
-        state = self._report(state, ReportEvent.DOWNLOADING, target)
-        return self._install(state, facts)
-
-    @staticmethod
-    def _fits(release: Release, slot: Slot) -> str | None:
-        if release.slot_size > slot.root.size or release.verity_slot_size > slot.verity.size:
-            return (f"needs slots of {release.slot_size}+{release.verity_slot_size} bytes, "
-                    f"slot {slot.name} has {slot.root.size}+{slot.verity.size}")
-        return None
+            return Tick(state, poll)
+        target = u.Target(release.image_id, release.version, release.roothash, slot.name, current)
+        state = self.store.save(u.start_writing(state, target))
+        return Tick(self._report(state, ReportEvent.DOWNLOADING, target))
 
     def _invalidate(self, facts: Facts, name: str) -> None:
         """Make slot ``name`` boot nothing before its bytes change: no entry, no matching UUIDs."""
@@ -217,43 +238,61 @@ class Agent:
             slot.verity.index: (str(uuid.uuid4()), EMPTY_LABEL),
         })
 
-    def _install(self, state: m.AgentState, facts: Facts) -> float:
-        target = state.target
-        assert target is not None
-        refusal = may_write_slot(target.slot, facts.booted_slot.name, boot_blessed(facts.esp.entries(), facts.booted.version))
+    def _installable(self, state: u.AgentState, target: u.Target, facts: Facts) -> tuple[SignedRepository, Release] | Tick:
+        """The signed release to write or stage into the target's slot, or the Tick giving it up."""
+        refusal = may_write_slot(target.slot, facts.booted_slot.name,
+                                 boot_blessed(facts.esp.entries(), facts.booted.version))
         if refusal:
-            return self._give_up(state, f"slot {target.slot} may not be written: {refusal}")
+            return self._give_up(state, target, f"slot {target.slot} may not be written: {refusal}")
         signed = self._signed_target(target)
         if signed is None:
-            return self._give_up(state, f"release {target.version} is no longer offered")
+            return self._give_up(state, target, f"release {target.version} is no longer offered")
+        return signed
+
+    def _writing(self, state: u.AgentState, writing: u.Writing, facts: Facts) -> Tick:
+        signed = self._installable(state, writing.target, facts)
+        if isinstance(signed, Tick):
+            return signed
         repo, release = signed
-        slot = facts.slots[target.slot]
+        slot = facts.slots[writing.target.slot]
         try:
-            if state.state == m.State.WRITING:
-                self._invalidate(facts, slot.name)
-                state = self._write_slot(state, facts, repo, release, slot)
-            self._stage(facts, repo, release, slot)
+            self._invalidate(facts, slot.name)
+            state = self._write_slot(state, writing.progress, facts, repo, release, slot)
         except (WriteError, EspError) as error:
             self._invalidate(facts, slot.name)
-            return self._give_up(state, str(error))
-        state = self.store.save(m.mark_staged(state, self.clock()))
-        state = self._report(state, ReportEvent.STAGED, target)
-        return self._staged(state, facts)
+            return self._give_up(state, writing.target, str(error))
+        return Tick(state)
 
-    def _signed_target(self, target: m.Target) -> tuple[TufRepository, Release] | None:
+    def _written(self, state: u.AgentState, written: u.Written, facts: Facts) -> Tick:
+        target = written.target
+        signed = self._installable(state, target, facts)
+        if isinstance(signed, Tick):
+            return signed
+        try:
+            self._stage(facts, *signed, facts.slots[target.slot])
+        except (WriteError, EspError) as error:
+            self._invalidate(facts, target.slot)
+            return self._give_up(state, target, str(error))
+        state = self.store.save(u.mark_staged(state, self.clock()))
+        return Tick(self._report(state, ReportEvent.STAGED, target, transfer=delta.transfer(self.state_dir, signed[1])))
+
+    def _signed_target(self, target: u.Target) -> tuple[SignedRepository, Release] | None:
         """The repository and the signed release ``target`` names, unless it was withdrawn."""
         repo, releases = self.signed_releases()
         match = [r for r in releases if r.image_id == target.image_id and r.version == target.version]
         return (repo, match[0]) if match and not match[0].withdrawn else None
 
     def _write_slot(
-        self, state: m.AgentState, facts: Facts, repo: TufRepository, release: Release, slot: Slot
-    ) -> m.AgentState:
+        self, state: u.AgentState, resumed: Mapping[str, u.Progress], facts: Facts, repo: SignedRepository,
+        release: Release, slot: Slot,
+    ) -> u.AgentState:
+        """Write and read back both slot images, from where a cut step left them (``resumed``)."""
         parts = {ArtifactRole.ROOT: slot.root, ArtifactRole.VERITY: slot.verity}
         total = sum(release.artifacts[r].installed_size for r in SLOT_ROLES)
         base = 0
         for role in SLOT_ROLES:
-            state = self._write_artifact(state, facts, repo, release, role, parts[role], (base, total))
+            progress = resumed.get(role.value, u.Progress())
+            state = self._write_artifact(state, progress, facts, repo, release, role, parts[role], (base, total))
             base += release.artifacts[role].installed_size
         base = 0
         for role in SLOT_ROLES:
@@ -266,89 +305,85 @@ class Agent:
                 raise WriteError(f"{artifact.target_path}: read back from slot {slot.name} does not match")
             base += artifact.installed_size
         log("info", f"slot {slot.name} holds {release.version}, verified", slot=slot.name, version=release.version)
-        return self.store.save(m.mark_written(state))
+        return self.store.save(u.mark_written(state))
 
     def _write_artifact(
-        self, state: m.AgentState, facts: Facts, repo: TufRepository, release: Release,
-        role: ArtifactRole, part: Partition, span: tuple[int, int],
-    ) -> m.AgentState:
+        self, state: u.AgentState, progress: u.Progress, facts: Facts, repo: SignedRepository,
+        release: Release, role: ArtifactRole, part: Partition, span: tuple[int, int],
+    ) -> u.AgentState:
         artifact = release.artifacts[role]
-        progress = state.progress.get(role.value, m.Progress())
         if progress.wire_offset >= artifact.length and progress.installed_offset >= artifact.installed_size:
             return state
-        info = repo.target(artifact.target_path)
-        if info.length != artifact.length or info.hashes.get("sha256") != artifact.sha256:
-            raise WriteError(f"{artifact.target_path}: target info disagrees with the release")
         holder = [state]
         what = f"writing {role.value} into partition {part.label!r}"
 
-        def save(p: m.Progress) -> None:
-            holder[0] = self.store.save(m.record_progress(holder[0], role.value, p))
+        def save(p: u.Progress) -> None:
+            holder[0] = self.store.save(u.record_progress(holder[0], role.value, p))
 
         def tick(done: int) -> None:
             self._progress(what, span[0] + done, span[1])
 
-        write_artifact(facts.disk, part, artifact, lambda offset: repo.stream(info, offset),
-                       progress, save, tick)
+        booted_part = facts.booted_slot.root if role is ArtifactRole.ROOT else facts.booted_slot.verity
+        booted = delta.BootedSlot(booted_part, delta.booted_artifact(self.signed_releases()[1], facts.booted, role))
+        delta.write_slot_artifact(facts.disk, part, release, role, repo, booted, progress, save, tick,
+                                  self.state_dir)
         return holder[0]
 
-    def _stage(self, facts: Facts, repo: TufRepository, release: Release, slot: Slot) -> None:
+    def _stage(self, facts: Facts, repo: SignedRepository, release: Release, slot: Slot) -> None:
         """Label the written slot for the initrd, then install its UKI with boot counting."""
         root_uuid, verity_uuid = uuids_from_roothash(release.roothash)
         root_label, verity_label = slot_labels(release.image_id, release.version)
         relabel(facts.disk, {slot.root.index: (root_uuid, root_label),
                              slot.verity.index: (verity_uuid, verity_label)})
         uki = release.artifacts[ArtifactRole.UKI]
-        installed = entries_for(facts.esp.entries(), release.version)
-        if any(facts.esp.holds(e.filename, uki.installed_size, uki.installed_sha256) for e in installed):
-            return  # installed before a power cut cut the state update short
-        for entry in installed:  # what a power cut left of an earlier install
+        plan = plan_uki(facts.esp.entries(), release.version,
+                        lambda e: facts.esp.holds(e.filename, uki.installed_size, uki.installed_sha256))
+        for entry in plan.remove:
             log("warning", f"{entry.filename} is not the signed UKI; installing it again",
                 version=release.version)
             facts.esp.remove(entry)
-        info = repo.target(uki.target_path)
-        facts.esp.install(uki_filename(release.image_id, release.version, self.settings.boot_tries),
-                          repo.stream(info, 0), info.length, info.hashes["sha256"])
+        if plan.install:
+            info = repo.target(uki.target_path)
+            mine = entries_for(facts.esp.entries(), facts.booted.version)
+            chunks = delta.uki_stream(repo, release, facts.esp.linux / mine[0].filename if mine else None,
+                                      delta.booted_artifact(self.signed_releases()[1], facts.booted, ArtifactRole.UKI),
+                                      self.state_dir)
+            facts.esp.install(uki_filename(release.image_id, release.version, self.settings.boot_tries),
+                              chunks, info.length, info.hashes["sha256"])
 
     def _progress(self, what: str, done: int, total: int) -> None:
         notify(STATUS=f"{what}: {100 * done // max(total, 1)}% of {total >> 20} MiB", WATCHDOG="1")
 
-    def _give_up(self, state: m.AgentState, why: str) -> float:
-        target = state.target
-        assert target is not None
+    def _give_up(self, state: u.AgentState, target: u.Target, why: str) -> Tick:
         log("error", f"update to {target.version} abandoned: {why}", version=target.version)
-        state = self.store.save(m.abandon(state))
+        state = self.store.save(u.abandon(state))
         self._report(state, ReportEvent.FAILED, target, why)
-        return self.settings.poll_interval_s
+        return Tick(state, self.settings.poll_interval_s)
 
-    def _staged(self, state: m.AgentState, facts: Facts) -> float:
-        target = state.target
-        assert target is not None
+    def _staged(self, state: u.AgentState, staged: u.Staged, facts: Facts) -> Tick:
+        target = staged.target
         if Version.parse(facts.booted.version) == Version.parse(target.version):
             # A power cut or someone else's reboot already booted the staged entry: follow
             # that boot to its bless (or fallback) instead of spending a try on another reboot.
             log("warning", f"{target.version} booted before the agent rebooted", version=target.version)
-            state = self.store.save(m.mark_rebooting(state))
-            state = self._report(state, ReportEvent.REBOOTING, target, "booted without the agent's reboot")
-            return self._after_reboot(state, facts)
-        staged = entries_for(facts.esp.entries(), target.version)
-        if staged and all(e.bad for e in staged):
+            state = self.store.save(u.mark_rebooting(state))
+            return Tick(self._report(state, ReportEvent.REBOOTING, target, "booted without the agent's reboot"))
+        entries = entries_for(facts.esp.entries(), target.version)
+        if entries and all(e.bad for e in entries):
             # Power cuts (or panics) spent every try of the staged entry before the agent
             # rebooted into it: systemd-boot has fallen back; judge that like any fallback.
             log("warning", f"{target.version}: every try spent before the agent rebooted", version=target.version)
-            state = self.store.save(m.mark_rebooting(state))
-            return self._after_reboot(state, facts)
+            return Tick(self.store.save(u.mark_rebooting(state)))
         if not self.settings.auto_reboot:
             notify(STATUS=f"{target.version} staged; reboot to use it")
-            return self.settings.poll_interval_s
-        window = self.settings.maintenance_window
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        if window and not self.settings.server_url and not Window.parse(window).contains(now):
+            return Tick(state, self.settings.poll_interval_s)
+        window = self.strategy.reboot_window()
+        if waits_for_window(window, datetime.fromtimestamp(self.clock(), UTC)):
             notify(STATUS=f"{target.version} staged; rebooting in the window {window} UTC")
-            return min(self.settings.poll_interval_s, 60)
-        if not self.fleet.take_reboot_lock():
+            return Tick(state, min(self.settings.poll_interval_s, 60))
+        if not self.strategy.take_reboot_lock():
             notify(STATUS=f"{target.version} staged; waiting for a reboot lock")
-            return self.settings.lock_retry_s
+            return Tick(state, self.settings.lock_retry_s)
         # A power cut since staging may have left the entry short (vfat): check it once
         # more against the signed UKI right before the reboot that depends on it.
         signed = self._signed_target(target)
@@ -357,12 +392,12 @@ class Agent:
                 raise WriteError(f"release {target.version} is no longer offered")
             self._stage(facts, *signed, facts.slots[target.slot])
         except (WriteError, EspError) as error:
-            self.fleet.release_reboot_lock()
+            self.strategy.release_reboot_lock()
             self._invalidate(facts, target.slot)
-            return self._give_up(state, str(error))
-        state = self.store.save(m.mark_rebooting(state))
-        self._report(state, ReportEvent.REBOOTING, target)
-        return self._reboot()
+            return self._give_up(state, target, str(error))
+        state = self.store.save(u.mark_rebooting(state))
+        state = self._report(state, ReportEvent.REBOOTING, target)
+        return Tick(state, self._reboot())
 
     def _reboot(self) -> float:
         notify(STATUS="rebooting")
@@ -370,47 +405,44 @@ class Agent:
         subprocess.run(shlex.split(self.settings.reboot_command), check=False)
         return self.settings.poll_interval_s
 
-    def _after_reboot(self, state: m.AgentState, facts: Facts) -> float:
-        target = state.target
-        assert target is not None
+    def _rebooting(self, state: u.AgentState, rebooting: u.Rebooting, facts: Facts) -> Tick:
+        target = rebooting.target
         entries = facts.esp.entries()
         action = after_reboot(target.version, facts.booted.version, entries,
-                              state.unblessed_since, self.clock(), self.settings.bless_timeout_s)
+                              rebooting.unblessed_since, self.clock(), self.settings.bless_timeout_s)
         if action == AfterReboot.WAIT_FOR_BLESS:
-            self.store.save(m.note_unblessed(state, self.clock()))
+            state = self.store.save(u.note_unblessed(state, self.clock()))
             notify(STATUS=f"{target.version} booted, waiting for boot-complete.target")
-            return min(self.settings.poll_interval_s, 10)
+            return Tick(state, min(self.settings.poll_interval_s, 10))
         if action in (AfterReboot.REBOOT_AGAIN, AfterReboot.REBOOT_PENDING):
             log("warning", f"{target.version}: {action.value}", version=target.version)
-            self.store.save(m.mark_rebooting(state))
-            return self._reboot()
+            state = self.store.save(u.mark_rebooting(state))
+            return Tick(state, self._reboot())
         if action == AfterReboot.BLESSED:
             other = facts.slots[other_slot(facts.booted_slot.name)].label_version
-            keep = {facts.booted.version} | ({other} if other else set())
-            self._remove(facts, stale_entries(entries, keep))
-            state = self.store.save(m.finish_blessed(state))
+            self._remove(facts, removed_after_bless(entries, facts.booted.version, other))
+            state = self.store.save(u.finish_blessed(state))
             state = self._report(state, ReportEvent.BLESSED, target)
         else:
-            self._remove(facts, entries_for(entries, target.version))
+            self._remove(facts, removed_after_fallback(entries, target.version))
             verdict = judge_fallback(
                 failed_checks(self.state_dir, target.roothash),
-                panics_since(Path(self.settings.pstore_dir), state.staged_at or 0.0),
-                state.fallbacks, self.settings.unexplained_retries,
+                panics_since(Path(self.settings.pstore_dir), rebooting.staged_at),
+                rebooting.fallbacks, self.settings.unexplained_retries,
             )
             detail = f"systemd-boot fell back to {facts.booted.version}: {verdict.detail}"
             if verdict.try_again:
                 # The slot still holds the verified version: only its UKI goes back, with fresh tries.
-                state = self.store.save(m.try_again(state))
-                state = self._report(state, ReportEvent.REBOOTING, target, detail, verdict.cause)
-                return self._staged(state, facts)
+                state = self.store.save(u.try_again(state))
+                return Tick(self._report(state, ReportEvent.REBOOTING, target, detail, verdict.cause))
             explained = verdict.cause is not RollbackCause.UNEXPLAINED
-            state = self.store.save(m.finish_rolled_back(state, explained))
+            state = self.store.save(u.finish_rolled_back(state, explained))
             # Only once the verdict is saved: a cut before it must find the evidence again.
             forget_trial_failures(self.state_dir, target.roothash)
             state = self._report(state, ReportEvent.ROLLED_BACK, target, detail, verdict.cause)
-        if self.fleet.release_reboot_lock():
-            self.store.save(m.lock_released(state))
-        return self.settings.poll_interval_s
+        if self.strategy.release_reboot_lock():
+            state = self.store.save(u.lock_released(state))
+        return Tick(state, self.settings.poll_interval_s)
 
     @staticmethod
     def _remove(facts: Facts, entries: list[BootEntry]) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import requests
-from tuf.api.exceptions import DownloadHTTPError
+from tuf.api.exceptions import DownloadError, DownloadHTTPError
 from tuf.api.metadata import TargetFile
 from tuf.ngclient import FetcherInterface, Updater
 
@@ -49,6 +49,24 @@ class RequestsFetcher(FetcherInterface):
             raise DownloadHTTPError(f"{url}: HTTP {response.status_code}", response.status_code)
         skip = offset if offset and response.status_code != 206 else 0
         return self._chunks(response, skip)
+
+    def range(self, url: str, start: int, end: int) -> bytes | None:
+        """Bytes ``start`` to ``end`` (exclusive) of ``url``; None from a server that ignores range
+        requests (it would send the whole blob: a delta never reads one whole)."""
+        response = self.session.get(
+            url, timeout=self.timeout_s, headers={"Range": f"bytes={start}-{end - 1}"}, verify=self.verify,
+            stream=True,
+        )
+        with response:
+            if response.status_code == 200:
+                return None
+            if response.status_code != 206:
+                raise DownloadHTTPError(f"{url}: HTTP {response.status_code} to a range request",
+                                        response.status_code)
+            data = response.raw.read(end - start + 1, decode_content=True)
+        if len(data) != end - start:
+            raise DownloadError(f"{url}: {len(data)} bytes for the range {start}-{end - 1}")
+        return bytes(data)
 
     @staticmethod
     def _chunks(response: requests.Response, skip: int) -> Iterator[bytes]:
@@ -95,6 +113,25 @@ class TufRepository:
         if info is None:
             raise LookupError(f"{path}: not a signed target")
         return info
+
+    def optional_target(self, path: str) -> TargetFile | None:
+        """The signed target ``path``, or None when the repository signs none (an optional one)."""
+        return self.updater.get_targetinfo(path)
+
+    def read_target(self, info: TargetFile) -> bytes:
+        """A small target whole, checked against its signed length and sha256."""
+        data = bytearray()
+        for chunk in self.stream(info, 0):
+            data += chunk
+            if len(data) > info.length:
+                break
+        info.verify_length_and_hashes(bytes(data))  # raises LengthOrHashMismatchError
+        return bytes(data)
+
+    def read_range(self, path: str, sha256: str, start: int, end: int) -> bytes | None:
+        """Bytes ``start`` to ``end`` of a blob kept beside the targets under its consistent-snapshot
+        name (its sha256); None when the server ignores range requests."""
+        return self.fetcher.range(f"{self.targets_url}{stored_target_path(path, sha256)}", start, end)
 
     def url(self, info: TargetFile) -> str:
         root = json.loads((self.metadata_dir / "root.json").read_bytes())["signed"]

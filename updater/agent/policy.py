@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time
 
 from updater.agent.entries import entries_for
+from updater.agent.slots import Slot
 from updater.contract import BootEntry
 from updater.release import Release
 from updater.wire import RollbackCause, Version
@@ -79,6 +81,47 @@ def may_write_slot(slot: str, booted_slot: str, current_boot_blessed: bool) -> s
     return None
 
 
+def slot_fits(release: Release, slot: Slot) -> str | None:
+    """Why ``release``'s images do not fit ``slot``'s partitions, or None when they do."""
+    if release.slot_size > slot.root.size or release.verity_slot_size > slot.verity.size:
+        return (f"needs slots of {release.slot_size}+{release.verity_slot_size} bytes, "
+                f"slot {slot.name} has {slot.root.size}+{slot.verity.size}")
+    return None
+
+
+@dataclass(frozen=True)
+class UkiPlan:
+    """What staging a version's UKI needs: the entries to remove first, then install or not."""
+
+    remove: tuple[BootEntry, ...]
+    install: bool
+
+
+def plan_uki(entries: list[BootEntry], version: str, is_signed: Callable[[BootEntry], bool]) -> UkiPlan:
+    """Stage ``version``'s UKI once: an entry of it that ``is_signed`` (exactly the signed
+    UKI) means it was installed before a power cut cut the state update short; any other
+    entry of it is what a cut left of an earlier install, removed before installing again.
+
+    ``is_signed`` is asked in entry order and no further than the first yes (each answer
+    reads a whole UKI from the ESP).
+    """
+    installed = entries_for(entries, version)
+    if any(is_signed(e) for e in installed):
+        return UkiPlan((), False)
+    return UkiPlan(tuple(installed), True)
+
+
+def removed_after_bless(entries: list[BootEntry], booted_version: str, other_slot_version: str | None) -> list[BootEntry]:
+    """Once the new version is blessed, entries of neither slot's version go: they could boot nothing."""
+    keep = {booted_version} | ({other_slot_version} if other_slot_version else set())
+    return stale_entries(entries, keep)
+
+
+def removed_after_fallback(entries: list[BootEntry], target_version: str) -> list[BootEntry]:
+    """After a fallback from the target, its entries go (a try again installs a fresh one)."""
+    return entries_for(entries, target_version)
+
+
 def stale_entries(entries: list[BootEntry], keep_versions: set[str]) -> list[BootEntry]:
     """Entries whose version lives in neither slot (they could boot nothing)."""
     keep = {Version.parse(v) for v in keep_versions}
@@ -131,11 +174,20 @@ class Window:
         h1, m1, h2, m2 = (int(g) for g in match.groups())
         return cls(time(h1, m1), time(h2, m2))
 
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
     def contains(self, moment: datetime) -> bool:
         now = moment.time().replace(second=0, microsecond=0)
         if self.start <= self.end:
             return self.start <= now < self.end
         return now >= self.start or now < self.end
+
+
+def waits_for_window(window: Window | None, moment: datetime) -> bool:
+    """Whether a staged update waits to reboot: ``window`` is the strategy's own (a host
+    without a fleet server); a fleet server paces reboots itself and gives None."""
+    return window is not None and not window.contains(moment)
 
 
 @dataclass(frozen=True)

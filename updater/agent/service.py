@@ -9,25 +9,39 @@ from typing import Any
 
 from cli.errors import UserError
 from updater.agent.agent import Agent
+from updater.agent.boundaries import ServerFleet, Standalone, UpdateStrategy
 from updater.agent.entries import boot_order
-from updater.agent.host import HostPaths
+from updater.agent.host import HostPaths, machine_id
 from updater.agent.journal import log, notify
-from updater.agent.ports import Fleet, ServerFleet, Standalone
-from updater.agent.settings import credentials_dir_from_env, load_settings
+from updater.agent.settings import AgentSettings, credentials_dir_from_env, load_settings
+from updater.agent.statefile import atomic_write
+from updater.agent.updatestate import Idle
 from updater.provision.apply import read_status as read_provision_status
 
 # The watchdog (WatchdogSec= in the unit) is fed at least this often while waiting.
 WATCHDOG_PING_S = 10.0
 
 
+def node_id(settings: AgentSettings, paths: HostPaths) -> str:
+    """The host's name to the fleet: the setting, else the machine ID, kept in the state
+    directory the first time (so a host keeps its name if its machine ID changes)."""
+    if settings.node_id:
+        return settings.node_id
+    path = Path(settings.state_dir) / "node-id"
+    if path.exists():
+        return path.read_text().strip()
+    value = machine_id(paths)
+    atomic_write(path, value.encode())
+    return value
+
+
 def make_agent(host_root: Path) -> Agent:
     paths = HostPaths.under(host_root)
     settings = load_settings(paths.config, credentials_dir_from_env())
-    agent = Agent(settings, paths, Standalone())
-    if settings.server_url:
-        fleet: Fleet = ServerFleet.from_settings(settings, agent.node_id())
-        agent.fleet = fleet
-    return agent
+    name = node_id(settings, paths)
+    strategy: UpdateStrategy = (ServerFleet.from_settings(settings, name) if settings.server_url
+                                else Standalone.from_settings(settings))
+    return Agent(settings, paths, name, strategy)
 
 
 def run(agent: Agent, once: bool) -> int:
@@ -36,11 +50,11 @@ def run(agent: Agent, once: bool) -> int:
     # only the unit's state and no second Python process on the boot's path.
     report = status(agent)
     notify(READY="1", STATUS=f"{report['state']} on slot {report['booted']['slot']}")
-    log("info", f"agent started (node {agent.node_id()}, group {agent.settings.group})")
+    log("info", f"agent started (node {agent.node_id}, group {agent.settings.group})")
     if once:
         step(agent)
         return 0
-    if isinstance(agent.fleet, ServerFleet):
+    if isinstance(agent.strategy, ServerFleet):
         # Every step asks the fleet server. Its client (requests: ~3 s of CPU to import
         # on a TCG guest) loads once, here, and each forked step inherits it: imported
         # afresh in every child, it took most of the CPU of a 5 s poll.
@@ -110,8 +124,8 @@ def status(agent: Agent) -> dict[str, Any]:
                   for name, s in facts.slots.items()},
         "entries": [{"file": e.filename, "version": e.version, "tries_left": e.tries_left,
                      "tries_done": e.tries_done} for e in entries],
-        "state": state.state.value,
-        "target": None if state.target is None else vars(state.target),
+        "state": state.phase.name.value,
+        "target": None if isinstance(state.phase, Idle) else vars(state.phase.target),
         "bad_versions": list(state.bad_versions),
         "unexplained_versions": list(state.unexplained_versions),
         "report_seq": state.seq,

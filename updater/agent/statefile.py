@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from updater import atomic
-from updater.agent.machine import AgentState
+from updater.agent.updatestate import AgentState
 from updater.failpoint import durable
 
 

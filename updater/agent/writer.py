@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 
 import zstandard
 
-from updater.agent.machine import Progress
+from updater.agent.updatestate import Progress
 from updater.failpoint import durable
 from updater.gpt import Partition
 from updater.release import ReleaseArtifact
@@ -79,7 +79,7 @@ def _pwrite_all(fd: int, data: bytes | memoryview, offset: int) -> None:
         view = view[done:]
 
 
-class _Sink:
+class Sink:
     def __init__(self, fd: int, part: Partition, artifact: ReleaseArtifact, installed: int) -> None:
         self.fd, self.part, self.artifact, self.installed = fd, part, artifact, installed
         self.zeroout = stat.S_ISBLK(os.fstat(fd).st_mode)
@@ -137,7 +137,7 @@ def write_artifact(
         raise WriteError(f"{artifact.target_path}: unknown compression {artifact.compression!r}")
     fd = os.open(disk, os.O_RDWR)
     try:
-        sink = _Sink(fd, part, artifact, progress.installed_offset)
+        sink = Sink(fd, part, artifact, progress.installed_offset)
         resumed = progress.resumed or progress.wire_offset > 0
         wire_hash = None if resumed else hashlib.sha256()
         start = progress.wire_offset

@@ -1,4 +1,5 @@
-"""The OpenAPI 3 description of `berth serve`, built from the wire module's rules."""
+"""The OpenAPI 3 description of `berth serve`: the agent's bodies built from the wire
+module's rules, every admin answer generated from its typed document (updater.fleet.documents)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import functools
 from typing import Any
 
 from updater import wire
-from updater.fleet.hoststate import FINISHING
-from updater.fleet.locks import LockEventKind
+from updater.fleet import documents as doc
+from updater.fleet.documents import NAME_SCHEMA as _NAME
+from updater.fleet.documents import VERSION_SCHEMA as _VERSION
+from updater.fleet.documents import schema_of
 from updater.fleet.policy import ADMIN_TRANSITIONS
 
-_NAME = {"type": "string", "pattern": wire.NAME_PATTERN}
-_VERSION = {"type": "string", "pattern": wire.VERSION_PATTERN}
 _ERROR = {
     "type": "object",
     "properties": {"error": {"type": "string"}, "kind": {"type": "string"}},
@@ -163,58 +164,18 @@ def openapi_schema() -> dict[str, Any]:
             "detail": {"type": "string"},
             "extra": {"type": "object"},
             "cause": {"type": "string", "enum": [c.value for c in wire.RollbackCause]},
+            "transfer": _object(
+                {
+                    "path": {"type": "string", "enum": list(wire.TRANSFER_PATHS)},
+                    "bytes_fetched": {"type": "integer", "minimum": 0},
+                    "bytes_full": {"type": "integer", "minimum": 0},
+                },
+                ["path", "bytes_fetched", "bytes_full"],
+            ),
         },
         ["node_id", "group", "seq", "event", "version", "from_version"],
     )
-    outcome = {"type": "object", "properties": {"outcome": {"type": "string"}}}
-    lock_log = _object(
-        {
-            "group": _NAME,
-            "max_concurrent_reboots": {"type": "integer", "minimum": 1},
-            "events": {
-                "type": "array",
-                "items": _object(
-                    {
-                        "at": {"type": "number"},
-                        "node_id": _NAME,
-                        "event": {"type": "string", "enum": [k.value for k in LockEventKind]},
-                    },
-                    ["at", "node_id", "event"],
-                ),
-            },
-        },
-        ["group", "max_concurrent_reboots", "events"],
-    )
-    update_log = _object(
-        {
-            "group": _NAME,
-            "rate": _object(
-                {
-                    "max_updates": {"type": "integer", "minimum": 1},
-                    "period_s": {"type": "number", "minimum": 0},
-                },
-                ["max_updates", "period_s"],
-            ),
-            "updates": {
-                "type": "array",
-                "items": _object(
-                    {
-                        "node_id": _NAME,
-                        "version": _VERSION,
-                        "started_at": {"type": "number"},
-                        "finished_at": {"type": "number", "nullable": True},
-                        "outcome": {
-                            "type": "string",
-                            "enum": sorted(e.value for e in FINISHING),
-                            "nullable": True,
-                        },
-                    },
-                    ["node_id", "version", "started_at", "finished_at", "outcome"],
-                ),
-            },
-        },
-        ["group", "rate", "updates"],
-    )
+    outcome = schema_of(doc.LockAnswer)
     lock_errors = {
         **_AGENT_ERRORS,
         "409": "semaphore full, outside the maintenance windows, or the host is in another group",
@@ -258,7 +219,7 @@ def openapi_schema() -> dict[str, Any]:
             wire.REPORTS_PATH: _post(
                 "One step of one host's update",
                 report,
-                {"type": "object"},
+                schema_of(doc.ReportAccepted),
                 {
                     **_AGENT_ERRORS,
                     "409": "replayed, out of order, not following the host's state,"
@@ -297,7 +258,7 @@ def openapi_schema() -> dict[str, Any]:
                         },
                     ],
                     "responses": {
-                        "200": _json({"type": "object"}, "new state"),
+                        "200": _json(schema_of(doc.ReleaseStatus), "new state"),
                         **{
                             c: _json(_ERROR, t)
                             for c, t in {
@@ -315,7 +276,7 @@ def openapi_schema() -> dict[str, Any]:
                     "summary": "Re-read fleet.yaml and targets.json now",
                     "security": _ADMIN,
                     "responses": {
-                        "200": _json({"type": "object"}, "reloaded"),
+                        "200": _json(schema_of(doc.Reloaded), "reloaded"),
                         "400": _json(_ERROR, "bad file, old policies kept"),
                         "401": _json(_ERROR, "admin token"),
                         "403": _json(_ERROR, "admin API off"),
@@ -323,10 +284,12 @@ def openapi_schema() -> dict[str, Any]:
                 }
             },
             "/admin/status": _admin_get(
-                "Hosts per state, rollouts, locks, rate used per group", []
+                "Hosts per state, rollouts, locks, rate used per group", [], schema_of(doc.Status)
             ),
             "/admin/hosts/{node_id}": _admin_get(
-                "One host's group, report history and identity events", ["node_id"]
+                "One host's group, report history and identity events",
+                ["node_id"],
+                schema_of(doc.HostHistory),
             ),
             "/admin/hosts/{node_id}/move": {
                 "post": {
@@ -342,13 +305,7 @@ def openapi_schema() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "200": _json(
-                            _object(
-                                {"node_id": _NAME, "group": _NAME, "was": _NAME},
-                                ["node_id", "group", "was"],
-                            ),
-                            "moved",
-                        ),
+                        "200": _json(schema_of(doc.HostMoved), "moved"),
                         **{c: _json(_ERROR, t) for c, t in admin_errors.items()},
                     },
                 }
@@ -361,22 +318,22 @@ def openapi_schema() -> dict[str, Any]:
                         {"name": "node_id", "in": "path", "required": True, "schema": _NAME}
                     ],
                     "responses": {
-                        "200": _json({"type": "object"}, "forgotten"),
+                        "200": _json(schema_of(doc.HostForgotten), "forgotten"),
                         **{c: _json(_ERROR, t) for c, t in admin_errors.items()},
                     },
                 }
             },
             "/admin/timeline/{version}": _admin_get(
-                "Every report about one release, in order", ["version"]
+                "Every report about one release, in order", ["version"], schema_of(doc.Timeline)
             ),
             "/admin/locks/{group}": _group_log(
                 "A group's reboot-lock log (granted, renewed, released, expired), in order",
-                lock_log,
+                schema_of(doc.LockLog),
                 "only events at or after this server time (epoch seconds)",
             ),
             "/admin/updates/{group}": _group_log(
                 "The updates a group's rate limit counted, in the order they started",
-                update_log,
+                schema_of(doc.UpdateLog),
                 "only updates started at or after this server time (epoch seconds)",
             ),
             "/metrics": {

@@ -37,14 +37,14 @@ ADMIN_TRANSITIONS: dict[str, tuple[frozenset[ReleaseState], ReleaseState]] = {
 }
 
 
-class TransitionError(ValueError):
+class ReleaseTransitionError(ValueError):
     """An operator action not allowed from the release's current state."""
 
 
 def admin_transition(current: ReleaseState, action: str) -> ReleaseState:
     allowed, target = ADMIN_TRANSITIONS[action]
     if current not in allowed:
-        raise TransitionError(f"cannot {action} a release that is {current.value}")
+        raise ReleaseTransitionError(f"cannot {action} a release that is {current.value}")
     return target
 
 
@@ -190,7 +190,7 @@ class Verdict:
     needs_slot: bool = False  # the caller must take a rate-limit slot in a transaction
 
 
-def decide(
+def judge_start(
     policy: GroupPolicy,
     node_id: str,
     target: str,

@@ -33,6 +33,7 @@ import requests
 
 from cli.errors import UserError
 from updater.client import FleetClient, LockDenied
+from updater.fleet.documents import Status
 from updater.fleet.launch import running_server, write_config
 from updater.fleet.settings import FleetSettings, SettingsError, load_settings, parse_duration
 from updater.fleet.synthetic import synthetic_release, write_targets
@@ -225,16 +226,16 @@ class Simulation:
     def _due(self) -> list[Host]:
         return [h for h in self.hosts if h.phase != "idle" or h.next_poll <= self.now]
 
-    def _settled(self, version: str, status: dict[str, Any]) -> bool:
+    def _settled(self, version: str, status: Status) -> bool:
         if any(h.phase != "idle" for h in self.hosts):
             return False
         if all(h.version == version or version in h.bad for h in self.hosts):
             return True
         halted = {
             g
-            for g, info in status["groups"].items()
-            for r in info["rollouts"]
-            if r["version"] == version and r["halted_reason"]
+            for g, info in status.groups.items()
+            for r in info.rollouts
+            if r.version == version and r.halted_reason
         }
         self.halted_seen |= {(g, version) for g in halted}
         # Groups that wait (directly or not) on a halted group can never start it either.
@@ -267,7 +268,7 @@ class Simulation:
                 began = self.now
                 while True:
                     list(pool.map(self._step, self._due()))
-                    status = self._admin("GET", "/admin/status")
+                    status = Status.from_json(self._admin("GET", "/admin/status"))
                     if self.ledger.violations or self._settled(version, status):
                         break
                     if self.now - start > self.plan.max_time_s:
@@ -301,18 +302,18 @@ class Simulation:
         summary["requests_per_s"] = int(self.ledger.requests / max(summary["wall_s"], 0.001))
         return summary
 
-    def _release_summary(self, version: str, status: dict[str, Any], took: float) -> dict[str, Any]:
+    def _release_summary(self, version: str, status: Status, took: float) -> dict[str, Any]:
         groups = {}
-        for name, info in status["groups"].items():
-            rollout = next((r for r in info["rollouts"] if r["version"] == version), None)
+        for name, info in status.groups.items():
+            rollout = next((r for r in info.rollouts if r.version == version), None)
             members = [h for h in self.hosts if h.group == name]
             groups[name] = {
                 "hosts": len(members),
                 "on_release": sum(h.version == version for h in members),
                 "rolled_back": sum(version in h.bad for h in members),
-                "started_at": rollout["started_at"] if rollout else None,
-                "finished_at": rollout["finished_at"] if rollout else None,
-                "halted_reason": rollout["halted_reason"] if rollout else None,
+                "started_at": rollout.started_at if rollout else None,
+                "finished_at": rollout.finished_at if rollout else None,
+                "halted_reason": rollout.halted_reason if rollout else None,
             }
         return {"simulated_hours": round(took / 3600, 2), "groups": groups}
 

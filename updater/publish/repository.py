@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from cli.errors import UserError
 from updater import contract
 from updater.atomic import atomic_write
+from updater.blockindex import BLOCK, blob_path, delta_custom, digest_blocks, index_path
 from updater.release import (
     SBOM_CUSTOM_KEY,
     TARGET_COMPRESSION,
@@ -49,6 +50,9 @@ ROTATING, RETIRED = "rotating", "retired"
 BUILD_FILES = {ArtifactRole.ROOT: contract.ROOT_IMAGE, ArtifactRole.VERITY: contract.VERITY_IMAGE,
                ArtifactRole.UKI: contract.UKI}
 _BLOCK = 4 << 20
+# What a host can build by delta from what it runs: both slot images from its booted slot,
+# the UKI from its booted UKI on the ESP.
+DELTA_ROLES = (ArtifactRole.ROOT, ArtifactRole.VERITY, ArtifactRole.UKI)
 # roothash= words on the UKI's command line (contract.Manifest checks the manifest's own).
 _CMDLINE_ROOTHASH = re.compile(rb"roothash=([0-9A-Za-z]*)")
 
@@ -242,6 +246,8 @@ class Repository:
             artifacts[role] = self._store_target(artifact_dir / name, target_path(image_id, version, role),
                                                  role, manifest, frame_bytes)
         sbom = self._store_sbom(artifact_dir / contract.SBOM, image_id, version, progress) if has_sbom else None
+        indexes = [self._store_index(artifact_dir / BUILD_FILES[role], artifacts[role], image_id, version, progress)
+                   for role in DELTA_ROLES]
         release = Release(
             image_id=image_id, version=version, roothash=manifest.roothash,
             slot_size=manifest.slot_size, verity_slot_size=manifest.verity_slot_size,
@@ -256,6 +262,8 @@ class Repository:
                 )
             if sbom is not None:
                 signed.targets[sbom.path] = sbom
+            for index in indexes:
+                signed.targets[index.path] = index
 
         progress("signing")
         self.update_targets(add, timestamp_days)
@@ -282,6 +290,30 @@ class Repository:
         sha256, length = _sha256(temp), temp.stat().st_size
         os.replace(temp, self.targets_dir / stored_target_path(path, sha256))
         return sha256, length
+
+    def _store_index(self, source: Path, artifact: ReleaseArtifact, image_id: str, version: str,
+                     progress: Callable[[str], None]) -> TargetFile:
+        """A slot artifact's block index as a signed target, and the artifact uncompressed beside
+        it as the blob hosts read ranges of (updater/blockindex.py)."""
+        from tuf.api.metadata import TargetFile
+
+        progress(f"indexing {source.name}")
+        fd = os.open(source, os.O_RDONLY)
+        try:
+            index = digest_blocks(fd, 0, artifact.installed_size)
+        finally:
+            os.close(fd)
+        if index.sha256 != artifact.installed_sha256:
+            raise UserError(f"{source}: changed while it was published")
+        blob = blob_path(artifact.target_path)
+        if artifact.compression != "none":  # else the target is its own blob
+            _copy_sparse(source, self.targets_dir / stored_target_path(blob, artifact.installed_sha256))
+        path, data = index_path(artifact.target_path), index.encode()
+        sha256 = hashlib.sha256(data).hexdigest()
+        atomic_write(self.targets_dir / stored_target_path(path, sha256), data)
+        custom = delta_custom(image_id, version, artifact.role.value, blob)
+        return TargetFile(length=len(data), hashes={"sha256": sha256}, path=path,
+                          unrecognized_fields={"custom": custom})
 
     def _store_sbom(self, source: Path, image_id: str, version: str,
                     progress: Callable[[str], None]) -> TargetFile:
@@ -346,6 +378,22 @@ def _read_manifest(artifact_dir: Path) -> contract.Manifest:
     if manifest.roothash not in {m.decode() for m in _CMDLINE_ROOTHASH.findall(uki.read_bytes())}:
         raise UserError(f"{uki}: its command line lacks roothash={manifest.roothash}")
     return manifest
+
+
+def _copy_sparse(source: Path, destination: Path) -> None:
+    """``source`` to ``destination`` (atomically), leaving holes for its zero blocks: a slot
+    image is mostly zeros, and a repository keeps one blob per release."""
+    temp = destination.with_name(f".{destination.name}.partial")
+    with open(source, "rb") as reader, open(temp, "wb") as writer:
+        while block := reader.read(BLOCK):
+            if block.count(0) == len(block):
+                writer.seek(len(block), os.SEEK_CUR)
+            else:
+                writer.write(block)
+        writer.truncate()
+        writer.flush()
+        os.fsync(writer.fileno())
+    os.replace(temp, destination)
 
 
 def compress_frames(source: Path, destination: Path, frame_bytes: int) -> None:

@@ -1,19 +1,25 @@
-"""What the agent needs from a fleet, as one small interface, and its two forms.
+"""The agent's boundaries that are not the host's own files: who paces its updates
+(one small interface, two strategies) and the signed repository it installs from.
 
 ``Standalone`` is a host with no fleet server: it takes the newest release,
-locks are always free and reports go only to the journal. ``ServerFleet``
-speaks to `berth serve` through updater.client.FleetClient.
+reboots in its own maintenance window (if set), locks are always free and
+reports go only to the journal. ``ServerFleet`` speaks to `berth serve`
+through updater.client.FleetClient, which paces reboots itself.
+``SignedRepository`` is what the agent asks of updater.agent.fetch.TufRepository.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from updater.agent.journal import log
+from updater.agent.policy import Window
 from updater.agent.settings import AgentSettings
 from updater.atomic import atomic_write
+from updater.release import Release
 from updater.wire import Report
 
 if TYPE_CHECKING:
@@ -32,14 +38,53 @@ class Offer:
     poll_after_s: int | None = None  # the server's pace, overriding the poll interval
 
 
-class Fleet(Protocol):
+class UpdateStrategy(Protocol):
+    """Who paces this host's updates (as Zincati's update strategies do): what to take,
+    when it may reboot, and who hears how it went. Not the fleet server's own state."""
+
     def offer(self, current: str, bad: tuple[str, ...], image_id: str) -> Offer: ...
     def report(self, report: Report) -> None: ...
     def take_reboot_lock(self) -> bool: ...
     def release_reboot_lock(self) -> bool: ...
+    def reboot_window(self) -> Window | None: ...
+
+
+class SignedTarget(Protocol):
+    """A target's signed length and hashes (tuf's TargetFile)."""
+
+    @property
+    def length(self) -> int: ...
+    @property
+    def hashes(self) -> dict[str, str]: ...
+
+
+class SignedRepository(Protocol):
+    """The verified repository, refreshed once per step."""
+
+    def refresh(self) -> list[Release]: ...
+    def target(self, path: str) -> SignedTarget: ...
+    # ``info`` is what target() returned: each repository streams its own kind.
+    def stream(self, info: Any, offset: int) -> Iterator[bytes]: ...
+    # Deltas (updater/agent/delta.py): a target it may not sign (then None), a small
+    # target whole and checked, and ranges of a blob kept beside the targets.
+    def optional_target(self, path: str) -> SignedTarget | None: ...
+    def read_target(self, info: Any) -> bytes: ...
+    def read_range(self, path: str, sha256: str, start: int, end: int) -> bytes | None: ...
 
 
 class Standalone:
+    def __init__(self, window: Window | None = None) -> None:
+        self.window = window
+
+    @classmethod
+    def from_settings(cls, settings: AgentSettings) -> Standalone:
+        text = settings.maintenance_window
+        return cls(Window.parse(text) if text else None)
+
+    def reboot_window(self) -> Window | None:
+        """The daily window a staged update reboots in: nobody else paces this host."""
+        return self.window
+
     def offer(self, current: str, bad: tuple[str, ...], image_id: str) -> Offer:
         return Offer(True, None, "standalone: newest signed release")
 
@@ -134,6 +179,10 @@ class ServerFleet:
             log("info", f"reboot lock {'not granted' if take else 'not released'}: {error}")
             return False
         return True
+
+    def reboot_window(self) -> Window | None:
+        """None: the server's rollout holds this host to its windows (offers and locks)."""
+        return None
 
     def take_reboot_lock(self) -> bool:
         return self._lock(True)

@@ -1,0 +1,161 @@
+"""Bytes on the wire of an update by delta, as a share of the full download, between two
+real builds (`berth build` output directories), and the time to assemble a slot each way.
+
+    ~/.cache/berth/venv/bin/python bench/delta.py OLD_BUILD NEW_BUILD [--label a]
+
+Both builds are published with `berth publish`'s own code into a scratch repository
+(compressed targets, block indexes, blobs). For each slot artifact the agent's own
+planner (updater/agent/deltaplan.py) is run against the old build's artifact, as a
+host booted from it would; the delta's cost is the signed index plus the ranges it
+fetches, and the UKI goes whole. Then the new root is assembled into a scratch file
+both ways with the agent's own writer and assembler, from local files (no network:
+the times are the host's work, not a link's). Prints Markdown for the README and
+adds the figures to bench/results/delta.json under ``--label``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from updater.agent.delta import assemble
+from updater.agent.deltaplan import plan
+from updater.agent.updatestate import Progress
+from updater.agent.writer import write_artifact
+from updater.blockindex import BlockIndex, blob_path, digest_blocks, index_path
+from updater.gpt import Partition
+from updater.publish.repository import BUILD_FILES, DELTA_ROLES, Repository, init_keys
+from updater.release import ArtifactRole, Release, ReleaseArtifact, stored_target_path
+
+RESULTS = REPO / "bench/results/delta.json"
+
+
+def _index(path: Path, size: int) -> BlockIndex:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return digest_blocks(fd, 0, size)
+    finally:
+        os.close(fd)
+
+
+def _scratch_partition(path: Path, size: int) -> Partition:
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    return Partition(index=0, type_uuid="", part_uuid="", first_lba=0, last_lba=size // 512 - 1,
+                     attributes=0, label="scratch")
+
+
+def _chunks(path: Path, offset: int) -> Iterator[bytes]:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        while chunk := handle.read(1 << 20):
+            yield chunk
+
+
+def _read(path: Path, offset: int, length: int) -> bytes:
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        return handle.read(length)
+
+
+def measure(old_dir: Path, new_dir: Path, work: Path) -> dict[str, object]:
+    keys = work / "keys"
+    init_keys(keys, {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 1})
+    # Two repositories: the builds may carry the same version (two builds of one commit).
+    old = Repository(work / "old-repo", keys).publish(old_dir, None)
+    repository = Repository(work / "repo", keys)
+    new = repository.publish(new_dir, None)
+    targets = repository.load("targets").signed.targets
+    rows: dict[str, dict[str, int]] = {}
+    for role, artifact in new.artifacts.items():
+        row = {"full": artifact.length, "delta": artifact.length, "index": 0, "ranges": 0}
+        if role in DELTA_ROLES:
+            info = targets[index_path(artifact.target_path)]
+            index = BlockIndex.decode((work / "repo/targets" / stored_target_path(info.path, info.hashes["sha256"]))
+                                      .read_bytes(), artifact.installed_size, artifact.installed_sha256)
+            mine = _index(old_dir / BUILD_FILES[role], old.artifacts[role].installed_size)
+            steps = plan(index, mine)
+            row.update(index=info.length, ranges=steps.fetch_bytes,
+                       requests=sum(1 for op in steps.ops if op.source.value == "fetch"))
+            # The agent takes the full path above 70 %: what it would really fetch.
+            row["delta"] = min(artifact.length, info.length + steps.fetch_bytes) if (
+                info.length + steps.fetch_bytes <= 0.7 * artifact.length) else artifact.length
+        rows[role.value] = row
+    full = sum(r["full"] for r in rows.values())
+    delta = sum(r["delta"] for r in rows.values())
+    times = _assembly_times(old_dir, work, old, new, repository)
+    return {"old": old.version, "new": new.version, "targets": rows, "full_bytes": full,
+            "delta_bytes": delta, "share": delta / full, **times}
+
+
+def _assembly_times(old_dir: Path, work: Path, old: Release, new: Release,
+                    repository: Repository) -> dict[str, float]:
+    """Seconds to write the new root into a scratch partition by full download and by delta."""
+    artifact: ReleaseArtifact = new.artifacts[ArtifactRole.ROOT]
+    targets = work / "repo/targets"
+    scratch = work / "slot"
+    part = _scratch_partition(scratch, artifact.installed_size)
+    start = time.monotonic()
+    wire = targets / stored_target_path(artifact.target_path, artifact.sha256)
+    write_artifact(str(scratch), part, artifact, lambda offset: _chunks(wire, offset), Progress(),
+                   lambda _: None, lambda _: None)
+    full_s = time.monotonic() - start
+    part = _scratch_partition(scratch, artifact.installed_size)
+    start = time.monotonic()
+    info = repository.load("targets").signed.targets[index_path(artifact.target_path)]
+    index = BlockIndex.decode((targets / stored_target_path(info.path, info.hashes["sha256"])).read_bytes(),
+                              artifact.installed_size, artifact.installed_sha256)
+    old_root = old_dir / BUILD_FILES[ArtifactRole.ROOT]
+    mine = _index(old_root, old.artifacts[ArtifactRole.ROOT].installed_size)  # the host hashes its slot
+    blob = targets / stored_target_path(blob_path(artifact.target_path), artifact.installed_sha256)
+    assemble(str(scratch), part, artifact, index, plan(index, mine),
+             lambda offset, length: _read(old_root, offset, length),
+             lambda start, end: _read(blob, start, end - start),  # the server's ranges, read locally
+             Progress(), lambda _: None, lambda _: None)
+    delta_s = time.monotonic() - start
+    scratch.unlink()
+    return {"root_full_s": round(full_s, 1), "root_delta_s": round(delta_s, 1)}
+
+
+def markdown(label: str, result: dict[str, object]) -> str:
+    rows = result["targets"]
+    assert isinstance(rows, dict)
+    lines = [f"{label}: {result['old']} -> {result['new']}", "",
+             "| target | full (bytes) | index | ranges fetched | on the wire by delta |",
+             "|---|---:|---:|---:|---:|"]
+    for name, row in rows.items():
+        lines.append(f"| {name} | {row['full']:,} | {row['index']:,} | {row['ranges']:,} | {row['delta']:,} |")
+    share = result["share"]
+    assert isinstance(share, float)
+    lines.append(f"| **all** | {result['full_bytes']:,} | | | {result['delta_bytes']:,} "
+                 f"(**{100 * share:.2f} %**) |")
+    lines.append(f"\nroot slot assembled: full {result['root_full_s']} s, delta {result['root_delta_s']} s")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("old", type=Path)
+    parser.add_argument("new", type=Path)
+    parser.add_argument("--label", default="update")
+    parser.add_argument("--work", type=Path, default=None, help="scratch directory (default: a temporary one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(dir=args.work) as work:
+        result = measure(args.old, args.new, Path(work))
+    print(markdown(args.label, result))
+    results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    results[args.label] = result
+    RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

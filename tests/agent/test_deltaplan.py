@@ -1,0 +1,200 @@
+"""The delta's pure parts: the block index format and the plan, exhaustively on small cases,
+and the assembler on files (every piece checked before it is written, resumable)."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import os
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from updater.agent import deltaplan
+from updater.agent.delta import Refused, assemble
+from updater.agent.deltaplan import MAX_RUN, Op, Source, delta_worth_it, plan
+from updater.agent.updatestate import Progress
+from updater.blockindex import BLOCK, BadIndex, BlockIndex, blob_path, digest_blocks, index_path
+from updater.gpt import Partition
+from updater.release import ArtifactRole, ReleaseArtifact
+
+
+def index_of(data: bytes) -> BlockIndex:
+    digests = b"".join(hashlib.sha256(data[at:at + BLOCK]).digest() for at in range(0, len(data), BLOCK))
+    return BlockIndex(len(data), hashlib.sha256(data).hexdigest(), digests)
+
+
+def blocks(*names: str) -> bytes:
+    """One 4 KiB block per name: '0' is zeros, any other letter a block of its own."""
+    return b"".join(bytes(BLOCK) if n == "0" else n.encode() * BLOCK for n in names)
+
+
+def rebuild(new: BlockIndex, old: bytes, new_bytes: bytes) -> bytes:
+    """What the plan says the new artifact is, from the old bytes and fetched new bytes."""
+    out = b""
+    for op in plan(new, index_of(old)).ops:
+        start, end = op.block * BLOCK, min(op.end * BLOCK, new.size)
+        if op.source is Source.ZERO:
+            out += bytes(end - start)
+        elif op.source is Source.COPY:
+            out += old[op.from_block * BLOCK:op.from_block * BLOCK + end - start]
+        else:
+            out += new_bytes[start:end]
+    return out
+
+
+def test_every_plan_of_up_to_four_blocks_rebuilds_the_new_artifact_and_fetches_only_what_is_missing() -> None:
+    alphabet = "0ab"
+    for old_len, new_len in itertools.product(range(4), range(1, 5)):
+        for old_names in itertools.product(alphabet, repeat=old_len):
+            for new_names in itertools.product(alphabet + "c", repeat=new_len):
+                old, new = blocks(*old_names), blocks(*new_names)
+                index = index_of(new)
+                steps = plan(index, index_of(old))
+                assert rebuild(index, old, new) == new
+                # Ops cover the blocks in order, without gaps or overlap.
+                assert [b for op in steps.ops for b in range(op.block, op.end)] == list(range(len(new_names)))
+                missing = [n for n in new_names if n != "0" and n not in old_names]
+                assert steps.fetch_bytes == len(missing) * BLOCK, (old_names, new_names)
+
+
+def test_runs_coalesce_and_a_copy_follows_the_run_it_continues() -> None:
+    old = blocks("a", "b", "c", "a", "b", "d")
+    new = blocks("0", "0", "a", "b", "d", "x", "y")
+    ops = plan(index_of(new), index_of(old)).ops
+    assert ops == (Op(Source.ZERO, 0, 2), Op(Source.COPY, 2, 2, 0), Op(Source.COPY, 4, 1, 5),
+                   Op(Source.FETCH, 5, 2))
+    # A repeated block prefers the copy that continues the current run.
+    ops = plan(index_of(blocks("c", "a", "x")), index_of(blocks("a", "b", "c", "a", "x"))).ops
+    assert ops == (Op(Source.COPY, 0, 3, 2),)
+
+
+def test_a_short_last_block_and_run_lengths() -> None:
+    old = os.urandom(3 * BLOCK + 100)
+    assert plan(index_of(old), index_of(old)).ops == (Op(Source.COPY, 0, 4, 0),)
+    new = old[:3 * BLOCK] + b"x" * 100
+    steps = plan(index_of(new), index_of(old))
+    assert steps.ops[-1] == Op(Source.FETCH, 3, 1) and steps.fetch_bytes == 100
+    big = bytes((MAX_RUN + 5) * BLOCK)
+    assert [op.count for op in plan(index_of(big), index_of(b"")).ops] == [MAX_RUN, 5]
+
+
+def test_remaining_resumes_at_an_operation_boundary_only() -> None:
+    steps = plan(index_of(blocks("0", "a", "b")), index_of(blocks("a")))
+    assert steps.remaining(0) == steps.ops
+    assert steps.remaining(BLOCK) == steps.ops[1:]
+    assert steps.remaining(3 * BLOCK) == ()
+    with pytest.raises(ValueError):
+        steps.remaining(BLOCK + 1)
+
+
+def test_the_seventy_percent_rule() -> None:
+    assert delta_worth_it(70, 100) and not delta_worth_it(71, 100)
+    assert deltaplan.MAX_DELTA_SHARE == 0.7
+
+
+def test_index_round_trip_and_refusals(tmp_path: Path) -> None:
+    data = os.urandom(5 * BLOCK) + bytes(200 * BLOCK) + b"end"
+    path = tmp_path / "artifact"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        index = digest_blocks(fd, 0, len(data))
+    finally:
+        os.close(fd)
+    assert index == index_of(data)
+    wire = index.encode()
+    assert len(wire) < index.blocks * 32 // 4  # zero blocks' digests compress away
+    assert BlockIndex.decode(wire, index.size, index.sha256) == index
+    with pytest.raises(BadIndex, match="other bytes"):
+        BlockIndex.decode(wire, index.size, "0" * 64)
+    with pytest.raises(BadIndex, match="decompresses past"):
+        BlockIndex.decode(wire, index.size - BLOCK * 100, index.sha256)  # bounded decompression
+    with pytest.raises(BadIndex, match="zstd"):
+        BlockIndex.decode(b"junk", index.size, index.sha256)
+    short = zstandard.ZstdCompressor().compress(zstandard.ZstdDecompressor().decompress(wire)[:-32])
+    with pytest.raises(BadIndex, match="digest bytes"):
+        BlockIndex.decode(short, index.size, index.sha256)
+    assert index_path("berth/1.1/root.erofs.zst") == "berth/1.1/root.erofs.index"
+    assert blob_path("berth/1.1/root.verity.zst") == "berth/1.1/root.verity"
+
+
+# ---- the assembler on files ------------------------------------------------------------
+
+
+def _setup(tmp_path: Path, old: bytes, new: bytes) -> tuple[str, Partition, ReleaseArtifact, BlockIndex]:
+    disk = tmp_path / "disk"
+    disk.write_bytes(b"\xee" * (2 * len(new) + BLOCK))
+    part = Partition(index=1, type_uuid="", part_uuid="", first_lba=BLOCK // 512,
+                     last_lba=(2 * BLOCK + len(new)) // 512 - 1, attributes=0, label="b")
+    artifact = ReleaseArtifact(ArtifactRole.ROOT, "berth/1.1/root.erofs.zst", 1, "", "zstd", len(new),
+                               hashlib.sha256(new).hexdigest())
+    return str(disk), part, artifact, index_of(new)
+
+
+def _partition(disk: str, part: Partition, size: int) -> bytes:
+    with open(disk, "rb") as handle:
+        handle.seek(part.offset)
+        return handle.read(size)
+
+
+def test_assembler_writes_the_new_artifact_and_resumes_from_each_checkpoint(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("updater.agent.delta.CHECKPOINT_BYTES", 2 * BLOCK)
+    old = os.urandom(12 * BLOCK)
+    new = old[4 * BLOCK:] + bytes(3 * BLOCK) + os.urandom(2 * BLOCK) + old[:4 * BLOCK]
+    disk, part, artifact, index = _setup(tmp_path, old, new)
+    steps = plan(index, index_of(old))
+    fetched: list[tuple[int, int]] = []
+
+    def fetch(start: int, end: int) -> bytes:
+        fetched.append((start, end))
+        return new[start:end]
+
+    saves: list[Progress] = []
+    assemble(disk, part, artifact, index, steps, lambda at, n: old[at:at + n], fetch, Progress(),
+             saves.append, lambda _: None)
+    assert _partition(disk, part, len(new)) == new
+    assert fetched == [(11 * BLOCK, 13 * BLOCK)]
+    assert saves[-1] == Progress(2 * BLOCK, len(new), True)
+    # From any checkpoint, the rest of the plan finishes the same bytes.
+    for checkpoint in saves:
+        (tmp_path / str(checkpoint.installed_offset)).mkdir()
+        disk2, part2, _, _ = _setup(tmp_path / str(checkpoint.installed_offset), old, new)
+        with open(disk2, "r+b") as handle:
+            handle.seek(part2.offset)
+            handle.write(new[:checkpoint.installed_offset])
+        more: list[Progress] = []
+        assemble(disk2, part2, artifact, index, steps, lambda at, n: old[at:at + n], lambda s, e: new[s:e],
+                 checkpoint, more.append, lambda _: None)
+        assert _partition(disk2, part2, len(new)) == new
+        assert (more or [checkpoint])[-1] == saves[-1]
+
+
+@pytest.mark.parametrize("where", ["fetched", "copied"])
+def test_assembler_refuses_a_piece_that_does_not_match_the_index_before_writing_it(
+        tmp_path: Path, where: str) -> None:
+    old = os.urandom(4 * BLOCK)
+    new = old[:2 * BLOCK] + os.urandom(2 * BLOCK)
+    disk, part, artifact, index = _setup(tmp_path, old, new)
+    steps = plan(index, index_of(old))
+    before = _partition(disk, part, len(new))
+
+    def fetch(start: int, end: int) -> bytes:
+        data = bytearray(new[start:end])
+        data[-1] ^= where == "fetched"
+        return bytes(data)
+
+    def local(at: int, length: int) -> bytes:
+        data = bytearray(old[at:at + length])
+        data[0] ^= where == "copied"
+        return bytes(data)
+
+    with pytest.raises(Refused, match="does not match the signed block index"):
+        assemble(disk, part, artifact, index, steps, local, fetch, Progress(), lambda _: None, lambda _: None)
+    after = _partition(disk, part, len(new))
+    # The refused operation wrote nothing: its blocks still hold what the slot held before.
+    refused = steps.ops[0] if where == "copied" else steps.ops[1]
+    span = slice(refused.block * BLOCK, refused.end * BLOCK)
+    assert after[span] == before[span]
