@@ -133,10 +133,6 @@ def _str(value: Any) -> str:
     return value
 
 
-def _version(value: Any) -> Version:
-    return Version.parse(value)  # WireError is a ValueError: named by the key like the rest
-
-
 def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda value: None if value is None else parse(value)
 
@@ -186,7 +182,7 @@ HALT_TABLE: Table = (
 )
 CHANNEL_TABLE: Table = (
     Setting("image_id", _str, "berth", "the image whose releases this channel carries"),
-    Setting("pin", _optional(_version), None, "stop at this version (None: newest release)"),
+    Setting("pin", _optional(Version.parse), None, "stop at this version (None: newest release)"),
 )
 GROUP_TABLE: Table = (
     Setting("channel", _str, "stable", "the channel this group follows"),
