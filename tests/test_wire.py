@@ -152,3 +152,12 @@ def test_validators_take_any_json_and_answer_a_value_or_a_wire_error(data: Any) 
                         *getattr(value, "bad_versions", ())):
             if version:
                 assert all(part < 10**9 for part in Version.parse(version).key)
+
+
+def test_a_check_carries_its_versions_parsed() -> None:
+    from updater.wire import UpdateCheck, Version
+
+    check = UpdateCheck.from_json({"node_id": "n", "group": "g", "current_version": "1.2",
+                                   "bad_versions": ["1.3.0", "1.3"]})
+    assert check.current == Version.parse("1.2.0") and check.refused == {Version.parse("1.3")}
+    assert check == UpdateCheck("n", "g", "1.2", bad_versions=("1.3.0", "1.3"))  # the parsed form is no field

@@ -15,6 +15,7 @@ each carrying ``custom: {"berth": {...}}`` with the fields of ReleaseArtifact.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -86,9 +87,15 @@ class Release:
     withdrawn: bool
     artifacts: dict[ArtifactRole, ReleaseArtifact]
 
-    @property
+    # Parsed once per release (releases_from_targets parses them all as it sorts).
+    @functools.cached_property
     def sort_key(self) -> Version:
         return Version.parse(self.version)
+
+    @functools.cached_property
+    def floor(self) -> Version | None:
+        """``min_version`` parsed; an empty one is no floor."""
+        return Version.parse(self.min_version) if self.min_version else None
 
 
 def release_custom(release: Release, role: ArtifactRole) -> dict[str, Any]:

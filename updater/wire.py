@@ -169,6 +169,15 @@ class UpdateCheck:
             bad_versions=tuple(bad),
         )
 
+    # The versions as the server's rules take them, parsed once per check.
+    @functools.cached_property
+    def current(self) -> Version:
+        return Version.parse(self.current_version)
+
+    @functools.cached_property
+    def refused(self) -> frozenset[Version]:
+        return frozenset(Version.parse(v) for v in self.bad_versions)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "node_id": self.node_id,

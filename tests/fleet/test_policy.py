@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from updater.fleet import policy as pol
 from updater.fleet.settings import Channel, HaltRule, RateLimit, Window, parse_settings
 from updater.fleet.synthetic import synthetic_release
+from updater.wire import Version
 
 BOTTLEROCKET = parse_settings({}, Path(".")).groups["default"].waves
 names = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20)
@@ -227,23 +228,25 @@ def test_choose_release_takes_the_newest_allowed_one() -> None:
     releases = [synthetic_release(v) for v in ("1.0.0", "1.1.0", "1.2.0", "1.10.0")]
     releases.append(synthetic_release("2.0.0", withdrawn=True))
     stable = Channel("stable", "berth", None)
-    assert pol.choose_release(releases, stable, "1.0.0", ()).version == "1.10.0"
-    assert pol.choose_release(releases, stable, "1.0.0", ("1.10.0",)).version == "1.2.0"
+    V = Version.parse  # versions are parsed where they enter (the check, the settings)
+    assert pol.choose_release(releases, stable, V("1.0.0"), ()).version == "1.10.0"
+    assert pol.choose_release(releases, stable, V("1.0.0"), (V("1.10.0"),)).version == "1.2.0"
     assert (
-        pol.choose_release(releases, Channel("s", "berth", "1.1.0"), "1.0.0", ()).version == "1.1.0"
+        pol.choose_release(releases, Channel("s", "berth", V("1.1.0")), V("1.0.0"), ()).version
+        == "1.1.0"
     )
-    assert pol.choose_release(releases, stable, "1.10.0", ()) is None  # 2.0.0 is withdrawn
-    assert pol.choose_release(releases, Channel("s", "other", None), "1.0.0", ()) is None
+    assert pol.choose_release(releases, stable, V("1.10.0"), ()) is None  # 2.0.0 is withdrawn
+    assert pol.choose_release(releases, Channel("s", "other", None), V("1.0.0"), ()) is None
 
 
 @given(current=versions, bad=st.lists(versions, max_size=5))
 def test_choose_release_never_downgrades_or_offers_a_bad_version(
     current: str, bad: list[str]
 ) -> None:
-    from updater.wire import Version
-
     releases = [synthetic_release(f"1.{i}.0") for i in range(8)]
-    chosen = pol.choose_release(releases, Channel("s", "berth", None), current, bad)
+    chosen = pol.choose_release(
+        releases, Channel("s", "berth", None), Version.parse(current), {Version.parse(b) for b in bad}
+    )
     if chosen is not None:
         assert chosen.sort_key > Version.parse(current)
         assert chosen.sort_key not in {Version.parse(b) for b in bad}

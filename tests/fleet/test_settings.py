@@ -71,3 +71,14 @@ def test_bad_settings_name_the_file_and_the_key(tmp_path: Path, text: str, messa
     assert str(error.value).startswith(f"{path}: ")
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_a_channel_pin_is_a_version_parsed_as_the_settings_are_read(tmp_path: Path) -> None:
+    from updater.wire import Version
+
+    config = tmp_path / "fleet.yaml"
+    config.write_text("channels: {stable: {pin: '1.2'}}\n")
+    assert load_settings(config).channels["stable"].pin == Version.parse("1.2.0")
+    config.write_text("channels: {stable: {pin: latest}}\n")
+    with pytest.raises(SettingsError, match=r"channels\.stable\.pin: version must be dotted integers"):
+        load_settings(config)

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from updater.agent.journal import log
-from updater.agent.policy import Window
 from updater.agent.settings import AgentSettings
 from updater.atomic import atomic_write
 from updater.release import Release
+from updater.window import Window
 from updater.wire import Report
 
 if TYPE_CHECKING:

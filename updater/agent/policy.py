@@ -7,36 +7,21 @@ the answers.
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, time
+from datetime import datetime
 
 from updater.agent.entries import entries_for
 from updater.agent.slots import Slot
 from updater.contract import BootEntry
+from updater.eligibility import newest_eligible, refusal
 from updater.release import Release
+from updater.window import Window
 from updater.wire import RollbackCause, Version
 
 
 def other_slot(slot: str) -> str:
     return {"a": "b", "b": "a"}[slot]
-
-
-def eligible(release: Release, image_id: str, current: str, bad: tuple[str, ...]) -> str | None:
-    """Why ``release`` may not be taken from ``current``, or None when it may."""
-    version = Version.parse(release.version)
-    if release.image_id != image_id:
-        return f"image {release.image_id} is not {image_id}"
-    if release.withdrawn:
-        return "withdrawn"
-    if version <= Version.parse(current):
-        return f"not newer than {current}"
-    if any(version == Version.parse(b) for b in bad):
-        return "rolled back on this host before"
-    if release.min_version and Version.parse(current) < Version.parse(release.min_version):
-        return f"needs at least {release.min_version} to update from"
-    return None
 
 
 def choose_release(
@@ -48,18 +33,20 @@ def choose_release(
 ) -> tuple[Release | None, str]:
     """The release to install and why; ``wanted`` is the fleet server's pick, if any.
 
-    Without a server the agent takes the newest release it may take.
+    Without a server the agent takes the newest release it may take (the rule is
+    the server's own: updater.eligibility).
     """
+    here, refused = Version.parse(current), {Version.parse(b) for b in bad}
     if wanted is not None:
         match = [r for r in releases if r.image_id == image_id and r.version == wanted]
         if not match:
             return None, f"server offered {wanted}, which the signed repository does not hold"
-        reason = eligible(match[0], image_id, current, bad)
+        reason = refusal(match[0], image_id, here, refused)
         return (None, f"server offered {wanted}: {reason}") if reason else (match[0], "offered")
-    candidates = [r for r in releases if eligible(r, image_id, current, bad) is None]
-    if not candidates:
+    newest = newest_eligible(releases, image_id, here, refused)
+    if newest is None:
         return None, f"no release newer than {current}"
-    return max(candidates, key=lambda r: r.sort_key), "newest"
+    return newest, "newest"
 
 
 def boot_blessed(entries: list[BootEntry], booted_version: str) -> bool:
@@ -125,7 +112,7 @@ def removed_after_fallback(entries: list[BootEntry], target_version: str) -> lis
 def stale_entries(entries: list[BootEntry], keep_versions: set[str]) -> list[BootEntry]:
     """Entries whose version lives in neither slot (they could boot nothing)."""
     keep = {Version.parse(v) for v in keep_versions}
-    return [e for e in entries if Version.parse(e.version) not in keep]
+    return [e for e in entries if e.parsed_version not in keep]
 
 
 class AfterReboot(enum.StrEnum):
@@ -154,34 +141,6 @@ def after_reboot(
     if not target or all(e.bad for e in target):
         return AfterReboot.ROLLED_BACK
     return AfterReboot.REBOOT_PENDING
-
-
-_WINDOW = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9])-([01][0-9]|2[0-3]):([0-5][0-9])")
-
-
-@dataclass(frozen=True)
-class Window:
-    """A daily maintenance window in UTC, e.g. 02:00-04:00 (may wrap past midnight)."""
-
-    start: time
-    end: time
-
-    @classmethod
-    def parse(cls, text: str) -> Window:
-        match = _WINDOW.fullmatch(text)
-        if not match:
-            raise ValueError(f"maintenance window must look like 02:00-04:00, got {text!r}")
-        h1, m1, h2, m2 = (int(g) for g in match.groups())
-        return cls(time(h1, m1), time(h2, m2))
-
-    def __str__(self) -> str:
-        return f"{self.start:%H:%M}-{self.end:%H:%M}"
-
-    def contains(self, moment: datetime) -> bool:
-        now = moment.time().replace(second=0, microsecond=0)
-        if self.start <= self.end:
-            return self.start <= now < self.end
-        return now >= self.start or now < self.end
 
 
 def waits_for_window(window: Window | None, moment: datetime) -> bool:

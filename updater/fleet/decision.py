@@ -26,7 +26,7 @@ def offered_release(check: UpdateCheck, channel: Channel, releases: Iterable[Rel
     """The release the group's channel offers this host, if any (the store reads the view for it)."""
     if check.image_id != channel.image_id:
         return None
-    return pol.choose_release(releases, channel, check.current_version, check.bad_versions)
+    return pol.choose_release(releases, channel, check.current, check.refused)
 
 
 @dataclass(frozen=True)

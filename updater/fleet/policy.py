@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
-from updater.fleet.settings import Channel, GroupPolicy, HaltRule, RateLimit, Wave, Window
+from updater.eligibility import newest_eligible
+from updater.fleet.settings import Channel, GroupPolicy, HaltRule, RateLimit, Wave
 from updater.release import Release
+from updater.window import window_open
 from updater.wire import Version
 
 
@@ -62,26 +62,6 @@ def wave_share(waves: Iterable[Wave], elapsed_s: float) -> float:
 
 def in_wave(node_id: str, version: str, waves: Iterable[Wave], elapsed_s: float) -> bool:
     return wave_place(node_id, version) < wave_share(waves, elapsed_s)
-
-
-def window_open(windows: Iterable[Window], timezone: str, now: float) -> bool:
-    """True if ``now`` falls in one of the windows (local time); no windows means always."""
-    windows = tuple(windows)
-    if not windows:
-        return True
-    local = datetime.fromtimestamp(now, ZoneInfo(timezone))
-    for window in windows:
-        # A window may run past midnight, so yesterday's opening can still cover now.
-        for days_back in range(1 + int(window.duration_s // 86400) + 1):
-            day = local.date() - timedelta(days=days_back)
-            if day.weekday() not in window.days:
-                continue
-            opens = datetime(day.year, day.month, day.day, tzinfo=local.tzinfo) + timedelta(
-                minutes=window.start_min
-            )
-            if opens.timestamp() <= now < opens.timestamp() + window.duration_s:
-                return True
-    return False
 
 
 def rate_allows(started_in_period: int, in_flight: int, rate: RateLimit) -> bool:
@@ -137,27 +117,11 @@ def rollout_finished(hosts_in_group: int, hosts_on_release: int, hosts_failed: i
 
 
 def choose_release(
-    releases: Iterable[Release], channel: Channel, current: str, bad_versions: Iterable[str]
+    releases: Iterable[Release], channel: Channel, current: Version, refused: Collection[Version]
 ) -> Release | None:
-    """The newest release of the channel a host on ``current`` may take, if any."""
-    bad = {Version.parse(v) for v in bad_versions}
-    pin = Version.parse(channel.pin) if channel.pin else None
-    here = Version.parse(current)
-    best: Release | None = None
-    for release in releases:
-        version = release.sort_key
-        if (
-            release.image_id != channel.image_id
-            or release.withdrawn
-            or version <= here
-            or version in bad
-            or (pin is not None and version > pin)
-            or (release.min_version is not None and here < Version.parse(release.min_version))
-        ):
-            continue
-        if best is None or version > best.sort_key:
-            best = release
-    return best
+    """The newest release of the channel a host on ``current`` may take, if any
+    (the agent's own rule, updater.eligibility, with the channel's image and pin)."""
+    return newest_eligible(releases, channel.image_id, current, refused, channel.pin)
 
 
 class Reason(enum.StrEnum):
