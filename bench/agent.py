@@ -8,7 +8,7 @@ and the agent's resident memory idle and while writing.
 Synthetic release (half random, half zero bytes: zstd takes it to about half,
 close to a real root's 178/452 MB) laid out as `berth build` lays it out: the
 root image is the whole slot (erofs, then zeros), the verity image the whole
-verity slot (512-byte blocks, as systemd-repart 254 hashes). A real GPT disk
+verity slot (4 KiB blocks, as builder/verity.py hashes). A real GPT disk
 image file, a TUF repository made by `berth publish` and served on 127.0.0.1;
 the agent runs as `berth agent`. The writer alone is then timed on a loop device
 over a copy of the disk (root; else on the file), its slot b first filled with

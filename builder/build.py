@@ -23,6 +23,7 @@ from builder import (
     payload,
     provenance,
     sbom,
+    seal,
     uki,
 )
 from builder.lint import lint
@@ -88,9 +89,13 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
             append=True,
         )
 
-        progress("extracting root, verity and UKI from the disk image")
         (work / "mkosi" / "image.raw").rename(out / contract.DISK_RAW)
+        progress("hashing the root for dm-verity (4 KiB blocks); root hash into GPT and UKI")
+        sealed = seal.seal(settings, out / contract.DISK_RAW)
+        progress("extracting root, verity and UKI from the disk image")
         roothash = _extract(settings, out)
+        if roothash != sealed:
+            raise UserError(f"the UKI names root hash {roothash}, the verity tree is {sealed}")
         with (out / contract.ROOT_IMAGE).open("rb") as f:
             layout.check_slot_fit(layout.erofs_size(f.read(4096)), settings)
 
@@ -173,12 +178,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
 def _extract(settings: BuildSettings, out: Path) -> str:
     """Cut root, verity and UKI out of disk.raw; return the root hash, checked against the GPT."""
     disk = out / contract.DISK_RAW
-    table = artifacts.read_table(disk)
-    types = contract.ROOT_TYPES[contract.BUILD_ARCHITECTURE]
-    root_label, verity_label = contract.slot_labels(settings.image_id, settings.version)
-    esp = layout.find(table, contract.TYPE_ESP, contract.ESP_LABEL)
-    root = layout.find(table, types.root, root_label)
-    verity = layout.find(table, types.verity, verity_label)
+    esp, root, verity = layout.built(artifacts.read_table(disk), settings)
     first_uki = f"/{contract.UKI_DIR}/{contract.uki_filename(settings.image_id, settings.version)}"
     artifacts.copy_from_esp(disk, esp, first_uki, out / contract.UKI)
     artifacts.copy_range(disk, root.offset, root.size, out / contract.ROOT_IMAGE)

@@ -1,4 +1,5 @@
-"""`berth build`: the builder's verb. Imports only argparse at load time."""
+"""`berth build`: the builder's verb. Imports only argparse at load time (the settings
+table, whose flag rows are its options, when the parser is built)."""
 
 from __future__ import annotations
 
@@ -18,15 +19,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="build a host image (disk, root slot, verity, UKI, manifest)",
         description="Build the host OS image with mkosi into OUTPUT/<image_id>_<version>/.",
     )
+    from builder.settings import FLAGS
+
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="build settings (YAML)")
-    parser.add_argument("--version", help="release version, dotted integers (overrides the config)")
-    parser.add_argument(
-        "--engine", help="container engine: docker or podman (overrides the config)"
-    )
-    parser.add_argument(
-        "--formats",
-        help="disk formats, comma-separated: raw, qcow2, vmdk, vhd, gce (overrides the config)",
-    )
+    for setting in FLAGS:  # one option per flag row of the settings table, checked as the file is
+        parser.add_argument(setting.option, dest=setting.name, help=f"{setting.help} (overrides the config)")
     parser.add_argument(
         "--output", type=Path, default=Path("out"), help="where the artifact directory goes"
     )
@@ -44,7 +41,7 @@ def _build(args: argparse.Namespace) -> int:
     from builder.build import build
 
     chosen = settings.override(
-        settings.load(args.config), version=args.version, engine=args.engine, formats=args.formats
+        settings.load(args.config), **{s.name: getattr(args, s.name) for s in settings.FLAGS}
     )
     built = build(chosen, args.output, show=not args.quiet)
     if args.verify_reproducible:

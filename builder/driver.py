@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder import fault, layout, provenance
+from builder import fault, layout, provenance, seal
 from builder.settings import BuildSettings
 from cli.errors import UserError
 
@@ -111,7 +111,7 @@ def image_command(
             cache_name=settings.engine,
             epoch=epoch,
         ),
-        # repart's UUIDs and verity salt, and the mkfs values it leaves to chance.
+        # repart's UUIDs, and the mkfs values it leaves to chance (berth makes the verity).
         "--seed",
         str(provenance.seed(settings)),
         # mkosi splits Environment= like a shell: values with spaces are quoted.
@@ -134,7 +134,11 @@ def image_command(
         str(repart_dir),
         *(f"--extra-tree={tree}:/" for tree in extra_trees),
         f"--postinst-script={SCRIPTS / 'sbom.postinst'}",
+        # bootctl's random seed on the ESP differs per build; each host makes its own.
+        f"--finalize-script={SCRIPTS / 'drop-boot-seed.finalize'}",
         *(f"--kernel-command-line={arg}" for arg in fault.kernel_command_line(settings.fault)),
+        # builder/seal.py writes the real root hash over it once the verity tree is made.
+        f"--kernel-command-line={seal.PLACEHOLDER_ARGUMENT}",
         "--output",
         "image",
         "build",

@@ -10,30 +10,29 @@ from __future__ import annotations
 import math
 import struct
 from dataclasses import dataclass
+from typing import NamedTuple
 
+from builder import verity
 from builder.settings import BuildSettings
 from cli.errors import UserError
-from updater.contract import EMPTY_LABEL, ESP_LABEL, VAR_LABEL, slot_labels
+from updater.contract import (
+    BUILD_ARCHITECTURE,
+    EMPTY_LABEL,
+    ESP_LABEL,
+    ROOT_TYPES,
+    TYPE_ESP,
+    VAR_LABEL,
+    slot_labels,
+)
 from updater.gpt import Partition
 
 MIB = 1024 * 1024
 
-# systemd-repart 254 hashes 512-byte data blocks into 512-byte hash blocks
-# (its sector size); later versions may use larger blocks, which need less.
-_DATA_BLOCK = 512
-_HASH_BLOCK = 512
-_HASHES_PER_BLOCK = _HASH_BLOCK // 32  # sha256
-
 
 def verity_size(data_bytes: int) -> int:
-    """Bytes a dm-verity hash device needs for `data_bytes` of data, superblock
-    included, rounded up to whole MiB."""
-    blocks = math.ceil(data_bytes / _DATA_BLOCK)
-    total = 4096 // _HASH_BLOCK  # the verity superblock
-    while blocks > 1:
-        blocks = math.ceil(blocks / _HASHES_PER_BLOCK)
-        total += blocks
-    return math.ceil(total * _HASH_BLOCK / MIB) * MIB
+    """Bytes a root-verity slot needs for a root slot of `data_bytes`: berth's hash
+    tree (builder/verity.py, 4 KiB blocks) of a full slot, rounded up to whole MiB."""
+    return math.ceil(verity.tree_size(data_bytes) / MIB) * MIB
 
 
 @dataclass(frozen=True)
@@ -77,16 +76,13 @@ def repart_definitions(settings: BuildSettings) -> dict[str, str]:
             ExcludeFiles=["/boot/", "/efi/", "/var/"],
             # Services with PrivateTmp= may start before /var is mounted.
             MakeDirectories="/var/tmp",
-            Verity="data",
-            VerityMatchKey="root",
             **fixed(s.slot_size),
         ),
+        # Left empty: repart 254's verity is random and 512-byte, so berth writes
+        # the hash tree here after mkosi (builder/seal.py), and both partitions'
+        # UUIDs from the root hash.
         "11-root-verity-a.conf": _conf(
-            Type="root-verity",
-            Label=verity_label,
-            Verity="hash",
-            VerityMatchKey="root",
-            **fixed(s.verity_slot_size),
+            Type="root-verity", Label=verity_label, **fixed(s.verity_slot_size)
         ),
         # The B slots stay empty until the agent writes an update there;
         # SplitName=- keeps them out of mkosi's split artifacts.
@@ -132,6 +128,24 @@ def find(parts: list[Partition], type_uuid: str, label: str) -> Partition:
             f"expected one partition of type {type_uuid} labelled {label!r}, found {len(found)}"
         )
     return found[0]
+
+
+class Built(NamedTuple):
+    """The partitions a build writes: the ESP and slot A."""
+
+    esp: Partition
+    root: Partition
+    verity: Partition
+
+
+def built(parts: list[Partition], settings: BuildSettings) -> Built:
+    types = ROOT_TYPES[BUILD_ARCHITECTURE]
+    root_label, verity_label = slot_labels(settings.image_id, settings.version)
+    return Built(
+        find(parts, TYPE_ESP, ESP_LABEL),
+        find(parts, types.root, root_label),
+        find(parts, types.verity, verity_label),
+    )
 
 
 def parse_mirror(sources: dict[str, str]) -> str | None:

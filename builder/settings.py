@@ -15,19 +15,12 @@ from typing import Any
 from builder import formats
 from cli.errors import UserError
 from updater.contract import artifact_name
+from updater.settingrow import Setting, option_for
 from updater.wire import Version, WireError
 
 ENGINES = ("docker", "podman")
 FAULTS = ("none", "health-check", "kernel-panic")
 _IMAGE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    kind: type
-    default: Any
-    help: str
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -53,6 +46,11 @@ SETTINGS: tuple[Setting, ...] = (
     ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
+# Every build setting's kind is a type, checked with isinstance.
+_TYPES: dict[str, type] = {s.name: s.kind for s in SETTINGS if isinstance(s.kind, type)}
+assert len(_TYPES) == len(SETTINGS)
+# The settings `berth build` also takes as options (builder/cli.py adds one per row).
+FLAGS = tuple(_BY_NAME[name] for name in ("version", "engine", "formats"))
 
 
 @dataclass(frozen=True)
@@ -73,13 +71,13 @@ class BuildSettings:
 
 
 def _check(name: str, value: Any, source: str) -> Any:
-    setting = _BY_NAME.get(name)
-    if setting is None:
+    kind = _TYPES.get(name)
+    if kind is None:
         raise UserError(f"{source}: unknown key '{name}' (known: {', '.join(_BY_NAME)})")
     # bool is an int subclass; a YAML `yes` must not pass as a size.
-    if not isinstance(value, setting.kind) or isinstance(value, bool):
+    if not isinstance(value, kind) or isinstance(value, bool):
         raise UserError(
-            f"{source}: key '{name}' must be {setting.kind.__name__}, got {type(value).__name__} {value!r}"
+            f"{source}: key '{name}' must be {kind.__name__}, got {type(value).__name__} {value!r}"
         )
     problem = _problem(name, value)
     if problem:
@@ -125,9 +123,7 @@ def parse(data: Any, source: str) -> BuildSettings:
 
 def override(settings: BuildSettings, **changes: Any) -> BuildSettings:
     """Apply command-line overrides (None means "not given"), checked like file values."""
-    given = {
-        k: _check(k, v, f"--{k.replace('_', '-')}") for k, v in changes.items() if v is not None
-    }
+    given = {k: _check(k, v, option_for(k)) for k, v in changes.items() if v is not None}
     return dataclasses.replace(settings, **given)
 
 

@@ -16,6 +16,7 @@ the slot of the booted UKI from ``roothash=`` alone.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import uuid
@@ -122,6 +123,11 @@ class BootEntry:
     @property
     def blessed(self) -> bool:
         return self.tries_left is None
+
+    # Parsed once per entry, on first use (where a name's version first mattered before).
+    @functools.cached_property
+    def parsed_version(self) -> Version:
+        return Version.parse(self.version)
 
     @property
     def bad(self) -> bool:

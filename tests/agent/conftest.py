@@ -66,7 +66,7 @@ def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: 
     """A small real release: erofs root, real dm-verity tree, a stand-in UKI, manifest.json.
 
     ``whole_slot``: as `berth build` makes them, the root image is the whole slot (the
-    erofs, then zeros), hashed in 512-byte blocks like systemd-repart 254, and the verity
+    erofs, then zeros), hashed in 4 KiB blocks like builder/verity.py, and the verity
     image is the whole verity slot. ``blob``: the contents of its big file (default: random,
     so that no two releases share it); ``uki_tail`` the same for the stand-in UKI's bytes after
     its command line."""
@@ -77,7 +77,7 @@ def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: 
     (src / "blob").write_bytes(os.urandom(blob_bytes // 2) + bytes(blob_bytes // 2) if blob is None else blob)
     directory.mkdir(parents=True)
     subprocess.run(["mkfs.erofs", "--quiet", "-T0", str(directory / contract.ROOT_IMAGE), str(src)], check=True)
-    blocks = ["--data-block-size=512", "--hash-block-size=512"] if whole_slot else []
+    blocks = ["--data-block-size=4096", "--hash-block-size=4096"] if whole_slot else []
     if whole_slot:
         os.truncate(directory / contract.ROOT_IMAGE, slot_mib << 20)
     out_text = subprocess.run(

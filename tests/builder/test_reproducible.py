@@ -12,6 +12,7 @@ import os
 import py_compile
 import shlex
 import struct
+import subprocess
 from pathlib import Path
 from types import ModuleType
 
@@ -77,6 +78,7 @@ def test_mkosi_gets_the_epoch_the_seed_and_quoted_mkfs_options(tmp_path: Path) -
     assert env["E2FSPROGS_FAKE_TIME"] == str(EPOCH)
     assert env["SYSTEMD_REPART_MKFS_OPTIONS_EXT4"].startswith("-E lazy_itable_init=1,hash_seed=")
     assert f"--finalize-script={driver.SCRIPTS / 'normalize-times.finalize'}" in command
+    assert f"--finalize-script={driver.SCRIPTS / 'drop-boot-seed.finalize'}" in command
     initrd = driver.initrd_command(output_dir=tmp_path, mirror="m", cache=tmp_path, epoch=EPOCH)
     assert initrd[initrd.index("--source-date-epoch") + 1] == str(EPOCH)
 
@@ -195,5 +197,20 @@ def test_a_mistyped_provenance_is_refused(field: str, value: object, message: st
 def test_berths_mkosi_scripts_are_executable() -> None:
     # mkosi refuses a script without the exec bit, and only a real build would tell.
     scripts = sorted(driver.SCRIPTS.iterdir())
-    assert [s.name for s in scripts] == ["normalize-times.finalize", "sbom.postinst"]
+    assert [s.name for s in scripts] == [
+        "drop-boot-seed.finalize",
+        "normalize-times.finalize",
+        "sbom.postinst",
+    ]
     assert all(os.access(s, os.X_OK) for s in scripts)
+
+
+def test_the_esps_random_seed_is_dropped_from_the_image(tmp_path: Path) -> None:
+    loader = tmp_path / "efi/loader"
+    loader.mkdir(parents=True)
+    (loader / "random-seed").write_bytes(os.urandom(32))
+    (loader / "loader.conf").write_text("timeout 0\n")
+    script = driver.SCRIPTS / "drop-boot-seed.finalize"
+    for _ in range(2):  # and again where there is none
+        subprocess.run([str(script)], env={"BUILDROOT": str(tmp_path)}, check=True)
+    assert sorted(p.name for p in loader.iterdir()) == ["loader.conf"]

@@ -1,7 +1,6 @@
-"""Two real builds of the same inputs: the root file system is the same bytes (the rest is
-not yet: see the xfail's reason); the real image's SBOM is valid SPDX and lists what
-manifest.json lists. One extra build (about a minute, warm cache): the session's default
-image is the first."""
+"""Two real builds of the same inputs: every artifact is the same bytes, the root file
+system first; the real image's SBOM is valid SPDX and lists what manifest.json lists.
+One extra build (about a minute, warm cache): the session's default image is the first."""
 
 from __future__ import annotations
 
@@ -33,12 +32,6 @@ def test_a_second_build_has_a_bit_for_bit_identical_root_file_system(
     assert not differences, "\n\n".join(f"{d.name}:\n{d.where}" for d in differences)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="systemd-repart 254 (bookworm-backports) draws the dm-verity salt and the verity "
-    "superblock UUID at random whatever --seed says, so root.verity, the root hash and "
-    "everything naming it (UKI, disk, SBOM) still differ; see the README's reproducible builds",
-)
 def test_a_second_build_of_the_same_inputs_is_bit_for_bit_the_same(
     default_image: Path, second_build: Path
 ) -> None:

@@ -118,3 +118,18 @@ def test_faulty_releases_change_only_what_makes_them_fail(tmp_path: Path) -> Non
     check = tree / "etc/berth/health.d/00-built-to-fail"
     failed = subprocess.run([str(check)], capture_output=True, text=True, check=False)
     assert failed.returncode == 1 and "fault=health-check" in failed.stderr
+
+
+def test_build_options_are_the_tables_flag_rows() -> None:
+    import argparse
+
+    from builder import cli
+
+    top = argparse.ArgumentParser()
+    cli.register(top.add_subparsers())
+    build = top._subparsers._group_actions[0].choices["build"]  # type: ignore[union-attr]
+    options = {a.option_strings[0]: a for a in build._actions if a.option_strings}
+    for row in settings.FLAGS:
+        assert options[row.option].help.startswith(row.help) and options[row.option].dest == row.name
+    assert [r.option for r in settings.FLAGS] == ["--version", "--engine", "--formats"]
+    assert top.parse_args(["build", "--engine", "podman"]).engine == "podman"

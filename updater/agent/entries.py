@@ -28,7 +28,7 @@ def boot_order(entries: list[BootEntry]) -> list[BootEntry]:
 
     def key(entry: BootEntry) -> tuple[bool, tuple[int, ...], int, int]:
         # Padded to the longest version form, so 1.1.0 (key (1, 1)) sorts before 1.0.0 (key (1,)).
-        parts = Version.parse(entry.version).key
+        parts = entry.parsed_version.key
         negated = tuple(-part for part in parts + (0,) * (MAX_VERSION_PARTS - len(parts)))
         left = -(entry.tries_left if entry.tries_left is not None else 0)
         return (entry.bad, negated, left, entry.tries_done)
@@ -38,4 +38,4 @@ def boot_order(entries: list[BootEntry]) -> list[BootEntry]:
 
 def entries_for(entries: list[BootEntry], version: str) -> list[BootEntry]:
     wanted = Version.parse(version)
-    return [e for e in entries if Version.parse(e.version) == wanted]
+    return [e for e in entries if e.parsed_version == wanted]

@@ -112,7 +112,7 @@ def removed_after_fallback(entries: list[BootEntry], target_version: str) -> lis
 def stale_entries(entries: list[BootEntry], keep_versions: set[str]) -> list[BootEntry]:
     """Entries whose version lives in neither slot (they could boot nothing)."""
     keep = {Version.parse(v) for v in keep_versions}
-    return [e for e in entries if Version.parse(e.version) not in keep]
+    return [e for e in entries if e.parsed_version not in keep]
 
 
 class AfterReboot(enum.StrEnum):

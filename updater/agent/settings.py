@@ -16,31 +16,32 @@ from typing import Any
 import yaml
 
 from cli.errors import UserError
+from updater.settingrow import Setting
 from updater.window import Window
 
 CREDENTIAL_PREFIX = "berth."
 
-# name, type, default, help — the one place a setting is declared.
-SETTINGS: tuple[tuple[str, type, Any, str], ...] = (
-    ("server_url", str, "", "fleet server base URL; empty: standalone, no reboot locks"),
-    ("repo_url", str, "", "TUF repository base URL (metadata/, targets/); default <server_url>/repo"),
-    ("group", str, "default", "rollout group this host belongs to"),
-    ("fleet_token", str, "", "bearer token the fleet server asks of this group; empty: none"),
-    ("server_ca", str, "", "PEM CA file the fleet server's TLS certificate must chain to (the credential berth.server_ca holds the PEM itself); empty: the system's CAs"),
-    ("node_id", str, "", "fleet identity; default: /etc/machine-id, kept in <state_dir>/node-id"),
-    ("poll_interval_s", int, 300, "seconds between update checks (Zincati's default)"),
-    ("trusted_root", str, "/etc/berth/tuf-root.json", "initial TUF root.json if the credential berth.tuf_root is absent"),
-    ("state_dir", str, "/var/lib/berth", "state, TUF metadata cache and host overrides"),
-    ("esp", str, "", "ESP mount point; default: the first of /efi, /boot, /boot/efi holding EFI/Linux"),
-    ("disk", str, "", "disk holding the slots; default: the disk of the booted root partition"),
-    ("auto_reboot", bool, True, "reboot by itself once an update is staged"),
-    ("maintenance_window", str, "", "standalone only: daily UTC window for reboots, e.g. 02:00-04:00"),
-    ("boot_tries", int, 3, "boots systemd-boot gives a new version before it falls back (1-9)"),
-    ("bless_timeout_s", int, 900, "a new boot not blessed after this long is rebooted (spends a try)"),
-    ("reboot_command", str, "systemctl reboot", "command that reboots the host"),
-    ("lock_retry_s", int, 60, "seconds between reboot-lock attempts when the fleet is busy"),
-    ("unexplained_retries", int, 2, "tries again of a version after fallbacks no failed check or panic explains (0-9)"),
-    ("pstore_dir", str, "/var/lib/systemd/pstore", "where systemd-pstore keeps the records of kernel panics"),
+# name, type, default, help (updater.settingrow) — the one place a setting is declared.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("server_url", str, "", "fleet server base URL; empty: standalone, no reboot locks"),
+    Setting("repo_url", str, "", "TUF repository base URL (metadata/, targets/); default <server_url>/repo"),
+    Setting("group", str, "default", "rollout group this host belongs to"),
+    Setting("fleet_token", str, "", "bearer token the fleet server asks of this group; empty: none"),
+    Setting("server_ca", str, "", "PEM CA file the fleet server's TLS certificate must chain to (the credential berth.server_ca holds the PEM itself); empty: the system's CAs"),
+    Setting("node_id", str, "", "fleet identity; default: /etc/machine-id, kept in <state_dir>/node-id"),
+    Setting("poll_interval_s", int, 300, "seconds between update checks (Zincati's default)"),
+    Setting("trusted_root", str, "/etc/berth/tuf-root.json", "initial TUF root.json if the credential berth.tuf_root is absent"),
+    Setting("state_dir", str, "/var/lib/berth", "state, TUF metadata cache and host overrides"),
+    Setting("esp", str, "", "ESP mount point; default: the first of /efi, /boot, /boot/efi holding EFI/Linux"),
+    Setting("disk", str, "", "disk holding the slots; default: the disk of the booted root partition"),
+    Setting("auto_reboot", bool, True, "reboot by itself once an update is staged"),
+    Setting("maintenance_window", str, "", "standalone only: daily UTC window for reboots, e.g. 02:00-04:00"),
+    Setting("boot_tries", int, 3, "boots systemd-boot gives a new version before it falls back (1-9)"),
+    Setting("bless_timeout_s", int, 900, "a new boot not blessed after this long is rebooted (spends a try)"),
+    Setting("reboot_command", str, "systemctl reboot", "command that reboots the host"),
+    Setting("lock_retry_s", int, 60, "seconds between reboot-lock attempts when the fleet is busy"),
+    Setting("unexplained_retries", int, 2, "tries again of a version after fallbacks no failed check or panic explains (0-9)"),
+    Setting("pstore_dir", str, "/var/lib/systemd/pstore", "where systemd-pstore keeps the records of kernel panics"),
 )
 
 
@@ -79,7 +80,9 @@ class AgentSettings:
 
 
 assert [f.name for f in fields(AgentSettings)] == [row[0] for row in SETTINGS]
-_TYPES = {name: kind for name, kind, _, _ in SETTINGS}
+# Every agent setting's kind is a type (a file, a credential or a declaration gives it).
+_TYPES: dict[str, type] = {s.name: s.kind for s in SETTINGS if isinstance(s.kind, type)}
+assert len(_TYPES) == len(SETTINGS)
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:

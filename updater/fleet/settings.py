@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from updater.settingrow import Setting
 from updater.window import DAYS, Window, parse_clock, parse_days
 from updater.wire import Version
 
@@ -132,10 +133,6 @@ def _str(value: Any) -> str:
     return value
 
 
-def _version(value: Any) -> Version:
-    return Version.parse(value)  # WireError is a ValueError: named by the key like the rest
-
-
 def _optional(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda value: None if value is None else parse(value)
 
@@ -148,10 +145,10 @@ def _timezone(value: Any) -> str:
     return value
 
 
-# --- tables: (key, parser, default, help); a default of REQUIRED must be given ---
+# --- tables: Setting(key, parser, default, help) rows; a default of REQUIRED must be given ---
 
 REQUIRED = object()
-Table = tuple[tuple[str, Callable[[Any], Any], Any, str], ...]
+Table = tuple[Setting, ...]
 
 # Bottlerocket's default waves.
 DEFAULT_WAVES = [
@@ -165,53 +162,53 @@ DEFAULT_WAVES = [
 ]
 
 WAVE_TABLE: Table = (
-    ("after", parse_duration, REQUIRED, "time since the group's rollout started"),
-    ("percent", _percent, REQUIRED, "share of the group allowed to start by then"),
+    Setting("after", parse_duration, REQUIRED, "time since the group's rollout started"),
+    Setting("percent", _percent, REQUIRED, "share of the group allowed to start by then"),
 )
 WINDOW_TABLE: Table = (
-    ("days", parse_days, list(DAYS), "days of the week the window opens on"),
-    ("start", parse_clock, REQUIRED, "local time of day the window opens (HH:MM)"),
-    ("duration", parse_duration, REQUIRED, "how long it stays open"),
+    Setting("days", parse_days, list(DAYS), "days of the week the window opens on"),
+    Setting("start", parse_clock, REQUIRED, "local time of day the window opens (HH:MM)"),
+    Setting("duration", parse_duration, REQUIRED, "how long it stays open"),
 )
 RATE_TABLE: Table = (
-    ("max_updates", _int(1), 100, "updates started per period; also the cap on those in flight"),
-    ("period", parse_duration, "1h", "the sliding period the limit counts over"),
+    Setting("max_updates", _int(1), 100, "updates started per period; also the cap on those in flight"),
+    Setting("period", parse_duration, "1h", "the sliding period the limit counts over"),
 )
 HALT_TABLE: Table = (
-    ("max_failure_share", _share, 0.05, "halt when rollbacks+failures / started exceeds this"),
-    ("min_updates", _int(1), 5, "do not judge a release on fewer started updates"),
-    ("max_unexplained_share", _share, 0.25,
+    Setting("max_failure_share", _share, 0.05, "halt when rollbacks+failures / started exceeds this"),
+    Setting("min_updates", _int(1), 5, "do not judge a release on fewer started updates"),
+    Setting("max_unexplained_share", _share, 0.25,
      "halt when rollbacks no failed check or panic explains / started exceeds this"),
 )
 CHANNEL_TABLE: Table = (
-    ("image_id", _str, "berth", "the image whose releases this channel carries"),
-    ("pin", _optional(_version), None, "stop at this version (None: newest release)"),
+    Setting("image_id", _str, "berth", "the image whose releases this channel carries"),
+    Setting("pin", _optional(Version.parse), None, "stop at this version (None: newest release)"),
 )
 GROUP_TABLE: Table = (
-    ("channel", _str, "stable", "the channel this group follows"),
-    ("waves", list, DEFAULT_WAVES, "list of {after, percent}; Bottlerocket's waves by default"),
-    ("rate", dict, {}, "rate limit {max_updates, period}"),
-    ("max_concurrent_reboots", _int(1), 1, "FleetLock semaphore size"),
-    ("lock_ttl", parse_duration, "1h", "an unreleased reboot lock expires after this"),
-    ("lock_log_retention", parse_duration, "90d", "reboot-lock events older than this are dropped"),
-    ("windows", list, [], "maintenance windows [{days, start, duration} or HH:MM-HH:MM daily]; none: always open"),
-    ("timezone", _timezone, "UTC", "timezone the windows are in"),
-    ("after", _optional(_str), None, "group that must finish a release before this one starts"),
-    ("soak", parse_duration, "0s", "wait this long after `after` finished"),
-    ("halt", dict, {}, "automatic halt {max_failure_share, min_updates, max_unexplained_share}"),
-    ("token", _optional(_str), None, "bearer token to enrol here (and FleetLock of unenrolled ids)"),
+    Setting("channel", _str, "stable", "the channel this group follows"),
+    Setting("waves", list, DEFAULT_WAVES, "list of {after, percent}; Bottlerocket's waves by default"),
+    Setting("rate", dict, {}, "rate limit {max_updates, period}"),
+    Setting("max_concurrent_reboots", _int(1), 1, "FleetLock semaphore size"),
+    Setting("lock_ttl", parse_duration, "1h", "an unreleased reboot lock expires after this"),
+    Setting("lock_log_retention", parse_duration, "90d", "reboot-lock events older than this are dropped"),
+    Setting("windows", list, [], "maintenance windows [{days, start, duration} or HH:MM-HH:MM daily]; none: always open"),
+    Setting("timezone", _timezone, "UTC", "timezone the windows are in"),
+    Setting("after", _optional(_str), None, "group that must finish a release before this one starts"),
+    Setting("soak", parse_duration, "0s", "wait this long after `after` finished"),
+    Setting("halt", dict, {}, "automatic halt {max_failure_share, min_updates, max_unexplained_share}"),
+    Setting("token", _optional(_str), None, "bearer token to enrol here (and FleetLock of unenrolled ids)"),
 )
 TOP_TABLE: Table = (
-    ("repository", _str, "repository", "TUF repository directory, served under /repo"),
-    ("admin_token", _optional(_str), None, "bearer token of the admin API (None: admin API off)"),
-    ("poll_interval", parse_duration, "5m", "how often agents are told to ask again"),
-    ("update_timeout", parse_duration, "1d", "a started update with no result stops counting"),
-    ("max_body_bytes", _int(256), 65536, "larger request bodies are refused with 413"),
-    ("request_timeout", parse_duration, "10s", "a request's head and body must arrive within this"),
-    ("max_connections", _int(1), 1024, "open connections per server process; more are closed"),
-    ("enrol_rate", _int(0), 120, "enrolments a minute per client address and server process; more: 429"),
-    ("channels", dict, {"stable": {}}, "channel name -> {image_id, pin}"),
-    ("groups", dict, {"default": {}}, "group name -> policy (see the group keys)"),
+    Setting("repository", _str, "repository", "TUF repository directory, served under /repo"),
+    Setting("admin_token", _optional(_str), None, "bearer token of the admin API (None: admin API off)"),
+    Setting("poll_interval", parse_duration, "5m", "how often agents are told to ask again"),
+    Setting("update_timeout", parse_duration, "1d", "a started update with no result stops counting"),
+    Setting("max_body_bytes", _int(256), 65536, "larger request bodies are refused with 413"),
+    Setting("request_timeout", parse_duration, "10s", "a request's head and body must arrive within this"),
+    Setting("max_connections", _int(1), 1024, "open connections per server process; more are closed"),
+    Setting("enrol_rate", _int(0), 120, "enrolments a minute per client address and server process; more: 429"),
+    Setting("channels", dict, {"stable": {}}, "channel name -> {image_id, pin}"),
+    Setting("groups", dict, {"default": {}}, "group name -> policy (see the group keys)"),
 )
 
 
