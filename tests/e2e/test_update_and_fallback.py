@@ -144,6 +144,11 @@ def test_update_to_v3_through_the_fleet_keeps_the_container_with_its_data_and_re
     assert (done.ready.version, done.ready.slot) == (V3, "a")
     assert done.ready.roothash == scenarios.manifest(release(V3)).roothash
     assert done.events == ["downloading", "staged", "rebooting", "blessed"]
+    # By delta: the new slot was built from the booted v2 slot and ranges of v3's blobs
+    # (the server's record of the staged report's transfer).
+    transfer = lab.admin(f"/admin/hosts/{host.node_id}")["transfers"][-1]
+    assert (transfer["version"], transfer["path"]) == (V3, "delta")
+    assert transfer["bytes_fetched"] < 0.35 * transfer["bytes_full"], transfer
     status = host.agent_status()
     assert status["booted"] == {"version": V3, "slot": "a", "roothash": done.ready.roothash}
     assert {name: slot["version"] for name, slot in status["slots"].items()} == {"a": V3, "b": V2}
