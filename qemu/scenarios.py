@@ -44,11 +44,12 @@ class Fallback:
     detail: str  # the agent's rollback report
 
 
-def update(lab: Lab, host: Host, artifact: Path, *, with_app: bool = False) -> Update:
-    """Publish ``artifact``; the host takes it, reboots into it and is blessed."""
+def update(lab: Lab, host: Host, artifact: Path, *, with_app: bool = False, delta: bool = False) -> Update:
+    """Publish ``artifact`` (``delta``: with block indexes); the host takes it, reboots into it
+    and is blessed."""
     version = manifest(artifact).version
     published = time.time()
-    lab.publish(artifact)
+    lab.publish(artifact, delta=delta)
     rebooting = lab.follow(host, version, ("rebooting", "failed"), UPDATE_TIMEOUT_S)[-1]
     if rebooting["event"] == "failed":
         raise RuntimeError(f"{host.name}: update to {version} failed: {rebooting['detail']}")

@@ -116,6 +116,20 @@ def test_full_path_when_the_server_does_not_serve_the_index(delta_host: Host, se
     went_whole(delta_host, "root: full path (the server does not serve the signed block index)")
 
 
+def test_a_release_published_without_deltas_is_taken_whole(
+        tmp_path: Path, similar: dict[str, BuiltRelease], server: Server, keys_dir: Path) -> None:
+    repo = server.root / "repo"
+    publish(repo, keys_dir, similar["1.0"])
+    publish(repo, keys_dir, similar["1.1"], "--no-delta")
+    stored = [p.name for p in (repo / "targets/berth/1.1").iterdir()]
+    assert not [name for name in stored if name.endswith(".index")]
+    assert not [name for name in stored if name.endswith((".root.erofs", ".root.verity"))]  # no blobs
+    disk = tmp_path / "base.raw"
+    make_disk(disk, similar["1.0"])
+    host = make_host(tmp_path, disk, similar, f"{server.url}/repo", repo / "metadata/root.json")
+    went_whole(host, "root: full path (the server offers no block index)")
+
+
 def test_a_tampered_index_is_refused_and_the_full_download_used(delta_host: Host, server: Server) -> None:
     index = next((server.root / "repo/targets/berth/1.1").glob("*.root.erofs.index"))
     data = bytearray(index.read_bytes())

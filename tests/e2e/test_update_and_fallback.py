@@ -139,7 +139,7 @@ def test_update_to_v3_through_the_fleet_keeps_the_container_with_its_data_and_re
     host.start_app(app_archive)
     assert host.app_starts() == 1
     machine_id = host.run("cat /etc/machine-id").stdout.strip()
-    done = scenarios.update(lab, host, release(V3), with_app=True)
+    done = scenarios.update(lab, host, release(V3), with_app=True, delta=True)
 
     assert (done.ready.version, done.ready.slot) == (V3, "a")
     assert done.ready.roothash == scenarios.manifest(release(V3)).roothash

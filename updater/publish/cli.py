@@ -31,6 +31,9 @@ def register(subparsers: Any) -> None:
     publish.add_argument("--timestamp-days", type=int, help="timestamp lifetime in days (default 1)")
     publish.add_argument("--frame-mib", type=int, default=8,
                          help="MiB of root image per zstd frame: the agent resumes at frame boundaries")
+    publish.add_argument("--no-delta", dest="delta", action="store_false",
+                         help="no block indexes or blobs: every host downloads this release whole "
+                              "(less repository space; hosts short of CPU rather than bandwidth)")
     publish.set_defaults(handler=_publish)
 
     keys = subparsers.add_parser("keys", help="repository signing keys")
@@ -64,7 +67,8 @@ def _publish(args: argparse.Namespace) -> int:
         print(f"withdrew {args.image_id} {args.withdraw}")
     else:
         release = repo.publish(args.artifact_dir, args.min_version, args.timestamp_days,
-                               args.frame_mib << 20, lambda step: print(f"publish: {step}", file=sys.stderr))
+                               args.frame_mib << 20, lambda step: print(f"publish: {step}", file=sys.stderr),
+                               delta=args.delta)
         sizes = ", ".join(f"{a.target_path} {a.length >> 20} MiB" for a in release.artifacts.values())
         print(f"published {release.image_id} {release.version}: {sizes}")
     return 0

@@ -210,7 +210,10 @@ class Repository:
     # ---- releases ----------------------------------------------------------------------
 
     def publish(self, artifact_dir: Path, min_version: str | None, timestamp_days: int | None = None,
-                frame_bytes: int = FRAME_BYTES, progress: Callable[[str], None] = lambda _: None) -> Release:
+                frame_bytes: int = FRAME_BYTES, progress: Callable[[str], None] = lambda _: None,
+                delta: bool = True) -> Release:
+        """Sign the release in ``artifact_dir``; ``delta``: with the block indexes and blobs that
+        let hosts build it from their booted slot (without them every host downloads it whole)."""
         from tuf.api.metadata import TargetFile
 
         # Every check comes before the first write: a refused publish leaves the
@@ -247,7 +250,7 @@ class Repository:
                                                  role, manifest, frame_bytes)
         sbom = self._store_sbom(artifact_dir / contract.SBOM, image_id, version, progress) if has_sbom else None
         indexes = [self._store_index(artifact_dir / BUILD_FILES[role], artifacts[role], image_id, version, progress)
-                   for role in DELTA_ROLES]
+                   for role in (DELTA_ROLES if delta else ())]
         release = Release(
             image_id=image_id, version=version, roothash=manifest.roothash,
             slot_size=manifest.slot_size, verity_slot_size=manifest.verity_slot_size,
