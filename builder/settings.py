@@ -16,7 +16,7 @@ from builder import formats
 from cli.errors import UserError
 from updater.contract import artifact_name
 from updater.settingrow import Setting, option_for
-from updater.wire import Version, WireError
+from updater.version import Version, VersionError
 
 ENGINES = ("docker", "podman")
 FAULTS = ("none", "health-check", "kernel-panic")
@@ -100,7 +100,7 @@ def _problem(name: str, value: Any) -> str | None:
     if name == "version":
         try:
             Version.parse(value)  # the one version grammar, the agent's and the server's
-        except WireError:
+        except VersionError:
             return f"must be dotted integers like 1.2.3, got {value!r}"
     if name == "slot_margin_percent" and not 0 <= value < 100:
         return f"must be between 0 and 99, got {value}"

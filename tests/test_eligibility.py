@@ -11,7 +11,7 @@ from updater.eligibility import newest_eligible, refusal
 from updater.fleet.policy import choose_release as fleet_choice
 from updater.fleet.settings import Channel
 from updater.release import Release
-from updater.wire import Version
+from updater.version import Version
 
 
 def _release(version: str, *, image_id: str = "berth", withdrawn: bool = False,
@@ -67,9 +67,9 @@ def test_agent_and_server_pick_the_same_release(
 ) -> None:
     releases = [_release(v, withdrawn=w, min_version=m) for v, w, m in offered]
     by_server = fleet_choice(releases, Channel("stable", "berth", None), V(current), {V(b) for b in bad})
-    by_agent, _ = agent_choice(releases, "berth", current, tuple(bad), None)
+    by_agent, _ = agent_choice(releases, "berth", V(current), tuple(map(V, bad)), None)
     assert by_agent is by_server
     if by_server is not None:
         # ... and the agent takes what the server offers it.
-        taken, why = agent_choice(releases, "berth", current, tuple(bad), by_server.version)
+        taken, why = agent_choice(releases, "berth", V(current), tuple(map(V, bad)), by_server.sort_key)
         assert why == "offered" and taken is not None and taken.sort_key == by_server.sort_key

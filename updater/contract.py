@@ -25,7 +25,7 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any
 
-from updater.wire import Version, WireError
+from updater.version import Version, VersionError
 
 
 class ContractError(ValueError):
@@ -216,6 +216,11 @@ class Manifest:
     def name(self) -> str:
         return artifact_name(self.image_id, self.version)
 
+    # from_json refused any text that is no version; parsed once, on first use.
+    @functools.cached_property
+    def parsed_version(self) -> Version:
+        return Version.parse(self.version)
+
     def to_json(self) -> str:
         document = {
             "image_id": self.image_id,
@@ -253,7 +258,7 @@ class Manifest:
             _typed(top[key], int, key)
         try:
             Version.parse(top["version"])
-        except WireError as error:
+        except VersionError as error:
             raise ContractError(f"'version': {error}") from None
         uuids_from_roothash(top["roothash"])
         artifacts = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 
 from updater.release import Release
-from updater.wire import Version
+from updater.version import Version
 
 
 def refusal(

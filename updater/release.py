@@ -21,7 +21,8 @@ from enum import StrEnum
 from typing import Any
 
 from updater.contract import SBOM
-from updater.wire import Version, WireError
+from updater.version import Version
+from updater.wire import WireError, parse_version
 
 
 class ArtifactRole(StrEnum):
@@ -90,12 +91,12 @@ class Release:
     # Parsed once per release (releases_from_targets parses them all as it sorts).
     @functools.cached_property
     def sort_key(self) -> Version:
-        return Version.parse(self.version)
+        return parse_version(self.version)
 
     @functools.cached_property
     def floor(self) -> Version | None:
         """``min_version`` parsed; an empty one is no floor."""
-        return Version.parse(self.min_version) if self.min_version else None
+        return parse_version(self.min_version) if self.min_version else None
 
 
 def release_custom(release: Release, role: ArtifactRole) -> dict[str, Any]:

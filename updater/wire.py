@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from updater.version import Version, VersionError
+
 ENROL_PATH = "/v1/enrol"
 CHECK_PATH = "/v1/update/check"
 REPORTS_PATH = "/v1/reports"
@@ -33,54 +35,16 @@ FLEETLOCK_HEADER = "fleet-lock-protocol"
 HOST_CREDENTIAL_HEADER = "berth-host-credential"
 
 # Matched whole (re.fullmatch: "$" alone would let a trailing newline through);
-# the anchored forms are what the OpenAPI schema publishes.
+# the anchored form is what the OpenAPI schema publishes (versions: updater.version).
 _NAME_RULE = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
-# At most 9 digits a component: every version is a small int, never Python's 4300-digit limit.
-_VERSION_RULE = r"[0-9]{1,9}(\.[0-9]{1,9}){0,3}"
-NAME_PATTERN, VERSION_PATTERN = f"^{_NAME_RULE}$", f"^{_VERSION_RULE}$"
-_NAME, _VERSION = re.compile(_NAME_RULE), re.compile(_VERSION_RULE)
+NAME_PATTERN = f"^{_NAME_RULE}$"
+_NAME = re.compile(_NAME_RULE)
 # seq is a BIGINT in the server's database.
 MAX_SEQ = 2**63 - 1
 
 
 class WireError(ValueError):
     """A message that does not have the shape this module defines."""
-
-
-@functools.total_ordering
-@dataclass(frozen=True)
-class Version:
-    """A release version: one to four dot-separated non-negative integers, e.g. 1.4.0.
-
-    Ordered numerically; trailing zeros do not matter (1.2 == 1.2.0).
-    """
-
-    text: str
-
-    @classmethod
-    def parse(cls, text: str) -> Version:
-        if not isinstance(text, str) or not _VERSION.fullmatch(text):
-            raise WireError(f"version must be dotted integers like 1.2.3, got {text!r}")
-        return cls(text)
-
-    @property
-    def key(self) -> tuple[int, ...]:
-        parts = [int(p) for p in self.text.split(".")]
-        while len(parts) > 1 and parts[-1] == 0:
-            parts.pop()
-        return tuple(parts)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Version) and self.key == other.key
-
-    def __hash__(self) -> int:
-        return hash(self.key)
-
-    def __lt__(self, other: Version) -> bool:
-        return self.key < other.key
-
-    def __str__(self) -> str:
-        return self.text
 
 
 def _object(data: Any, known: set[str], what: str = "body") -> dict[str, Any]:
@@ -112,10 +76,18 @@ def _name(data: dict[str, Any], name: str) -> str:
     return value
 
 
+def parse_version(text: Any) -> Version:
+    """``Version.parse`` for a message: a bad version is a WireError like any bad field."""
+    try:
+        return Version.parse(text)
+    except VersionError as error:
+        raise WireError(str(error)) from None
+
+
 def _version(data: dict[str, Any], name: str, *, required: bool = True) -> str | None:
     value = _field(data, name, str, required=required)
     if value is not None:
-        Version.parse(value)
+        parse_version(value)
     return value
 
 
@@ -160,7 +132,7 @@ class UpdateCheck:
         for version in bad:
             if not isinstance(version, str):
                 raise WireError("field 'bad_versions' must be a list of versions")
-            Version.parse(version)
+            parse_version(version)
         return cls(
             node_id=_name(data, "node_id"),
             group=_name(data, "group"),

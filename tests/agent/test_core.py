@@ -28,6 +28,9 @@ from updater.agent.slots import Slot
 from updater.contract import EMPTY_LABEL, BootEntry, uki_filename
 from updater.gpt import Partition
 from updater.release import Release
+from updater.version import Version
+
+V = Version.parse  # the pure core takes versions as parsed where they entered
 
 TARGET = m.Target("berth", "1.1", "ab" * 32, "b", "1.0")
 
@@ -80,7 +83,7 @@ def test_every_transition_from_every_state(name: str, start: m.State) -> None:
 def test_rollback_remembers_the_version_once_and_seq_only_grows() -> None:
     state = m.AgentState(phase=m.Rebooting(TARGET, 0.0), bad_versions=("1.1",), seq=7)
     after = m.finish_rolled_back(state, explained=True)
-    assert after.bad_versions == ("1.1",) and after.phase == m.Idle()
+    assert after.bad_versions == (V("1.1"),) and after.phase == m.Idle()
     assert m.next_seq(after).seq == 8
 
 
@@ -132,7 +135,8 @@ RELEASES = [_release("1.0"), _release("1.1"), _release("1.2", withdrawn=True), _
 )
 def test_choose_release(current: str, bad: tuple[str, ...], wanted: str | None, expected: str | None,
                         why: str) -> None:
-    release, reason = choose_release(RELEASES, "berth", current, bad, wanted)
+    release, reason = choose_release(RELEASES, "berth", V(current), tuple(map(V, bad)),
+                                     None if wanted is None else V(wanted))
     assert (release.version if release else None) == expected
     assert why in reason
 
@@ -164,17 +168,17 @@ def test_after_reboot_decisions() -> None:
     blessed = parse_entries(["berth_1.1.efi", "berth_1.0.efi"])
     trying = parse_entries(["berth_1.1+2-1.efi", "berth_1.0.efi"])
     exhausted = parse_entries(["berth_1.0.efi", "berth_1.1+0-3.efi"])
-    assert after_reboot("1.1", "1.1", blessed, None, 0, 60) == AfterReboot.BLESSED
-    assert after_reboot("1.1", "1.1", trying, None, 0, 60) == AfterReboot.WAIT_FOR_BLESS
-    assert after_reboot("1.1", "1.1", trying, 0.0, 59, 60) == AfterReboot.WAIT_FOR_BLESS
-    assert after_reboot("1.1", "1.1", trying, 0.0, 60, 60) == AfterReboot.REBOOT_AGAIN
-    assert after_reboot("1.1", "1.0", exhausted, None, 0, 60) == AfterReboot.ROLLED_BACK
-    assert after_reboot("1.1", "1.0", parse_entries(["berth_1.0.efi"]), None, 0, 60) == AfterReboot.ROLLED_BACK
-    assert after_reboot("1.1", "1.0", parse_entries(["berth_1.1+3.efi", "berth_1.0.efi"]), None, 0, 60) \
+    assert after_reboot(V("1.1"), V("1.1"), blessed, None, 0, 60) == AfterReboot.BLESSED
+    assert after_reboot(V("1.1"), V("1.1"), trying, None, 0, 60) == AfterReboot.WAIT_FOR_BLESS
+    assert after_reboot(V("1.1"), V("1.1"), trying, 0.0, 59, 60) == AfterReboot.WAIT_FOR_BLESS
+    assert after_reboot(V("1.1"), V("1.1"), trying, 0.0, 60, 60) == AfterReboot.REBOOT_AGAIN
+    assert after_reboot(V("1.1"), V("1.0"), exhausted, None, 0, 60) == AfterReboot.ROLLED_BACK
+    assert after_reboot(V("1.1"), V("1.0"), parse_entries(["berth_1.0.efi"]), None, 0, 60) == AfterReboot.ROLLED_BACK
+    assert after_reboot(V("1.1"), V("1.0"), parse_entries(["berth_1.1+3.efi", "berth_1.0.efi"]), None, 0, 60) \
         == AfterReboot.REBOOT_PENDING
-    assert boot_blessed(blessed, "1.1") and not boot_blessed(trying, "1.1")
+    assert boot_blessed(blessed, V("1.1")) and not boot_blessed(trying, V("1.1"))
     assert [e.version for e in stale_entries(parse_entries(["berth_1.0.efi", "berth_0.9.efi", "berth_1.1.efi"]),
-                                             {"1.1", "1.0"})] == ["0.9"]
+                                             {V("1.1"), V("1.0")})] == ["0.9"]
 
 
 @pytest.mark.parametrize(
@@ -233,7 +237,7 @@ def test_plan_uki(names: list[str], signed: set[str], remove: list[str], install
         asked.append(entry.filename)
         return entry.filename in signed
 
-    plan = plan_uki(parse_entries(names), "1.1", is_signed)
+    plan = plan_uki(parse_entries(names), V("1.1"), is_signed)
     assert ([e.filename for e in plan.remove], plan.install) == (remove, install)
     assert all(BootEntry.parse(n).version in ("1.1", "1.1.0") for n in asked)  # type: ignore[union-attr]
     # No further than the first signed one: each answer reads a whole UKI.
@@ -249,13 +253,14 @@ def test_plan_uki(names: list[str], signed: set[str], remove: list[str], install
 ])
 def test_removed_after_bless_keeps_what_either_slot_can_boot(names: list[str], booted: str, other: str | None,
                                                              removed: list[str]) -> None:
-    assert [e.filename for e in removed_after_bless(parse_entries(names), booted, other)] == removed
+    kept = removed_after_bless(parse_entries(names), V(booted), None if other is None else V(other))
+    assert [e.filename for e in kept] == removed
 
 
 def test_removed_after_fallback_is_every_entry_of_the_target() -> None:
     entries = parse_entries(["berth_1.0.efi", "berth_1.1+0-3.efi", "berth_1.1.0+1-2.efi", "berth_1.2+3.efi"])
-    assert [e.filename for e in removed_after_fallback(entries, "1.1")] == ["berth_1.1+0-3.efi", "berth_1.1.0+1-2.efi"]
-    assert removed_after_fallback(entries, "2.0") == []
+    assert [e.filename for e in removed_after_fallback(entries, V("1.1"))] == ["berth_1.1+0-3.efi", "berth_1.1.0+1-2.efi"]
+    assert removed_after_fallback(entries, V("2.0")) == []
 
 
 @pytest.mark.parametrize("window, hour, waits", [

@@ -27,6 +27,7 @@ from updater.agent.host import HostPaths
 from updater.agent.policy import Window
 from updater.agent.settings import load_settings
 from updater.release import ArtifactRole, Release, ReleaseArtifact, target_path
+from updater.version import Version
 from updater.wire import Report, RollbackCause
 
 Host = Server = Any  # fixtures from conftest.py
@@ -98,8 +99,8 @@ class RecordingFleet:
     calls: list[str] = field(default_factory=list)
     reports: list[Report] = field(default_factory=list)
 
-    def offer(self, current: str, bad: tuple[str, ...], image_id: str) -> Offer:
-        self.calls.append(f"offer {current} refusing {','.join(bad)}")
+    def offer(self, current: Version, bad: tuple[Version, ...], image_id: str) -> Offer:
+        self.calls.append(f"offer {current} refusing {','.join(map(str, bad))}")
         return Offer(True, None, "newest")
 
     def report(self, report: Report) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from updater.agent import updatestate as u
+from updater.version import Version
 
 TARGET = u.Target("berth", "1.1", "ab" * 32, "b", "1.0")
 TARGET_JSON = {"image_id": "berth", "version": "1.1", "roothash": "ab" * 32, "slot": "b", "from_version": "1.0"}
@@ -61,7 +62,9 @@ def _check_saved(state: u.AgentState) -> None:
     old = previous_release_reads(data)
     phase = state.phase
     assert (old["state"], old["seq"], old["lock_held"]) == (phase.name, state.seq, state.lock_held)
-    assert (old["bad_versions"], old["unexplained_versions"]) == (state.bad_versions, state.unexplained_versions)
+    # The previous release kept versions as text: each one's own text, as this release parsed it.
+    assert old["bad_versions"] == tuple(map(str, state.bad_versions))
+    assert old["unexplained_versions"] == tuple(map(str, state.unexplained_versions))
     assert old["target"] == (None if isinstance(phase, u.Idle) else phase.target)
     assert old["progress"] == (dict(phase.progress) if isinstance(phase, u.Writing) else {})
     if isinstance(phase, u.Staged | u.Rebooting):
@@ -118,7 +121,7 @@ def test_a_whole_update_and_its_fallback_carry_their_data_along() -> None:
     state = u.mark_rebooting(u.try_again(state))
     assert state.phase == u.Rebooting(TARGET, 100.0, 1, None)
     done = u.finish_blessed(state)
-    assert (done.phase, done.lock_held, done.bad_versions, done.seq) == (u.Idle(), True, ("0.9",), 4)
+    assert (done.phase, done.lock_held, done.bad_versions, done.seq) == (u.Idle(), True, (Version.parse("0.9"),), 4)
     assert u.lock_released(done).lock_held is False
 
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from updater.fleet import policy as pol
 from updater.fleet.settings import Channel, HaltRule, RateLimit, Window, parse_settings
 from updater.fleet.synthetic import synthetic_release
-from updater.wire import Version
+from updater.version import Version
 
 BOTTLEROCKET = parse_settings({}, Path(".")).groups["default"].waves
 names = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20)

@@ -74,7 +74,7 @@ def test_bad_settings_name_the_file_and_the_key(tmp_path: Path, text: str, messa
 
 
 def test_a_channel_pin_is_a_version_parsed_as_the_settings_are_read(tmp_path: Path) -> None:
-    from updater.wire import Version
+    from updater.version import Version
 
     config = tmp_path / "fleet.yaml"
     config.write_text("channels: {stable: {pin: '1.2'}}\n")

@@ -50,7 +50,7 @@ from updater.agent.writer import StreamEnded, WriteError, read_back
 from updater.contract import EMPTY_LABEL, BootEntry, slot_labels, uki_filename, uuids_from_roothash
 from updater.gpt import Partition, read_partitions, relabel
 from updater.release import ArtifactRole, Release
-from updater.wire import Report, ReportEvent, RollbackCause, Transfer, Version
+from updater.wire import Report, ReportEvent, RollbackCause, Transfer
 
 # A step runs at most this many ticks: the longest path (idle, writing, written,
 # staged, then a booted-already rebooting) takes five.
@@ -184,7 +184,7 @@ class Agent:
                 cause: RollbackCause | None = None, transfer: Transfer | None = None) -> u.AgentState:
         state = self.store.save(u.next_seq(state))
         report = Report(self.node_id, self.settings.group, state.seq, event,
-                        target.version, target.from_version, detail, cause=cause, transfer=transfer)
+                        str(target.version), str(target.from_version), detail, cause=cause, transfer=transfer)
         log("info", f"{event.value} {target.version}" + (f": {detail}" if detail else ""),
             event=event.value, version=target.version, from_version=target.from_version, seq=state.seq,
             **({"cause": cause.value} if cause else {}))
@@ -221,7 +221,7 @@ class Agent:
         if refusal:
             log("error", f"release {release.version} refused: {refusal}", version=release.version)
             return Tick(state, poll)
-        target = u.Target(release.image_id, release.version, release.roothash, slot.name, current)
+        target = u.Target(release.image_id, release.sort_key, release.roothash, slot.name, current)
         state = self.store.save(u.start_writing(state, target))
         return Tick(self._report(state, ReportEvent.DOWNLOADING, target))
 
@@ -279,7 +279,7 @@ class Agent:
     def _signed_target(self, target: u.Target) -> tuple[SignedRepository, Release] | None:
         """The repository and the signed release ``target`` names, unless it was withdrawn."""
         repo, releases = self.signed_releases()
-        match = [r for r in releases if r.image_id == target.image_id and r.version == target.version]
+        match = [r for r in releases if r.image_id == target.image_id and r.sort_key == target.version]
         return (repo, match[0]) if match and not match[0].withdrawn else None
 
     def _write_slot(
@@ -336,7 +336,7 @@ class Agent:
         relabel(facts.disk, {slot.root.index: (root_uuid, root_label),
                              slot.verity.index: (verity_uuid, verity_label)})
         uki = release.artifacts[ArtifactRole.UKI]
-        plan = plan_uki(facts.esp.entries(), release.version,
+        plan = plan_uki(facts.esp.entries(), release.sort_key,
                         lambda e: facts.esp.holds(e.filename, uki.installed_size, uki.installed_sha256))
         for entry in plan.remove:
             log("warning", f"{entry.filename} is not the signed UKI; installing it again",
@@ -362,7 +362,7 @@ class Agent:
 
     def _staged(self, state: u.AgentState, staged: u.Staged, facts: Facts) -> Tick:
         target = staged.target
-        if Version.parse(facts.booted.version) == Version.parse(target.version):
+        if facts.booted.version == target.version:
             # A power cut or someone else's reboot already booted the staged entry: follow
             # that boot to its bless (or fallback) instead of spending a try on another reboot.
             log("warning", f"{target.version} booted before the agent rebooted", version=target.version)

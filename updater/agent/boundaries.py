@@ -19,6 +19,7 @@ from updater.agent.journal import log
 from updater.agent.settings import AgentSettings
 from updater.atomic import atomic_write
 from updater.release import Release
+from updater.version import Version
 from updater.window import Window
 from updater.wire import Report
 
@@ -33,7 +34,7 @@ CREDENTIAL_FILE = "host-credential"
 @dataclass(frozen=True)
 class Offer:
     allowed: bool  # may the agent update now at all
-    version: str | None  # the version to take; None with allowed: the newest it may take
+    version: Version | None  # the version to take; None with allowed: the newest it may take
     reason: str
     poll_after_s: int | None = None  # the server's pace, overriding the poll interval
 
@@ -42,7 +43,7 @@ class UpdateStrategy(Protocol):
     """Who paces this host's updates (as Zincati's update strategies do): what to take,
     when it may reboot, and who hears how it went. Not the fleet server's own state."""
 
-    def offer(self, current: str, bad: tuple[str, ...], image_id: str) -> Offer: ...
+    def offer(self, current: Version, bad: tuple[Version, ...], image_id: str) -> Offer: ...
     def report(self, report: Report) -> None: ...
     def take_reboot_lock(self) -> bool: ...
     def release_reboot_lock(self) -> bool: ...
@@ -85,7 +86,7 @@ class Standalone:
         """The daily window a staged update reboots in: nobody else paces this host."""
         return self.window
 
-    def offer(self, current: str, bad: tuple[str, ...], image_id: str) -> Offer:
+    def offer(self, current: Version, bad: tuple[Version, ...], image_id: str) -> Offer:
         return Offer(True, None, "standalone: newest signed release")
 
     def report(self, report: Report) -> None:
@@ -148,16 +149,18 @@ class ServerFleet:
         atomic_write(self.credential_file, credential.encode(), mode=0o600)
         log("info", f"enrolled with the fleet server; credential in {self.credential_file}")
 
-    def offer(self, current: str, bad: tuple[str, ...], image_id: str) -> Offer:
+    def offer(self, current: Version, bad: tuple[Version, ...], image_id: str) -> Offer:
         from updater.client import FleetError
 
         try:
-            decision = self.client.check(current, bad_versions=bad, image_id=image_id)
+            decision = self.client.check(str(current), bad_versions=tuple(map(str, bad)), image_id=image_id)
         except FleetError as error:
             return Offer(False, None, f"fleet server: {error}")
+        # The decision's version was checked as it came off the wire (UpdateDecision.from_json).
+        offered = None if decision.target_version is None else Version.parse(decision.target_version)
         return Offer(
-            decision.target_version is not None,
-            decision.target_version,
+            offered is not None,
+            offered,
             decision.reason,
             decision.poll_after_s,
         )

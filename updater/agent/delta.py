@@ -131,8 +131,8 @@ def write_slot_artifact(
 def booted_artifact(releases: list[Release], booted: Booted, role: ArtifactRole) -> ReleaseArtifact | None:
     """The signed artifact the booted slot holds for ``role`` (its release, found by root hash)."""
     for release in releases:
-        if (release.image_id, release.version, release.roothash) == (booted.image_id, booted.version,
-                                                                     booted.roothash):
+        if (release.image_id, release.sort_key, release.roothash) == (booted.image_id, booted.version,
+                                                                      booted.roothash):
             return release.artifacts[role]
     return None
 

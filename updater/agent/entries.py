@@ -8,10 +8,7 @@ pass file names.
 from __future__ import annotations
 
 from updater.contract import BootEntry
-from updater.wire import Version
-
-# Versions have at most this many dotted parts (updater.wire.Version).
-MAX_VERSION_PARTS = 4
+from updater.version import MAX_VERSION_PARTS, Version
 
 
 def parse_entries(filenames: list[str]) -> list[BootEntry]:
@@ -36,6 +33,5 @@ def boot_order(entries: list[BootEntry]) -> list[BootEntry]:
     return sorted(entries, key=key)
 
 
-def entries_for(entries: list[BootEntry], version: str) -> list[BootEntry]:
-    wanted = Version.parse(version)
-    return [e for e in entries if e.parsed_version == wanted]
+def entries_for(entries: list[BootEntry], version: Version) -> list[BootEntry]:
+    return [e for e in entries if e.parsed_version == version]

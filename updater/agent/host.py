@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cli.errors import UserError
 from updater.contract import UKI_DIR
+from updater.version import Version, VersionError
 
 
 @dataclass(frozen=True)
@@ -28,7 +29,7 @@ class HostPaths:
 @dataclass(frozen=True)
 class Booted:
     image_id: str
-    version: str
+    version: Version  # parsed here, where os-release's text enters the agent
     roothash: str
 
 
@@ -49,7 +50,11 @@ def booted(paths: HostPaths) -> Booted:
     for key in ("IMAGE_ID", "IMAGE_VERSION"):
         if key not in release:
             raise UserError(f"{paths.os_release}: no {key}")
-    return Booted(release["IMAGE_ID"], release["IMAGE_VERSION"], match[1])
+    try:
+        version = Version.parse(release["IMAGE_VERSION"])
+    except VersionError as error:
+        raise UserError(f"{paths.os_release}: IMAGE_VERSION: {error}") from None
+    return Booted(release["IMAGE_ID"], version, match[1])
 
 
 def machine_id(paths: HostPaths) -> str:

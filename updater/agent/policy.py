@@ -16,8 +16,9 @@ from updater.agent.slots import Slot
 from updater.contract import BootEntry
 from updater.eligibility import newest_eligible, refusal
 from updater.release import Release
+from updater.version import Version
 from updater.window import Window
-from updater.wire import RollbackCause, Version
+from updater.wire import RollbackCause
 
 
 def other_slot(slot: str) -> str:
@@ -27,29 +28,29 @@ def other_slot(slot: str) -> str:
 def choose_release(
     releases: list[Release],
     image_id: str,
-    current: str,
-    bad: tuple[str, ...],
-    wanted: str | None,
+    current: Version,
+    bad: tuple[Version, ...],
+    wanted: Version | None,
 ) -> tuple[Release | None, str]:
     """The release to install and why; ``wanted`` is the fleet server's pick, if any.
 
     Without a server the agent takes the newest release it may take (the rule is
     the server's own: updater.eligibility).
     """
-    here, refused = Version.parse(current), {Version.parse(b) for b in bad}
+    refused = set(bad)
     if wanted is not None:
-        match = [r for r in releases if r.image_id == image_id and r.version == wanted]
+        match = [r for r in releases if r.image_id == image_id and r.sort_key == wanted]
         if not match:
             return None, f"server offered {wanted}, which the signed repository does not hold"
-        reason = refusal(match[0], image_id, here, refused)
+        reason = refusal(match[0], image_id, current, refused)
         return (None, f"server offered {wanted}: {reason}") if reason else (match[0], "offered")
-    newest = newest_eligible(releases, image_id, here, refused)
+    newest = newest_eligible(releases, image_id, current, refused)
     if newest is None:
         return None, f"no release newer than {current}"
     return newest, "newest"
 
 
-def boot_blessed(entries: list[BootEntry], booted_version: str) -> bool:
+def boot_blessed(entries: list[BootEntry], booted_version: Version) -> bool:
     """The current boot counts as good once its entry carries no tries counter."""
     mine = entries_for(entries, booted_version)
     return bool(mine) and all(e.blessed for e in mine)
@@ -84,7 +85,7 @@ class UkiPlan:
     install: bool
 
 
-def plan_uki(entries: list[BootEntry], version: str, is_signed: Callable[[BootEntry], bool]) -> UkiPlan:
+def plan_uki(entries: list[BootEntry], version: Version, is_signed: Callable[[BootEntry], bool]) -> UkiPlan:
     """Stage ``version``'s UKI once: an entry of it that ``is_signed`` (exactly the signed
     UKI) means it was installed before a power cut cut the state update short; any other
     entry of it is what a cut left of an earlier install, removed before installing again.
@@ -98,21 +99,22 @@ def plan_uki(entries: list[BootEntry], version: str, is_signed: Callable[[BootEn
     return UkiPlan(tuple(installed), True)
 
 
-def removed_after_bless(entries: list[BootEntry], booted_version: str, other_slot_version: str | None) -> list[BootEntry]:
+def removed_after_bless(
+    entries: list[BootEntry], booted_version: Version, other_slot_version: Version | None
+) -> list[BootEntry]:
     """Once the new version is blessed, entries of neither slot's version go: they could boot nothing."""
     keep = {booted_version} | ({other_slot_version} if other_slot_version else set())
     return stale_entries(entries, keep)
 
 
-def removed_after_fallback(entries: list[BootEntry], target_version: str) -> list[BootEntry]:
+def removed_after_fallback(entries: list[BootEntry], target_version: Version) -> list[BootEntry]:
     """After a fallback from the target, its entries go (a try again installs a fresh one)."""
     return entries_for(entries, target_version)
 
 
-def stale_entries(entries: list[BootEntry], keep_versions: set[str]) -> list[BootEntry]:
+def stale_entries(entries: list[BootEntry], keep_versions: set[Version]) -> list[BootEntry]:
     """Entries whose version lives in neither slot (they could boot nothing)."""
-    keep = {Version.parse(v) for v in keep_versions}
-    return [e for e in entries if e.parsed_version not in keep]
+    return [e for e in entries if e.parsed_version not in keep_versions]
 
 
 class AfterReboot(enum.StrEnum):
@@ -124,15 +126,15 @@ class AfterReboot(enum.StrEnum):
 
 
 def after_reboot(
-    target_version: str,
-    booted_version: str,
+    target_version: Version,
+    booted_version: Version,
     entries: list[BootEntry],
     unblessed_since: float | None,
     now: float,
     bless_timeout_s: float,
 ) -> AfterReboot:
     target = entries_for(entries, target_version)
-    if Version.parse(booted_version) == Version.parse(target_version):
+    if booted_version == target_version:
         if target and all(e.blessed for e in target):
             return AfterReboot.BLESSED
         if unblessed_since is not None and now - unblessed_since >= bless_timeout_s:

@@ -17,6 +17,7 @@ from updater.agent.settings import AgentSettings, credentials_dir_from_env, load
 from updater.agent.statefile import atomic_write
 from updater.agent.updatestate import Idle
 from updater.provision.apply import read_status as read_provision_status
+from updater.version import Version
 
 # The watchdog (WatchdogSec= in the unit) is fed at least this often while waiting.
 WATCHDOG_PING_S = 10.0
@@ -113,21 +114,26 @@ def step_apart(agent: Agent) -> float:
     return float(answer)
 
 
+def _text(version: Version | None) -> str | None:
+    return None if version is None else str(version)
+
+
 def status(agent: Agent) -> dict[str, Any]:
     facts = agent.facts()
     state = agent.store.load()
     entries = boot_order(facts.esp.entries())
     return {
-        "booted": {"version": facts.booted.version, "slot": facts.booted_slot.name,
+        # Versions leave as their text: this is `berth agent status --json`'s document.
+        "booted": {"version": str(facts.booted.version), "slot": facts.booted_slot.name,
                    "roothash": facts.booted.roothash},
-        "slots": {name: {"label": s.root.label, "version": s.label_version, "uuid": s.root.part_uuid}
+        "slots": {name: {"label": s.root.label, "version": _text(s.label_version), "uuid": s.root.part_uuid}
                   for name, s in facts.slots.items()},
         "entries": [{"file": e.filename, "version": e.version, "tries_left": e.tries_left,
                      "tries_done": e.tries_done} for e in entries],
         "state": state.phase.name.value,
-        "target": None if isinstance(state.phase, Idle) else vars(state.phase.target),
-        "bad_versions": list(state.bad_versions),
-        "unexplained_versions": list(state.unexplained_versions),
+        "target": None if isinstance(state.phase, Idle) else state.phase.target.to_json(),
+        "bad_versions": [str(v) for v in state.bad_versions],
+        "unexplained_versions": [str(v) for v in state.unexplained_versions],
         "report_seq": state.seq,
         "provision": read_provision_status(Path(agent.settings.state_dir)),
     }

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from updater.contract import BUILD_ARCHITECTURE, ROOT_TYPES, uuids_from_roothash, version_of_label
 from updater.gpt import Partition
+from updater.version import Version
 
 
 class SlotError(RuntimeError):
@@ -25,9 +26,11 @@ class Slot:
     verity: Partition
 
     @property
-    def label_version(self) -> str | None:
-        """The version this slot's label claims (<image_id>_<version>), None when empty."""
-        return version_of_label(self.root.label)
+    def label_version(self) -> Version | None:
+        """The version this slot's label claims (<image_id>_<version>), None when empty;
+        parsed here, where the GPT's text enters (a label that is no version is refused)."""
+        text = version_of_label(self.root.label)
+        return None if text is None else Version.parse(text)
 
 
 def find_slots(partitions: list[Partition], machine: str | None = None) -> dict[str, Slot]:

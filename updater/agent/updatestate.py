@@ -10,6 +10,10 @@ holds the fleet's reboot lock. Every transition names the phases it may start
 from and refuses any other, so a state read back after a power cut can only
 continue the way it was going. Pure: the store (statefile.py) persists what
 these functions return.
+
+Versions are ``Version``s here and text in the file: ``from_json`` parses them
+(a bad one is refused naming its text), ``to_json`` writes each one's own text
+back, so the file keeps the shape every release's agent reads.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
+
+from updater.version import Version
 
 
 class State(enum.StrEnum):
@@ -45,13 +51,27 @@ class Progress:
     resumed: bool = False
 
 
+def _versions(values: Any) -> tuple[Version, ...]:
+    """Versions as given: parsed from text (a state file's list, a caller's strings)."""
+    return tuple(v if isinstance(v, Version) else Version.parse(v) for v in values)
+
+
 @dataclass(frozen=True)
 class Target:
     image_id: str
-    version: str
+    version: Version
     roothash: str
     slot: str  # "a" or "b"
-    from_version: str
+    from_version: Version
+
+    def __post_init__(self) -> None:
+        # Built from text (the state file's target, a test's literal): parsed here, once.
+        version, from_version = _versions((self.version, self.from_version))
+        object.__setattr__(self, "version", version)
+        object.__setattr__(self, "from_version", from_version)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**vars(self), "version": str(self.version), "from_version": str(self.from_version)}
 
 
 @dataclass(frozen=True)
@@ -104,13 +124,17 @@ class AgentState:
     phase: Phase = Idle()
     seq: int = 0  # last report sequence number used
     # Rolled back for a cause seen (a failed check, a panic): never taken again.
-    bad_versions: tuple[str, ...] = ()
+    bad_versions: tuple[Version, ...] = ()
     # Fell back with no cause seen, every try again too: not bad, but not taken again by itself.
-    unexplained_versions: tuple[str, ...] = ()
+    unexplained_versions: tuple[Version, ...] = ()
     lock_held: bool = False
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bad_versions", _versions(self.bad_versions))
+        object.__setattr__(self, "unexplained_versions", _versions(self.unexplained_versions))
+
     @property
-    def refused_versions(self) -> tuple[str, ...]:
+    def refused_versions(self) -> tuple[Version, ...]:
         """Versions this host does not take again (told to the fleet server as bad)."""
         return (*self.bad_versions, *self.unexplained_versions)
 
@@ -124,23 +148,23 @@ class AgentState:
         data: dict[str, Any] = {
             "state": self.phase.name.value,
             "seq": self.seq,
-            "bad_versions": list(self.bad_versions),
-            "unexplained_versions": list(self.unexplained_versions),
+            "bad_versions": [str(v) for v in self.bad_versions],
+            "unexplained_versions": [str(v) for v in self.unexplained_versions],
             "lock_held": self.lock_held,
         }
         match self.phase:
             case Idle():
                 pass
             case Writing(target=target, progress=progress):
-                data["target"] = vars(target).copy()
+                data["target"] = target.to_json()
                 data["progress"] = {role: vars(p).copy() for role, p in progress.items()}
             case Written(target=target):
-                data["target"] = vars(target).copy()
+                data["target"] = target.to_json()
             case Staged(target=target, staged_at=staged_at, fallbacks=fallbacks):
-                data.update(target=vars(target).copy(), staged_at=staged_at, fallbacks=fallbacks)
+                data.update(target=target.to_json(), staged_at=staged_at, fallbacks=fallbacks)
             case Rebooting(target=target, staged_at=staged_at, fallbacks=fallbacks,
                            unblessed_since=unblessed_since):
-                data.update(target=vars(target).copy(), staged_at=staged_at, fallbacks=fallbacks,
+                data.update(target=target.to_json(), staged_at=staged_at, fallbacks=fallbacks,
                             unblessed_since=unblessed_since)
         return data
 
@@ -150,8 +174,8 @@ class AgentState:
         return cls(
             phase=_phase_from_json(data),
             seq=int(data["seq"]),
-            bad_versions=tuple(data.get("bad_versions", ())),
-            unexplained_versions=tuple(data.get("unexplained_versions", ())),
+            bad_versions=_versions(data.get("bad_versions", ())),
+            unexplained_versions=_versions(data.get("unexplained_versions", ())),
             lock_held=bool(data.get("lock_held", False)),
         )
 

@@ -21,9 +21,10 @@ from updater import wire
 from updater.fleet.hoststate import FINISHING, UNEXPLAINED_ROLLBACK, HostState
 from updater.fleet.locks import LockEventKind, LockOutcome
 from updater.fleet.policy import ReleaseState
+from updater.version import VERSION_PATTERN
 
 NAME_SCHEMA: dict[str, Any] = {"type": "string", "pattern": wire.NAME_PATTERN}
-VERSION_SCHEMA: dict[str, Any] = {"type": "string", "pattern": wire.VERSION_PATTERN}
+VERSION_SCHEMA: dict[str, Any] = {"type": "string", "pattern": VERSION_PATTERN}
 # The outcomes a counted update can finish with (None while it is in flight).
 OUTCOMES = tuple(sorted({e.value for e in FINISHING} | {UNEXPLAINED_ROLLBACK}))
 

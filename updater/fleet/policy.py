@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from updater.eligibility import newest_eligible
 from updater.fleet.settings import Channel, GroupPolicy, HaltRule, RateLimit, Wave
 from updater.release import Release
+from updater.version import Version
 from updater.window import window_open
-from updater.wire import Version
 
 
 class ReleaseState(enum.StrEnum):

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from updater.settingrow import Setting
+from updater.version import Version
 from updater.window import DAYS, Window, parse_clock, parse_days
-from updater.wire import Version
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}

@@ -35,7 +35,8 @@ from updater.release import (
     stored_target_path,
     target_path,
 )
-from updater.wire import Version, WireError, is_name
+from updater.version import Version, VersionError
+from updater.wire import is_name
 
 if TYPE_CHECKING:
     from tuf.api.metadata import TargetFile
@@ -227,8 +228,8 @@ class Repository:
         published = [r for r in self.releases() if r.image_id == image_id] if exists else []
         if any(r.version == version for r in published):
             raise UserError(f"{image_id} {version} is already published in {self.repo_dir}")
-        newest = max(published, key=lambda r: Version.parse(r.version), default=None)
-        if newest is not None and Version.parse(version) <= Version.parse(newest.version):
+        newest = max(published, key=lambda r: r.sort_key, default=None)
+        if newest is not None and manifest.parsed_version <= newest.sort_key:
             raise UserError(
                 f"{image_id} {version} is not newer than {newest.version}, the newest published"
                 f" in {self.repo_dir}: agents never take it (versions only grow)"
@@ -350,7 +351,7 @@ class Repository:
 def _version_or_error(text: str, what: str) -> Version:
     try:
         return Version.parse(text)
-    except WireError as error:
+    except VersionError as error:
         raise UserError(f"{what}: {error}") from None
 
 
