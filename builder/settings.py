@@ -15,7 +15,7 @@ from typing import Any
 from builder import formats
 from cli.errors import UserError
 from updater.contract import artifact_name
-from updater.settingrow import Setting, option_for
+from updater.settingrow import Naming, Setting, between, one_of, option_for, read, typed
 from updater.version import Version, VersionError
 
 ENGINES = ("docker", "podman")
@@ -23,34 +23,61 @@ FAULTS = ("none", "health-check", "kernel-panic")
 _IMAGE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
+def _image_id(value: str) -> str | None:
+    if _IMAGE_ID.fullmatch(value):
+        return None
+    return f"must be lower-case letters, digits and '-' (no '_'), got {value!r}"
+
+
+def _version(value: str) -> str | None:
+    try:
+        Version.parse(value)  # the one version grammar, the agent's and the server's
+    except VersionError:
+        return f"must be dotted integers like 1.2.3, got {value!r}"
+    return None
+
+
+def _formats(value: str) -> str | None:
+    try:
+        formats.parse(value)
+    except UserError as error:
+        return str(error)
+    return None
+
+
+_SIZE = typed(int, lambda value: None if value > 0 else f"must be positive, got {value}")
+
 SETTINGS: tuple[Setting, ...] = (
-    Setting("image_id", str, "berth", "image name: partition labels, UKI and artifact names"),
-    Setting("version", str, "1.0.0", "release version, dotted integers (1 to 4 parts)"),
-    Setting("engine", str, "docker", f"container engine: one of {', '.join(ENGINES)}"),
-    Setting("slot_size_mib", int, 1024, "size of each root slot (A and B) in MiB"),
-    Setting("slot_margin_percent", int, 25, "free share of a slot the root must leave for growth"),
-    Setting("esp_size_mib", int, 256, "EFI system partition size in MiB (holds two or three UKIs)"),
-    Setting("var_size_mib", int, 1024, "initial var partition size in MiB (grows at first boot)"),
+    Setting("image_id", typed(str, _image_id), "berth", "image name: partition labels, UKI and artifact names"),
+    Setting("version", typed(str, _version), "1.0.0", "release version, dotted integers (1 to 4 parts)"),
+    Setting("engine", typed(str, one_of(ENGINES)), "docker", f"container engine: one of {', '.join(ENGINES)}"),
+    Setting("slot_size_mib", _SIZE, 1024, "size of each root slot (A and B) in MiB"),
+    Setting("slot_margin_percent", typed(int, between(0, 99)), 25,
+            "free share of a slot the root must leave for growth"),
+    Setting("esp_size_mib", _SIZE, 256, "EFI system partition size in MiB (holds two or three UKIs)"),
+    Setting("var_size_mib", _SIZE, 1024, "initial var partition size in MiB (grows at first boot)"),
     Setting(
         "formats",
-        str,
+        typed(str, _formats),
         ",".join(formats.DEFAULT),
         f"disk formats to write, comma-separated: {', '.join(formats.FILES)} (raw always)",
     ),
     Setting(
         "fault",
-        str,
+        typed(str, one_of(FAULTS)),
         "none",
         "build a release that fails on purpose (fallback tests): none, "
         "health-check (a health check fails at every boot) or kernel-panic (PID 1 exits at boot)",
     ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
-# Every build setting's kind is a type, checked with isinstance.
-_TYPES: dict[str, type] = {s.name: s.kind for s in SETTINGS if isinstance(s.kind, type)}
-assert len(_TYPES) == len(SETTINGS)
 # The settings `berth build` also takes as options (builder/cli.py adds one per row).
 FLAGS = tuple(_BY_NAME[name] for name in ("version", "engine", "formats"))
+_NAMING = Naming(
+    unknown=lambda where, key: f"{where}: unknown key '{key}' (known: {', '.join(_BY_NAME)})",
+    wrong_type=lambda where, key, error: f"{where}: key '{key}' {error}",
+    refused=lambda where, key, why: f"{where}: key '{key}' {why}",
+)
 
 
 @dataclass(frozen=True)
@@ -71,42 +98,7 @@ class BuildSettings:
 
 
 def _check(name: str, value: Any, source: str) -> Any:
-    kind = _TYPES.get(name)
-    if kind is None:
-        raise UserError(f"{source}: unknown key '{name}' (known: {', '.join(_BY_NAME)})")
-    # bool is an int subclass; a YAML `yes` must not pass as a size.
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise UserError(
-            f"{source}: key '{name}' must be {kind.__name__}, got {type(value).__name__} {value!r}"
-        )
-    problem = _problem(name, value)
-    if problem:
-        raise UserError(f"{source}: key '{name}' {problem}")
-    return value
-
-
-def _problem(name: str, value: Any) -> str | None:
-    if name == "engine" and value not in ENGINES:
-        return f"must be one of {', '.join(ENGINES)}, got {value!r}"
-    if name == "formats":
-        try:
-            formats.parse(value)
-        except UserError as error:
-            return str(error)
-    if name == "fault" and value not in FAULTS:
-        return f"must be one of {', '.join(FAULTS)}, got {value!r}"
-    if name == "image_id" and not _IMAGE_ID.fullmatch(value):
-        return f"must be lower-case letters, digits and '-' (no '_'), got {value!r}"
-    if name == "version":
-        try:
-            Version.parse(value)  # the one version grammar, the agent's and the server's
-        except VersionError:
-            return f"must be dotted integers like 1.2.3, got {value!r}"
-    if name == "slot_margin_percent" and not 0 <= value < 100:
-        return f"must be between 0 and 99, got {value}"
-    if name.endswith("_mib") and value <= 0:
-        return f"must be positive, got {value}"
-    return None
+    return read(_BY_NAME, name, value, source, _NAMING, UserError)
 
 
 def parse(data: Any, source: str) -> BuildSettings:

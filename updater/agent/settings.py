@@ -16,10 +16,22 @@ from typing import Any
 import yaml
 
 from cli.errors import UserError
-from updater.settingrow import Setting
+from updater.settingrow import Naming, Setting, between, read, typed
 from updater.window import Window
 
 CREDENTIAL_PREFIX = "berth."
+
+
+def _window(value: str) -> str | None:
+    """Empty (no window) or a daily window the agent's grammar reads."""
+    if not value:
+        return None
+    try:
+        Window.parse(value)
+    except ValueError as error:
+        return str(error)
+    return None
+
 
 # name, type, default, help (updater.settingrow) — the one place a setting is declared.
 SETTINGS: tuple[Setting, ...] = (
@@ -35,12 +47,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("esp", str, "", "ESP mount point; default: the first of /efi, /boot, /boot/efi holding EFI/Linux"),
     Setting("disk", str, "", "disk holding the slots; default: the disk of the booted root partition"),
     Setting("auto_reboot", bool, True, "reboot by itself once an update is staged"),
-    Setting("maintenance_window", str, "", "standalone only: daily UTC window for reboots, e.g. 02:00-04:00"),
-    Setting("boot_tries", int, 3, "boots systemd-boot gives a new version before it falls back (1-9)"),
+    Setting("maintenance_window", typed(str, _window), "", "standalone only: daily UTC window for reboots, e.g. 02:00-04:00"),
+    Setting("boot_tries", typed(int, between(1, 9, "must be 1 to 9, got {value}")), 3, "boots systemd-boot gives a new version before it falls back (1-9)"),
     Setting("bless_timeout_s", int, 900, "a new boot not blessed after this long is rebooted (spends a try)"),
     Setting("reboot_command", str, "systemctl reboot", "command that reboots the host"),
     Setting("lock_retry_s", int, 60, "seconds between reboot-lock attempts when the fleet is busy"),
-    Setting("unexplained_retries", int, 2, "tries again of a version after fallbacks no failed check or panic explains (0-9)"),
+    Setting("unexplained_retries", typed(int, between(0, 9, "must be 0 to 9, got {value}")), 2, "tries again of a version after fallbacks no failed check or panic explains (0-9)"),
     Setting("pstore_dir", str, "/var/lib/systemd/pstore", "where systemd-pstore keeps the records of kernel panics"),
 )
 
@@ -80,31 +92,37 @@ class AgentSettings:
 
 
 assert [f.name for f in fields(AgentSettings)] == [row[0] for row in SETTINGS]
-# Every agent setting's kind is a type (a file, a credential or a declaration gives it).
-_TYPES: dict[str, type] = {s.name: s.kind for s in SETTINGS if isinstance(s.kind, type)}
-assert len(_TYPES) == len(SETTINGS)
+_BY_NAME = {s.name: s for s in SETTINGS}
+_NAMING = Naming(
+    unknown=lambda where, key: f"{where}: unknown setting '{key}'",
+    wrong_type=lambda where, key, error: f"{where}: setting '{key}' must be {error.kind.__name__}, got {error.value!r}",
+    refused=lambda where, key, why: f"{where}: setting '{key}': {why}",
+)
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
-    kind = _TYPES.get(name)
-    if kind is None:
-        raise UserError(f"{source}: unknown setting '{name}'")
-    if kind is bool and isinstance(value, str):
+def _from_text(kind: type | None, value: Any) -> Any:
+    """A credential (or a quoted YAML value) is text: read it as the row's type when it is one."""
+    if not isinstance(value, str):
+        return value
+    if kind is bool:
         lowered = value.strip().lower()
         if lowered in ("1", "true", "yes", "on"):
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-    elif kind is int and isinstance(value, str):
+    elif kind is int:
         try:
             return int(value.strip())
         except ValueError:
             pass
-    elif kind is str and isinstance(value, str):
+    elif kind is str:
         return value.strip()
-    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    raise UserError(f"{source}: setting '{name}' must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    row = _BY_NAME.get(name)
+    return read(_BY_NAME, name, _from_text(row.type if row else None, value), source, _NAMING, UserError)
 
 
 def _yaml_file(path: Path) -> dict[str, Any]:
@@ -147,29 +165,13 @@ def load_settings(config_file: Path, credentials_dir: Path | None) -> AgentSetti
     if credentials_dir is not None and (credentials_dir / f"{CREDENTIAL_PREFIX}server_ca").is_file():
         # The credential is a file already (systemd keeps it while the service runs).
         values["server_ca"] = str(credentials_dir / f"{CREDENTIAL_PREFIX}server_ca")
-    _check_values(values)
     return AgentSettings(**values)
-
-
-def _check_values(values: dict[str, Any]) -> None:
-    """The rules a setting's type alone does not say."""
-    if "boot_tries" in values and not 1 <= values["boot_tries"] <= 9:
-        raise UserError(f"setting 'boot_tries': must be 1 to 9, got {values['boot_tries']}")
-    if "unexplained_retries" in values and not 0 <= values["unexplained_retries"] <= 9:
-        raise UserError(f"setting 'unexplained_retries': must be 0 to 9, got {values['unexplained_retries']}")
-    if values.get("maintenance_window"):
-        try:
-            Window.parse(values["maintenance_window"])
-        except ValueError as error:
-            raise UserError(f"setting 'maintenance_window': {error}") from None
 
 
 def check_settings(data: dict[str, Any], source: str) -> dict[str, Any]:
     """Some settings as a host declaration gives them, checked as a settings file is:
     unknown names, wrong types and out-of-range values are refused, named."""
-    values = {str(k): _coerce(str(k), v, source) for k, v in data.items()}
-    _check_values(values)
-    return values
+    return {str(k): _coerce(str(k), v, source) for k, v in data.items()}
 
 
 def credentials_dir_from_env() -> Path | None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from updater.settingrow import Setting
+from updater.settingrow import Naming, Setting, read
 from updater.version import Version
 from updater.window import DAYS, Window, parse_clock, parse_days
 
@@ -212,29 +212,30 @@ TOP_TABLE: Table = (
 )
 
 
+def _naming(rows: Mapping[str, Setting]) -> Naming:
+    """The fleet's words: the dotted key first (``where`` ends in a dot), then why."""
+    return Naming(
+        unknown=lambda where, key: f"{where}{key}: unknown key (known: {', '.join(sorted(rows))})",
+        wrong_type=lambda where, key, error: f"{where}{key}: expected a {error.kind.__name__}, got {error.value!r}",
+        refused=lambda where, key, why: f"{where}{key}: {why}",
+    )
+
+
 def _table(data: Any, table: Table, where: str) -> dict[str, Any]:
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise SettingsError(f"{where or 'top level'}: expected a mapping")
-    known = {key for key, *_ in table}
+    rows = {row.name: row for row in table}
+    naming = _naming(rows)
     for key in data:
-        if key not in known:
-            raise SettingsError(f"{where}{key}: unknown key (known: {', '.join(sorted(known))})")
+        if key not in rows:
+            raise SettingsError(naming.unknown(where, key))
     out = {}
-    for key, parse, default, _help in table:
-        if key not in data and default is REQUIRED:
-            raise SettingsError(f"{where}{key}: missing")
-        raw = data.get(key, default)
-        if parse in (list, dict):
-            if not isinstance(raw, parse):
-                raise SettingsError(f"{where}{key}: expected a {parse.__name__}, got {raw!r}")
-            out[key] = raw
-            continue
-        try:
-            out[key] = parse(raw)
-        except ValueError as error:
-            raise SettingsError(f"{where}{key}: {error}") from None
+    for row in table:
+        if row.name not in data and row.default is REQUIRED:
+            raise SettingsError(f"{where}{row.name}: missing")
+        out[row.name] = read(rows, row.name, data.get(row.name, row.default), where, naming, SettingsError)
     return out
 
 
