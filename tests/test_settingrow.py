@@ -39,3 +39,13 @@ def test_good_values_come_back_as_given() -> None:
     assert Setting("pin", str.strip, None, "a parser").type is None
     with pytest.raises(WrongType):
         ROWS["tries"].parse(1.5)
+
+
+def test_a_parser_may_word_every_refusal_one_way() -> None:
+    from updater.settingrow import NUMBER, worded
+
+    share = worded(typed(NUMBER, between(0, 1)), "expected a share, got {value!r}")
+    assert share(0) == 0 and share(0.5) == 0.5
+    for bad in (True, "0.5", 1.5, -1):
+        with pytest.raises(ValueError, match=r"^expected a share, got "):
+            share(bad)

@@ -25,12 +25,24 @@ from typing import Any, NamedTuple
 Rule = Callable[[Any], str | None]
 
 
+# The kinds a number may be given as (a bool never: it is an int in Python, not in YAML).
+NUMBER = (int, float)
+
+
 class WrongType(ValueError):
     """A value not of its row's type."""
 
-    def __init__(self, kind: type, value: Any) -> None:
+    def __init__(self, kind: type | tuple[type, ...], value: Any) -> None:
         self.kind, self.value = kind, value
-        super().__init__(f"must be {kind.__name__}, got {type(value).__name__} {value!r}")
+        super().__init__(f"must be {_type_name(kind)}, got {type(value).__name__} {value!r}")
+
+    @property
+    def kind_name(self) -> str:
+        return _type_name(self.kind)
+
+
+def _type_name(kind: type | tuple[type, ...]) -> str:
+    return " or ".join(k.__name__ for k in kind) if isinstance(kind, tuple) else kind.__name__
 
 
 class Unknown(ValueError):
@@ -41,12 +53,12 @@ class Unknown(ValueError):
 class Typed:
     """A row's kind: its type, and the rule a value of that type must also meet."""
 
-    type: type
+    type: type | tuple[type, ...]
     rule: Rule | None = None
 
     def __call__(self, value: Any) -> Any:
         # bool is an int subclass; a YAML `yes` must not pass as a size.
-        if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
+        if not isinstance(value, self.type) or (isinstance(value, bool) and self.type is not bool):
             raise WrongType(self.type, value)
         why = self.rule(value) if self.rule is not None else None
         if why is not None:
@@ -54,12 +66,30 @@ class Typed:
         return value
 
 
-def typed(kind: type, rule: Rule | None = None) -> Typed:
+def typed(kind: type | tuple[type, ...], rule: Rule | None = None) -> Typed:
     return Typed(kind, rule)
 
 
-def between(low: int, high: int, wording: str = "must be between {low} and {high}, got {value}") -> Rule:
-    return lambda value: None if low <= value <= high else wording.format(low=low, high=high, value=value)
+def between(low: float | None, high: float | None,
+            wording: str = "must be between {low} and {high}, got {value}") -> Rule:
+    """A number from ``low`` to ``high``, both included (None: no bound that side)."""
+    def rule(value: Any) -> str | None:
+        inside = (low is None or value >= low) and (high is None or value <= high)
+        return None if inside else wording.format(low=low, high=high, value=value)
+
+    return rule
+
+
+def worded(kind: Typed, wording: str) -> Callable[[Any], Any]:
+    """``kind``'s check with every refusal in one wording (``{value!r}``: the value): a
+    parser for a table whose messages say what a key expects, whatever was wrong."""
+    def parse(value: Any) -> Any:
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(wording.format(value=value)) from None
+
+    return parse
 
 
 def one_of(choices: Collection[str]) -> Rule:
@@ -81,7 +111,7 @@ class Setting(NamedTuple):
     def type(self) -> type | None:
         """The row's type, None for a parser (which takes any value and says what it expected)."""
         if isinstance(self.kind, Typed):
-            return self.kind.type
+            return self.kind.type if isinstance(self.kind.type, type) else None
         return self.kind if isinstance(self.kind, type) else None
 
     def parse(self, value: Any) -> Any:

@@ -95,7 +95,7 @@ assert [f.name for f in fields(AgentSettings)] == [row[0] for row in SETTINGS]
 _BY_NAME = {s.name: s for s in SETTINGS}
 _NAMING = Naming(
     unknown=lambda where, key: f"{where}: unknown setting '{key}'",
-    wrong_type=lambda where, key, error: f"{where}: setting '{key}' must be {error.kind.__name__}, got {error.value!r}",
+    wrong_type=lambda where, key, error: f"{where}: setting '{key}' must be {error.kind_name}, got {error.value!r}",
     refused=lambda where, key, why: f"{where}: setting '{key}': {why}",
 )
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from updater.settingrow import Naming, Setting, read
+from updater.settingrow import NUMBER, Naming, Setting, between, read, typed, worded
 from updater.version import Version
 from updater.window import DAYS, Window, parse_clock, parse_days
 
@@ -107,24 +107,19 @@ def format_duration(seconds: float) -> str:
 
 
 def _int(minimum: int) -> Callable[[Any], int]:
-    def parse(value: Any) -> int:
-        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-            raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
-        return value
+    return worded(typed(int, between(minimum, None)), f"expected an integer >= {minimum}, got {{value!r}}")
 
-    return parse
+
+_SHARE = worded(typed(NUMBER, between(0, 1)), "expected a number between 0 and 1, got {value!r}")
+_PERCENT = worded(typed(NUMBER, between(0, 100)), "expected a percentage between 0 and 100, got {value!r}")
 
 
 def _share(value: Any) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 1:
-        raise ValueError(f"expected a number between 0 and 1, got {value!r}")
-    return float(value)
+    return float(_SHARE(value))
 
 
 def _percent(value: Any) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value <= 100:
-        raise ValueError(f"expected a percentage between 0 and 100, got {value!r}")
-    return float(value)
+    return float(_PERCENT(value))
 
 
 def _str(value: Any) -> str:
@@ -216,7 +211,7 @@ def _naming(rows: Mapping[str, Setting]) -> Naming:
     """The fleet's words: the dotted key first (``where`` ends in a dot), then why."""
     return Naming(
         unknown=lambda where, key: f"{where}{key}: unknown key (known: {', '.join(sorted(rows))})",
-        wrong_type=lambda where, key, error: f"{where}{key}: expected a {error.kind.__name__}, got {error.value!r}",
+        wrong_type=lambda where, key, error: f"{where}{key}: expected a {error.kind_name}, got {error.value!r}",
         refused=lambda where, key, why: f"{where}{key}: {why}",
     )
 
