@@ -109,7 +109,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
             layout.check_slot_fit(layout.erofs_size(f.read(4096)), settings)
 
         progress(
-            "linting the final root (no package manager, compilers, stray setuid, off-host code)"
+            "linting the final root (no package manager, compilers, stray setuid, private keys, off-host code)"
         )
         rootfs = work / "rootfs"
         artifacts.extract_root(out / contract.ROOT_IMAGE, rootfs)

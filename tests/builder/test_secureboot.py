@@ -183,3 +183,30 @@ def test_the_image_gets_the_db_certificate_and_the_lint_refuses_any_private_key(
     leaked.parent.mkdir(parents=True)
     shutil.copyfile(keys.key("db"), leaked)
     assert lint(tree) == ["private key: /etc/berth/db.key"]
+
+
+@pytest.mark.slow
+def test_the_real_images_esp_signs_and_sbverify_accepts_loader_and_uki(default_image: Path, tmp_path: Path,
+                                                                       keys_dir: Path) -> None:
+    """On the session's built image (no extra build): its ESP, copied out, signed as
+    `berth build --secure-boot-keys` signs it right after sealing."""
+    check_real_esp(default_image, tmp_path, keys_dir)
+
+
+def check_real_esp(image: Path, tmp_path: Path, keys_dir: Path) -> None:
+    from builder import artifacts
+
+    keys = sbkeys.keys_in(keys_dir)
+    partitions = artifacts.read_table(image / contract.DISK_RAW)
+    esp = next(p for p in partitions if p.type_uuid == contract.TYPE_ESP)
+    copy = tmp_path / "esp.img"
+    artifacts.copy_range(image / contract.DISK_RAW, esp.offset, esp.size, copy)
+    at_zero = gpt.Partition(esp.index, esp.type_uuid, esp.part_uuid, 0, esp.last_lba - esp.first_lba,
+                            esp.attributes, esp.label)
+    signed = sbsign.sign_esp(copy, at_zero, keys, EPOCH)
+    assert len(signed) == 3 and signed[:2] == list(sbsign.BOOT_LOADERS)
+    for path in signed:
+        out = tmp_path / Path(path).name
+        artifacts.copy_from_esp(copy, at_zero, f"/{path}", out)
+        assert verifies(keys.cert("db"), out), path
+        assert not verifies(keys.cert("PK"), out), path
