@@ -69,10 +69,17 @@ SETTINGS: tuple[Setting, ...] = (
         "build a release that fails on purpose (fallback tests): none, "
         "health-check (a health check fails at every boot) or kernel-panic (PID 1 exits at boot)",
     ),
+    Setting(
+        "secure_boot_keys",
+        str,
+        "",
+        "key directory from `berth keys init` whose secure-boot/ db key signs boot loader and "
+        "UKIs (enrolment files on the ESP); empty: an unsigned image",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 # The settings `berth build` also takes as options (builder/cli.py adds one per row).
-FLAGS = tuple(_BY_NAME[name] for name in ("version", "engine", "formats"))
+FLAGS = tuple(_BY_NAME[name] for name in ("version", "engine", "formats", "secure_boot_keys"))
 _NAMING = Naming(
     unknown=lambda where, key: f"{where}: unknown key '{key}' (known: {', '.join(_BY_NAME)})",
     wrong_type=lambda where, key, error: f"{where}: key '{key}' {error}",
@@ -91,6 +98,7 @@ class BuildSettings:
     var_size_mib: int
     formats: str
     fault: str
+    secure_boot_keys: str
 
     @property
     def artifact_name(self) -> str:

@@ -287,6 +287,15 @@ def abandon(current: AgentState) -> AgentState:
     return replace(current, phase=Idle())
 
 
+def reject(current: AgentState) -> AgentState:
+    """Give up an update whose release this host must never take (its UKI is not signed by
+    the host's Secure Boot db certificate): abandoned, and bad for good, before any write."""
+    if not isinstance(current.phase, Writing):
+        raise _refused(current, "reject", State.WRITING)
+    version = current.phase.target.version
+    return replace(current, phase=Idle(), bad_versions=tuple(dict.fromkeys((*current.bad_versions, version))))
+
+
 def lock_released(current: AgentState) -> AgentState:
     if not isinstance(current.phase, Idle):
         raise _refused(current, "lock_released", State.IDLE)
