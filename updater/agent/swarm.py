@@ -9,8 +9,9 @@ nodes): its tasks run elsewhere. After the bless: ``--availability active``.
 the drain fails, so the reboot waits (a worker is drained from a manager, e.g. by a
 pre-reboot hook with a manager's DOCKER_HOST).
 
-Reading ``docker … --format json`` output (one JSON object a line) and judging it
-is pure; ``Docker`` is the thin edge that runs the commands.
+Reading ``docker … --format '{{json .}}'`` output (one JSON object a line, what
+``--format json`` prints on docker 24 and later) and judging it
+is pure; ``run_docker`` is the thin edge that runs the commands.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ class SwarmError(RuntimeError):
 
 
 def json_lines(text: str, what: str) -> list[dict[str, Any]]:
-    """``docker … --format json`` output: one object per line (blank lines skipped)."""
+    """``docker … --format '{{json .}}'`` output: one object per line (blank lines skipped)."""
     rows = []
     for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
@@ -85,7 +86,7 @@ class Task:
 
 
 def parse_tasks(text: str) -> list[Task]:
-    """``docker node ps <node> --format json``; a task's history rows start with "\\_ "."""
+    """``docker node ps <node> --format '{{json .}}'``; a task's history rows start with "\\_ "."""
     tasks = []
     for row in json_lines(text, "docker node ps"):
         name = str(row.get("Name") or "").removeprefix("\\_").strip()
@@ -106,7 +107,7 @@ _REPLICAS = re.compile(r"(\d+)/(\d+)")
 
 
 def parse_services(text: str) -> list[Service]:
-    """``docker service ls --format json``; Replicas reads "2/3" (maybe "2/3 (max 1 per node)")."""
+    """``docker service ls --format '{{json .}}'``; Replicas reads "2/3" (maybe "2/3 (max 1 per node)")."""
     services = []
     for row in json_lines(text, "docker service ls"):
         match = _REPLICAS.match(str(row.get("Replicas") or ""))
@@ -168,8 +169,8 @@ class SwarmNode:
             node = self._self()
             self.run(["node", "update", "--availability", "drain", node])
             while True:
-                why = still_here(parse_tasks(self.run(["node", "ps", node, "--format", "json"])),
-                                 parse_services(self.run(["service", "ls", "--format", "json"])))
+                why = still_here(parse_tasks(self.run(["node", "ps", node, "--format", "{{json .}}"])),
+                                 parse_services(self.run(["service", "ls", "--format", "{{json .}}"])))
                 if why is None:
                     return HookResult(DRAIN_HOOK, 0, f"node {node} drained")
                 if self.clock() + POLL_S > deadline:
