@@ -198,7 +198,9 @@ def test_an_unexplained_fallback_reports_twice_and_stages_again_in_one_step(shel
     assert (shell.host.state()["state"], shell.host.state()["fallbacks"]) == ("rebooting", 1)
 
 
-def test_a_failed_check_rolls_back_for_good_and_gives_the_lock_back(shell: Shell) -> None:
+def _update_failing_its_checks(shell: Shell) -> None:
+    """Stage and reboot into 1.1, fail its health check on every try, fall back to 1.0,
+    and step once more on the old version (the calls before that forgotten)."""
     shell.step()
     for _ in range(3):
         assert shell.host.boot() == "1.1"
@@ -206,6 +208,10 @@ def test_a_failed_check_rolls_back_for_good_and_gives_the_lock_back(shell: Shell
     assert shell.host.boot() == "1.0"
     shell.fleet.calls.clear()
     shell.step()
+
+
+def test_a_failed_check_rolls_back_for_good_and_gives_the_lock_back(shell: Shell) -> None:
+    _update_failing_its_checks(shell)
     assert shell.ticks == ["rebooting"]
     assert shell.events() == ["report rolled_back", "release lock"]
     assert shell.fleet.reports[-1].cause is RollbackCause.HEALTH_CHECK
@@ -281,6 +287,14 @@ def _hook(shell: Shell, stage: str, name: str, body: str) -> None:
     path.chmod(0o755)
 
 
+def _update_and_bless(shell: Shell) -> None:
+    """Stage and reboot into 1.1, bless that boot, and step on it."""
+    shell.step()
+    assert shell.host.boot() == "1.1"
+    shell.host.bless()
+    shell.step()
+
+
 def _hook_log(shell: Shell) -> list[str]:
     log = shell.host.state_dir / "hook.log"
     return log.read_text().splitlines() if log.exists() else []
@@ -344,10 +358,7 @@ def test_a_hook_past_the_budget_is_killed_and_the_reboot_waits(shell: Shell) -> 
 def test_a_failing_post_bless_hook_keeps_the_lock_until_it_succeeds(shell: Shell) -> None:
     _hook(shell, "pre-reboot", "10-drain", "true")
     _hook(shell, "post-bless", "10-active", "exit 1")
-    shell.step()
-    shell.host.boot()
-    shell.host.bless()
-    shell.step()
+    _update_and_bless(shell)
     # Blessed and reported, but the host is not back in service: the lock stays held.
     assert shell.events()[4:] == ["report blessed"]
     state = shell.host.state()
@@ -361,13 +372,7 @@ def test_a_failing_post_bless_hook_keeps_the_lock_until_it_succeeds(shell: Shell
 def test_a_rollback_puts_the_host_back_in_service_before_the_release(shell: Shell) -> None:
     _hook(shell, "pre-reboot", "10-drain", "true")
     _hook(shell, "post-bless", "10-active", "true")
-    shell.step()
-    for _ in range(3):
-        assert shell.host.boot() == "1.1"
-        shell.host.fail_check()
-    assert shell.host.boot() == "1.0"
-    shell.fleet.calls.clear()
-    shell.step()
+    _update_failing_its_checks(shell)
     assert shell.events() == ["report rolled_back", "release lock"]
     assert _hook_log(shell) == ["pre-reboot/10-drain 1.1", "post-bless/10-active 1.1"]
 
@@ -392,10 +397,7 @@ def test_the_swarm_drain_runs_first_before_the_reboot_and_last_after_the_bless(s
     shell.agent.hooks = HookRunner(shell.host.state_dir, 60, swarm_builtins(True, Node()))  # type: ignore[arg-type]
     _hook(shell, "pre-reboot", "10-mine", "true")
     _hook(shell, "post-bless", "10-mine", "true")
-    shell.step()
-    shell.host.boot()
-    shell.host.bless()
-    shell.step()
+    _update_and_bless(shell)
     assert _hook_log(shell) == ["swarm drain", "pre-reboot/10-mine 1.1", "post-bless/10-mine 1.1", "swarm active"]
     assert shell.events() == ["report downloading", "report staged", "take lock", "report rebooting",
                               "report blessed", "release lock"]
