@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cli.errors import UserError
-from updater.agent import delta
+from updater.agent import authenticode, delta
 from updater.agent import updatestate as u
 from updater.agent.boundaries import SignedRepository, UpdateStrategy
 from updater.agent.entries import entries_for
@@ -264,6 +264,12 @@ class Agent:
         if isinstance(signed, Tick):
             return signed
         repo, release = signed
+        refusal = self._unsigned_uki(repo, release)
+        if refusal:
+            log("error", f"release {release.version} refused: {refusal}", version=release.version)
+            state = self.store.save(u.reject(state))
+            self._report(state, ReportEvent.FAILED, writing.target, refusal)
+            return Tick(state, self.settings.poll_interval_s)
         slot = facts.slots[writing.target.slot]
         try:
             self._invalidate(facts, slot.name)
@@ -272,6 +278,22 @@ class Agent:
             self._invalidate(facts, slot.name)
             return self._give_up(state, writing.target, str(error))
         return Tick(state)
+
+    def _unsigned_uki(self, repo: SignedRepository, release: Release) -> str | None:
+        """Why ``release``'s UKI may not be staged on this host, or None: on a host whose
+        image carries a Secure Boot db certificate, a UKI it did not sign is refused even
+        though TUF signed the release (its firmware would refuse to boot it). Checked
+        before the slot is touched, on the TUF-verified bytes (their sha256 is pinned, so
+        the UKI staged later is this one)."""
+        if not self.paths.secure_boot_db_cert.exists():
+            return None
+        uki = release.artifacts[ArtifactRole.UKI]
+        pe = repo.read_target(repo.target(uki.target_path))
+        try:
+            authenticode.check(pe, self.paths.secure_boot_db_cert.read_bytes())
+        except authenticode.Unsigned as why:
+            return f"its UKI is not signed by this host's Secure Boot db certificate: {why}"
+        return None
 
     def _written(self, state: u.AgentState, written: u.Written, facts: Facts) -> Tick:
         target = written.target

@@ -271,6 +271,15 @@ def abandon(current: AgentState) -> AgentState:
     return replace(current, phase=Idle())
 
 
+def reject(current: AgentState) -> AgentState:
+    """Give up an update whose release this host must never take (its UKI is not signed by
+    the host's Secure Boot db certificate): abandoned, and bad for good, before any write."""
+    if not isinstance(current.phase, Writing):
+        raise _refused(current, "reject", State.WRITING)
+    version = current.phase.target.version
+    return replace(current, phase=Idle(), bad_versions=tuple(dict.fromkeys((*current.bad_versions, version))))
+
+
 def lock_released(current: AgentState) -> AgentState:
     """Idle, or Staged again (a try again holds the lock) when its reboot waits."""
     if not isinstance(current.phase, Idle | Staged):
