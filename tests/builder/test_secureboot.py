@@ -62,7 +62,7 @@ def test_keys_init_makes_pk_kek_db_with_auth_files_systemd_boot_can_enrol(keys_d
         assert esl[28:44] == owner and esl[44:] == der and entry_size == 16 + len(der)
 
 
-def test_keys_init_never_replaces_keys_but_adds_secure_boot_to_an_older_directory(tmp_path: Path,
+def test_keys_init_never_replaces_keys_and_adds_secure_boot_to_an_older_directory_on_request(tmp_path: Path,
                                                                                  keys_dir: Path) -> None:
     again = berth("keys", "init", "--keys", str(keys_dir))
     assert again.returncode == 1 and again.stderr.startswith("berth: error: ")
@@ -71,7 +71,10 @@ def test_keys_init_never_replaces_keys_but_adds_secure_boot_to_an_older_director
 
     init_keys(older, {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 1})
     tuf = (older / "root-0.pem").read_bytes()
-    result = berth("keys", "init", "--keys", str(older))
+    refused = berth("keys", "init", "--keys", str(older))
+    assert refused.returncode == 1 and "already holds keys" in refused.stderr
+    assert not (older / sbkeys.SUBDIR).exists()
+    result = berth("keys", "init", "--keys", str(older), "--secure-boot-only")
     assert result.returncode == 0 and "TUF" not in result.stdout
     assert (older / "root-0.pem").read_bytes() == tuf
     sbkeys.keys_in(older)

@@ -20,6 +20,7 @@ from updater.settingrow import Naming, Setting, between, read, typed
 from updater.window import Window
 
 CREDENTIAL_PREFIX = "berth."
+SWARM_ROLES = ("", "manager", "worker")
 
 
 def _window(value: str) -> str | None:
@@ -54,6 +55,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lock_retry_s", int, 60, "seconds between reboot-lock attempts when the fleet is busy"),
     Setting("unexplained_retries", typed(int, between(0, 9, "must be 0 to 9, got {value}")), 2, "tries again of a version after fallbacks no failed check or panic explains (0-9)"),
     Setting("pstore_dir", str, "/var/lib/systemd/pstore", "where systemd-pstore keeps the records of kernel panics"),
+    Setting("hook_timeout_s", typed(int, between(1, 86400, "must be 1 to 86400 seconds, got {value}")), 900, "seconds the pre-reboot (or post-bless) hooks may take together, the swarm drain's wait included; past it the reboot waits"),
+    Setting("swarm_drain", bool, False, "drain this Docker Swarm node before each reboot and make it active after the bless (a swarm manager)"),
+    Setting("swarm_role", typed(str, lambda role: None if role in SWARM_ROLES else
+                                f"must be manager, worker or empty, got {role!r}"), "", "this host's Docker Swarm role, told to the fleet server for the managers' quorum: manager, worker or empty"),
 )
 
 
@@ -78,6 +83,9 @@ class AgentSettings:
     lock_retry_s: int
     unexplained_retries: int
     pstore_dir: str
+    hook_timeout_s: int
+    swarm_drain: bool
+    swarm_role: str
 
     @property
     def tls_verify(self) -> str | bool:

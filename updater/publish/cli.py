@@ -45,6 +45,8 @@ def register(subparsers: Any) -> None:
     init.add_argument("--secure-boot-from", type=Path, metavar="DIR",
                       help="import existing Secure Boot keys (db.key + db.crt; PK/KEK/db .auth files "
                            "or the key pairs to make them) instead of making PK, KEK and db")
+    init.add_argument("--secure-boot-only", action="store_true",
+                      help="add Secure Boot keys to a directory that already holds the TUF keys")
     init.set_defaults(handler=_keys_init)
     rotate = verbs.add_parser("rotate", help="replace one role's keys in a published repository")
     rotate.add_argument("--keys", type=Path, required=True, help="the repository's key directory")
@@ -78,13 +80,13 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _keys_init(args: argparse.Namespace) -> int:
-    """The TUF keys, then the Secure Boot keys; a directory with TUF keys but no Secure
-    Boot keys (made before berth signed images) gets only the latter."""
+    """The TUF keys, then the Secure Boot keys (only those with --secure-boot-only: for a
+    key directory made before berth signed images)."""
     from builder import sbkeys
     from updater.publish.repository import init_keys
 
     made = []
-    if not (args.keys / "keys.json").exists() or (args.keys / sbkeys.SUBDIR).exists():
+    if not args.secure_boot_only:
         thresholds = {role: 1 for role in ROLES} | dict(args.threshold)
         init_keys(args.keys, thresholds)
         made.append(f"TUF keys (thresholds {thresholds})")
