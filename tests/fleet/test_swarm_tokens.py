@@ -78,3 +78,15 @@ def test_malformed_tokens_are_refused_with_a_reason(make_fleet: Any, field: str,
             "worker_token": WORKER, field: value}
     answer = post(fleet, SWARM_TOKENS_PATH, body, {HOST_CREDENTIAL_HEADER: fleet.credentials["m1"]})
     assert answer.status_code == 400 and field in answer.json()["error"]
+
+
+def test_forgetting_the_manager_drops_the_tokens_it_posted(make_fleet: Any) -> None:
+    fleet = make_fleet(GROUPS)
+    m1, m2 = (fleet.client(n, "swarm", token="s3cret") for n in ("m1", "m2"))
+    m1.post_swarm_tokens(ADDR, MANAGER, WORKER)
+    assert fleet.admin("POST", "/admin/hosts/m1/forget").status_code == 200
+    with pytest.raises(FleetRejected) as gone:
+        m2.swarm_join()
+    assert gone.value.status == 404
+    m2.post_swarm_tokens("10.77.0.12:2377", MANAGER, WORKER)  # now the group's first manager
+    assert m2.swarm_join().node_id == "m2"
