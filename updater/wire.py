@@ -23,7 +23,7 @@ import enum
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 ENROL_PATH = "/v1/enrol"
 CHECK_PATH = "/v1/update/check"
@@ -144,7 +144,7 @@ class Enrolment:
     group: str
 
     @classmethod
-    def from_json(cls, data: Any) -> Enrolment:
+    def from_json(cls, data: Any) -> Self:
         data = _object(data, {"node_id", "group"})
         return cls(node_id=_name(data, "node_id"), group=_name(data, "group"))
 
@@ -303,19 +303,8 @@ class SwarmTokens:
 
 
 @dataclass(frozen=True)
-class SwarmJoin:
-    """A host asking for its group's join tokens."""
-
-    node_id: str
-    group: str
-
-    @classmethod
-    def from_json(cls, data: Any) -> SwarmJoin:
-        data = _object(data, {"node_id", "group"})
-        return cls(node_id=_name(data, "node_id"), group=_name(data, "group"))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"node_id": self.node_id, "group": self.group}
+class SwarmJoin(Enrolment):
+    """A host asking for its group's join tokens (an enrolment's shape: its node id and group)."""
 
 
 class ReportEvent(enum.StrEnum):
