@@ -53,7 +53,8 @@ def list_esp(disk: Path, esp: gpt.Partition, directory: str) -> list[str]:
         text=True,
     )
     return sorted(
-        line.strip().rsplit("/", 1)[-1] for line in out.stdout.splitlines() if line.strip()
+        # mdir -b ends a directory's path with "/".
+        line.strip().rstrip("/").rsplit("/", 1)[-1] for line in out.stdout.splitlines() if line.strip()
     )
 
 

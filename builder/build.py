@@ -22,7 +22,9 @@ from builder import (
     manifest,
     payload,
     provenance,
+    sbkeys,
     sbom,
+    sbsign,
     seal,
     uki,
 )
@@ -46,6 +48,8 @@ class _Progress:
 def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
     """Build the image and return its artifact directory `output/<id>_<version>/`."""
     progress = _Progress(show)
+    # Asked to sign with keys that are not there: say so now, not after mkosi.
+    keys = sbkeys.keys_in(Path(settings.secure_boot_keys)) if settings.secure_boot_keys else None
     name = settings.artifact_name
     cache = cache_dir()
     log = cache / "logs" / f"build-{name}-{settings.engine}.log"
@@ -79,6 +83,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                 extra_trees=[
                     *payload.stage(work / "agent-tree"),
                     *fault.extra_trees(settings.fault, work / "fault-tree"),
+                    *(sbkeys.image_tree(keys, work / "sb-tree") if keys else []),
                 ],
                 mirror=mirror,
                 cache=cache,
@@ -92,6 +97,10 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         (work / "mkosi" / "image.raw").rename(out / contract.DISK_RAW)
         progress("hashing the root for dm-verity (4 KiB blocks); root hash into GPT and UKI")
         sealed = seal.seal(settings, out / contract.DISK_RAW)
+        if keys:
+            progress(f"signing boot loader and UKI for Secure Boot with {keys.cert('db')}")
+            esp = layout.built(artifacts.read_table(out / contract.DISK_RAW), settings)[0]
+            sbsign.sign_esp(out / contract.DISK_RAW, esp, keys, source.epoch)
         progress("extracting root, verity and UKI from the disk image")
         roothash = _extract(settings, out)
         if roothash != sealed:
@@ -100,7 +109,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
             layout.check_slot_fit(layout.erofs_size(f.read(4096)), settings)
 
         progress(
-            "linting the final root (no package manager, compilers, stray setuid, off-host code)"
+            "linting the final root (no package manager, compilers, stray setuid, private keys, off-host code)"
         )
         rootfs = work / "rootfs"
         artifacts.extract_root(out / contract.ROOT_IMAGE, rootfs)

@@ -1,5 +1,5 @@
-"""Proof that a root file system holds no package manager, compiler, stray setuid file
-or berth code that does not run on a host (builder/payload.py's rule).
+"""Proof that a root file system holds no package manager, compiler, stray setuid file,
+private key or berth code that does not run on a host (builder/payload.py's rule).
 
 `lint(root)` walks an extracted root and returns what it found; the build
 fails on any finding and lists them all.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -60,6 +61,10 @@ SETID_ALLOWED: frozenset[str] = frozenset(
     }
 )
 
+# A file that is a PEM private key (the Secure Boot and TUF keys stay on the build host;
+# a host makes its own SSH keys at first boot, on /var).
+_PRIVATE_KEY = re.compile(rb"\s*-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+
 
 def lint(root: Path) -> list[str]:
     """Findings, one line each, sorted; empty when the root is clean."""
@@ -79,5 +84,15 @@ def lint(root: Path) -> list[str]:
             ):
                 kind = "setuid" if mode & stat.S_ISUID else "setgid"
                 findings.add(f"{kind} file not in allowlist: /{rel}")
+            if stat.S_ISREG(mode) and _is_private_key(path):
+                findings.add(f"private key: /{rel}")
     findings.update(payload.findings(root))
     return sorted(findings)
+
+
+def _is_private_key(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return bool(_PRIVATE_KEY.match(f.read(80)))
+    except OSError:  # unreadable (a socket or fifo would not be S_ISREG): nothing to say
+        return False

@@ -6,8 +6,8 @@ step hashes the root slot (builder/verity.py), writes the tree into the verity
 slot, gives both partitions the UUIDs the Discoverable Partitions
 Specification derives from the root hash, and writes the root hash over the
 placeholder in every UKI on the ESP — same length, so no byte of the ESP moves
-and nothing else changes (ukify leaves the PE checksum 0; berth's UKIs are not
-signed).
+and nothing else changes (ukify leaves the PE checksum 0 and signs nothing:
+with Secure Boot keys, builder/sbsign.py signs the sealed UKIs afterwards).
 """
 
 from __future__ import annotations

@@ -44,13 +44,20 @@ SETTINGS: tuple[Setting, ...] = (
         "build a release that fails on purpose (fallback tests): none, "
         "health-check (a health check fails at every boot) or kernel-panic (PID 1 exits at boot)",
     ),
+    Setting(
+        "secure_boot_keys",
+        str,
+        "",
+        "key directory from `berth keys init` whose secure-boot/ db key signs boot loader and "
+        "UKIs (enrolment files on the ESP); empty: an unsigned image",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 # Every build setting's kind is a type, checked with isinstance.
 _TYPES: dict[str, type] = {s.name: s.kind for s in SETTINGS if isinstance(s.kind, type)}
 assert len(_TYPES) == len(SETTINGS)
 # The settings `berth build` also takes as options (builder/cli.py adds one per row).
-FLAGS = tuple(_BY_NAME[name] for name in ("version", "engine", "formats"))
+FLAGS = tuple(_BY_NAME[name] for name in ("version", "engine", "formats", "secure_boot_keys"))
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class BuildSettings:
     var_size_mib: int
     formats: str
     fault: str
+    secure_boot_keys: str
 
     @property
     def artifact_name(self) -> str:

@@ -92,6 +92,8 @@ def uuids_from_roothash(roothash: str) -> tuple[str, str]:
 
 # Where UKIs live on the ESP (relative to its mount point); systemd-boot lists every .efi there.
 UKI_DIR = "EFI/Linux"
+# A signed image's db certificate in its root: the agent stages only UKIs it signed.
+SECURE_BOOT_DB_CERT = "usr/lib/berth/secure-boot/db.crt"
 
 _UKI_NAME = re.compile(
     r"(?P<image_id>.+)_(?P<version>[0-9]+(?:\.[0-9]+){0,3})"

@@ -74,6 +74,7 @@ def test_broken_yaml_names_file_and_line(tmp_path: Path) -> None:
         ("colour: blue\n", [], "unknown key 'colour'"),
         ("", ["--engine", "lxc"], "--engine: key 'engine'"),
         ("", ["--version", "one"], "--version: key 'version'"),
+        ("", ["--secure-boot-keys", "/nonexistent"], "no Secure Boot keys in /nonexistent/secure-boot"),
     ],
 )
 def test_cli_rejects_bad_input_in_one_line_and_leaves_no_artifacts(
@@ -131,5 +132,5 @@ def test_build_options_are_the_tables_flag_rows() -> None:
     options = {a.option_strings[0]: a for a in build._actions if a.option_strings}
     for row in settings.FLAGS:
         assert options[row.option].help.startswith(row.help) and options[row.option].dest == row.name
-    assert [r.option for r in settings.FLAGS] == ["--version", "--engine", "--formats"]
+    assert [r.option for r in settings.FLAGS] == ["--version", "--engine", "--formats", "--secure-boot-keys"]
     assert top.parse_args(["build", "--engine", "podman"]).engine == "podman"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cli.errors import UserError
-from updater.contract import UKI_DIR
+from updater.contract import SECURE_BOOT_DB_CERT, UKI_DIR
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,8 @@ class HostPaths:
     os_release: Path = Path("/etc/os-release")
     machine_id: Path = Path("/etc/machine-id")
     config: Path = Path("/etc/berth/agent.yaml")
+    # Present in a Secure Boot signed image (builder/sbkeys.py): the agent's second lock.
+    secure_boot_db_cert: Path = Path("/") / SECURE_BOOT_DB_CERT
 
     @classmethod
     def under(cls, root: Path) -> HostPaths:

@@ -42,6 +42,11 @@ def register(subparsers: Any) -> None:
     init.add_argument("--keys", type=Path, required=True, help="directory for the private keys")
     init.add_argument("--threshold", type=_threshold, action="append", default=[], metavar="ROLE=N",
                       help="signatures a role needs (and keys made for it); default 1 each")
+    init.add_argument("--secure-boot-from", type=Path, metavar="DIR",
+                      help="import existing Secure Boot keys (db.key + db.crt; PK/KEK/db .auth files "
+                           "or the key pairs to make them) instead of making PK, KEK and db")
+    init.add_argument("--secure-boot-only", action="store_true",
+                      help="add Secure Boot keys to a directory that already holds the TUF keys")
     init.set_defaults(handler=_keys_init)
     rotate = verbs.add_parser("rotate", help="replace one role's keys in a published repository")
     rotate.add_argument("--keys", type=Path, required=True, help="the repository's key directory")
@@ -75,11 +80,23 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _keys_init(args: argparse.Namespace) -> int:
+    """The TUF keys, then the Secure Boot keys (only those with --secure-boot-only: for a
+    key directory made before berth signed images)."""
+    from builder import sbkeys
     from updater.publish.repository import init_keys
 
-    thresholds = {role: 1 for role in ROLES} | dict(args.threshold)
-    init_keys(args.keys, thresholds)
-    print(f"keys in {args.keys} (thresholds {thresholds}); keep root keys offline")
+    made = []
+    if not args.secure_boot_only:
+        thresholds = {role: 1 for role in ROLES} | dict(args.threshold)
+        init_keys(args.keys, thresholds)
+        made.append(f"TUF keys (thresholds {thresholds})")
+    if args.secure_boot_from:
+        secure = sbkeys.import_from(args.keys, args.secure_boot_from)
+        made.append(f"Secure Boot keys imported from {args.secure_boot_from} into {secure.directory}")
+    else:
+        secure = sbkeys.make(args.keys)
+        made.append(f"Secure Boot keys PK, KEK, db in {secure.directory}")
+    print(f"keys in {args.keys}: {'; '.join(made)}; keep root keys and PK offline")
     return 0
 
 
