@@ -72,22 +72,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def image_builder(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilder:
-    """`image_builder(version="1.0.0", engine="docker", fault="none", secure_boot_keys="")`
-    -> the artifact directory `<out>/berth_<version>/` of a real `berth build`; each
-    combination is built once per session (mkosi's caches under $BERTH_CACHE keep rebuilds warm)."""
+    """`image_builder(version="1.0.0", engine="docker", fault="none")` -> the artifact
+    directory `<out>/berth_<version>/` of a real `berth build`; each (version, engine,
+    fault) is built once per session (mkosi's caches under $BERTH_CACHE keep rebuilds warm)."""
     from builder import settings
     from builder.build import build
     from builder.cli import DEFAULT_CONFIG
 
-    built: dict[tuple[str, str, str, str], Path] = {}
+    built: dict[tuple[str, str, str], Path] = {}
 
-    def make(version: str = "1.0.0", engine: str = "docker", fault: str = "none",
-             secure_boot_keys: str = "") -> Path:
-        key = (version, engine, fault, secure_boot_keys)
+    def make(version: str = "1.0.0", engine: str = "docker", fault: str = "none") -> Path:
+        key = (version, engine, fault)
         if key not in built:
             chosen = settings.override(
-                settings.load(DEFAULT_CONFIG), version=version, engine=engine, fault=fault,
-                secure_boot_keys=secure_boot_keys or None,
+                settings.load(DEFAULT_CONFIG), version=version, engine=engine, fault=fault
             )
             output = tmp_path_factory.mktemp(f"image-{engine}-{version}")
             built[key] = build(chosen, output, show=False)
@@ -103,17 +101,6 @@ def default_image(image_builder: ImageBuilder) -> Path:
 
 
 @pytest.fixture(scope="session")
-def secure_boot_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A key directory with Secure Boot keys (PK, KEK, db), as `berth keys init` makes them."""
-    from builder import sbkeys
-
-    keys = tmp_path_factory.mktemp("secure-boot") / "keys"
-    sbkeys.make(keys)
-    return keys
-
-
-@pytest.fixture(scope="session")
-def podman_image(image_builder: ImageBuilder, secure_boot_keys: Path) -> Path:
-    """The podman variant (version 1.0.0), signed for Secure Boot: its artifact directory.
-    Signed so that its one boot (tests/qemu/conftest.py) also proves Secure Boot."""
-    return image_builder(engine="podman", secure_boot_keys=str(secure_boot_keys))
+def podman_image(image_builder: ImageBuilder) -> Path:
+    """The podman variant (version 1.0.0): its artifact directory."""
+    return image_builder(engine="podman")

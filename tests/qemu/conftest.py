@@ -81,7 +81,7 @@ class BootedHost:
 
 
 def _boot(artifact: Path, state: Path, service: HostService, seed: Path | None = None,
-          declared_key: Path | None = None, secure_boot: bool = False) -> Iterator[BootedHost]:
+          declared_key: Path | None = None) -> Iterator[BootedHost]:
     credentials = dict([PROBE_CREDENTIAL])
     with VM(
         artifact,
@@ -89,7 +89,6 @@ def _boot(artifact: Path, state: Path, service: HostService, seed: Path | None =
         host_services={HOST_SERVICE_GUEST_PORT: service.host_port},
         credentials=credentials,
         seed=seed,
-        secure_boot=secure_boot,
     ).start() as vm:
         ready = vm.wait_ready()
         vm.wait_ssh()
@@ -116,7 +115,5 @@ def booted_host(
 def booted_podman_host(
     podman_image: Path, host_service: HostService, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[BootedHost]:
-    """The podman variant (signed), booted once and ready, on OVMF's Secure Boot build in
-    setup mode: systemd-boot enrols the image's keys, resets, and the firmware then boots
-    only what the db key signed."""
-    yield from _boot(podman_image, tmp_path_factory.mktemp("vm-podman"), host_service, secure_boot=True)
+    """The podman variant, booted once and ready."""
+    yield from _boot(podman_image, tmp_path_factory.mktemp("vm-podman"), host_service)

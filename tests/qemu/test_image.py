@@ -90,26 +90,6 @@ def test_smbios_credentials_reach_the_system(booted_host: Any) -> None:
         assert booted_host.vm.run(f"systemd-creds --system cat {name}").stdout.strip() == value
 
 
-def test_signed_podman_host_enrolled_its_keys_and_boots_with_secure_boot_enforcing(
-    booted_podman_host: Any, secure_boot_keys: Path
-) -> None:
-    """Its firmware started in setup mode (blank variables): systemd-boot enrolled
-    loader/keys/auto/*.auth, reset, and everything since was checked against db."""
-    vm = booted_podman_host.vm
-    assert "Secure boot enabled" in vm.run("dmesg").stdout
-    status = vm.run("bootctl status", check=False).stdout
-    assert "Secure Boot: enabled (user)" in status, status
-    # The db the firmware enforces is the key set the image was signed with.
-    enrolled = vm.run("od -An -v -tx1 /sys/firmware/efi/efivars/db-d719b2cb-3d3a-4596-a3bc-dad00e67656f"
-                      " | tr -d ' \\n'").stdout.strip()
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-
-    der = x509.load_pem_x509_certificate((secure_boot_keys / "secure-boot/db.crt").read_bytes()).public_bytes(
-        serialization.Encoding.DER)
-    assert der.hex() in enrolled
-
-
 def test_podman_variant_boots_and_runs_the_same_container(
     booted_podman_host: Any, busybox_archive: tuple[Path, str]
 ) -> None:
