@@ -155,10 +155,12 @@ class FleetClient:
         return {HOST_CREDENTIAL_HEADER: str(self.credential), **(extra or {})}
 
     def check(
-        self, current_version: str, *, bad_versions: Iterable[str] = (), image_id: str = "berth"
+        self, current_version: str, *, bad_versions: Iterable[str] = (), image_id: str = "berth",
+        swarm_role: str | None = None,
     ) -> UpdateDecision:
         """May this node update now, and to what? (target_version None: not now)."""
-        body = UpdateCheck(self.node_id, self.group, current_version, image_id, tuple(bad_versions))
+        body = UpdateCheck(self.node_id, self.group, current_version, image_id, tuple(bad_versions),
+                           swarm_role)
         data = self._as_host(CHECK_PATH, body.to_json())
         try:
             return UpdateDecision.from_json(data)

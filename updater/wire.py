@@ -39,6 +39,8 @@ _NAME_RULE = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}"
 _VERSION_RULE = r"[0-9]{1,9}(\.[0-9]{1,9}){0,3}"
 NAME_PATTERN, VERSION_PATTERN = f"^{_NAME_RULE}$", f"^{_VERSION_RULE}$"
 _NAME, _VERSION = re.compile(_NAME_RULE), re.compile(_VERSION_RULE)
+# A host's Docker Swarm role, on its checks (absent: none, or an agent that predates it).
+SWARM_ROLES = ("manager", "worker")
 # seq is a BIGINT in the server's database.
 MAX_SEQ = 2**63 - 1
 
@@ -150,10 +152,15 @@ class UpdateCheck:
     image_id: str = "berth"
     # Versions this node saw roll back; the server never offers them to it again.
     bad_versions: tuple[str, ...] = ()
+    # Its swarm role: the server keeps the managers of a group in quorum through reboots.
+    swarm_role: str | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> UpdateCheck:
-        data = _object(data, {"node_id", "group", "current_version", "image_id", "bad_versions"})
+        data = _object(data, {"node_id", "group", "current_version", "image_id", "bad_versions", "swarm_role"})
+        role = _field(data, "swarm_role", str, required=False)
+        if role is not None and role not in SWARM_ROLES:
+            raise WireError(f"field 'swarm_role' must be one of {', '.join(SWARM_ROLES)}")
         bad = _field(data, "bad_versions", list, required=False) or []
         if len(bad) > 1000:
             raise WireError("field 'bad_versions' holds more than 1000 versions")
@@ -167,6 +174,7 @@ class UpdateCheck:
             current_version=_version(data, "current_version") or "",
             image_id=_name(data, "image_id") if "image_id" in data else "berth",
             bad_versions=tuple(bad),
+            swarm_role=role,
         )
 
     # The versions as the server's rules take them, parsed once per check.
@@ -185,6 +193,8 @@ class UpdateCheck:
             "current_version": self.current_version,
             "image_id": self.image_id,
             "bad_versions": list(self.bad_versions),
+            # Sent only when set: a host in no swarm sends what the previous release sent.
+            **({"swarm_role": self.swarm_role} if self.swarm_role else {}),
         }
 
 

@@ -198,7 +198,9 @@ def test_an_unexplained_fallback_reports_twice_and_stages_again_in_one_step(shel
     assert (shell.host.state()["state"], shell.host.state()["fallbacks"]) == ("rebooting", 1)
 
 
-def test_a_failed_check_rolls_back_for_good_and_gives_the_lock_back(shell: Shell) -> None:
+def _update_failing_its_checks(shell: Shell) -> None:
+    """Stage and reboot into 1.1, fail its health check on every try, fall back to 1.0,
+    and step once more on the old version (the calls before that forgotten)."""
     shell.step()
     for _ in range(3):
         assert shell.host.boot() == "1.1"
@@ -206,6 +208,10 @@ def test_a_failed_check_rolls_back_for_good_and_gives_the_lock_back(shell: Shell
     assert shell.host.boot() == "1.0"
     shell.fleet.calls.clear()
     shell.step()
+
+
+def test_a_failed_check_rolls_back_for_good_and_gives_the_lock_back(shell: Shell) -> None:
+    _update_failing_its_checks(shell)
     assert shell.ticks == ["rebooting"]
     assert shell.events() == ["report rolled_back", "release lock"]
     assert shell.fleet.reports[-1].cause is RollbackCause.HEALTH_CHECK
@@ -265,3 +271,133 @@ def test_the_previous_releases_state_file_is_followed_after_the_reboot(shell: Sh
     assert shell.events() == ["report blessed", "release lock"] and shell.fleet.reports[-1].seq == 4
     assert set(shell.host.state()) == {"state", "seq", "bad_versions", "unexplained_versions", "lock_held"}
 
+
+
+# ---- reboot hooks (updater/agent/hooks.py) ---------------------------------------------
+
+
+def _hook(shell: Shell, stage: str, name: str, body: str) -> None:
+    """A real executable in the host's hook directory; it appends its stage and name to
+    the host's hook log, then runs ``body``."""
+    folder = shell.host.state_dir / "hooks" / stage
+    folder.mkdir(parents=True, exist_ok=True)
+    log = shell.host.state_dir / "hook.log"
+    path = folder / name
+    path.write_text(f'#!/bin/sh\necho "{stage}/{name} $BERTH_TARGET_VERSION" >> {log}\n{body}\n')
+    path.chmod(0o755)
+
+
+def _update_and_bless(shell: Shell) -> None:
+    """Stage and reboot into 1.1, bless that boot, and step on it."""
+    shell.step()
+    assert shell.host.boot() == "1.1"
+    shell.host.bless()
+    shell.step()
+
+
+def _hook_log(shell: Shell) -> list[str]:
+    log = shell.host.state_dir / "hook.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_hooks_run_after_the_lock_before_the_reboot_and_after_the_bless_before_the_release(shell: Shell) -> None:
+    _hook(shell, "pre-reboot", "20-second", "true")
+    _hook(shell, "pre-reboot", "10-first", "true")
+    _hook(shell, "post-bless", "10-active", "true")
+    (shell.host.state_dir / "hooks/pre-reboot/.hidden").write_text("#!/bin/sh\nexit 1\n")
+    shell.step()
+    assert shell.events() == ["report downloading", "report staged", "take lock", "report rebooting"]
+    assert _hook_log(shell) == ["pre-reboot/10-first 1.1", "pre-reboot/20-second 1.1"]
+    assert shell.host.rebooted() == 1 and shell.host.state()["post_bless_due"] is True
+    shell.host.boot()
+    shell.step()  # on trial: nothing runs until the bless
+    assert len(_hook_log(shell)) == 2
+    shell.host.bless()
+    shell.step()
+    assert shell.events()[4:] == ["report blessed", "release lock"]
+    assert _hook_log(shell)[2:] == ["post-bless/10-active 1.1"]
+    state = shell.host.state()
+    assert (state["state"], state["lock_held"]) == ("idle", False) and "post_bless_due" not in state
+
+
+def test_a_failing_pre_reboot_hook_defers_the_reboot_and_gives_the_lock_back(shell: Shell) -> None:
+    _hook(shell, "pre-reboot", "10-drain", "echo 'service web still here' >&2; exit 3")
+    _hook(shell, "pre-reboot", "20-never", "true")
+    _hook(shell, "post-bless", "10-active", "true")
+    assert shell.step() == shell.agent.settings.poll_interval_s
+    # Reported, the host put back in service (post-bless), the lock given back: no reboot.
+    assert shell.events() == ["report downloading", "report staged", "take lock", "report staged",
+                              "release lock"]
+    detail = shell.fleet.reports[-1].detail
+    assert detail.startswith("reboot deferred: pre-reboot hook 10-drain exited with status 3")
+    assert "service web still here" in detail
+    assert _hook_log(shell) == ["pre-reboot/10-drain 1.1", "post-bless/10-active 1.1"]
+    state = shell.host.state()
+    assert (state["state"], state["lock_held"], shell.host.rebooted()) == ("staged", False, 0)
+    assert "post_bless_due" not in state
+    # A later step tries again, and reboots once the hook succeeds.
+    _hook(shell, "pre-reboot", "10-drain", "true")
+    shell.fleet.calls.clear()
+    shell.step()
+    assert shell.events() == ["take lock", "report rebooting"] and shell.host.rebooted() == 1
+
+
+def test_a_hook_past_the_budget_is_killed_and_the_reboot_waits(shell: Shell) -> None:
+    from dataclasses import replace as dc_replace
+
+    from updater.agent.hooks import HookRunner
+    shell.agent.settings = dc_replace(shell.agent.settings, hook_timeout_s=1)
+    shell.agent.hooks = HookRunner(shell.host.state_dir, 1)
+    _hook(shell, "pre-reboot", "10-slow", "sleep 30")
+    shell.step()
+    assert shell.events()[-2:] == ["report staged", "release lock"]
+    assert "10-slow still running after the 1 s budget (killed)" in shell.fleet.reports[-1].detail
+    assert shell.host.rebooted() == 0 and shell.host.state()["state"] == "staged"
+
+
+def test_a_failing_post_bless_hook_keeps_the_lock_until_it_succeeds(shell: Shell) -> None:
+    _hook(shell, "pre-reboot", "10-drain", "true")
+    _hook(shell, "post-bless", "10-active", "exit 1")
+    _update_and_bless(shell)
+    # Blessed and reported, but the host is not back in service: the lock stays held.
+    assert shell.events()[4:] == ["report blessed"]
+    state = shell.host.state()
+    assert (state["state"], state["lock_held"], state["post_bless_due"]) == ("idle", True, True)
+    _hook(shell, "post-bless", "10-active", "true")
+    shell.step()
+    assert shell.events()[5:] == ["release lock"]
+    assert shell.host.state()["lock_held"] is False and "post_bless_due" not in shell.host.state()
+
+
+def test_a_rollback_puts_the_host_back_in_service_before_the_release(shell: Shell) -> None:
+    _hook(shell, "pre-reboot", "10-drain", "true")
+    _hook(shell, "post-bless", "10-active", "true")
+    _update_failing_its_checks(shell)
+    assert shell.events() == ["report rolled_back", "release lock"]
+    assert _hook_log(shell) == ["pre-reboot/10-drain 1.1", "post-bless/10-active 1.1"]
+
+
+def test_the_swarm_drain_runs_first_before_the_reboot_and_last_after_the_bless(shell: Shell) -> None:
+    from updater.agent.hooks import HookResult, HookRunner
+    from updater.agent.swarm import swarm_builtins
+
+    log = shell.host.state_dir / "hook.log"
+
+    class Node:  # the docker CLI cannot run here: test_swarm.py reads its recorded output
+        def drain(self, left_s: float) -> HookResult:
+            with log.open("a") as out:
+                out.write("swarm drain\n")
+            return HookResult("builtin:swarm-drain", 0)
+
+        def activate(self, left_s: float) -> HookResult:
+            with log.open("a") as out:
+                out.write("swarm active\n")
+            return HookResult("builtin:swarm-active", 0)
+
+    shell.agent.hooks = HookRunner(shell.host.state_dir, 60, swarm_builtins(True, Node()))  # type: ignore[arg-type]
+    _hook(shell, "pre-reboot", "10-mine", "true")
+    _hook(shell, "post-bless", "10-mine", "true")
+    _update_and_bless(shell)
+    assert _hook_log(shell) == ["swarm drain", "pre-reboot/10-mine 1.1", "post-bless/10-mine 1.1", "swarm active"]
+    assert shell.events() == ["report downloading", "report staged", "take lock", "report rebooting",
+                              "report blessed", "release lock"]

@@ -32,7 +32,9 @@ TRANSITIONS: dict[str, tuple[tuple[u.State, ...], Callable[[u.AgentState], u.Age
     "finish_unexplained": ((u.State.REBOOTING,), lambda s: u.finish_rolled_back(s, False)),
     "try_again": ((u.State.REBOOTING,), u.try_again),
     "abandon": ((u.State.WRITING, u.State.WRITTEN, u.State.STAGED), u.abandon),
-    "lock_released": ((u.State.IDLE,), u.lock_released),
+    "lock_released": ((u.State.IDLE, u.State.STAGED), u.lock_released),
+    "pre_reboot_started": ((u.State.STAGED,), u.pre_reboot_started),
+    "back_in_service": ((u.State.IDLE, u.State.STAGED), u.back_in_service),
 }
 
 
@@ -58,6 +60,9 @@ def _check_saved(state: u.AgentState) -> None:
     """What a power cut reads back is what was saved, by this release and the previous one."""
     data = json.loads(json.dumps(state.to_json()))
     assert u.AgentState.from_json(data) == state
+    # The hooks' flag is a key of its own, there only when set (the previous release ignores it).
+    assert data.get("post_bless_due", False) is state.post_bless_due
+    assert ("post_bless_due" in data) is state.post_bless_due
     old = previous_release_reads(data)
     phase = state.phase
     assert (old["state"], old["seq"], old["lock_held"]) == (phase.name, state.seq, state.lock_held)
@@ -103,7 +108,7 @@ def test_every_path_of_the_state_machine() -> None:
     every = {(s, n) for s in u.State for n in TRANSITIONS}
     assert allowed_seen == {(s, n) for n, (allowed, _) in TRANSITIONS.items() for s in allowed}
     assert refused_seen == every - allowed_seen
-    assert paths == 453  # every path of length 7 from Idle: a change in the graph shows here
+    assert paths == 2599  # every path of length 7 from Idle: a change in the graph shows here
 
 
 def test_a_whole_update_and_its_fallback_carry_their_data_along() -> None:
@@ -120,6 +125,20 @@ def test_a_whole_update_and_its_fallback_carry_their_data_along() -> None:
     done = u.finish_blessed(state)
     assert (done.phase, done.lock_held, done.bad_versions, done.seq) == (u.Idle(), True, ("0.9",), 4)
     assert u.lock_released(done).lock_held is False
+
+
+def test_the_hooks_flag_lasts_from_the_pre_reboot_hooks_to_the_host_back_in_service() -> None:
+    staged = u.mark_staged(u.mark_written(u.start_writing(u.AgentState(), TARGET)), 100.0)
+    due = u.pre_reboot_started(staged)
+    assert due.post_bless_due and due.phase == staged.phase
+    # Rebooting, a fallback's try again, a bless or a rollback: still due, until back in service.
+    for after in (u.mark_rebooting(due), u.try_again(u.mark_rebooting(due)),
+                  u.finish_blessed(u.mark_rebooting(due)), u.finish_rolled_back(u.mark_rebooting(due), True)):
+        assert after.post_bless_due
+    done = u.back_in_service(u.finish_blessed(u.mark_rebooting(due)))
+    assert not done.post_bless_due and done.lock_held
+    deferred = u.back_in_service(due)  # the pre-reboot hooks failed: the reboot waits
+    assert deferred == staged
 
 
 # ---- the previous release's state.json, as it wrote it ----------------------------

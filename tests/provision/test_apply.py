@@ -162,3 +162,27 @@ def test_podman_host_writes_quadlets(tmp_path: Path, make_seed: SeedMaker) -> No
     assert (tmp_path / "host/var/lib/db").is_dir()  # made below the layout's root, not on this machine
     assert (host.layout.quadlets / "berth-container-db.container").is_file()
     assert ["systemctl", "restart", "--no-block", "berth-container-db.service"] in host.commands
+
+
+def test_declared_hooks_are_written_executable_and_removed_when_no_longer_declared(tmp_path: Path) -> None:
+    from updater.provision.apply import apply_hooks
+    from updater.provision.schema import parse_document
+
+    layout = HostLayout.under(tmp_path)
+    by_hand = layout.hooks / "pre-reboot" / "50-mine"
+    by_hand.parent.mkdir(parents=True)
+    by_hand.write_text("#!/bin/sh\n")
+    both = parse_document({"hooks": {"pre-reboot": {"10-drain": "#!/bin/sh\ndrain\n"},
+                                     "post-bless": {"10-up": "#!/bin/sh\nup\n"}}}, "d")
+    apply_hooks(both, layout)
+    drain = layout.hooks / "pre-reboot" / "10-drain"
+    assert drain.read_text() == "#!/bin/sh\ndrain\n" and drain.stat().st_mode & 0o777 == 0o755
+    assert (layout.hooks / "post-bless" / "10-up").is_file()
+    drain.chmod(0o644)  # someone changed it by hand: the declaration wins again
+    apply_hooks(both, layout)
+    assert drain.stat().st_mode & 0o777 == 0o755
+    apply_hooks(parse_document({"hooks": {"post-bless": {"10-up": "#!/bin/sh\nup\n"}}}, "d"), layout)
+    assert not drain.exists() and (layout.hooks / "post-bless" / "10-up").is_file()
+    apply_hooks(parse_document({}, "d"), layout)
+    assert not (layout.hooks / "post-bless" / "10-up").exists()
+    assert by_hand.is_file()  # never provisioning's

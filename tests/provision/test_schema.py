@@ -98,6 +98,12 @@ def test_metadata_fills_what_user_data_leaves_out() -> None:
     ("hostname: [\n", "user-data: not valid YAML"),
     ("#!/bin/sh\necho hi\n", "neither #cloud-config nor a berth document"),
     ("#cloud-config\nhostname: a\nberth: {hostname: b}\n", "two host names"),
+    ("hooks: {pre-boot: {}}\n", "user-data.hooks: unknown key 'pre-boot'"),
+    ("hooks: {pre-reboot: [a]}\n", "user-data.hooks.pre-reboot: must be a mapping of name: script"),
+    ("hooks: {pre-reboot: {../x: '#!/bin/sh'}}\n", "user-data.hooks.pre-reboot.../x: a hook's name is"),
+    ("hooks: {pre-reboot: {.hidden: '#!/bin/sh'}}\n", "a hook's name is"),
+    ("hooks: {post-bless: {10-up: 'echo up'}}\n", "user-data.hooks.post-bless.10-up: must start with a #! line"),
+    ("hooks: {post-bless: {10-up: 3}}\n", "user-data.hooks.post-bless.10-up: must be a string"),
 ])
 def test_bad_declarations_are_refused_naming_the_key(text: str, message: str) -> None:
     with pytest.raises(UserError, match=None) as error:
@@ -108,3 +114,16 @@ def test_bad_declarations_are_refused_naming_the_key(text: str, message: str) ->
 def test_binary_user_data_is_refused() -> None:
     with pytest.raises(UserError, match="not UTF-8"):
         parse_user_data(b"\x1f\x8b\x08\x00\xff", "user-data")
+
+
+def test_reboot_hooks_are_declared_by_stage_and_name_and_kept_whole() -> None:
+    text = (b"#cloud-config\nberth:\n  hooks:\n    pre-reboot:\n      10-drain: |\n        #!/bin/sh\n"
+            b"        kubectl drain $(hostname)\n    post-bless:\n      10-up: \"#!/bin/sh\\nkubectl uncordon x\\n\"\n")
+    config = parse_user_data(text, "user-data")
+    assert [(h.stage, h.name, h.script) for h in config.hooks] == [
+        ("pre-reboot", "10-drain", "#!/bin/sh\nkubectl drain $(hostname)\n"),
+        ("post-bless", "10-up", "#!/bin/sh\nkubectl uncordon x\n")]
+    assert parse_document(config.document(), "kept") == config
+    assert declare(MetaData(), text, "user-data").hooks == config.hooks
+    # A declaration without hooks keeps the document the previous release wrote (and reads).
+    assert "hooks" not in parse_document({}, "kept").document()

@@ -27,6 +27,7 @@ from updater.agent.boundaries import SignedRepository, UpdateStrategy
 from updater.agent.entries import entries_for
 from updater.agent.esp import Esp, EspError
 from updater.agent.evidence import failed_checks, forget_trial_failures, panics_since
+from updater.agent.hooks import HookRunner, Stage, failure
 from updater.agent.host import Booted, HostPaths, booted, disk_of_partition, find_esp
 from updater.agent.journal import log, notify
 from updater.agent.policy import (
@@ -46,6 +47,7 @@ from updater.agent.policy import (
 from updater.agent.settings import AgentSettings, credentials, credentials_dir_from_env
 from updater.agent.slots import Slot, find_slots, slot_of_roothash
 from updater.agent.statefile import StateStore
+from updater.agent.swarm import swarm_builtins
 from updater.agent.writer import StreamEnded, WriteError, read_back
 from updater.contract import EMPTY_LABEL, BootEntry, slot_labels, uki_filename, uuids_from_roothash
 from updater.gpt import Partition, read_partitions, relabel
@@ -102,6 +104,7 @@ class Agent:
         strategy: UpdateStrategy,
         clock: Callable[[], float] = time.time,
         open_repository: Callable[[], SignedRepository] | None = None,
+        hooks: HookRunner | None = None,
     ) -> None:
         self.settings, self.paths, self.node_id, self.strategy, self.clock = settings, paths, node_id, strategy, clock
         self.state_dir = Path(settings.state_dir)
@@ -109,6 +112,8 @@ class Agent:
         # The TUF repository of the settings; a test's shell runs on one in memory.
         self.open_repository = open_repository or self._tuf_repository
         self._signed: tuple[SignedRepository, list[Release]] | None = None
+        self.hooks = hooks or HookRunner(self.state_dir, settings.hook_timeout_s,
+                                         swarm_builtins(settings.swarm_drain))
 
     # ---- facts -------------------------------------------------------------------------
 
@@ -197,6 +202,11 @@ class Agent:
         if not boot_blessed(entries, current):
             notify(STATUS=f"{current} booted, waiting for boot-complete.target")
             return Tick(state, min(self.settings.poll_interval_s, 10))
+        if state.post_bless_due:
+            back = self._back_in_service(state, None)
+            if back is None:
+                return Tick(state, self.settings.lock_retry_s)
+            state = back
         if state.lock_held and self.strategy.release_reboot_lock():
             state = self.store.save(u.lock_released(state))
         if not self.settings.effective_repo_url:
@@ -402,10 +412,10 @@ class Agent:
         window = self.strategy.reboot_window()
         if waits_for_window(window, datetime.fromtimestamp(self.clock(), UTC)):
             notify(STATUS=f"{target.version} staged; rebooting in the window {window} UTC")
-            return Tick(state, min(self.settings.poll_interval_s, 60))
+            return Tick(self._back_in_service(state, target) or state, min(self.settings.poll_interval_s, 60))
         if not self.strategy.take_reboot_lock():
             notify(STATUS=f"{target.version} staged; waiting for a reboot lock")
-            return Tick(state, self.settings.lock_retry_s)
+            return Tick(self._back_in_service(state, target) or state, self.settings.lock_retry_s)
         # A power cut since staging may have left the entry short (vfat): check it once
         # more against the signed UKI right before the reboot that depends on it.
         signed = self._signed_target(target)
@@ -417,9 +427,51 @@ class Agent:
             self.strategy.release_reboot_lock()
             self._invalidate(facts, target.slot)
             return self._give_up(state, target, str(error))
+        if self.hooks.present():
+            state = self.store.save(u.pre_reboot_started(state))
+            why = self._run_hooks(Stage.PRE_REBOOT, target)
+            if why is not None:
+                return self._defer_reboot(state, target, why)
         state = self.store.save(u.mark_rebooting(state))
         state = self._report(state, ReportEvent.REBOOTING, target)
         return Tick(state, self._reboot())
+
+    def _run_hooks(self, stage: Stage, target: u.Target | None) -> str | None:
+        """Run one stage of the reboot hooks; why it failed, or None."""
+        env = {"BERTH_HOOK_STAGE": stage.value, "BERTH_NODE_ID": self.node_id, "BERTH_GROUP": self.settings.group}
+        if target is not None:
+            env.update(BERTH_TARGET_VERSION=target.version, BERTH_FROM_VERSION=target.from_version)
+        notify(STATUS=f"running the {stage.value} hooks")
+        results = self.hooks.run(stage, env)
+        why = failure(stage, results, self.settings.hook_timeout_s)
+        if why is None:
+            log("info", f"{stage.value} hooks done: {', '.join(r.name for r in results) or 'none'}")
+        else:
+            log("error", why)
+        return why
+
+    def _back_in_service(self, state: u.AgentState, target: u.Target | None) -> u.AgentState | None:
+        """Run the post-bless hooks if the pre-reboot ones took the host out of service:
+        the state with the host back in service (the lock not yet given back), or None
+        when they failed (the lock stays held and a later step tries again)."""
+        if not state.post_bless_due:
+            return state
+        why = self._run_hooks(Stage.POST_BLESS, target)
+        if why is not None:
+            notify(STATUS=f"{why}; keeping the reboot lock, trying again")
+            return None
+        return self.store.save(u.back_in_service(state))
+
+    def _defer_reboot(self, state: u.AgentState, target: u.Target, why: str) -> Tick:
+        """A pre-reboot hook failed: report it, put the host back in service and give the
+        lock back; the update stays staged and a later step tries the reboot again."""
+        state = self._report(state, ReportEvent.STAGED, target, f"reboot deferred: {why}")
+        back = self._back_in_service(state, target)
+        if back is None:
+            return Tick(state, self.settings.lock_retry_s)
+        if self.strategy.release_reboot_lock() and back.lock_held:
+            back = self.store.save(u.lock_released(back))
+        return Tick(back, self.settings.poll_interval_s)
 
     def _reboot(self) -> float:
         notify(STATUS="rebooting")
@@ -462,6 +514,10 @@ class Agent:
             # Only once the verdict is saved: a cut before it must find the evidence again.
             forget_trial_failures(self.state_dir, target.roothash)
             state = self._report(state, ReportEvent.ROLLED_BACK, target, detail, verdict.cause)
+        back = self._back_in_service(state, target)
+        if back is None:
+            return Tick(state, self.settings.lock_retry_s)
+        state = back
         if self.strategy.release_reboot_lock():
             state = self.store.save(u.lock_released(state))
         return Tick(state, self.settings.poll_interval_s)

@@ -108,8 +108,10 @@ class ServerFleet:
         *,
         credential_file: Path,
         verify: str | bool = True,
+        swarm_role: str = "",
     ) -> None:
         self.credential_file = credential_file
+        self.swarm_role = swarm_role or None
         self._params = (server_url, node_id, group, token or None, verify)
         self._client: FleetClient | None = None
 
@@ -142,6 +144,7 @@ class ServerFleet:
             settings.fleet_token,
             credential_file=Path(settings.state_dir) / CREDENTIAL_FILE,
             verify=settings.tls_verify,
+            swarm_role=settings.swarm_role,
         )
 
     def _keep(self, credential: str) -> None:
@@ -152,7 +155,8 @@ class ServerFleet:
         from updater.client import FleetError
 
         try:
-            decision = self.client.check(current, bad_versions=bad, image_id=image_id)
+            decision = self.client.check(current, bad_versions=bad, image_id=image_id,
+                                         swarm_role=self.swarm_role)
         except FleetError as error:
             return Offer(False, None, f"fleet server: {error}")
         return Offer(

@@ -42,7 +42,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("lock_retry_s", int, 60, "seconds between reboot-lock attempts when the fleet is busy"),
     Setting("unexplained_retries", int, 2, "tries again of a version after fallbacks no failed check or panic explains (0-9)"),
     Setting("pstore_dir", str, "/var/lib/systemd/pstore", "where systemd-pstore keeps the records of kernel panics"),
+    Setting("hook_timeout_s", int, 900, "seconds the pre-reboot (or post-bless) hooks may take together, the swarm drain's wait included; past it the reboot waits"),
+    Setting("swarm_drain", bool, False, "drain this Docker Swarm node before each reboot and make it active after the bless (a swarm manager)"),
+    Setting("swarm_role", str, "", "this host's Docker Swarm role, told to the fleet server for the managers' quorum: manager, worker or empty"),
 )
+
+SWARM_ROLES = ("", "manager", "worker")
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,9 @@ class AgentSettings:
     lock_retry_s: int
     unexplained_retries: int
     pstore_dir: str
+    hook_timeout_s: int
+    swarm_drain: bool
+    swarm_role: str
 
     @property
     def tls_verify(self) -> str | bool:
@@ -157,6 +165,10 @@ def _check_values(values: dict[str, Any]) -> None:
         raise UserError(f"setting 'boot_tries': must be 1 to 9, got {values['boot_tries']}")
     if "unexplained_retries" in values and not 0 <= values["unexplained_retries"] <= 9:
         raise UserError(f"setting 'unexplained_retries': must be 0 to 9, got {values['unexplained_retries']}")
+    if "hook_timeout_s" in values and not 1 <= values["hook_timeout_s"] <= 86400:
+        raise UserError(f"setting 'hook_timeout_s': must be 1 to 86400 seconds, got {values['hook_timeout_s']}")
+    if values.get("swarm_role", "") not in SWARM_ROLES:
+        raise UserError(f"setting 'swarm_role': must be manager, worker or empty, got {values['swarm_role']!r}")
     if values.get("maintenance_window"):
         try:
             Window.parse(values["maintenance_window"])

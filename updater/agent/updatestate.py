@@ -6,7 +6,8 @@ variant carrying only the data it has (a Writing knows its progress, a
 Rebooting when its boot was first seen unblessed), so no code asks "is there
 a target?". Beside the phase, ``AgentState`` holds what is true of the host
 whatever the phase: the report sequence, the versions it refuses, whether it
-holds the fleet's reboot lock. Every transition names the phases it may start
+holds the fleet's reboot lock, whether its post-bless hooks are still due (its
+pre-reboot hooks took it out of service). Every transition names the phases it may start
 from and refuses any other, so a state read back after a power cut can only
 continue the way it was going. Pure: the store (statefile.py) persists what
 these functions return.
@@ -108,6 +109,10 @@ class AgentState:
     # Fell back with no cause seen, every try again too: not bad, but not taken again by itself.
     unexplained_versions: tuple[str, ...] = ()
     lock_held: bool = False
+    # The pre-reboot hooks ran (or began): the post-bless hooks must run, and succeed,
+    # before the lock goes back (updater/agent/hooks.py). Written only when set, so a
+    # host without hooks writes the previous release's keys, and that agent ignores it.
+    post_bless_due: bool = False
 
     @property
     def refused_versions(self) -> tuple[str, ...]:
@@ -128,6 +133,8 @@ class AgentState:
             "unexplained_versions": list(self.unexplained_versions),
             "lock_held": self.lock_held,
         }
+        if self.post_bless_due:
+            data["post_bless_due"] = True
         match self.phase:
             case Idle():
                 pass
@@ -153,6 +160,7 @@ class AgentState:
             bad_versions=tuple(data.get("bad_versions", ())),
             unexplained_versions=tuple(data.get("unexplained_versions", ())),
             lock_held=bool(data.get("lock_held", False)),
+            post_bless_due=bool(data.get("post_bless_due", False)),
         )
 
 
@@ -273,6 +281,23 @@ def reject(current: AgentState) -> AgentState:
 
 
 def lock_released(current: AgentState) -> AgentState:
-    if not isinstance(current.phase, Idle):
-        raise _refused(current, "lock_released", State.IDLE)
+    """Idle, or Staged again (a try again holds the lock) when its reboot waits."""
+    if not isinstance(current.phase, Idle | Staged):
+        raise _refused(current, "lock_released", State.IDLE, State.STAGED)
     return replace(current, lock_held=False)
+
+
+def pre_reboot_started(current: AgentState) -> AgentState:
+    """The pre-reboot hooks are about to run: from now on the host may be out of service
+    (drained), saved before they run so that a power cut cannot forget it."""
+    if not isinstance(current.phase, Staged):
+        raise _refused(current, "pre_reboot_started", State.STAGED)
+    return replace(current, post_bless_due=True)
+
+
+def back_in_service(current: AgentState) -> AgentState:
+    """The post-bless hooks succeeded: the host is in service again (blessed, rolled back,
+    or its reboot deferred)."""
+    if not isinstance(current.phase, Idle | Staged):
+        raise _refused(current, "back_in_service", State.IDLE, State.STAGED)
+    return replace(current, post_bless_due=False)

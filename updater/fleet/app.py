@@ -162,6 +162,12 @@ async def pre_reboot(request: Request, server: ServerState) -> Response:
             "failed_lock_semaphore_full",
             f"all {policy.max_concurrent_reboots} reboot slot(s) of {policy.name!r} are taken",
         )
+    if result.outcome is LockOutcome.QUORUM:
+        raise Refused(
+            409,
+            "failed_swarm_quorum",
+            f"another swarm manager of {policy.name!r} down would leave too few for a majority",
+        )
     return JSONResponse(doc.LockAnswer(result.outcome).to_json())
 
 

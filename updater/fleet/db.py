@@ -56,10 +56,13 @@ CREATE INDEX IF NOT EXISTS host_events_node ON host_events (node_id, at);
 CREATE TABLE IF NOT EXISTS transfers (
   node_id TEXT NOT NULL, seq BIGINT NOT NULL, version TEXT NOT NULL, path TEXT NOT NULL,
   bytes_fetched BIGINT NOT NULL, bytes_full BIGINT NOT NULL, PRIMARY KEY (node_id, seq));
+CREATE TABLE IF NOT EXISTS swarm_roles (
+  node_id TEXT PRIMARY KEY, grp TEXT NOT NULL, role TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS swarm_roles_grp ON swarm_roles (grp, role);
 """
-# Schemas 2 and 3 only add tables (identities, host_events; transfers), so an older
-# database migrates by the CREATE … IF NOT EXISTS above; the number says which is there.
-SCHEMA_VERSION = 3
+# Schemas 2 to 4 only add tables (identities, host_events; transfers; swarm_roles), so an
+# older database migrates by the CREATE … IF NOT EXISTS above; the number says which is there.
+SCHEMA_VERSION = 4
 
 
 # Commits outside Database.write (a host's last-seen bookkeeping) need not wait for

@@ -37,6 +37,7 @@ class CheckView:
     release_state: pol.ReleaseState = pol.ReleaseState.ACTIVE
     rollout: RolloutRow | None = None  # this group's rollout of the release
     prerequisite: RolloutRow | None = None  # the rollout of the group this one waits on
+    swarm: tuple[str, str] | None = None  # the (group, swarm role) kept for the host
 
 
 # --- effects: what the store applies ---
@@ -66,7 +67,16 @@ class TakeSlot:
     version: str
 
 
-Effect = Observe | BeginRollout | TakeSlot
+@dataclass(frozen=True)
+class ObserveRole:
+    """Keep the host's swarm role in its group (None: it is in no swarm now)."""
+
+    node_id: str
+    group: str
+    role: str | None
+
+
+Effect = Observe | ObserveRole | BeginRollout | TakeSlot
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,9 @@ def decide_update(
     # Write the host only when it is new or changed: most checks then read and never write.
     if host is None or host.version != check.current_version or host.group != check.group:
         effects.append(Observe(check.node_id, check.group, check.current_version))
+    said = (check.group, check.swarm_role) if check.swarm_role else None
+    if said != view.swarm:
+        effects.append(ObserveRole(check.node_id, check.group, check.swarm_role))
     if release is None:
         reason = (
             pol.Reason.UP_TO_DATE.value

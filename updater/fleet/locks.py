@@ -13,6 +13,8 @@ import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from updater.fleet.policy import quorum_allows
+
 
 @dataclass(frozen=True)
 class Holder:
@@ -25,6 +27,7 @@ class LockOutcome(enum.StrEnum):
     ACQUIRED = "acquired"
     RENEWED = "renewed"  # the node already held a slot
     FULL = "full"
+    QUORUM = "quorum"  # a slot is free, but a swarm manager going down now would break the quorum
     RELEASED = "released"
     NOT_HELD = "not_held"
 
@@ -40,8 +43,10 @@ def live(holders: Iterable[Holder], now: float) -> tuple[Holder, ...]:
 
 
 def acquire(
-    holders: Iterable[Holder], node_id: str, slots: int, ttl_s: float, now: float
+    holders: Iterable[Holder], node_id: str, slots: int, ttl_s: float, now: float,
+    managers: frozenset[str] = frozenset(),
 ) -> LockResult:
+    """``managers``: the group's swarm managers, kept in quorum (policy.quorum_allows)."""
     current = live(holders, now)
     others = tuple(h for h in current if h.node_id != node_id)
     mine = [h for h in current if h.node_id == node_id]
@@ -50,6 +55,8 @@ def acquire(
         return LockResult(LockOutcome.RENEWED, (*others, renewed))
     if len(current) >= slots:
         return LockResult(LockOutcome.FULL, current)
+    if not quorum_allows(managers, {h.node_id for h in current}, node_id):
+        return LockResult(LockOutcome.QUORUM, current)
     return LockResult(LockOutcome.ACQUIRED, (*current, Holder(node_id, now, now + ttl_s)))
 
 

@@ -142,6 +142,7 @@ def openapi_schema() -> dict[str, Any]:
             "current_version": _VERSION,
             "image_id": _NAME,
             "bad_versions": {"type": "array", "items": _VERSION},
+            "swarm_role": {"type": "string", "enum": list(wire.SWARM_ROLES)},
         },
         ["node_id", "group", "current_version"],
     )

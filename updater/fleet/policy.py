@@ -98,6 +98,25 @@ def most_in_flight(spans: Iterable[tuple[float, float | None]]) -> int:
     return most
 
 
+def quorum_allows(managers: Collection[str], down: Collection[str], node_id: str) -> bool:
+    """Whether ``node_id`` may take a reboot slot as far as its swarm's quorum goes.
+
+    ``managers``: the group's swarm managers (their hosts said so on their checks);
+    ``down``: the hosts holding a reboot slot now. Raft keeps a swarm only while a
+    majority of its managers, floor(n/2)+1, is up: a manager may go down only if that
+    many stay up without it. A swarm of one or two managers loses its quorum with any
+    one of them down, so there one manager at a time may go (or none would ever update).
+    A host that is no manager never counts.
+    """
+    if node_id not in managers:
+        return True
+    others_down = {m for m in down if m in managers and m != node_id}
+    up_after = len(managers) - len(others_down) - 1
+    if len(managers) < 3:
+        return not others_down
+    return up_after >= len(managers) // 2 + 1
+
+
 def should_halt(started: int, failed: int, rule: HaltRule, unexplained: int = 0) -> bool:
     """``failed``: updates that failed or rolled back for a cause the agent saw (a failed
     check, a panic); ``unexplained``: rollbacks it could not explain, judged apart."""

@@ -72,6 +72,11 @@ class LockQueries(Database):
             self._apply_locks(policy, before, result, now)
             return result
 
+    def swarm_managers(self, group: str) -> frozenset[str]:
+        """The group's hosts whose last check said they are swarm managers."""
+        rows = self._rows("SELECT node_id FROM swarm_roles WHERE grp = ? AND role = 'manager'", (group,))
+        return frozenset(row[0] for row in rows)
+
     def lock(
         self, policy: GroupPolicy, node_id: str, clock: Callable[[], float]
     ) -> lockmath.LockResult:
@@ -79,7 +84,8 @@ class LockQueries(Database):
             policy,
             clock,
             lambda before, now: lockmath.acquire(
-                before, node_id, policy.max_concurrent_reboots, policy.lock_ttl_s, now
+                before, node_id, policy.max_concurrent_reboots, policy.lock_ttl_s, now,
+                self.swarm_managers(policy.name),
             ),
         )
 

@@ -17,6 +17,7 @@ from updater.fleet.decision import (
     CheckView,
     Effect,
     Observe,
+    ObserveRole,
     SlotOutcome,
     SlotView,
     TakeSlot,
@@ -49,7 +50,11 @@ class UpdateQueries(Database):
 
     def check_view_of_host(self, node_id: str) -> CheckView:
         """The view of a check no release is offered to: the host alone."""
-        return CheckView(self.host(node_id))
+        return CheckView(self.host(node_id), swarm=self.swarm_role(node_id))
+
+    def swarm_role(self, node_id: str) -> tuple[str, str] | None:
+        row = self._one("SELECT grp, role FROM swarm_roles WHERE node_id = ?", (node_id,))
+        return None if row is None else (row[0], row[1])
 
     def check_view(
         self, node_id: str, image_id: str, version: str, group: str, after: str | None
@@ -57,9 +62,11 @@ class UpdateQueries(Database):
         """In one query: the host, the release's state, its rollout here and in ``after``."""
         row = self._one(
             "SELECT h.node_id, h.grp, h.version, h.state, h.target, h.last_seq, r.state,"
-            " o.started_at, o.finished_at, o.halted_reason, p.started_at, p.finished_at, p.halted_reason"
+            " o.started_at, o.finished_at, o.halted_reason, p.started_at, p.finished_at, p.halted_reason,"
+            " s.grp, s.role"
             " FROM (SELECT 1 AS one) AS one"
             " LEFT JOIN hosts h ON h.node_id = ?"
+            " LEFT JOIN swarm_roles s ON s.node_id = h.node_id"
             " LEFT JOIN releases r ON r.image_id = ? AND r.version = ?"
             " LEFT JOIN rollouts o ON o.grp = ? AND o.version = ?"
             " LEFT JOIN rollouts p ON p.grp = ? AND p.version = ?",
@@ -71,6 +78,7 @@ class UpdateQueries(Database):
             release_state=ReleaseState.ACTIVE if row[6] is None else ReleaseState(row[6]),
             rollout=None if row[7] is None else RolloutRow(row[7], row[8], row[9]),
             prerequisite=None if row[10] is None else RolloutRow(row[10], row[11], row[12]),
+            swarm=None if row[13] is None else (row[13], row[14]),
         )
 
     def apply_check(
@@ -92,6 +100,8 @@ class UpdateQueries(Database):
             for effect in sorted(effects, key=_lock_rank):
                 if isinstance(effect, Observe):
                     self._observe(effect, now)
+                elif isinstance(effect, ObserveRole):
+                    self._observe_role(effect)
                 elif isinstance(effect, BeginRollout):
                     self._rows(
                         "INSERT INTO rollouts (grp, version, started_at) VALUES (?, ?, ?)"
@@ -112,6 +122,16 @@ class UpdateQueries(Database):
             " VALUES (?, ?, ?, 'idle', NULL, -1, ?) ON CONFLICT (node_id) DO UPDATE"
             " SET grp = excluded.grp, version = excluded.version, last_seen = excluded.last_seen",
             (effect.node_id, effect.group, effect.version, now),
+        )
+
+    def _observe_role(self, effect: ObserveRole) -> None:
+        if effect.role is None:
+            self._rows("DELETE FROM swarm_roles WHERE node_id = ?", (effect.node_id,))
+            return
+        self._rows(
+            "INSERT INTO swarm_roles (node_id, grp, role) VALUES (?, ?, ?) ON CONFLICT (node_id)"
+            " DO UPDATE SET grp = excluded.grp, role = excluded.role",
+            (effect.node_id, effect.group, effect.role),
         )
 
     def start_update(
@@ -268,7 +288,7 @@ class UpdateQueries(Database):
 
 
 def _lock_rank(effect: Effect) -> int:
-    return (BeginRollout, Observe, TakeSlot).index(type(effect))
+    return (BeginRollout, Observe, ObserveRole, TakeSlot).index(type(effect))
 
 
 def _host(row: tuple[Any, ...]) -> HostRow:

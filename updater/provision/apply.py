@@ -45,6 +45,7 @@ class HostLayout:
     docker_units: Path = units.DOCKER_UNIT_DIR
     quadlets: Path = units.QUADLET_DIR
     engines: Path = Path("/usr/bin")
+    hooks: Path = Path("/var/lib/berth/hooks")  # the agent's <state_dir>/hooks
 
     @classmethod
     def under(cls, root: Path) -> HostLayout:
@@ -73,6 +74,10 @@ class HostLayout:
     @property
     def server_ca(self) -> Path:
         return self.state / "server-ca.pem"
+
+    @property
+    def hooks_written(self) -> Path:  # the hooks the last declaration wrote
+        return self.state / "hooks.json"
 
     @property
     def instance_id(self) -> Path:
@@ -132,7 +137,7 @@ def settings_file(config: HostConfig, layout: HostLayout, source: str) -> str:
 
 
 def apply_host(config: HostConfig, layout: HostLayout, source: str, set_hostname: bool = True) -> None:
-    """Host name, keys, agent settings and TUF root (not the containers)."""
+    """Host name, keys, agent settings, TUF root and reboot hooks (not the containers)."""
     if config.hostname and set_hostname:
         socket.sethostname(config.hostname)  # transient: /etc/hostname is on the read-only root
     keys = "".join(f"{key}\n" for key in config.ssh_authorized_keys)
@@ -142,6 +147,23 @@ def apply_host(config: HostConfig, layout: HostLayout, source: str, set_hostname
     if config.server_ca:
         _write(layout.server_ca, config.server_ca, 0o644)
     _write(layout.agent_config, settings_file(config, layout, source), 0o600)
+    apply_hooks(config, layout)
+
+
+def apply_hooks(config: HostConfig, layout: HostLayout) -> None:
+    """The declared reboot hooks written, executable; those an earlier declaration wrote
+    and this one no longer declares removed. Hooks put there by hand are left alone."""
+    before: set[tuple[str, str]] = set()
+    if layout.hooks_written.is_file():
+        before = {(stage, name) for stage, name in json.loads(layout.hooks_written.read_text())}
+    declared = {(h.stage, h.name): h.script for h in config.hooks}
+    for (stage, name), script in declared.items():
+        path = layout.hooks / stage / name
+        if not path.is_file() or path.read_text() != script or path.stat().st_mode & 0o777 != 0o755:
+            _write(path, script, 0o755)
+    for stage, name in sorted(before - declared.keys()):
+        (layout.hooks / stage / name).unlink(missing_ok=True)
+    _write(layout.hooks_written, json.dumps(sorted(declared)) + "\n", 0o600)
 
 
 def converge(config: HostConfig, layout: HostLayout, run: Run = run_command) -> list[str]:

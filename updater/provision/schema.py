@@ -23,7 +23,9 @@ from cli.errors import UserError
 from updater.agent.settings import check_settings
 
 CLOUD_CONFIG_HEADER = "#cloud-config"
-DOCUMENT_KEYS = ("hostname", "ssh_authorized_keys", "agent", "tuf_root", "server_ca", "containers")
+DOCUMENT_KEYS = ("hostname", "ssh_authorized_keys", "agent", "tuf_root", "server_ca", "containers", "hooks")
+# The agent's reboot hook stages (updater/agent/hooks.py), each a directory of scripts.
+HOOK_STAGES = ("pre-reboot", "post-bless")
 CLOUD_CONFIG_KEYS = ("hostname", "ssh_authorized_keys", "users", "berth")
 USER_KEYS = ("name", "ssh_authorized_keys")
 CONTAINER_KEYS = ("name", "image", "archive", "command", "env", "ports", "volumes", "restart")
@@ -70,6 +72,15 @@ class Container:
 
 
 @dataclass(frozen=True)
+class Hook:
+    """One reboot hook: written to /var/lib/berth/hooks/<stage>/<name>, executable."""
+
+    stage: str
+    name: str
+    script: str
+
+
+@dataclass(frozen=True)
 class HostConfig:
     hostname: str = ""
     ssh_authorized_keys: tuple[str, ...] = ()
@@ -77,10 +88,15 @@ class HostConfig:
     tuf_root: str = ""  # root.json text
     server_ca: str = ""  # PEM the fleet server's certificate must chain to
     containers: tuple[Container, ...] = ()
+    hooks: tuple[Hook, ...] = ()
 
     def document(self) -> dict[str, Any]:
-        """The berth document that parses back to this declaration (kept on /var)."""
-        return {
+        """The berth document that parses back to this declaration (kept on /var); "hooks"
+        only when some are declared, so that a declaration without is what it was before."""
+        hooks: dict[str, dict[str, str]] = {}
+        for hook in self.hooks:
+            hooks.setdefault(hook.stage, {})[hook.name] = hook.script
+        return ({"hooks": hooks} if hooks else {}) | {
             "hostname": self.hostname,
             "ssh_authorized_keys": list(self.ssh_authorized_keys),
             "agent": dict(self.agent),
@@ -233,6 +249,23 @@ def _pem(value: Any, where: str) -> str:
     return text
 
 
+def _hooks(value: Any, where: str) -> tuple[Hook, ...]:
+    hooks = []
+    for stage, scripts in _mapping(value, where, HOOK_STAGES).items():
+        if not isinstance(scripts, dict):
+            raise _fail(f"{where}.{stage}", f"must be a mapping of name: script, got {type(scripts).__name__}")
+        for name, script in scripts.items():
+            at = f"{where}.{stage}.{name}"
+            if not isinstance(name, str) or not _NAME.fullmatch(name) or ".dpkg-" in name:
+                raise _fail(at, "a hook's name is letters, digits, '_', '.' and '-', at most 63 "
+                                "(the hooks of a stage run in name order)")
+            text = _string(script, at)
+            if not text.startswith("#!"):
+                raise _fail(at, "must start with a #! line (it runs as an executable)")
+            hooks.append(Hook(stage, name, text))
+    return tuple(hooks)
+
+
 def parse_document(data: Any, where: str) -> HostConfig:
     """A berth document (already loaded from YAML) as a declaration."""
     data = _mapping(data if data is not None else {}, where, DOCUMENT_KEYS)
@@ -254,6 +287,7 @@ def parse_document(data: Any, where: str) -> HostConfig:
         tuf_root=_tuf_root(data["tuf_root"], f"{where}.tuf_root") if data.get("tuf_root") else "",
         server_ca=_pem(data["server_ca"], f"{where}.server_ca") if data.get("server_ca") else "",
         containers=containers,
+        hooks=_hooks(data["hooks"], f"{where}.hooks") if data.get("hooks") else (),
     )
 
 
@@ -278,6 +312,7 @@ def _cloud_config(data: Any, where: str) -> HostConfig:
         tuf_root=inner.tuf_root,
         server_ca=inner.server_ca,
         containers=inner.containers,
+        hooks=inner.hooks,
     )
 
 
@@ -316,4 +351,5 @@ def declare(meta: MetaData, user_data: bytes | None, where: str) -> HostConfig:
         tuf_root=user.tuf_root,
         server_ca=user.server_ca,
         containers=user.containers,
+        hooks=user.hooks,
     )
