@@ -38,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
              "files named by its containers' 'archive:' are taken from FILE's directory",
     )
     parser.add_argument(
+        "--secure-boot", action="store_true",
+        help="boot OVMF's Secure Boot build (SMM); fresh UEFI variables are in setup mode, "
+             "where a signed image (berth build --secure-boot-keys) enrols its keys and resets",
+    )
+    parser.add_argument(
         "--state", type=Path, metavar="DIR",
         help="keep the VM's disk overlay, UEFI variables and SSH key in DIR to boot it again "
              "(default: a throwaway directory)",

@@ -61,6 +61,7 @@ def build_machine(
     data_disk: Path | None,
     qmp_socket: Path | None = None,
     seed: Path | None = None,
+    secure_boot: bool = False,
 ) -> Machine:
     """Prepare the VM's files and describe the machine (SSH key as a credential)."""
     public_key = state.prepare(base_disk)
@@ -82,6 +83,7 @@ def build_machine(
         },
         data_disk=data_disk,
         seed=seed,
+        secure_boot=secure_boot,
     )
 
 
@@ -100,6 +102,7 @@ class VM:
         accel: Accel | None = None,
         seed: Path | None = None,
         launcher: tuple[str, ...] = (),
+        secure_boot: bool = False,
     ) -> None:
         self.state = VmState(state_dir)
         # A prefix QEMU is started under, e.g. qemu.throttle.cpu_quota()'s.
@@ -120,6 +123,7 @@ class VM:
             data_disk=data_disk,
             qmp_socket=Path(self._runtime.name, "qmp.sock"),
             seed=seed,
+            secure_boot=secure_boot,
         )
         self.console = ConsoleLog(self.state.serial_log)
         self.ssh = SshTarget(self.ssh_port, self.state.private_key)

@@ -66,6 +66,7 @@ def run_interactive(args: argparse.Namespace) -> int:
             credentials=_credentials(args.credential),
             data_disk=args.data_disk,
             seed=seed_for_user_data(args.user_data, Path(scratch) / "seed.iso") if args.user_data else None,
+            secure_boot=args.secure_boot,
         )
         ssh = shlex.join(SshTarget(ssh_port, state.private_key).argv())
         print(

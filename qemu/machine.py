@@ -25,6 +25,10 @@ HOST_SERVICES_ADDRESS = "10.0.2.100"
 GUEST_SSH_PORT = 22
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+# OVMF's Secure Boot build: it needs SMM, and its variable store only SMM may write.
+OVMF_CODE_SECURE_BOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+# Blank variables, for either build: with the Secure Boot one that is setup mode (no PK),
+# where systemd-boot enrols a signed image's keys (loader.conf secure-boot-enroll).
 OVMF_VARS_TEMPLATE = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
 
@@ -91,6 +95,8 @@ class Machine:
     # a NoCloud seed (ISO 9660, label cidata), attached read-only as a virtio disk
     seed: Path | None = None
     relay_command: tuple[str, ...] = ("socat", "STDIO")
+    # OVMF's Secure Boot build (SMM on, secure pflash); efi_vars decides the mode.
+    secure_boot: bool = False
 
 
 def smbios_credential(name: str, value: bytes) -> str:
@@ -123,11 +129,25 @@ def _drive(path: Path, name: str, bootindex: int | None) -> list[str]:
     ]
 
 
+def firmware(secure_boot: bool) -> Path:
+    return OVMF_CODE_SECURE_BOOT if secure_boot else OVMF_CODE
+
+
+def firmware_globals(secure_boot: bool) -> list[str]:
+    """What OVMF's Secure Boot build needs besides SMM: the variable flash writable only
+    from SMM (else the OS could rewrite db), and no S3 (the SMM build does not support it)."""
+    if not secure_boot:
+        return []
+    return ["-global", "driver=cfi.pflash01,property=secure,value=on",
+            "-global", "ICH9-LPC.disable_s3=1"]
+
+
 def qemu_command(machine: Machine, binary: str = "qemu-system-x86_64") -> list[str]:
     """The full argv for QEMU booting ``machine`` under OVMF."""
     argv = [
         binary,
-        "-machine", "q35,smm=off",
+        "-machine", "q35,smm=on" if machine.secure_boot else "q35,smm=off",
+        *firmware_globals(machine.secure_boot),
         # No default CD-ROM, VGA or parallel port: fewer devices for the
         # firmware and the kernel to probe; everything is added explicitly.
         "-nodefaults",
@@ -135,7 +155,7 @@ def qemu_command(machine: Machine, binary: str = "qemu-system-x86_64") -> list[s
         "-smp", str(machine.cpus),
         "-m", f"{machine.memory_mb}M",
         "-uuid", str(machine.system_uuid),
-        "-drive", f"if=pflash,format=raw,readonly=on,file={OVMF_CODE}",
+        "-drive", f"if=pflash,format=raw,readonly=on,file={firmware(machine.secure_boot)}",
         "-drive", f"if=pflash,format=raw,file={machine.efi_vars}",
         *_drive(machine.disk, "disk0", 1),
         "-device", "virtio-rng-pci",

@@ -29,10 +29,14 @@ from updater.wire import (
     REPO_PATH,
     REPORTS_PATH,
     STEADY_STATE_PATH,
+    SWARM_JOIN_PATH,
+    SWARM_TOKENS_PATH,
     Enrolment,
     FleetLockError,
     FleetLockRequest,
     Report,
+    SwarmJoin,
+    SwarmTokens,
     UpdateCheck,
     UpdateDecision,
     WireError,
@@ -183,3 +187,16 @@ class FleetClient:
     def steady_state(self) -> None:
         """Give this node's reboot slot back (a no-op success when it holds none)."""
         self._lock(STEADY_STATE_PATH)
+
+    def post_swarm_tokens(self, manager_addr: str, manager_token: str, worker_token: str) -> None:
+        """As the group's first swarm manager: hand the join tokens to the group's hosts."""
+        body = SwarmTokens(self.node_id, self.group, manager_addr, manager_token, worker_token)
+        self._as_host(SWARM_TOKENS_PATH, body.to_json())
+
+    def swarm_join(self) -> SwarmTokens:
+        """The group's join tokens (FleetRejected 404: no manager posted them yet)."""
+        data = self._as_host(SWARM_JOIN_PATH, SwarmJoin(self.node_id, self.group).to_json())
+        try:
+            return SwarmTokens.from_json(data)
+        except WireError as error:
+            raise FleetUnavailable(f"{SWARM_JOIN_PATH}: malformed answer ({error})") from None

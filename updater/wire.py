@@ -11,6 +11,8 @@ HTTP surface (served by ``berth serve``, used by ``berth agent``):
   POST /v1/reports        Report       -> {"accepted": true}
   POST /v1/pre-reboot     FleetLock body (header fleet-lock-protocol: true)
   POST /v1/steady-state   FleetLock body
+  POST /v1/swarm/tokens   SwarmTokens  -> {"accepted": true} (a group's first swarm manager)
+  POST /v1/swarm/join     SwarmJoin    -> SwarmTokens (a host of that group joining)
   GET  /repo/...          the TUF repository (metadata/ and targets/)
 FleetLock errors are ``{"kind": "...", "value": "..."}`` (see FleetLockError).
 """
@@ -21,7 +23,7 @@ import enum
 import functools
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from updater.version import Version, VersionError
 
@@ -30,6 +32,8 @@ CHECK_PATH = "/v1/update/check"
 REPORTS_PATH = "/v1/reports"
 PRE_REBOOT_PATH = "/v1/pre-reboot"
 STEADY_STATE_PATH = "/v1/steady-state"
+SWARM_TOKENS_PATH = "/v1/swarm/tokens"
+SWARM_JOIN_PATH = "/v1/swarm/join"
 REPO_PATH = "/repo"
 FLEETLOCK_HEADER = "fleet-lock-protocol"
 HOST_CREDENTIAL_HEADER = "berth-host-credential"
@@ -41,6 +45,12 @@ NAME_PATTERN = f"^{_NAME_RULE}$"
 _NAME = re.compile(_NAME_RULE)
 # A host's Docker Swarm role, on its checks (absent: none, or an agent that predates it).
 SWARM_ROLES = ("manager", "worker")
+# `docker swarm join-token -q` prints SWMTKN-1-<cluster CA digest>-<secret> (base 36).
+_JOIN_TOKEN_RULE = r"SWMTKN-1-[0-9a-z]{1,100}-[0-9a-z]{1,100}"
+# A manager's address as `docker swarm join` takes it: host or [IPv6], then :port.
+_ADDR_RULE = r"([A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\]):[0-9]{1,5}"
+JOIN_TOKEN_PATTERN, ADDR_PATTERN = f"^{_JOIN_TOKEN_RULE}$", f"^{_ADDR_RULE}$"
+_JOIN_TOKEN, _ADDR = re.compile(_JOIN_TOKEN_RULE), re.compile(_ADDR_RULE)
 # seq is a BIGINT in the server's database.
 MAX_SEQ = 2**63 - 1
 
@@ -106,7 +116,7 @@ class Enrolment:
     group: str
 
     @classmethod
-    def from_json(cls, data: Any) -> Enrolment:
+    def from_json(cls, data: Any) -> Self:
         data = _object(data, {"node_id", "group"})
         return cls(node_id=_name(data, "node_id"), group=_name(data, "group"))
 
@@ -228,6 +238,45 @@ class FleetLockError:
 
     def to_json(self) -> dict[str, Any]:
         return {"kind": self.kind, "value": self.value}
+
+
+def _matching(data: dict[str, Any], name: str, rule: re.Pattern[str], pattern: str) -> str:
+    value = _field(data, name, str)
+    if not rule.fullmatch(value):
+        raise WireError(f"field '{name}' must match {pattern}")
+    return value
+
+
+@dataclass(frozen=True)
+class SwarmTokens:
+    """A group's swarm join tokens, posted by its first manager (``node_id``) and handed
+    to the group's other hosts, each over its own host credential."""
+
+    node_id: str
+    group: str
+    manager_addr: str
+    manager_token: str
+    worker_token: str
+
+    @classmethod
+    def from_json(cls, data: Any) -> SwarmTokens:
+        data = _object(data, {"node_id", "group", "manager_addr", "manager_token", "worker_token"})
+        return cls(
+            node_id=_name(data, "node_id"),
+            group=_name(data, "group"),
+            manager_addr=_matching(data, "manager_addr", _ADDR, ADDR_PATTERN),
+            manager_token=_matching(data, "manager_token", _JOIN_TOKEN, JOIN_TOKEN_PATTERN),
+            worker_token=_matching(data, "worker_token", _JOIN_TOKEN, JOIN_TOKEN_PATTERN),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node_id": self.node_id, "group": self.group, "manager_addr": self.manager_addr,
+                "manager_token": self.manager_token, "worker_token": self.worker_token}
+
+
+@dataclass(frozen=True)
+class SwarmJoin(Enrolment):
+    """A host asking for its group's join tokens (an enrolment's shape: its node id and group)."""
 
 
 class ReportEvent(enum.StrEnum):

@@ -200,3 +200,19 @@ def test_the_initrd_leaves_a_panics_record_for_the_root(default_image: Path) -> 
     archive = uki.sections((default_image / "uki.efi").read_bytes())[".initrd"]
     assert "efi_pstore" in initrd.kernel_modules(archive)
     assert [name for name in initrd.names(archive) if "systemd-pstore" in name] == []
+
+
+def test_a_slow_root_is_waited_for_and_a_missing_one_reboots_to_be_counted(default_image: Path) -> None:
+    """A loaded host's initrd waits minutes for its root, with the root's driver loaded
+    at once; if the root still fails, the initrd reboots (systemd-boot counts the try)
+    rather than sitting in an emergency shell nobody will see."""
+    from builder import initrd
+
+    sections = uki.sections((default_image / "uki.efi").read_bytes())
+    words = uki.cmdline((default_image / "uki.efi").read_bytes()).split()
+    assert "systemd.default_device_timeout_sec=300" in words
+    loaded = next(w for w in words if w.startswith("rd.modules_load=")).split("=", 1)[1].split(",")
+    assert {"virtio_blk", "dm_verity", "erofs"} <= set(loaded) <= initrd.kernel_modules(sections[".initrd"])
+    names = initrd.names(sections[".initrd"])
+    assert "usr/lib/systemd/system/emergency.service.d/berth.conf" in names
+    assert not [n for n in names if n.endswith(("/systemd-cryptsetup-generator", "/systemd-sysv-generator"))]

@@ -8,14 +8,15 @@ each test starts from where the previous one left the host, so a failure early o
 makes the later ones fail too.
 
 Scenario 3: power cuts (QMP system_reset) in the middle of the update v1 -> v2. The
-agent streams the download straight into the inactive slot, so a cut early in the
-stream hits the download and one half-way through hits the slot write; a cut after
-the UKI is staged (the fleet's only reboot slot held by an operator keeps the agent
-from rebooting by itself) makes the next boot v2's first, and cuts during that boot
-and the next spend both of its tries: systemd-boot falls back to v1, the agent finds
-no failed check and no panic, so the fallback is unexplained and v2 is tried again,
-not condemned. Every time a good slot must boot, the update must complete, and /var
-must keep what was written on it.
+agent streams the download straight into the inactive slot, so a cut a third of the
+way or more through the stream hits the download and the slot write at once, past
+the agent's first checkpoints (cuts at every byte offset of the write are the disk-image
+tests' job, tests/agent/test_powercut.py); a cut after the UKI is staged (the fleet's
+only reboot slot held by an operator keeps the agent from rebooting by itself) makes
+the next boot v2's first, and a cut during that boot spends its try: systemd-boot
+falls back to v1, the agent finds no failed check and no panic, so the fallback is
+unexplained and v2 is tried again, not condemned. Every time a good slot must boot,
+the update must complete, and /var must keep what was written on it.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 GROUP = "lab"
 # The bless-timeout backstop; a failing health check must reboot long before it.
 BLESS_TIMEOUT_S = 900
-# Fewer than the agent's default 3: each try of a bad release is a whole TCG boot.
-BOOT_TRIES = 2
+# Fewer than the agent's default 3: each try of a bad release is a whole TCG boot
+# (the count itself is systemd-boot's; berth names the entry +N, tested on disk images).
+BOOT_TRIES = 1
 # What the agent's report says of each release built to fail (its rollback's cause).
 CAUSES = {BAD_CHECK: "health check failed: berth-check-user.service", BAD_PANIC: "the kernel panicked"}
 
@@ -85,15 +87,11 @@ def test_power_cuts_during_the_update_to_v2_never_condemn_it_and_v1_stays_the_fa
     lab.publish(release(V2))
 
     v1 = scenarios.manifest(release(V1)).roothash
-    wait_for_activity(host, r"writing root .*: [0-9]%")  # single digits: just begun
-    host.power_cut("download just begun")
-    # The agent resumes from its last checkpoint as soon as it starts again, long
-    # before the boot is blessed, so follow its progress rather than the console.
     wait_for_activity(host, r"writing (root|verity) .*: [3-9][0-9]%")
-    assert host.boots_of(v1) == 2  # the cut host came back on v1
-    host.power_cut("slot B part written")
-    ready = host.wait_ready()
+    host.power_cut("download and slot B part written")
+    ready = host.wait_ready()  # the agent resumes from its last checkpoint meanwhile
     assert (ready.version, ready.slot) == (V1, "a")
+    assert host.boots_of(v1) == 2  # the cut host came back on v1
 
     lab.follow(host, V2, ("staged",))
     host.power_cut("UKI just staged")
@@ -102,11 +100,11 @@ def test_power_cuts_during_the_update_to_v2_never_condemn_it_and_v1_stays_the_fa
         host.vm.wait_for(rf"Command line: .*roothash={v2}")
         host.vm.wait_for(r"Welcome to Debian")
         host.power_cut(f"boot {boot} of {V2}")
-    # Both tries spent: systemd-boot falls back to v1; nothing explains it, so the
+    # Every try spent: systemd-boot falls back to v1; nothing explains it, so the
     # agent stages v2 again (it waits for the operator's lock to reboot into it).
     ready = host.wait_ready()
     assert (ready.version, ready.slot) == (V1, "a")
-    assert host.boots_of(v1) == 4
+    assert host.boots_of(v1) == 3
     again = lab.follow(host, V2, ("rebooting",), 300)[-1]
     assert "no failed check or panic recorded" in again["detail"] and "trying again (1 of" in again["detail"]
     assert host.agent_status()["bad_versions"] == []
@@ -117,7 +115,7 @@ def test_power_cuts_during_the_update_to_v2_never_condemn_it_and_v1_stays_the_fa
     assert (ready.version, ready.slot) == (V2, "b")
     assert ready.roothash == v2
     assert [r["event"] for r in reports] == ["downloading", "staged", "rebooting", "rebooting", "blessed"]
-    assert host.boots_of(v2) == BOOT_TRIES + 1  # two cut boots, then the try again was blessed
+    assert host.boots_of(v2) == BOOT_TRIES + 1  # the cut boots, then the try again was blessed
     assert host.run("cat /var/lib/cut-test/token").stdout.strip() == token
     status = host.agent_status()
     assert status["booted"] == {"version": V2, "slot": "b", "roothash": v2}

@@ -218,11 +218,13 @@ def test_a_database_of_schema_1_migrates_and_its_hosts_keep_their_group(tmp_path
         old.execute("DROP TABLE host_events")
         old.execute("DROP TABLE transfers")
         old.execute("DROP TABLE swarm_roles")
+        old.execute("DROP TABLE swarm_tokens")
         old.execute("DELETE FROM meta")
         old.execute("INSERT INTO hosts VALUES ('legacy', 'guarded', '1.0.0', 'idle', NULL, 4, 0)")
     store = Store(url)
-    assert store._one("SELECT value FROM meta WHERE key = 'schema_version'") == ("4",)
+    assert store._one("SELECT value FROM meta WHERE key = 'schema_version'") == ("5",)
     assert store.transfers("legacy") == [] and store.swarm_managers("guarded") == frozenset()
+    assert store.swarm_tokens("guarded") is None
     with pytest.raises(Exception, match="only an admin moves hosts"):
         store.enrol("legacy", "default", "0" * 64, 1.0)
     store.enrol("legacy", "guarded", "0" * 64, 1.0)

@@ -11,6 +11,7 @@ import pytest
 from qemu.machine import (
     HOST_SERVICES_ADDRESS,
     OVMF_CODE,
+    OVMF_CODE_SECURE_BOOT,
     Accel,
     Console,
     Forward,
@@ -76,6 +77,19 @@ def test_firmware_is_shared_read_only_and_variables_are_the_vms_own() -> None:
         "if=pflash,format=raw,file=/vm/efivars.fd",
     ]
     assert option(argv, "-uuid") == ["12345678-1234-5678-1234-567812345678"]
+    assert option(argv, "-machine") == ["q35,smm=off"] and option(argv, "-global") == []
+
+
+def test_secure_boot_boots_ovmfs_smm_build_with_a_secure_variable_store() -> None:
+    argv = qemu_command(machine(secure_boot=True))
+    assert option(argv, "-machine") == ["q35,smm=on"]
+    assert option(argv, "-global") == ["driver=cfi.pflash01,property=secure,value=on", "ICH9-LPC.disable_s3=1"]
+    pflash = [d for d in option(argv, "-drive") if d.startswith("if=pflash")]
+    assert pflash == [
+        f"if=pflash,format=raw,readonly=on,file={OVMF_CODE_SECURE_BOOT}",
+        "if=pflash,format=raw,file=/vm/efivars.fd",  # fresh: a copy of the blank template, setup mode
+    ]
+    assert OVMF_CODE_SECURE_BOOT.exists()
 
 
 def test_accelerator_choice_picks_cpu_model() -> None:

@@ -45,10 +45,14 @@ from updater.wire import (
     REPO_PATH,
     REPORTS_PATH,
     STEADY_STATE_PATH,
+    SWARM_JOIN_PATH,
+    SWARM_TOKENS_PATH,
     Enrolment,
     FleetLockError,
     FleetLockRequest,
     Report,
+    SwarmJoin,
+    SwarmTokens,
     UpdateCheck,
     WireError,
     is_name,
@@ -148,6 +152,28 @@ async def _lock_request(request: Request, server: ServerState) -> tuple[GroupPol
     if identity is not None:
         return server.enrolled_group(identity, body.group), body
     return server.group(body.group, request), body
+
+
+@_guarded()
+async def swarm_tokens(request: Request, server: ServerState) -> Response:
+    """A group's first swarm manager hands its join tokens over its host credential."""
+    body = SwarmTokens.from_json(await _json_body(request, server.catalog.current().settings.max_body_bytes))
+    server.host_group(request, body.node_id, body.group)
+    holder = server.store.put_swarm_tokens(body, server.now())
+    if holder is not None:
+        raise Refused(409, "other_manager", f"group {body.group!r} has the join tokens of {holder!r}")
+    return JSONResponse({"accepted": True})
+
+
+@_guarded()
+async def swarm_join(request: Request, server: ServerState) -> Response:
+    """A host of the group gets the join tokens (over its own host credential)."""
+    body = SwarmJoin.from_json(await _json_body(request, server.catalog.current().settings.max_body_bytes))
+    server.host_group(request, body.node_id, body.group)
+    tokens = server.store.swarm_tokens(body.group)
+    if tokens is None:
+        raise Refused(404, "no_swarm", f"no manager of group {body.group!r} has posted join tokens yet")
+    return JSONResponse(tokens.to_json())
 
 
 @_guarded(fleetlock=True)
@@ -378,6 +404,8 @@ def create_app(config: Path | None, db_url: str, *, test_clock: bool = False) ->
         Route(REPORTS_PATH, reports, methods=["POST"]),
         Route(PRE_REBOOT_PATH, pre_reboot, methods=["POST"]),
         Route(STEADY_STATE_PATH, steady_state, methods=["POST"]),
+        Route(SWARM_TOKENS_PATH, swarm_tokens, methods=["POST"]),
+        Route(SWARM_JOIN_PATH, swarm_join, methods=["POST"]),
         Route("/admin/releases/{image_id}/{version}/{action}", change_release, methods=["POST"]),
         Route("/admin/reload", reload, methods=["POST"]),
         Route("/admin/status", status, methods=["GET"]),

@@ -59,10 +59,14 @@ CREATE TABLE IF NOT EXISTS transfers (
 CREATE TABLE IF NOT EXISTS swarm_roles (
   node_id TEXT PRIMARY KEY, grp TEXT NOT NULL, role TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS swarm_roles_grp ON swarm_roles (grp, role);
+CREATE TABLE IF NOT EXISTS swarm_tokens (
+  grp TEXT PRIMARY KEY, node_id TEXT NOT NULL, manager_addr TEXT NOT NULL,
+  manager_token TEXT NOT NULL, worker_token TEXT NOT NULL, at {real} NOT NULL);
 """
-# Schemas 2 to 4 only add tables (identities, host_events; transfers; swarm_roles), so an
-# older database migrates by the CREATE … IF NOT EXISTS above; the number says which is there.
-SCHEMA_VERSION = 4
+# Schemas 2 to 5 only add tables (identities, host_events; transfers; swarm_roles;
+# swarm_tokens), so an older database migrates by the CREATE … IF NOT EXISTS above; the
+# number says which is there.
+SCHEMA_VERSION = 5
 
 
 # Commits outside Database.write (a host's last-seen bookkeeping) need not wait for

@@ -192,6 +192,17 @@ def openapi_schema() -> dict[str, Any]:
         "403": "admin API off",
         "404": "unknown group, or the host is not enrolled",
     }
+    token = {"type": "string", "pattern": wire.JOIN_TOKEN_PATTERN}
+    tokens = _object(
+        {
+            "node_id": _NAME,
+            "group": _NAME,
+            "manager_addr": {"type": "string", "pattern": wire.ADDR_PATTERN},
+            "manager_token": token,
+            "worker_token": token,
+        },
+        ["node_id", "group", "manager_addr", "manager_token", "worker_token"],
+    )
     release_path = "/admin/releases/{image_id}/{version}/{action}"
     return {
         "openapi": "3.0.3",
@@ -243,6 +254,20 @@ def openapi_schema() -> dict[str, Any]:
                 _AGENT_ERRORS,
                 _LOCK_ERROR,
                 parameters=_LOCK_HEADER,
+            ),
+            wire.SWARM_TOKENS_PATH: _post(
+                "A group's first swarm manager posts its join tokens",
+                tokens,
+                _object({"accepted": {"type": "boolean"}}, ["accepted"]),
+                {**_AGENT_ERRORS, "409": "another host posted the group's tokens, or the host is in another group"},
+                parameters=[_CREDENTIAL_HEADER],
+            ),
+            wire.SWARM_JOIN_PATH: _post(
+                "A host of the group gets its swarm join tokens",
+                enrolment,
+                tokens,
+                {**_AGENT_ERRORS, "404": "no manager of the group posted tokens yet, or the group is gone"},
+                parameters=[_CREDENTIAL_HEADER],
             ),
             release_path: {
                 "post": {

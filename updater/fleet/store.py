@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from updater.fleet.store_identities import IdentityQueries
 from updater.fleet.store_reads import AdminReads, ClockOffset
+from updater.fleet.store_swarm import SwarmQueries
 from updater.fleet.store_updates import UpdateQueries
 
 
-class Store(IdentityQueries, UpdateQueries, AdminReads, ClockOffset):
+class Store(IdentityQueries, UpdateQueries, AdminReads, ClockOffset, SwarmQueries):
     """One connection per process; safe to share the database with other processes."""

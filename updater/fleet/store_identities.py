@@ -76,6 +76,8 @@ class IdentityQueries(Database):
             if identity is None:
                 raise EnrolRefused(f"node {node_id!r} is not enrolled")
             self._rows("DELETE FROM identities WHERE node_id = ?", (node_id,))
+            # Whoever enrols as it next must not inherit the swarm join tokens it posted.
+            self._rows("DELETE FROM swarm_tokens WHERE node_id = ?", (node_id,))
             self._host_event(
                 node_id, now, "forgotten", f"credential dropped (group {identity.group})"
             )
