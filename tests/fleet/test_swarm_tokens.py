@@ -23,9 +23,17 @@ def post(fleet: Any, path: str, body: Any, headers: dict[str, str] | None = None
     return requests.post(fleet.url + path, json=body, headers=headers or {}, timeout=30)
 
 
+def managers(fleet: Any, *names: str) -> list[Any]:
+    """Clients of the swarm group whose checks said they are managers (only those may post)."""
+    clients = [fleet.client(n, "swarm", token="s3cret") for n in names]
+    for client in clients:
+        client.check("1.0.0", swarm_role="manager")
+    return clients
+
+
 def test_the_first_manager_posts_and_the_groups_hosts_join(make_fleet: Any) -> None:
     fleet = make_fleet(GROUPS)
-    m1, m2 = (fleet.client(n, "swarm", token="s3cret") for n in ("m1", "m2"))
+    m1, m2 = managers(fleet, "m1", "m2")
     other = fleet.client("w9", "default")
     with pytest.raises(FleetRejected) as none_yet:
         m2.swarm_join()
@@ -53,7 +61,7 @@ def test_the_first_manager_posts_and_the_groups_hosts_join(make_fleet: Any) -> N
 
 def test_no_one_posts_or_fetches_tokens_without_a_host_credential(make_fleet: Any) -> None:
     fleet = make_fleet(GROUPS)
-    m1 = fleet.client("m1", "swarm", token="s3cret")
+    (m1,) = managers(fleet, "m1")
     m1.post_swarm_tokens(ADDR, MANAGER, WORKER)
     body = {"node_id": "m1", "group": "swarm"}
     posted = {**body, "manager_addr": "10.6.6.6:2377", "manager_token": MANAGER, "worker_token": WORKER}
@@ -73,7 +81,7 @@ def test_no_one_posts_or_fetches_tokens_without_a_host_credential(make_fleet: An
 ])
 def test_malformed_tokens_are_refused_with_a_reason(make_fleet: Any, field: str, value: Any) -> None:
     fleet = make_fleet(GROUPS)
-    fleet.client("m1", "swarm", token="s3cret").check("1.0.0")
+    managers(fleet, "m1")
     body = {"node_id": "m1", "group": "swarm", "manager_addr": ADDR, "manager_token": MANAGER,
             "worker_token": WORKER, field: value}
     answer = post(fleet, SWARM_TOKENS_PATH, body, {HOST_CREDENTIAL_HEADER: fleet.credentials["m1"]})
@@ -82,7 +90,7 @@ def test_malformed_tokens_are_refused_with_a_reason(make_fleet: Any, field: str,
 
 def test_forgetting_the_manager_drops_the_tokens_it_posted(make_fleet: Any) -> None:
     fleet = make_fleet(GROUPS)
-    m1, m2 = (fleet.client(n, "swarm", token="s3cret") for n in ("m1", "m2"))
+    m1, m2 = managers(fleet, "m1", "m2")
     m1.post_swarm_tokens(ADDR, MANAGER, WORKER)
     assert fleet.admin("POST", "/admin/hosts/m1/forget").status_code == 200
     with pytest.raises(FleetRejected) as gone:
@@ -90,3 +98,33 @@ def test_forgetting_the_manager_drops_the_tokens_it_posted(make_fleet: Any) -> N
     assert gone.value.status == 404
     m2.post_swarm_tokens("10.77.0.12:2377", MANAGER, WORKER)  # now the group's first manager
     assert m2.swarm_join().node_id == "m2"
+
+
+def test_only_a_manager_of_the_group_posts_tokens(make_fleet: Any) -> None:
+    """A worker, a host that never said its role, a host of another group and a host never
+    enrolled are refused with a 4xx JSON error, and the group's tokens stay unposted."""
+    fleet = make_fleet({**GROUPS, "other": {}})
+    worker, silent = (fleet.client(n, "swarm", token="s3cret") for n in ("w1", "s1"))
+    worker.check("1.0.0", swarm_role="worker")
+    silent.check("1.0.0")
+    for client in (worker, silent):
+        with pytest.raises(FleetRejected) as refused:
+            client.post_swarm_tokens(ADDR, MANAGER, WORKER)
+        assert refused.value.status == 403 and refused.value.kind == "not_manager"
+    # A manager of another group naming this one: refused by its enrolment.
+    elsewhere = fleet.client("o1", "other")
+    elsewhere.check("1.0.0", swarm_role="manager")
+    body = {"node_id": "o1", "group": "swarm", "manager_addr": ADDR, "manager_token": MANAGER,
+            "worker_token": WORKER}
+    answer = post(fleet, SWARM_TOKENS_PATH, body, {HOST_CREDENTIAL_HEADER: fleet.credentials["o1"]})
+    assert answer.status_code == 409 and answer.json()["kind"] == "wrong_group"
+    answer = post(fleet, SWARM_JOIN_PATH, {"node_id": "o1", "group": "swarm"},
+                  {HOST_CREDENTIAL_HEADER: fleet.credentials["o1"]})
+    assert answer.status_code == 409 and "SWMTKN" not in answer.text
+    # A host never enrolled.
+    answer = post(fleet, SWARM_TOKENS_PATH, {**body, "node_id": "x9"}, {HOST_CREDENTIAL_HEADER: "guess"})
+    assert answer.status_code == 401 and answer.json()["kind"] == "not_enrolled"
+    # A worker that becomes a manager (its next check says so) may post.
+    worker.check("1.0.0", swarm_role="manager")
+    worker.post_swarm_tokens(ADDR, MANAGER, WORKER)
+    assert silent.swarm_join().node_id == "w1"

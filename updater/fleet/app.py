@@ -159,6 +159,12 @@ async def swarm_tokens(request: Request, server: ServerState) -> Response:
     """A group's first swarm manager hands its join tokens over its host credential."""
     body = SwarmTokens.from_json(await _json_body(request, server.catalog.current().settings.max_body_bytes))
     server.host_group(request, body.node_id, body.group)
+    # Only a host whose own checks say it is a manager of this group may hand out a
+    # manager token: a worker (or a host that never said) could otherwise make every
+    # joining host a manager of a swarm of its choosing.
+    if server.store.swarm_role(body.node_id) != (body.group, "manager"):
+        raise Refused(403, "not_manager", f"node {body.node_id!r} has not said on a check that it is a"
+                      f" swarm manager of {body.group!r} (swarm_role)")
     holder = server.store.put_swarm_tokens(body, server.now())
     if holder is not None:
         raise Refused(409, "other_manager", f"group {body.group!r} has the join tokens of {holder!r}")

@@ -259,7 +259,8 @@ def openapi_schema() -> dict[str, Any]:
                 "A group's first swarm manager posts its join tokens",
                 tokens,
                 _object({"accepted": {"type": "boolean"}}, ["accepted"]),
-                {**_AGENT_ERRORS, "409": "another host posted the group's tokens, or the host is in another group"},
+                {**_AGENT_ERRORS, "403": "the host's checks have not said it is a swarm manager of the group",
+                 "409": "another host posted the group's tokens, or the host is in another group"},
                 parameters=[_CREDENTIAL_HEADER],
             ),
             wire.SWARM_JOIN_PATH: _post(
