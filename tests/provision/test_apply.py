@@ -11,9 +11,10 @@ from pathlib import Path
 from tests.provision.conftest import SeedMaker
 from tests.provision.fake_clouds import KEY
 from updater.provision import units
-from updater.provision.apply import HostLayout, read_status
+from updater.agent.settings import load_settings
+from updater.provision.apply import HostLayout, read_status, settings_file
 from updater.provision.provision import Outcome, provision
-from updater.provision.schema import Container, Port, Volume
+from updater.provision.schema import Container, Port, Volume, parse_user_data
 from updater.provision.sources import Endpoints
 
 DECLARED = f"""#cloud-config
@@ -186,3 +187,13 @@ def test_declared_hooks_are_written_executable_and_removed_when_no_longer_declar
     apply_hooks(parse_document({}, "d"), layout)
     assert not (layout.hooks / "post-bless" / "10-up").exists()
     assert by_hand.is_file()  # never provisioning's
+
+
+def test_the_swarm_declaration_becomes_the_agents_settings(tmp_path: Path) -> None:
+    config = parse_user_data(b"agent: {group: edge}\nswarm: {role: manager, labels: {zone: west}}\n", "user-data")
+    layout = HostLayout.under(tmp_path)
+    layout.agent_config.parent.mkdir(parents=True)
+    layout.agent_config.write_text(settings_file(config, layout, "nocloud"))
+    settings = load_settings(layout.agent_config, None)
+    assert (settings.group, settings.swarm_role, settings.swarm_labels, settings.swarm_advertise_addr) == (
+        "edge", "manager", {"zone": "west"}, "")

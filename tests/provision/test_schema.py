@@ -9,6 +9,7 @@ from updater.provision.schema import (
     Container,
     MetaData,
     Port,
+    Swarm,
     Volume,
     declare,
     parse_document,
@@ -104,6 +105,19 @@ def test_metadata_fills_what_user_data_leaves_out() -> None:
     ("hooks: {pre-reboot: {.hidden: '#!/bin/sh'}}\n", "a hook's name is"),
     ("hooks: {post-bless: {10-up: 'echo up'}}\n", "user-data.hooks.post-bless.10-up: must start with a #! line"),
     ("hooks: {post-bless: {10-up: 3}}\n", "user-data.hooks.post-bless.10-up: must be a string"),
+    ("swarm: {role: leader}\n", "user-data.swarm.role: must be manager or worker, got 'leader'"),
+    ("swarm: {labels: {zone: a}}\n", "user-data.swarm: 'role' is required"),
+    ("swarm: {role: manager, lables: {}}\n", "user-data.swarm: unknown key 'lables'"),
+    ("swarm: [manager]\n", "user-data.swarm: must be a mapping"),
+    ("swarm: {role: manager, labels: [zone]}\n", "user-data.swarm.labels: must be a mapping of label: value"),
+    ("swarm: {role: manager, labels: {Zone: a}}\n", "user-data.swarm.labels: label 'Zone': a key is lower-case"),
+    ("swarm: {role: manager, labels: {berth.group: x}}\n", "label 'berth.group': the prefix 'berth.'"),
+    ("swarm: {role: manager, labels: {zone: 3}}\n", "label 'zone': the value must be a string, got int"),
+    ("swarm: {role: manager, labels: {zone: \"a\\nb\"}}\n", "label 'zone': the value is printable text"),
+    ("swarm: {role: worker, labels: {zone: a}}\n", "user-data.swarm.labels: a worker cannot set its own"),
+    ("swarm: {role: manager, advertise_addr: a b}\n", "user-data.swarm.advertise_addr: an address"),
+    ("agent: {swarm_role: manager}\n", "user-data.agent: 'swarm_role' is declared as swarm.role"),
+    ("agent: {swarm_labels: {}}\n", "user-data.agent: 'swarm_labels' is declared as swarm.labels"),
 ])
 def test_bad_declarations_are_refused_naming_the_key(text: str, message: str) -> None:
     with pytest.raises(UserError, match=None) as error:
@@ -127,3 +141,18 @@ def test_reboot_hooks_are_declared_by_stage_and_name_and_kept_whole() -> None:
     assert declare(MetaData(), text, "user-data").hooks == config.hooks
     # A declaration without hooks keeps the document the previous release wrote (and reads).
     assert "hooks" not in parse_document({}, "kept").document()
+
+
+def test_the_swarm_key_says_the_role_and_labels_and_becomes_agent_settings() -> None:
+    text = (b"#cloud-config\nberth:\n  agent: {group: edge}\n  swarm:\n    role: manager\n"
+            b"    labels: {zone: west-1, disk: ssd}\n    advertise_addr: ens4\n")
+    config = parse_user_data(text, "user-data")
+    assert config.swarm == Swarm("manager", (("disk", "ssd"), ("zone", "west-1")), "ens4")
+    assert config.swarm.settings() == {"swarm_role": "manager", "swarm_labels": {"disk": "ssd", "zone": "west-1"},
+                                       "swarm_advertise_addr": "ens4"}
+    assert parse_document(config.document(), "kept") == config
+    assert declare(MetaData(), text, "user-data").swarm == config.swarm
+    worker = parse_user_data(b"swarm: {role: worker}\n", "user-data")
+    assert worker.swarm == Swarm("worker") and parse_document(worker.document(), "kept") == worker
+    # A declaration without the key keeps the document the previous release wrote (and reads).
+    assert "swarm" not in parse_document({}, "kept").document()

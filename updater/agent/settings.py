@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from cli.errors import UserError
+from updater.agent.swarmlabels import label_problem
 from updater.settingrow import Naming, Setting, between, read, typed
 from updater.window import Window
 
@@ -58,7 +59,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("hook_timeout_s", typed(int, between(1, 86400, "must be 1 to 86400 seconds, got {value}")), 900, "seconds the pre-reboot (or post-bless) hooks may take together, the swarm drain's wait included; past it the reboot waits"),
     Setting("swarm_drain", bool, False, "drain this Docker Swarm node before each reboot and make it active after the bless (a swarm manager)"),
     Setting("swarm_role", typed(str, lambda role: None if role in SWARM_ROLES else
-                                f"must be manager, worker or empty, got {role!r}"), "", "this host's Docker Swarm role, told to the fleet server for the managers' quorum: manager, worker or empty"),
+                                f"must be manager, worker or empty, got {role!r}"), "", "this host's Docker Swarm role: the agent makes it one (init or join, updater/agent/swarmjoin.py) and tells the fleet server, for the managers' quorum; empty: not in a swarm"),
+    Setting("swarm_labels", typed(dict, label_problem), {}, "this host's swarm node labels (besides berth.group, which the agent sets), set by a manager host on itself"),
+    Setting("swarm_advertise_addr", str, "", "the address (or interface) the swarm reaches this node at (docker swarm init/join --advertise-addr); empty: docker's choice"),
 )
 
 
@@ -86,6 +89,8 @@ class AgentSettings:
     hook_timeout_s: int
     swarm_drain: bool
     swarm_role: str
+    swarm_labels: dict[str, str]
+    swarm_advertise_addr: str
 
     @property
     def tls_verify(self) -> str | bool:

@@ -127,7 +127,7 @@ def copy_archives(layout: HostLayout, config: HostConfig, volume: Path | None) -
 
 
 def settings_file(config: HostConfig, layout: HostLayout, source: str) -> str:
-    values: dict[str, Any] = dict(config.agent)
+    values: dict[str, Any] = dict(config.agent) | (config.swarm.settings() if config.swarm else {})
     if config.tuf_root and "trusted_root" not in values:
         values["trusted_root"] = str(layout.tuf_root)
     if config.server_ca and "server_ca" not in values:

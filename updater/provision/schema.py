@@ -21,9 +21,15 @@ import yaml
 
 from cli.errors import UserError
 from updater.agent.settings import check_settings
+from updater.agent.swarmlabels import label_problem
 
 CLOUD_CONFIG_HEADER = "#cloud-config"
-DOCUMENT_KEYS = ("hostname", "ssh_authorized_keys", "agent", "tuf_root", "server_ca", "containers", "hooks")
+DOCUMENT_KEYS = ("hostname", "ssh_authorized_keys", "agent", "tuf_root", "server_ca", "containers", "hooks",
+                 "swarm")
+# The swarm key (updater/agent/swarmjoin.py): it becomes these agent settings, which the
+# declaration's agent: mapping may therefore not set as well.
+SWARM_KEYS = ("role", "labels", "advertise_addr")
+SWARM_SETTINGS = {"role": "swarm_role", "labels": "swarm_labels", "advertise_addr": "swarm_advertise_addr"}
 # The agent's reboot hook stages (updater/agent/hooks.py), each a directory of scripts.
 HOOK_STAGES = ("pre-reboot", "post-bless")
 CLOUD_CONFIG_KEYS = ("hostname", "ssh_authorized_keys", "users", "berth")
@@ -81,6 +87,22 @@ class Hook:
 
 
 @dataclass(frozen=True)
+class Swarm:
+    """This host's place in its group's Docker Swarm: the agent joins it (or starts it)."""
+
+    role: str  # manager or worker
+    labels: tuple[tuple[str, str], ...] = ()
+    advertise_addr: str = ""
+
+    def settings(self) -> dict[str, Any]:
+        """The agent settings it becomes."""
+        return {SWARM_SETTINGS[key]: value for key, value in self.document().items()}
+
+    def document(self) -> dict[str, Any]:
+        return {"role": self.role, "labels": dict(self.labels), "advertise_addr": self.advertise_addr}
+
+
+@dataclass(frozen=True)
 class HostConfig:
     hostname: str = ""
     ssh_authorized_keys: tuple[str, ...] = ()
@@ -89,14 +111,16 @@ class HostConfig:
     server_ca: str = ""  # PEM the fleet server's certificate must chain to
     containers: tuple[Container, ...] = ()
     hooks: tuple[Hook, ...] = ()
+    swarm: Swarm | None = None
 
     def document(self) -> dict[str, Any]:
         """The berth document that parses back to this declaration (kept on /var); "hooks"
-        only when some are declared, so that a declaration without is what it was before."""
+        and "swarm" only when declared, so that a declaration without is what it was before."""
         hooks: dict[str, dict[str, str]] = {}
         for hook in self.hooks:
             hooks.setdefault(hook.stage, {})[hook.name] = hook.script
-        return ({"hooks": hooks} if hooks else {}) | {
+        swarm = {"swarm": self.swarm.document()} if self.swarm else {}
+        return ({"hooks": hooks} if hooks else {}) | swarm | {
             "hostname": self.hostname,
             "ssh_authorized_keys": list(self.ssh_authorized_keys),
             "agent": dict(self.agent),
@@ -266,6 +290,27 @@ def _hooks(value: Any, where: str) -> tuple[Hook, ...]:
     return tuple(hooks)
 
 
+def _swarm(value: Any, where: str) -> Swarm:
+    data = _mapping(value, where, SWARM_KEYS)
+    if "role" not in data:
+        raise _fail(where, "'role' is required (manager or worker)")
+    role = _string(data["role"], f"{where}.role")
+    if role not in ("manager", "worker"):
+        raise _fail(f"{where}.role", f"must be manager or worker, got {role!r}")
+    labels = data.get("labels") or {}
+    why = label_problem(labels)
+    if why is not None:
+        raise _fail(f"{where}.labels", why)
+    if labels and role == "worker":
+        # `docker node update` answers only on a manager: a worker cannot label itself.
+        raise _fail(f"{where}.labels", "a worker cannot set its own node labels (only a manager can); "
+                                       "declare them on managers, or label workers from a manager")
+    addr = _string(data.get("advertise_addr", ""), f"{where}.advertise_addr").strip()
+    if any(c.isspace() for c in addr):
+        raise _fail(f"{where}.advertise_addr", f"an address or interface name, got {addr!r}")
+    return Swarm(role, tuple(sorted(labels.items())), addr)
+
+
 def parse_document(data: Any, where: str) -> HostConfig:
     """A berth document (already loaded from YAML) as a declaration."""
     data = _mapping(data if data is not None else {}, where, DOCUMENT_KEYS)
@@ -280,6 +325,9 @@ def parse_document(data: Any, where: str) -> HostConfig:
         raise _fail(f"{where}.agent", f"must be a mapping of setting: value, got {type(agent).__name__}")
     if "state_dir" in agent:
         raise _fail(f"{where}.agent", "'state_dir' is the image's to set: the declaration itself is kept there")
+    for key, setting in SWARM_SETTINGS.items():
+        if setting in agent:
+            raise _fail(f"{where}.agent", f"'{setting}' is declared as swarm.{key}")
     return HostConfig(
         hostname=hostname(data["hostname"], f"{where}.hostname") if data.get("hostname") else "",
         ssh_authorized_keys=ssh_keys(data.get("ssh_authorized_keys", []), f"{where}.ssh_authorized_keys"),
@@ -288,6 +336,7 @@ def parse_document(data: Any, where: str) -> HostConfig:
         server_ca=_pem(data["server_ca"], f"{where}.server_ca") if data.get("server_ca") else "",
         containers=containers,
         hooks=_hooks(data["hooks"], f"{where}.hooks") if data.get("hooks") else (),
+        swarm=_swarm(data["swarm"], f"{where}.swarm") if data.get("swarm") else None,
     )
 
 
@@ -313,6 +362,7 @@ def _cloud_config(data: Any, where: str) -> HostConfig:
         server_ca=inner.server_ca,
         containers=inner.containers,
         hooks=inner.hooks,
+        swarm=inner.swarm,
     )
 
 
@@ -352,4 +402,5 @@ def declare(meta: MetaData, user_data: bytes | None, where: str) -> HostConfig:
         server_ca=user.server_ca,
         containers=user.containers,
         hooks=user.hooks,
+        swarm=user.swarm,
     )
