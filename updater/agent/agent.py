@@ -48,6 +48,7 @@ from updater.agent.settings import AgentSettings, credentials, credentials_dir_f
 from updater.agent.slots import Slot, find_slots, slot_of_roothash
 from updater.agent.statefile import StateStore
 from updater.agent.swarm import swarm_builtins
+from updater.agent.swarmjoin import SwarmJoiner
 from updater.agent.writer import StreamEnded, WriteError, read_back
 from updater.contract import EMPTY_LABEL, BootEntry, slot_labels, uki_filename, uuids_from_roothash
 from updater.gpt import Partition, read_partitions, relabel
@@ -105,6 +106,7 @@ class Agent:
         clock: Callable[[], float] = time.time,
         open_repository: Callable[[], SignedRepository] | None = None,
         hooks: HookRunner | None = None,
+        swarm: SwarmJoiner | None = None,
     ) -> None:
         self.settings, self.paths, self.node_id, self.strategy, self.clock = settings, paths, node_id, strategy, clock
         self.state_dir = Path(settings.state_dir)
@@ -114,6 +116,8 @@ class Agent:
         self._signed: tuple[SignedRepository, list[Release]] | None = None
         self.hooks = hooks or HookRunner(self.state_dir, settings.hook_timeout_s,
                                          swarm_builtins(settings.swarm_drain))
+        # Joins (or starts) the group's swarm after each step (None: swarm_role is empty).
+        self.swarm = swarm
 
     # ---- facts -------------------------------------------------------------------------
 
@@ -148,7 +152,17 @@ class Agent:
     # ---- steps -------------------------------------------------------------------------
 
     def step(self) -> float:
-        """Advance as far as possible; the seconds until the next step."""
+        """Advance as far as possible, then converge the swarm membership (after the
+        step's check has told the fleet this host's role); the seconds until the next step."""
+        wait = self._advance()
+        if self.swarm is not None and isinstance(self.store.load().phase, u.Idle):
+            try:
+                self.swarm.converge()
+            except Exception as error:  # noqa: BLE001 - joining never holds up the update path
+                log("error", f"swarm: {type(error).__name__}: {error}")
+        return wait
+
+    def _advance(self) -> float:
         self._signed = None
         state = self.store.load()
         started = state.phase.name.value

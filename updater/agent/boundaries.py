@@ -10,21 +10,24 @@ through updater.client.FleetClient, which paces reboots itself.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from updater.agent.journal import log
 from updater.agent.settings import AgentSettings
+from updater.agent.swarmjoin import FleetUnreachable, JoinRefused
 from updater.atomic import atomic_write
 from updater.release import Release
 from updater.version import Version
 from updater.window import Window
-from updater.wire import Report
+from updater.wire import Report, SwarmTokens
 
 if TYPE_CHECKING:
     from updater.client import FleetClient
+
+T = TypeVar("T")
 
 # The host credential the fleet server gave this host at enrolment; it proves the
 # host is who its node id says, so only root may read it.
@@ -196,3 +199,27 @@ class ServerFleet:
 
     def release_reboot_lock(self) -> bool:
         return self._lock(False)
+
+    # ---- the group's swarm join tokens (updater/agent/swarmjoin.SwarmFleet) ----
+
+    def swarm_tokens(self) -> SwarmTokens | None:
+        try:
+            return self._swarm_call(self.client.swarm_join)
+        except JoinRefused as refusal:
+            if refusal.kind == "no_swarm":  # no manager of the group posted them yet
+                return None
+            raise
+
+    def post_swarm_tokens(self, manager_addr: str, manager_token: str, worker_token: str) -> None:
+        self._swarm_call(lambda: self.client.post_swarm_tokens(manager_addr, manager_token, worker_token))
+
+    @staticmethod
+    def _swarm_call(call: Callable[[], T]) -> T:
+        from updater.client import FleetRejected, FleetUnavailable
+
+        try:
+            return call()
+        except FleetRejected as error:
+            raise JoinRefused(error.kind, str(error)) from None
+        except FleetUnavailable as error:
+            raise FleetUnreachable(str(error)) from None

@@ -15,6 +15,9 @@ from updater.agent.host import HostPaths, machine_id
 from updater.agent.journal import log, notify
 from updater.agent.settings import AgentSettings, credentials_dir_from_env, load_settings
 from updater.agent.statefile import atomic_write
+from updater.agent.swarmjoin import SwarmJoiner, Want
+from updater.agent.swarmjoin import read_status as read_swarm_status
+from updater.agent.swarmlabels import wanted
 from updater.agent.updatestate import Idle
 from updater.provision.apply import read_status as read_provision_status
 from updater.version import Version
@@ -36,13 +39,23 @@ def node_id(settings: AgentSettings, paths: HostPaths) -> str:
     return value
 
 
+def swarm_joiner(settings: AgentSettings, name: str, strategy: UpdateStrategy) -> SwarmJoiner | None:
+    """The swarm membership the settings declare (None: swarm_role is empty)."""
+    if not settings.swarm_role:
+        return None
+    fleet = strategy if isinstance(strategy, ServerFleet) else None
+    want = Want(name, settings.swarm_role, wanted(settings.group, settings.swarm_labels),
+                settings.swarm_advertise_addr, fleet=fleet is not None)
+    return SwarmJoiner(want, Path(settings.state_dir), fleet)
+
+
 def make_agent(host_root: Path) -> Agent:
     paths = HostPaths.under(host_root)
     settings = load_settings(paths.config, credentials_dir_from_env())
     name = node_id(settings, paths)
     strategy: UpdateStrategy = (ServerFleet.from_settings(settings, name) if settings.server_url
                                 else Standalone.from_settings(settings))
-    return Agent(settings, paths, name, strategy)
+    return Agent(settings, paths, name, strategy, swarm=swarm_joiner(settings, name, strategy))
 
 
 def run(agent: Agent, once: bool) -> int:
@@ -136,6 +149,7 @@ def status(agent: Agent) -> dict[str, Any]:
         "unexplained_versions": [str(v) for v in state.unexplained_versions],
         "report_seq": state.seq,
         "provision": read_provision_status(Path(agent.settings.state_dir)),
+        "swarm": read_swarm_status(Path(agent.settings.state_dir)) if agent.settings.swarm_role else None,
     }
 
 
@@ -159,4 +173,7 @@ def render_status(report: dict[str, Any]) -> str:
         lines.append(f"provision: {provision['applied']} from {provision['source']} at {provision['at']}, "
                      f"containers: {', '.join(provision['containers']) or 'none'}")
         lines += [f"  error: {error}" for error in provision["errors"]]
+    swarm = report.get("swarm")
+    if swarm:
+        lines.append(f"swarm:   {swarm['role']}, {swarm['state']}: {swarm['detail']} (at {swarm['at']})")
     return "\n".join(lines)

@@ -58,6 +58,9 @@ class SwarmInfo:
     node_id: str
     state: str  # LocalNodeState: active, inactive, pending, error, locked
     manager: bool  # ControlAvailable
+    node_addr: str = ""  # the address the swarm reaches this node at (its advertise address)
+    nodes: int = 0  # the swarm's nodes (a manager knows; a worker reads 0)
+    error: str = ""  # why the state is "error"
 
 
 def parse_info(text: str) -> SwarmInfo:
@@ -66,8 +69,10 @@ def parse_info(text: str) -> SwarmInfo:
     if len(rows) != 1:
         raise SwarmError("docker info: expected one JSON object")
     row = rows[0]
+    nodes = row.get("Nodes")
     return SwarmInfo(str(row.get("NodeID") or ""), str(row.get("LocalNodeState") or ""),
-                     bool(row.get("ControlAvailable")))
+                     bool(row.get("ControlAvailable")), str(row.get("NodeAddr") or ""),
+                     nodes if isinstance(nodes, int) else 0, str(row.get("Error") or ""))
 
 
 @dataclass(frozen=True)
