@@ -46,9 +46,10 @@ class Node:
 class Cluster:
     digest: str
     nodes: dict[str, Node] = field(default_factory=dict)
+    rotations: int = 0  # `docker swarm join-token --rotate` makes a new secret, same CA digest
 
     def token(self, role: str) -> str:
-        return f"SWMTKN-1-{self.digest}-{base36(self.digest + role, 25)}"
+        return f"SWMTKN-1-{self.digest}-{base36(f'{self.digest}{role}{self.rotations}', 25)}"
 
 
 @dataclass

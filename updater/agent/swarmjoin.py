@@ -41,8 +41,9 @@ from updater.wire import SwarmTokens
 
 STATUS_FILE = "swarm.json"
 SWARM_PORT = 2377  # the managers' port (docker swarm init's default --listen-addr)
-# Calls one converge makes at most: init, read tokens, post, read labels, label (and slack).
-MAX_ACTIONS = 10
+# Calls one converge makes at most: the longest path, a lost race, takes eleven (ask, init,
+# read tokens, post refused, ask, leave, join, read tokens, read labels, label, read labels).
+MAX_ACTIONS = 16
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
 
 
