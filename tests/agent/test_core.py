@@ -285,3 +285,14 @@ def test_the_strategy_holds_the_window() -> None:
     assert Standalone().reboot_window() is None
     server = ServerFleet("https://fleet.invalid", "n", "g", credential_file=Path("/nonexistent"))
     assert server.reboot_window() is None
+
+
+def test_a_host_kept_out_of_service_keeps_renewing_its_lock_and_says_when_it_cannot() -> None:
+    from updater.agent.policy import still_out_of_service
+
+    why = "post-bless hook 10-active exited with status 1"
+    renewed = still_out_of_service(why, True)
+    assert renewed.level == "warning" and renewed.message.startswith(why) and "(renewed)" in renewed.message
+    lost = still_out_of_service(why, False)
+    assert lost.level == "error" and "could not be renewed" in lost.message
+    assert "no reboot lock held" in still_out_of_service(why, None).message

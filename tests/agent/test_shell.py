@@ -360,14 +360,35 @@ def test_a_failing_post_bless_hook_keeps_the_lock_until_it_succeeds(shell: Shell
     _hook(shell, "pre-reboot", "10-drain", "true")
     _hook(shell, "post-bless", "10-active", "exit 1")
     _update_and_bless(shell)
-    # Blessed and reported, but the host is not back in service: the lock stays held.
-    assert shell.events()[4:] == ["report blessed"]
+    # Blessed and reported, but the host is not back in service: the lock stays held, its
+    # lease renewed on every try (so it cannot run out while the hooks keep failing).
+    assert shell.events()[4:] == ["report blessed", "take lock"]
     state = shell.host.state()
     assert (state["state"], state["lock_held"], state["post_bless_due"]) == ("idle", True, True)
+    assert shell.step() == shell.agent.settings.lock_retry_s
+    assert shell.events()[6:] == ["take lock"]
     _hook(shell, "post-bless", "10-active", "true")
     shell.step()
-    assert shell.events()[5:] == ["release lock"]
+    assert shell.events()[7:] == ["release lock"]
     assert shell.host.state()["lock_held"] is False and "post_bless_due" not in shell.host.state()
+
+
+def test_a_renewal_refused_while_post_bless_hooks_fail_is_said_and_the_host_still_comes_back(
+        shell: Shell, capsys: pytest.CaptureFixture[str]) -> None:
+    _hook(shell, "pre-reboot", "10-drain", "true")
+    _hook(shell, "post-bless", "10-active", "exit 1")
+    _update_and_bless(shell)
+    capsys.readouterr()
+    shell.fleet.lock_free = False  # the lease ran out meanwhile and another host took the slot
+    assert shell.step() == shell.agent.settings.lock_retry_s
+    assert shell.events()[-1] == "lock refused"
+    assert "error: post-bless hook 10-active exited with status 1; the reboot lock could not be renewed" \
+        in capsys.readouterr().err
+    assert shell.host.state()["post_bless_due"] is True  # still out: the hooks run again next step
+    shell.fleet.lock_free = True
+    _hook(shell, "post-bless", "10-active", "true")
+    shell.step()
+    assert shell.events()[-1] == "release lock" and "post_bless_due" not in shell.host.state()
 
 
 def test_a_rollback_puts_the_host_back_in_service_before_the_release(shell: Shell) -> None:
@@ -402,3 +423,29 @@ def test_the_swarm_drain_runs_first_before_the_reboot_and_last_after_the_bless(s
     assert _hook_log(shell) == ["swarm drain", "pre-reboot/10-mine 1.1", "post-bless/10-mine 1.1", "swarm active"]
     assert shell.events() == ["report downloading", "report staged", "take lock", "report rebooting",
                               "report blessed", "release lock"]
+
+
+def test_the_swarm_converges_after_an_idle_step_and_never_in_the_middle_of_an_update(
+        shell: Shell) -> None:
+    from tests.agent.fake_docker import FakeDocker, Network
+    from updater.agent.service import render_status, status
+    from updater.agent.swarmjoin import SwarmJoiner, Want, read_status
+
+    docker = FakeDocker(Network(), "node-1", "10.77.0.11")
+    shell.agent.swarm = SwarmJoiner(Want("node-1", "manager", {"berth.group": "default"}, fleet=False),
+                                    shell.host.state_dir, None, run=docker, boot_id=lambda: "b1")
+    shell.step()  # an update staged and rebooted into: the step ends mid-update, no converge
+    assert docker.calls == []
+    assert shell.host.boot() == "1.1"
+    shell.host.bless()
+    shell.step()  # blessed: idle again, and the node joins
+    assert docker.node is not None and docker.node.labels == {"berth.group": "default"}
+    joined = read_status(shell.host.state_dir)
+    assert joined is not None and joined["state"] == "joined"
+    report = status(shell.agent)
+    assert report["swarm"] is None  # swarm_role is not set in this host's settings: not shown
+    assert "swarm:   manager, joined: manager node-node-1 at 10.77.0.11:2377" in render_status(
+        {**report, "swarm": joined})
+    docker.daemon_up = False  # a converge that fails never fails the step
+    shell.agent.swarm.boot_id = lambda: "b2"
+    assert shell.step() == shell.agent.settings.poll_interval_s

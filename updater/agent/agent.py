@@ -42,6 +42,7 @@ from updater.agent.policy import (
     removed_after_bless,
     removed_after_fallback,
     slot_fits,
+    still_out_of_service,
     waits_for_window,
 )
 from updater.agent.settings import AgentSettings, credentials, credentials_dir_from_env
@@ -472,7 +473,9 @@ class Agent:
             return state
         why = self._run_hooks(Stage.POST_BLESS, target)
         if why is not None:
-            notify(STATUS=f"{why}; keeping the reboot lock, trying again")
+            still = still_out_of_service(why, self.strategy.take_reboot_lock() if state.lock_held else None)
+            log(still.level, still.message)
+            notify(STATUS=still.message)
             return None
         return self.store.save(u.back_in_service(state))
 

@@ -183,3 +183,28 @@ def judge_fallback(
     return FallbackVerdict(RollbackCause.UNEXPLAINED, False,
                            f"no failed check or panic recorded (power loss, hang, firmware?), "
                            f"{fallbacks_so_far + 1} times")
+
+
+@dataclass(frozen=True)
+class StillOut:
+    """What the agent says while its host stays out of service (post-bless hooks failing)."""
+
+    level: str  # the journal's
+    message: str
+
+
+def still_out_of_service(why: str, lock: bool | None) -> StillOut:
+    """The post-bless hooks failed (``why``) and will be run again every lock_retry_s.
+
+    The host is still out of service, so it keeps its reboot slot: each retry renews the
+    lock's lease (a pre-reboot from the holder renews it, and takes a slot afresh if the
+    lease ran out meanwhile), so no other host of the group goes down while this one's
+    work is away, however long the hooks keep failing. ``lock``: None, none is held;
+    True, renewed; False, refused or unanswered: the slot may be another host's now,
+    which is said as an error (and the host still comes back when the hooks succeed).
+    """
+    if lock is False:
+        return StillOut("error", f"{why}; the reboot lock could not be renewed (its lease may have run out "
+                                 "and another host may reboot now); trying the hooks and the lock again")
+    held = "keeping the reboot lock (renewed)" if lock else "no reboot lock held"
+    return StillOut("warning", f"{why}; {held}, trying again")

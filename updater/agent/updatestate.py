@@ -313,10 +313,11 @@ def lock_released(current: AgentState) -> AgentState:
 
 def pre_reboot_started(current: AgentState) -> AgentState:
     """The pre-reboot hooks are about to run: from now on the host may be out of service
-    (drained), saved before they run so that a power cut cannot forget it."""
+    (drained), saved before they run so that a power cut cannot forget it. The reboot
+    lock was granted just before: held from now on (renewed while the host is out)."""
     if not isinstance(current.phase, Staged):
         raise _refused(current, "pre_reboot_started", State.STAGED)
-    return replace(current, post_bless_due=True)
+    return replace(current, post_bless_due=True, lock_held=True)
 
 
 def back_in_service(current: AgentState) -> AgentState:
