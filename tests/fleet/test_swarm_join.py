@@ -79,12 +79,16 @@ def test_two_first_managers_that_race_end_in_one_swarm(make_fleet: Any, tmp_path
         host.check()
     # m2 asked the fleet (no swarm yet) and is starting its own when m1 does the same and
     # posts first: m2's tokens are refused, it leaves its swarm of one and joins m1's.
-    m2.docker.before["swarm init"] = lambda: m1.converge()
+    def m1_comes_up() -> None:
+        m1.converge()
+
+    m2.docker.before["swarm init"] = m1_comes_up
     assert m2.converge()["state"] == "joined"
     assert ["swarm", "leave", "--force"] in m2.docker.calls
     assert m1.docker.cluster is m2.docker.cluster
     assert m2.docker.node is not None and m2.docker.node.manager
-    assert m2.fleet.swarm_tokens() is not None and m2.fleet.swarm_tokens().node_id == "m1"  # type: ignore[union-attr]
+    tokens = m2.fleet.swarm_tokens()
+    assert tokens is not None and tokens.node_id == "m1"
 
 
 def test_a_later_boot_changes_nothing_and_rotated_tokens_are_posted_again(make_fleet: Any, tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from tests.provision.conftest import SeedMaker
 from tests.provision.fake_clouds import KEY
-from updater.provision import units
 from updater.agent.settings import load_settings
+from updater.provision import units
 from updater.provision.apply import HostLayout, read_status, settings_file
 from updater.provision.provision import Outcome, provision
 from updater.provision.schema import Container, Port, Volume, parse_user_data
