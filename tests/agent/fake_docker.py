@@ -82,10 +82,11 @@ class FakeDocker:
         if hook is not None:
             hook()
         if not self.daemon_up:
-            if argv[0] == "info":  # the client alone prints this (info-no-daemon.json)
-                return '{"NodeID":"","NodeAddr":"","LocalNodeState":"","ControlAvailable":false,"Error":"",' \
-                       '"RemoteManagers":null}\n'
-            raise SwarmError(f"docker {' '.join(argv[:2])}: Cannot connect to the Docker daemon")
+            # What this machine's client does with no daemon: exit 1, saying so on stderr
+            # (`docker info` prints info-no-daemon.json on stdout as well), which
+            # run_docker turns into this error.
+            raise SwarmError(f"docker {' '.join(argv[:2])}: Cannot connect to the Docker daemon at"
+                             " unix:///var/run/docker.sock. Is the docker daemon running?")
         match argv[:2]:
             case ["info", _]:
                 return self._info()

@@ -45,6 +45,8 @@ SWARM_PORT = 2377  # the managers' port (docker swarm init's default --listen-ad
 # read tokens, post refused, ask, leave, join, read tokens, read labels, label, read labels).
 MAX_ACTIONS = 16
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+# What docker 26's client says on stderr when no daemon answers (seen on this machine).
+NO_DAEMON = "Cannot connect to the Docker daemon"
 
 
 class JoinRefused(Exception):
@@ -252,7 +254,13 @@ class SwarmJoiner:
         return self._record(record, step, seen)
 
     def _info(self) -> SwarmInfo:
-        return parse_info(self.run(["info", "--format", "{{json .Swarm}}"]))
+        try:
+            return parse_info(self.run(["info", "--format", "{{json .Swarm}}"]))
+        except SwarmError as error:
+            # The client exits 1 with this while dockerd is not up (yet): a wait, not an error.
+            if NO_DAEMON in str(error):
+                return SwarmInfo("", "", False)
+            raise
 
     def _converge(self, seen: Seen) -> tuple[Step, Seen]:
         for _ in range(MAX_ACTIONS):
