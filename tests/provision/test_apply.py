@@ -9,8 +9,8 @@ import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.provision.conftest import SeedMaker
 from qemu.file_server import serve_files
+from tests.provision.conftest import SeedMaker
 from tests.provision.fake_clouds import KEY, Cloud, serve
 from updater.provision import units
 from updater.provision.apply import HostLayout, read_status
