@@ -20,7 +20,7 @@ from pathlib import Path
 from qemu.console import ConsoleLog
 from qemu.ready import PATTERN as READY_PATTERN
 
-PROVISIONED = re.compile(r"berth-provision: provisioned: (\S+) from (\S+)")
+PROVISIONED = re.compile(r"berth-provision: provisioned: (\S+) from ([^\s;]+)")
 NAMES = ("provisioned", "answering", "ready")
 
 
