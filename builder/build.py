@@ -159,7 +159,13 @@ def _extract(settings: BuildSettings, out: Path) -> str:
     esp, root, verity = layout.built(artifacts.read_table(disk), settings)
     first_uki = f"/{contract.UKI_DIR}/{contract.uki_filename(settings.image_id, settings.version)}"
     artifacts.copy_from_esp(disk, esp, first_uki, out / contract.UKI)
-    artifacts.copy_range(disk, root.offset, root.size, out / contract.ROOT_IMAGE)
+    # The root artifact is the file system, not its slot: the zeros after it would be
+    # hashed, written and read back by every host on every update for nothing (verity
+    # covers the erofs's own blocks only; a slot's tail is never read).
+    with disk.open("rb") as f:
+        f.seek(root.offset)
+        root_bytes = layout.erofs_size(f.read(4096))
+    artifacts.copy_range(disk, root.offset, root_bytes, out / contract.ROOT_IMAGE)
     artifacts.copy_range(disk, verity.offset, verity.size, out / contract.VERITY_IMAGE)
     roothash = uki.roothash(uki.cmdline((out / contract.UKI).read_bytes()))
     if (root.part_uuid, verity.part_uuid) != contract.uuids_from_roothash(roothash):

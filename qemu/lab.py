@@ -161,11 +161,11 @@ class Lab:
 
     # ---- releases ------------------------------------------------------------------------
 
-    def publish(self, artifact: Path, delta: bool = False) -> None:
-        """Sign ``artifact`` into the lab's repository; ``delta``: with its block indexes, so
-        hosts build it from their booted slot. Off unless a test is about deltas: under TCG
-        hashing and assembling a 1 GiB slot takes a host minutes of CPU, more than
-        downloading 176 MiB from this machine does."""
+    def publish(self, artifact: Path, delta: bool = True) -> None:
+        """Sign ``artifact`` into the lab's repository; ``delta``: with its block indexes (as
+        `berth publish` does by default), so hosts build it from their booted slot. Under TCG
+        that now costs a host less than the full download (67 s against 81 s from
+        `downloading` to `staged`); a test about the full stream turns it off."""
         if not self.keys.exists():
             berth(["keys", "init", "--keys", str(self.keys)], self.log)
         manifest = contract.Manifest.from_json((artifact / contract.MANIFEST).read_text())

@@ -44,9 +44,9 @@ class Fallback:
     detail: str  # the agent's rollback report
 
 
-def update(lab: Lab, host: Host, artifact: Path, *, with_app: bool = False, delta: bool = False) -> Update:
-    """Publish ``artifact`` (``delta``: with block indexes); the host takes it, reboots into it
-    and is blessed."""
+def update(lab: Lab, host: Host, artifact: Path, *, with_app: bool = False, delta: bool = True) -> Update:
+    """Publish ``artifact`` (``delta``: with block indexes, else only the full download); the
+    host takes it, reboots into it and is blessed."""
     version = manifest(artifact).version
     published = time.time()
     lab.publish(artifact, delta=delta)

@@ -65,9 +65,9 @@ def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: 
                   uki_tail: bytes | None = None) -> BuiltRelease:
     """A small real release: erofs root, real dm-verity tree, a stand-in UKI, manifest.json.
 
-    ``whole_slot``: as `berth build` makes them, the root image is the whole slot (the
-    erofs, then zeros), hashed in 4 KiB blocks like builder/verity.py, and the verity
-    image is the whole verity slot. ``blob``: the contents of its big file (default: random,
+    ``whole_slot``: as `berth build` makes them, the root image (the erofs alone, not its
+    slot) hashed in 4 KiB blocks like builder/verity.py, and the verity image is the whole
+    verity slot. ``blob``: the contents of its big file (default: random,
     so that no two releases share it); ``uki_tail`` the same for the stand-in UKI's bytes after
     its command line."""
     directory = out / contract.artifact_name("berth", version)
@@ -78,8 +78,6 @@ def build_release(out: Path, version: str, blob_bytes: int = 5 << 20, slot_mib: 
     directory.mkdir(parents=True)
     subprocess.run(["mkfs.erofs", "--quiet", "-T0", str(directory / contract.ROOT_IMAGE), str(src)], check=True)
     blocks = ["--data-block-size=4096", "--hash-block-size=4096"] if whole_slot else []
-    if whole_slot:
-        os.truncate(directory / contract.ROOT_IMAGE, slot_mib << 20)
     out_text = subprocess.run(
         ["veritysetup", "format", *blocks, str(directory / contract.ROOT_IMAGE),
          str(directory / contract.VERITY_IMAGE)],

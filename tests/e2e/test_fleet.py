@@ -44,6 +44,7 @@ def test_three_hosts_reboot_one_at_a_time_within_the_rate(
             locks = lab.admin(f"/admin/locks/{GROUP}")
             updates = lab.admin(f"/admin/updates/{GROUP}")
             fleet = lab.admin("/admin/status")["groups"][GROUP]
+            transfers = [lab.admin(f"/admin/hosts/{host.node_id}")["transfers"][-1] for host in hosts]
 
     for name, events in reports.items():
         assert [r["event"] for r in events] == ["downloading", "staged", "rebooting", "blessed"], name
@@ -69,4 +70,6 @@ def test_three_hosts_reboot_one_at_a_time_within_the_rate(
     assert most_in_flight((u["started_at"], u["finished_at"]) for u in started) <= MAX_UPDATES
 
     assert fleet["hosts_by_version"] == {V2: 3}
+    # Each host built v2 from its booted slot (the lab publishes block indexes, as `berth publish` does).
+    assert [(t["version"], t["path"]) for t in transfers] == [(V2, "delta")] * 3, transfers
     assert fleet["locks_held"] == []

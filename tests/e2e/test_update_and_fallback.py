@@ -84,7 +84,7 @@ def test_power_cuts_during_the_update_to_v2_never_condemn_it_and_v1_stays_the_fa
     token = secrets.token_hex(8)
     host.run(f"mkdir -p /var/lib/cut-test && echo {token} > /var/lib/cut-test/token && sync")
     lab.reboot_lock(GROUP, "operator", take=True)  # the agent may stage, but not reboot
-    lab.publish(release(V2))
+    lab.publish(release(V2), delta=False)  # the cut must hit the full stream mid-way
 
     v1 = scenarios.manifest(release(V1)).roothash
     wait_for_activity(host, r"writing (root|verity) .*: [3-9][0-9]%")

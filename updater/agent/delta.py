@@ -46,8 +46,9 @@ from updater.release import ArtifactRole, Release, ReleaseArtifact
 from updater.wire import Transfer
 
 FULL, DELTA = "full", "delta"
-# Bytes written between progress checkpoints on the delta path.
-CHECKPOINT_BYTES = 4 << 20
+# Bytes written between progress checkpoints on the delta path: each is an fsync and an
+# atomic state write; a cut costs at most this much written again.
+CHECKPOINT_BYTES = 16 << 20
 
 
 class Refused(Exception):
@@ -235,10 +236,10 @@ def _op_bytes(index: BlockIndex, op: Op, local: Callable[[int, int], bytes],
         data = local(op.from_block * BLOCK, end - start)
     else:
         data = fetch(start, end)
+    view = memoryview(data)
     for at in range(op.count):
         block = op.block + at
-        piece = data[at * BLOCK:(at + 1) * BLOCK]
-        if hashlib.sha256(piece).digest() != index.digest(block):
+        if hashlib.sha256(view[at * BLOCK:(at + 1) * BLOCK]).digest() != index.digest(block):
             where = "the booted slot" if op.source is Source.COPY else "the server"
             raise Refused(f"block {block} from {where} does not match the signed block index")
     return data
