@@ -3,10 +3,10 @@ for a host given its declaration by a NoCloud seed (one boot).
 
 The seed is the example declaration of qemu/seed.py (host name, SSH key, fleet
 group, a busybox httpd container loaded from an archive on the seed). Measured
-on the host's clock from the moment QEMU is started:
-  provisioned  berth-provision's "provisioned:" line on the serial console
-  answering    the container's page fetched through a forwarded port
-  ready        BERTH-READY (boot-complete.target reached), for comparison
+on the host's clock from the moment QEMU is started (qemu/milestones.py). The
+shared hosts of tests/qemu record the same figures on their own boots (NoCloud on
+the docker host, EC2 IMDSv2 on the podman host) and print them at the end of the
+run; this script is the one-boot way to get the NoCloud figure alone.
 
     ~/.cache/berth/venv/bin/python bench/provision.py out/berth_1.0.0 [--json FILE]
 """
@@ -15,11 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,22 +26,13 @@ sys.path.insert(0, str(ROOT))
 from qemu.container_image import write_busybox_archive
 from qemu.harness import VM, free_port
 from qemu.machine import Forward
-from qemu.ready import PATTERN as READY_PATTERN
+from qemu.milestones import Milestones
 from qemu.seed import EXAMPLE_ARCHIVE, EXAMPLE_PAGE, EXAMPLE_PORT, example_user_data, write_seed
 from qemu.ssh import ensure_key
 
 # Beyond the harness's boot bound: on a loaded 2-core machine a TCG guest can
 # take minutes more to load the archive and start the container.
 ANSWER_WAIT_S = 300
-PROVISIONED = re.compile(r"berth-provision: provisioned: (\S+) from (\S+)")
-
-
-def answers(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-            return bool(response.read().decode().strip() == EXAMPLE_PAGE)
-    except OSError:
-        return False
 
 
 def one_boot(artifact: Path, scratch: Path) -> dict[str, object]:
@@ -56,26 +45,16 @@ def one_boot(artifact: Path, scratch: Path) -> dict[str, object]:
     with VM(artifact, scratch / "vm", seed=seed, forwards=(Forward(port, EXAMPLE_PORT),)) as vm:
         started = time.monotonic()
         vm.start()
-        seen: dict[str, float] = {}
-        applied = ""
+        milestones = Milestones(vm.state.serial_log, started, port, EXAMPLE_PAGE)
         deadline = started + vm.boot_timeout + ANSWER_WAIT_S
-        while len(seen) < 3 and time.monotonic() < deadline:
-            text = vm.console.text
-            now = time.monotonic() - started
-            match = PROVISIONED.search(text)
-            if "provisioned" not in seen and match:
-                seen["provisioned"], applied = now, f"{match[1]} from {match[2]}"
-            if "ready" not in seen and READY_PATTERN.search(text):
-                seen["ready"] = now
-            if "provisioned" in seen and "answering" not in seen and answers(port):
-                seen["answering"] = time.monotonic() - started
+        while not milestones.check() and time.monotonic() < deadline:
             if vm.stopped_reason():
                 raise SystemExit(f"boot failed: {vm.stopped_reason()}")
             time.sleep(0.2)
-        if len(seen) < 3:
-            raise SystemExit(f"saw only {seen} in {deadline - started:.0f} s; console tail:\n{vm.console.text[-3000:]}")
-        return {"accel": vm.accel.value, "source": "nocloud", "applied": applied,
-                **{f"{key}_s": round(value, 1) for key, value in seen.items()}}
+        if len(milestones.seen) < 3:
+            raise SystemExit(f"saw only {milestones.seen} in {deadline - started:.0f} s; "
+                             f"console tail:\n{vm.console.text[-3000:]}")
+        return {"accel": vm.accel.value, "source": "nocloud", **milestones.figures()}
 
 
 def main() -> int:

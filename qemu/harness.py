@@ -62,6 +62,8 @@ def build_machine(
     qmp_socket: Path | None = None,
     seed: Path | None = None,
     secure_boot: bool = False,
+    metadata_service: int | None = None,
+    system_info: Mapping[str, str] | None = None,
 ) -> Machine:
     """Prepare the VM's files and describe the machine (SSH key as a credential)."""
     public_key = state.prepare(base_disk)
@@ -84,6 +86,8 @@ def build_machine(
         data_disk=data_disk,
         seed=seed,
         secure_boot=secure_boot,
+        metadata_service=metadata_service,
+        system_info=dict(system_info or {}),
     )
 
 
@@ -103,6 +107,8 @@ class VM:
         seed: Path | None = None,
         launcher: tuple[str, ...] = (),
         secure_boot: bool = False,
+        metadata_service: int | None = None,
+        system_info: Mapping[str, str] | None = None,
     ) -> None:
         self.state = VmState(state_dir)
         # A prefix QEMU is started under, e.g. qemu.throttle.cpu_quota()'s.
@@ -124,6 +130,8 @@ class VM:
             qmp_socket=Path(self._runtime.name, "qmp.sock"),
             seed=seed,
             secure_boot=secure_boot,
+            metadata_service=metadata_service,
+            system_info=system_info,
         )
         self.console = ConsoleLog(self.state.serial_log)
         self.ssh = SshTarget(self.ssh_port, self.state.private_key)

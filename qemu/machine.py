@@ -9,6 +9,12 @@ the host side to 127.0.0.1.
   reaches 127.0.0.1:HOST_PORT on the host (e.g. the fleet server). QEMU runs
   the relay command once per connection, so HTTP clients may open as many
   connections as they like (a chardev target would be one shared stream).
+- the metadata service: a cloud's link-local 169.254.169.254:80 served from a
+  host 127.0.0.1 port. libslirp forwards only to addresses inside a netdev's
+  ``net=``, so it gets a second user-mode NIC of its own (``net=169.254.0.0/16``,
+  also ``restrict=on``) and the first NIC, its SSH forward and host services stay
+  as they are. With SMBIOS type 1 saying which cloud (``system_info``), the guest
+  sees what a cloud's VM sees.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from pathlib import Path
 
 # The fixed guest-side address of host services (inside QEMU's 10.0.2.0/24).
 HOST_SERVICES_ADDRESS = "10.0.2.100"
+METADATA_ADDRESS = "169.254.169.254"
+METADATA_NETWORK = "169.254.0.0/16"
 GUEST_SSH_PORT = 22
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -97,6 +105,10 @@ class Machine:
     relay_command: tuple[str, ...] = ("socat", "STDIO")
     # OVMF's Secure Boot build (SMM on, secure pflash); efi_vars decides the mode.
     secure_boot: bool = False
+    # host 127.0.0.1 port the guest reaches as METADATA_ADDRESS:80 (a second NIC)
+    metadata_service: int | None = None
+    # SMBIOS type 1 fields (manufacturer, product, ...): the guest's /sys/class/dmi/id
+    system_info: Mapping[str, str] = field(default_factory=dict)
 
 
 def smbios_credential(name: str, value: bytes) -> str:
@@ -111,13 +123,31 @@ def smbios_credential(name: str, value: bytes) -> str:
     return f"type=11,value=io.systemd.credential.binary:{name}={encoded}"
 
 
+def _guestfwd(machine: Machine, address: str, guest_port: int, host_port: int) -> str:
+    relay = " ".join((*machine.relay_command, f"TCP:127.0.0.1:{host_port}"))
+    return f"guestfwd=tcp:{address}:{guest_port}-cmd:{relay}"
+
+
 def netdev(machine: Machine) -> str:
     parts = ["user", "id=net0", "restrict=on"]
     parts += [f"hostfwd=tcp:127.0.0.1:{f.host_port}-:{f.guest_port}" for f in machine.forwards]
     for guest_port, host_port in sorted(machine.host_services.items()):
-        relay = " ".join((*machine.relay_command, f"TCP:127.0.0.1:{host_port}"))
-        parts.append(f"guestfwd=tcp:{HOST_SERVICES_ADDRESS}:{guest_port}-cmd:{relay}")
+        parts.append(_guestfwd(machine, HOST_SERVICES_ADDRESS, guest_port, host_port))
     return ",".join(parts)
+
+
+def metadata_netdev(machine: Machine) -> str | None:
+    if machine.metadata_service is None:
+        return None
+    return ",".join(["user", "id=net1", "restrict=on", f"net={METADATA_NETWORK}",
+                     _guestfwd(machine, METADATA_ADDRESS, 80, machine.metadata_service)])
+
+
+def smbios_system(fields: Mapping[str, str]) -> str:
+    """The -smbios type=1 argument; QEMU's option parser needs a value's commas doubled."""
+    if any(not name.isalpha() for name in fields):
+        raise ValueError(f"invalid SMBIOS type 1 field names: {sorted(fields)}")
+    return ",".join(["type=1", *(f"{name}={value.replace(',', ',,')}" for name, value in sorted(fields.items()))])
 
 
 def _drive(path: Path, name: str, bootindex: int | None) -> list[str]:
@@ -162,6 +192,10 @@ def qemu_command(machine: Machine, binary: str = "qemu-system-x86_64") -> list[s
         "-netdev", netdev(machine),
         "-device", "virtio-net-pci,netdev=net0",
     ]
+    if (metadata := metadata_netdev(machine)) is not None:
+        argv += ["-netdev", metadata, "-device", "virtio-net-pci,netdev=net1"]
+    if machine.system_info:
+        argv += ["-smbios", smbios_system(machine.system_info)]
     if machine.data_disk is not None:
         argv += _drive(machine.data_disk, "disk1", None)
     if machine.seed is not None:

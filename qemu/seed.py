@@ -23,12 +23,14 @@ EXAMPLE_PORT = 8080
 EXAMPLE_ARCHIVE = "busybox.tar"
 
 
-def example_user_data(public_key: str, tag: str) -> str:
+def example_user_data(public_key: str, tag: str, archive: str = EXAMPLE_ARCHIVE,
+                      hostname: str = EXAMPLE_HOSTNAME) -> str:
     """#cloud-config as users write it, with berth's part under berth: (a container
-    from the busybox archive of qemu/container_image.py, on the seed beside it)."""
+    from the busybox archive of qemu/container_image.py, on the seed beside it or,
+    for a host given this by a metadata service, at a URL)."""
     serve = f"echo {EXAMPLE_PAGE} > /tmp/index.html && exec busybox httpd -f -p {EXAMPLE_PORT} -h /tmp"
     return f"""#cloud-config
-hostname: {EXAMPLE_HOSTNAME}
+hostname: {hostname}
 ssh_authorized_keys:
   - {public_key}
 berth:
@@ -37,7 +39,7 @@ berth:
   containers:
     - name: {EXAMPLE_CONTAINER}
       image: {tag}
-      archive: {EXAMPLE_ARCHIVE}
+      archive: {archive}
       command: [sh, -c, "{serve}"]
       ports: ["{EXAMPLE_PORT}:{EXAMPLE_PORT}"]
       restart: always
@@ -75,7 +77,7 @@ def seed_for_user_data(user_data: Path, path: Path) -> Path:
     config = parse_user_data(raw, str(user_data))
     extra = {}
     for container in config.containers:
-        if container.archive:
+        if container.archive and not container.archive_sha256:  # a URL archive is the host's to fetch
             archive = user_data.parent / container.archive
             if not archive.is_file():
                 raise UserError(f"{user_data}: archive '{container.archive}' is not beside it ({archive})")

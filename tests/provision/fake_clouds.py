@@ -2,8 +2,13 @@
 
 Each is written from its provider's documented API and enforces that API's
 rules, so a client that forgets them is refused as the real service would:
-- EC2 IMDSv2: ``PUT /latest/api/token`` with ``X-aws-ec2-metadata-token-ttl-seconds``
-  gives a token; every GET without ``X-aws-ec2-metadata-token: <token>`` gets 401.
+- EC2 IMDSv2 (instance metadata options ``HttpTokens=required``): ``PUT
+  /latest/api/token`` with ``X-aws-ec2-metadata-token-ttl-seconds`` between 1 and
+  21600 gives a fresh token (a missing or out-of-range TTL: 400; a PUT carrying
+  ``X-Forwarded-For``: 403, as AWS refuses proxied token requests); a GET without a
+  live token (none, unknown, expired) gets 401; a GET answers with the token's
+  remaining TTL in ``X-aws-ec2-metadata-token-ttl-seconds``. Every answer carries
+  ``Server: berth-FAKE-ec2-imds`` so nobody mistakes it for AWS.
 - GCE: requests need ``Metadata-Flavor: Google`` (else 403), and carrying
   ``X-Forwarded-For`` is refused; answers carry ``Metadata-Flavor: Google``.
 - Azure IMDS: requests need ``Metadata: true`` (else 400) and an ``api-version``;
@@ -16,14 +21,17 @@ from __future__ import annotations
 
 import base64
 import json
+import secrets
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFake fake@cloud"
-EC2_TOKEN = "fake-imdsv2-token"
+EC2_TTL_RANGE = range(1, 21600 + 1)  # seconds, as AWS documents the TTL header
+EC2_SERVER = "berth-FAKE-ec2-imds"
 
 
 class Cloud:
@@ -35,6 +43,8 @@ class Cloud:
         self.hostname = hostname
         self.health_reports: list[bytes] = []
         self.refused: list[str] = []
+        self.requests: list[str] = []  # "METHOD path", in the order they came
+        self.tokens: dict[str, float] = {}  # EC2 session token -> monotonic expiry
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -58,16 +68,29 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class Ec2(_Handler):
+    def version_string(self) -> str:  # the Server header of every answer
+        return EC2_SERVER
+
     def do_PUT(self) -> None:
+        self.cloud.requests.append(f"PUT {self.path}")
         self.body()
         if self.path != "/latest/api/token":
             return self.answer(404)
-        if not self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "").isdigit():
+        if "X-Forwarded-For" in self.headers:
+            return self.answer(403)
+        ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
+        if not ttl.isdigit() or int(ttl) not in EC2_TTL_RANGE:
             return self.answer(400)
-        self.answer(200, EC2_TOKEN.encode())
+        token = secrets.token_urlsafe(32)
+        self.cloud.tokens[token] = time.monotonic() + int(ttl)
+        self.answer(200, token.encode(), {"X-aws-ec2-metadata-token-ttl-seconds": ttl,
+                                          "Content-Type": "text/plain"})
 
     def do_GET(self) -> None:
-        if self.headers.get("X-aws-ec2-metadata-token") != EC2_TOKEN:
+        self.cloud.requests.append(f"GET {self.path}")
+        expiry = self.cloud.tokens.get(self.headers.get("X-aws-ec2-metadata-token", ""), 0.0)
+        left = int(expiry - time.monotonic())
+        if left <= 0:
             return self.answer(401)
         items = {
             "/latest/meta-data/instance-id": self.cloud.instance_id.encode(),
@@ -77,7 +100,8 @@ class Ec2(_Handler):
             "/latest/user-data": self.cloud.user_data,
         }
         value = items.get(self.path)
-        self.answer(404) if value is None else self.answer(200, value)
+        ttl = {"X-aws-ec2-metadata-token-ttl-seconds": str(left)}
+        self.answer(404, headers=ttl) if value is None else self.answer(200, value, ttl)
 
 
 class Gce(_Handler):
@@ -146,10 +170,10 @@ PROVIDERS: dict[str, type[_Handler]] = {"ec2": Ec2, "gce": Gce, "azure": Azure, 
 
 
 @contextmanager
-def serve(provider: str, cloud: Cloud) -> Iterator[str]:
-    """Run the provider's fake on 127.0.0.1; yields its base URL."""
+def serve(provider: str, cloud: Cloud, port: int = 0) -> Iterator[str]:
+    """Run the provider's fake on 127.0.0.1 (any free port by default); yields its base URL."""
     handler = type(f"Fake{provider}", (PROVIDERS[provider],), {"cloud": cloud})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:

@@ -3,13 +3,15 @@ a bad declaration kept out (systemctl and the engine are recorded, not run)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
+from qemu.file_server import serve_files
 from tests.provision.conftest import SeedMaker
-from tests.provision.fake_clouds import KEY
+from tests.provision.fake_clouds import KEY, Cloud, serve
 from updater.provision import units
 from updater.provision.apply import HostLayout, read_status
 from updater.provision.provision import Outcome, provision
@@ -186,3 +188,37 @@ def test_declared_hooks_are_written_executable_and_removed_when_no_longer_declar
     apply_hooks(parse_document({}, "d"), layout)
     assert not (layout.hooks / "post-bless" / "10-up").exists()
     assert by_hand.is_file()  # never provisioning's
+
+
+def test_an_archive_by_url_is_fetched_once_checked_and_kept(tmp_path: Path) -> None:
+    """A cloud host has no config volume: its declaration names the archive by URL."""
+    archive = b"docker-archive bytes"
+    digest = hashlib.sha256(archive).hexdigest()
+    fetched: list[str] = []
+    with serve_files({"/busybox.tar": archive}, fetched) as port:
+        url = f"http://127.0.0.1:{port}/busybox.tar"
+
+        def declared(sha256: str) -> bytes:
+            return (f"#cloud-config\nberth:\n  containers:\n    - name: web\n      image: localhost/b:latest\n"
+                    f"      archive: {url}#sha256={sha256}\n").encode()
+
+        host = Host(tmp_path)
+        cloud = Cloud(declared(digest))
+        with serve("ec2", cloud) as base:
+            def run() -> Outcome:
+                return provision(host.layout, None, host.by_label, {"sys_vendor": "Amazon EC2"},
+                                 Endpoints(metadata=base), host.lines.append, run=host.run, set_hostname=False)
+
+            outcome = run()
+            assert (outcome.source, outcome.applied, outcome.errors) == ("ec2", "declared", [])
+            kept = host.layout.archives / f"sha256-{digest}.tar"
+            assert kept.read_bytes() == archive and fetched == ["/busybox.tar"]
+            assert f"ExecStartPre=/usr/bin/docker load -i {kept}" in host.unit().read_text()
+            run()  # the kept file is the pinned one: not fetched again
+            assert fetched == ["/busybox.tar"]
+
+            cloud.user_data = declared("0" * 64)  # the download is not what was pinned
+            outcome = run()
+            assert outcome.applied == "last good" and "another sha256" in outcome.errors[0]
+            assert not (host.layout.archives / f"sha256-{'0' * 64}.tar").exists()
+        assert cloud.refused == []

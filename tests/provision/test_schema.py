@@ -92,6 +92,8 @@ def test_metadata_fills_what_user_data_leaves_out() -> None:
     ("containers: [{name: a, image: b, command: ls -l}]\n", "containers[0].command: must be a list of strings"),
     ("containers: [{name: a, image: b, env: {A: [1]}}]\n", "containers[0].env.A: must be a string or number"),
     ("containers: [{name: a, image: b, archive: ../x.tar}]\n", "containers[0].archive: a file name"),
+    ("containers: [{name: a, image: b, archive: 'http://h/x.tar'}]\n", "ending in #sha256=<64 hex digits>"),
+    ("containers: [{name: a, image: b, archive: 'ftp://h/x.tar#sha256=" + "a" * 64 + "'}]\n", "archive: a file name"),
     ("containers: [{name: a, image: b}, {name: a, image: c}]\n", "the name 'a' is declared twice"),
     ("tuf_root: '{nope'\n", "user-data.tuf_root: not JSON"),
     ("server_ca: hello\n", "user-data.server_ca: not a PEM certificate"),
@@ -127,3 +129,13 @@ def test_reboot_hooks_are_declared_by_stage_and_name_and_kept_whole() -> None:
     assert declare(MetaData(), text, "user-data").hooks == config.hooks
     # A declaration without hooks keeps the document the previous release wrote (and reads).
     assert "hooks" not in parse_document({}, "kept").document()
+
+
+def test_an_archive_by_url_is_kept_under_its_digest() -> None:
+    digest = "ab" * 32
+    config = parse_user_data(
+        f"containers: [{{name: a, image: b, archive: 'https://bucket.example/x.tar#sha256={digest}'}}]\n".encode(),
+        "user-data")
+    (container,) = config.containers
+    assert (container.archive_sha256, container.archive_file) == (digest, f"sha256-{digest}.tar")
+    assert parse_document(config.document(), "kept") == config  # the kept declaration reads back the same

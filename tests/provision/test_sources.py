@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from cli.errors import UserError
 from tests.provision.conftest import SeedMaker, config_drive
-from tests.provision.fake_clouds import EC2_TOKEN, KEY, Cloud, serve
+from tests.provision.fake_clouds import EC2_SERVER, KEY, Cloud, serve
 from updater.provision import sources
 from updater.provision.iso9660 import IsoImage
 from updater.provision.metadata import AZURE_ASSET_TAG, azure_goal_state, plausible_clouds
@@ -54,10 +56,39 @@ def test_the_fakes_enforce_their_rules(provider: str, path: str, headers: dict[s
 
 def test_ec2_token_needs_its_ttl_header() -> None:
     with serve("ec2", Cloud(USER_DATA)) as base:
-        with pytest.raises(UserError, match="HTTP 400"):
-            sources.http("PUT", f"{base}/latest/api/token", {})
-        assert sources.http("PUT", f"{base}/latest/api/token",
-                            {"X-aws-ec2-metadata-token-ttl-seconds": "60"}) == EC2_TOKEN.encode()
+        for ttl in (None, "0", "21601", "sixty"):  # AWS: 1 to 21600 seconds, else 400
+            with pytest.raises(UserError, match="HTTP 400"):
+                sources.http("PUT", f"{base}/latest/api/token",
+                             {} if ttl is None else {"X-aws-ec2-metadata-token-ttl-seconds": ttl})
+        with pytest.raises(UserError, match="HTTP 403"):  # a proxied token request
+            sources.http("PUT", f"{base}/latest/api/token",
+                         {"X-aws-ec2-metadata-token-ttl-seconds": "60", "X-Forwarded-For": "10.0.0.1"})
+        token = sources.http("PUT", f"{base}/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "60"})
+        assert token
+        request = urllib.request.Request(f"{base}/latest/meta-data/instance-id",
+                                         headers={"X-aws-ec2-metadata-token": token.decode()})
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            assert answer.read() == b"i-0fake"
+            # the token's remaining TTL, and a fake that says it is one
+            assert 0 < int(answer.headers["X-aws-ec2-metadata-token-ttl-seconds"]) <= 60
+            assert answer.headers["Server"] == EC2_SERVER
+
+
+def test_ec2_token_expires_after_its_ttl() -> None:
+    with serve("ec2", Cloud(USER_DATA)) as base:
+        token = sources.http("PUT", f"{base}/latest/api/token", {"X-aws-ec2-metadata-token-ttl-seconds": "1"})
+        assert token
+        time.sleep(1.1)
+        with pytest.raises(UserError, match="HTTP 401"):
+            sources.http("GET", f"{base}/latest/user-data", {"X-aws-ec2-metadata-token": token.decode()})
+
+
+def test_berth_asks_ec2_for_its_token_before_anything_else() -> None:
+    cloud = Cloud(USER_DATA)
+    with serve("ec2", cloud) as base:
+        sources.from_network("ec2", base, wait_s=2)
+    assert cloud.requests[0] == "PUT /latest/api/token"
+    assert len(cloud.requests) > 1 and all(r.startswith("GET ") for r in cloud.requests[1:])
 
 
 def test_azure_ready_report_reaches_the_wire_server() -> None:

@@ -1,31 +1,55 @@
 """Booted VMs for the image tests: one per engine, shared by every test that reads it.
 
 Built images come from the session fixtures in tests/conftest.py (the builder's);
-booting is what is done here, once per session for each variant.
+booting is what is done here, once per session for each variant. Each boot is
+provisioned too, from a different source: the docker host by a NoCloud seed, the
+podman host as an EC2 instance by the FAKE IMDSv2 (tests/provision/fake_clouds.py)
+served at 169.254.169.254; their provisioning figures are printed at the end.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
 from qemu.container_image import write_busybox_archive
-from qemu.harness import VM
-from qemu.machine import HOST_SERVICES_ADDRESS
+from qemu.file_server import serve_files
+from qemu.harness import VM, free_port
+from qemu.machine import HOST_SERVICES_ADDRESS, Forward
+from qemu.milestones import Milestones
 from qemu.ready import Ready
-from qemu.seed import EXAMPLE_ARCHIVE, example_user_data, write_seed
+from qemu.seed import (
+    EXAMPLE_ARCHIVE,
+    EXAMPLE_HOSTNAME,
+    EXAMPLE_PAGE,
+    EXAMPLE_PORT,
+    example_user_data,
+    write_seed,
+)
 from qemu.ssh import ensure_key
+from tests.provision.fake_clouds import Cloud, serve
 
 # The guest reaches the host's test service at 10.0.2.100:HOST_SERVICE_GUEST_PORT.
 HOST_SERVICE_GUEST_PORT = 8080
 HOST_SERVICE_BODY = b"berth host service\n"
 # Not berth.*: the agent imports those and refuses names it does not know.
 PROBE_CREDENTIAL = ("probe.token", "provisioned-through-smbios")
+# The podman host is an EC2 instance: what DMI shows on EC2 (sys_vendor, product_name).
+EC2_SYSTEM = {"manufacturer": "Amazon EC2", "product": "t3.micro"}
+IMDS_HOSTNAME = "berth-imds"
+IMDS_INSTANCE_ID = "i-0berthimds0000001"
+# It has no config volume: its declaration names the archive by URL, served here.
+ARCHIVE_GUEST_PORT = 8081
+FIGURES = pytest.StashKey[dict[str, dict[str, object]]]()
 
 
 class _Answer(BaseHTTPRequestHandler):
@@ -68,37 +92,76 @@ def busybox_archive(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
     return path, write_busybox_archive(path)
 
 
+@dataclass(frozen=True)
+class Provisioning:
+    """Where a boot's declaration comes from (source: the name the host reports)."""
+
+    source: str
+    declared_key: Path  # the private half of the key the declaration gives
+    hostname: str  # the one it declares
+    seed: Path | None = None
+    cloud: Cloud | None = None  # the fake metadata service, which records what it was asked
+    metadata_port: int | None = None
+    system_info: Mapping[str, str] | None = None
+    services: Mapping[int, int] | None = None  # more host services, guest port -> host port
+    archive_sha256: str = ""  # of the archive the declaration names by URL
+
+
 class BootedHost:
     """A running VM plus what its first boot announced."""
 
     def __init__(self, vm: VM, ready: Ready, artifact: Path, credentials: dict[str, str],
-                 declared_key: Path | None = None) -> None:
+                 provisioning: Provisioning, milestones: Milestones) -> None:
         self.vm = vm
         self.ready = ready
         self.artifact = artifact
         self.credentials = credentials
-        self.declared_key = declared_key  # the private half of the key the seed declares
+        self.provisioning = provisioning
+        self.declared_key = provisioning.declared_key
+        self.milestones = milestones  # provisioned / container answering, from QEMU start
 
 
-def _boot(artifact: Path, state: Path, service: HostService, seed: Path | None = None,
-          declared_key: Path | None = None) -> Iterator[BootedHost]:
+def _boot(request: pytest.FixtureRequest, artifact: Path, state: Path, service: HostService,
+          how: Provisioning) -> Iterator[BootedHost]:
     credentials = dict([PROBE_CREDENTIAL])
+    answer_port = free_port()  # the declared container's port, watched from the host
     with VM(
         artifact,
         state,
-        host_services={HOST_SERVICE_GUEST_PORT: service.host_port},
+        host_services={HOST_SERVICE_GUEST_PORT: service.host_port, **(how.services or {})},
         credentials=credentials,
-        seed=seed,
-    ).start() as vm:
-        ready = vm.wait_ready()
-        vm.wait_ssh()
-        yield BootedHost(vm, ready, artifact, credentials, declared_key)
+        seed=how.seed,
+        forwards=(Forward(answer_port, EXAMPLE_PORT),),
+        metadata_service=how.metadata_port,
+        system_info=how.system_info,
+    ) as vm:
+        started = time.monotonic()
+        vm.start()
+        milestones = Milestones(vm.state.serial_log, started, answer_port, EXAMPLE_PAGE).watch()
+        try:
+            ready = vm.wait_ready()
+            vm.wait_ssh()
+            yield BootedHost(vm, ready, artifact, credentials, how, milestones)
+        finally:
+            milestones.stop()
+            figures = {"accel": vm.accel.value, **milestones.figures()}
+            request.config.stash.setdefault(FIGURES, {})[how.source] = figures
+            path = state.parent / "provision-figures.json"  # in the run's basetemp
+            path.write_text(json.dumps(request.config.stash[FIGURES], indent=1, sort_keys=True) + "\n")
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    figures = config.stash.get(FIGURES, {})
+    if figures:
+        terminalreporter.section("provisioning: seconds from QEMU start (host clock, qemu/milestones.py)")
+        for source, values in sorted(figures.items()):
+            terminalreporter.write_line(f"{source}: {json.dumps(values, sort_keys=True)}")
 
 
 @pytest.fixture(scope="session")
 def booted_host(
-    default_image: Path, host_service: HostService, busybox_archive: tuple[Path, str],
-    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest, default_image: Path, host_service: HostService,
+    busybox_archive: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[BootedHost]:
     """The default (docker) image, booted once and ready, reachable over SSH; it boots
     with a NoCloud seed too (one boot proves provisioning as well)."""
@@ -108,12 +171,28 @@ def booted_host(
     archive, tag = busybox_archive
     seed = write_seed(scratch / "seed.iso", example_user_data(public_key, tag).encode(),
                       extra={EXAMPLE_ARCHIVE: archive.read_bytes()})
-    yield from _boot(default_image, tmp_path_factory.mktemp("vm-docker"), host_service, seed, declared_key)
+    yield from _boot(request, default_image, tmp_path_factory.mktemp("vm-docker"), host_service,
+                     Provisioning("nocloud", declared_key, EXAMPLE_HOSTNAME, seed=seed))
 
 
 @pytest.fixture(scope="session")
 def booted_podman_host(
-    podman_image: Path, host_service: HostService, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, podman_image: Path, host_service: HostService,
+    busybox_archive: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[BootedHost]:
-    """The podman variant, booted once and ready."""
-    yield from _boot(podman_image, tmp_path_factory.mktemp("vm-podman"), host_service)
+    """The podman variant, booted once and ready, as an EC2 instance: SMBIOS says
+    Amazon EC2, and the fake IMDSv2 at 169.254.169.254 gives it the example
+    declaration (its archive by URL from a host service, pinned by sha256)."""
+    scratch = tmp_path_factory.mktemp("imds")
+    declared_key = scratch / "declared_ed25519"
+    public_key = ensure_key(declared_key).decode().strip()
+    archive, tag = busybox_archive
+    data = archive.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    url = f"http://{HOST_SERVICES_ADDRESS}:{ARCHIVE_GUEST_PORT}/{EXAMPLE_ARCHIVE}#sha256={digest}"
+    cloud = Cloud(example_user_data(public_key, tag, archive=url, hostname=IMDS_HOSTNAME).encode(),
+                  instance_id=IMDS_INSTANCE_ID)
+    with serve("ec2", cloud) as base, serve_files({f"/{EXAMPLE_ARCHIVE}": data}) as archive_port:
+        yield from _boot(request, podman_image, tmp_path_factory.mktemp("vm-podman"), host_service, Provisioning(
+            "ec2", declared_key, IMDS_HOSTNAME, cloud=cloud, metadata_port=urlsplit(base).port, system_info=EC2_SYSTEM,
+            services={ARCHIVE_GUEST_PORT: archive_port}, archive_sha256=digest))

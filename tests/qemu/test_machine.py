@@ -10,6 +10,7 @@ import pytest
 
 from qemu.machine import (
     HOST_SERVICES_ADDRESS,
+    METADATA_ADDRESS,
     OVMF_CODE,
     OVMF_CODE_SECURE_BOOT,
     Accel,
@@ -47,6 +48,26 @@ def test_network_is_restricted_and_forwards_bind_loopback_only() -> None:
     assert "hostfwd=tcp:127.0.0.1:8443-:443" in parts
     (guestfwd,) = [p for p in parts if p.startswith("guestfwd=")]
     assert guestfwd == f"guestfwd=tcp:{HOST_SERVICES_ADDRESS}:80-cmd:socat STDIO TCP:127.0.0.1:8080"
+
+
+def test_metadata_service_has_its_own_link_local_nic_and_the_first_is_unchanged() -> None:
+    plain = qemu_command(machine(forwards=(Forward(2222, 22),), host_services={80: 8080}))
+    argv = qemu_command(machine(forwards=(Forward(2222, 22),), host_services={80: 8080}, metadata_service=9999))
+    first, second = option(argv, "-netdev")
+    assert option(plain, "-netdev") == [first]
+    parts = second.split(",")
+    assert parts[:4] == ["user", "id=net1", "restrict=on", "net=169.254.0.0/16"]
+    assert parts[4:] == [f"guestfwd=tcp:{METADATA_ADDRESS}:80-cmd:socat STDIO TCP:127.0.0.1:9999"]
+    assert option(argv, "-device").count("virtio-net-pci,netdev=net1") == 1
+    assert "hostfwd" not in second  # nothing of the host is reachable through it but the service
+
+
+def test_system_info_is_smbios_type_1_as_a_cloud_shows_it() -> None:
+    argv = qemu_command(machine(system_info={"manufacturer": "Amazon EC2", "product": "t3.micro,x"}))
+    assert option(argv, "-smbios") == ["type=1,manufacturer=Amazon EC2,product=t3.micro,,x"]
+    assert option(qemu_command(machine()), "-smbios") == []
+    with pytest.raises(ValueError):
+        qemu_command(machine(system_info={"bad=name": "x"}))
 
 
 def test_credentials_round_trip_through_smbios_base64() -> None:

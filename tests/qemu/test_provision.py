@@ -1,5 +1,10 @@
-"""First-boot provisioning in QEMU: the docker host boots with a NoCloud seed (a
-real ISO 9660 volume labelled cidata) and becomes what it declares."""
+"""First-boot provisioning in QEMU, one source per shared boot (no boot of its own):
+- the docker host boots with a NoCloud seed (a real ISO 9660 volume labelled cidata);
+- the podman host boots as an EC2 instance (SMBIOS "Amazon EC2") and gets its
+  declaration from the FAKE IMDSv2 of tests/provision/fake_clouds.py, served to the
+  guest at 169.254.169.254:80 on a link-local NIC of its own (qemu/machine.py).
+Each becomes what it declares: host name, SSH key, fleet group, a container that answers.
+"""
 
 from __future__ import annotations
 
@@ -9,36 +14,58 @@ from typing import Any
 
 import pytest
 
-from qemu.seed import (
-    EXAMPLE_CONTAINER,
-    EXAMPLE_GROUP,
-    EXAMPLE_HOSTNAME,
-    EXAMPLE_PAGE,
-    EXAMPLE_PORT,
-)
+from qemu.seed import EXAMPLE_CONTAINER, EXAMPLE_GROUP, EXAMPLE_PAGE, EXAMPLE_PORT
 from qemu.ssh import SshTarget
 
 pytestmark = pytest.mark.slow
 
 FETCH = f"python3 -c \"import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{EXAMPLE_PORT}/').read().decode(), end='')\""
+# After the boot is ready: the archive loads, then the container starts.
+ANSWER_WAIT_S = 300
+
+
+def assert_provisioned(host: Any, source: str) -> dict[str, Any]:
+    vm, how = host.vm, host.provisioning
+    assert vm.run("hostname").stdout.strip() == how.hostname
+    # The declared key logs in (the harness's own key came as an SMBIOS credential).
+    assert SshTarget(vm.ssh_port, host.declared_key).run("id -u").stdout.strip() == "0"
+    status: dict[str, Any] = json.loads(vm.run("berth agent status --json").stdout)["provision"]
+    assert (status["source"], status["applied"], status["errors"]) == (source, "declared", [])
+    assert status["containers"] == [EXAMPLE_CONTAINER]
+    assert f"group: {EXAMPLE_GROUP}" in vm.run("cat /var/lib/berth/agent.yaml").stdout
+    assert f"provisioned: declared from {source}" in vm.run("journalctl -b -u berth-provision --no-pager").stdout
+    unit = f"berth-container-{EXAMPLE_CONTAINER}"
+    deadline = time.monotonic() + ANSWER_WAIT_S
+    while "answering" not in host.milestones.seen and time.monotonic() < deadline:
+        time.sleep(2)  # the host's watcher fetches the page through a forwarded port
+    assert "answering" in host.milestones.seen, vm.run(f"systemctl status {unit} --no-pager", check=False).stdout
+    assert vm.run(FETCH).stdout.strip() == EXAMPLE_PAGE  # and from inside the guest
+    assert vm.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+    return status
 
 
 def test_seed_gives_hostname_key_group_and_a_running_container(booted_host: Any) -> None:
-    vm = booted_host.vm
-    assert vm.run("hostname").stdout.strip() == EXAMPLE_HOSTNAME
-    # The declared key logs in (the harness's own key came as an SMBIOS credential).
-    assert SshTarget(vm.ssh_port, booted_host.declared_key).run("id -u").stdout.strip() == "0"
-    status = json.loads(vm.run("berth agent status --json").stdout)["provision"]
-    assert (status["source"], status["applied"], status["errors"]) == ("nocloud", "declared", [])
-    assert status["containers"] == [EXAMPLE_CONTAINER]
-    assert f"group: {EXAMPLE_GROUP}" in vm.run("cat /var/lib/berth/agent.yaml").stdout
-    assert "provisioned: declared from nocloud" in vm.run("journalctl -b -u berth-provision --no-pager").stdout
-    deadline = time.monotonic() + 180  # the archive loads, then the container starts
-    while True:
-        answer = vm.run(FETCH, check=False)
-        if answer.returncode == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(3)
-    assert answer.stdout.strip() == EXAMPLE_PAGE, vm.run(
-        f"systemctl status berth-container-{EXAMPLE_CONTAINER} --no-pager", check=False).stdout
-    assert vm.run(f"systemctl is-active berth-container-{EXAMPLE_CONTAINER}").stdout.strip() == "active"
+    assert_provisioned(booted_host, "nocloud")
+
+
+def test_ec2_imdsv2_gives_hostname_key_group_and_a_running_container(booted_podman_host: Any) -> None:
+    host = booted_podman_host
+    vm, cloud = host.vm, host.provisioning.cloud
+    # What berth's DMI check reads, as on EC2.
+    assert vm.run("cat /sys/class/dmi/id/sys_vendor").stdout.strip() == "Amazon EC2"
+    status = assert_provisioned(host, "ec2")
+    assert status["instance_id"] == cloud.instance_id
+    # IMDSv2 as AWS enforces it: the session token first, every GET with it, nothing refused.
+    assert cloud.requests[0] == "PUT /latest/api/token", cloud.requests
+    assert "GET /latest/user-data" in cloud.requests and cloud.refused == []
+    # No config volume: the archive came from its URL and is kept under its sha256.
+    digest = host.provisioning.archive_sha256
+    assert vm.run(f"test -s /var/lib/berth/host/archives/sha256-{digest}.tar", check=False).returncode == 0
+
+
+def test_the_metadata_nic_leaves_the_first_one_as_it_was(booted_podman_host: Any, host_service: Any) -> None:
+    vm = booted_podman_host.vm
+    fetch = "import urllib.request,sys; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=20).read().decode())"
+    assert vm.run(f"python3 -c '{fetch}' {host_service.guest_url}").stdout.encode() == host_service.body
+    routes = vm.run("ip -4 -o addr show").stdout
+    assert "10.0.2.15/24" in routes and "169.254." in routes

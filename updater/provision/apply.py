@@ -10,10 +10,14 @@ first boot (SSH host key, the agent's node ID) is removed so it is made anew.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +31,25 @@ from updater.provision.iso9660 import IsoImage
 from updater.provision.schema import HostConfig
 
 Run = Callable[[Sequence[str]], subprocess.CompletedProcess[str]]
+ARCHIVE_TIMEOUT_S = 120.0
+# The metadata service may answer before every NIC has its address: the download
+# is retried on connection errors for this long, as the metadata sources are.
+ARCHIVE_WAIT_S = 30.0
+
+
+def fetch_archive(url: str, wait_s: float = ARCHIVE_WAIT_S) -> bytes:
+    """A declared archive's bytes from its URL (its #sha256 fragment is not sent)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(url.partition("#")[0], timeout=ARCHIVE_TIMEOUT_S) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as error:
+            raise FileNotFoundError(f"archive {url}: HTTP {error.code}") from None
+        except (urllib.error.URLError, OSError, TimeoutError) as error:
+            if time.monotonic() >= deadline:
+                raise FileNotFoundError(f"archive {url}: cannot download it ({error})") from None
+            time.sleep(1.0)
 
 
 def run_command(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
@@ -110,18 +133,25 @@ def keep_instance(layout: HostLayout, instance_id: str, log: Callable[[str], Non
 
 
 def copy_archives(layout: HostLayout, config: HostConfig, volume: Path | None) -> None:
-    """Archives go from the config volume to /var, so the kept declaration can start
-    them on a boot without the volume."""
-    wanted = {c.archive for c in config.containers if c.archive}
-    if volume is not None and wanted:
+    """Archives go from the config volume (or their URL) to /var, so the kept
+    declaration can start them on a boot without the volume (or the network)."""
+    on_volume = {c.archive for c in config.containers if c.archive and not c.archive_sha256}
+    if volume is not None and on_volume:
         with volume.open("rb") as handle:
             iso = IsoImage(handle)
-            for name in sorted(wanted):
+            for name in sorted(on_volume):
                 data = iso.read(name)
                 if data is None:
                     raise FileNotFoundError(f"the config volume holds no '{name}' (declared as an archive)")
                 _write(layout.archives / name, data, 0o600)
-    for name in wanted:
+    for container in config.containers:
+        # Named by its digest: one already kept is the same file, never fetched again.
+        if container.archive_sha256 and not (layout.archives / container.archive_file).is_file():
+            data = fetch_archive(container.archive)
+            if hashlib.sha256(data).hexdigest() != container.archive_sha256:
+                raise FileNotFoundError(f"archive {container.archive}: the download has another sha256")
+            _write(layout.archives / container.archive_file, data, 0o600)
+    for name in {c.archive_file for c in config.containers if c.archive}:
         if not (layout.archives / name).is_file():
             raise FileNotFoundError(f"archive '{name}' is neither on a config volume nor kept in {layout.archives}")
 
@@ -178,7 +208,7 @@ def converge(config: HostConfig, layout: HostLayout, run: Run = run_command) -> 
     for name, container in declared.items():
         for volume in container.volumes:
             (layout.root / volume.host.lstrip("/")).mkdir(parents=True, exist_ok=True)
-        archive = layout.archives / container.archive if container.archive else None
+        archive = layout.archives / container.archive_file if container.archive else None
         unit = units.unit_file(engine, name)
         text = units.render(engine, container, archive)
         path = directory / unit.filename

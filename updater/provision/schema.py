@@ -37,6 +37,9 @@ _NAME = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _PORT = re.compile(r"(\d{1,5}):(\d{1,5})(/(tcp|udp))?")
 _ARCHIVE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+# A host with no config volume (a cloud's metadata service gave the declaration)
+# fetches its archive from a URL; the sha256 pins what it may load.
+_ARCHIVE_URL = re.compile(r"https?://[^\s#]+#sha256=([0-9a-f]{64})")
 
 
 @dataclass(frozen=True)
@@ -63,12 +66,25 @@ class Volume:
 class Container:
     name: str
     image: str  # a registry reference, or the tag the archive holds
-    archive: str = ""  # a docker-archive tar on the config volume, loaded before each start
+    # a docker-archive tar, loaded before each start: a file at the top of the config
+    # volume, or an http(s) URL ending in #sha256=HEX
+    archive: str = ""
     command: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     ports: tuple[Port, ...] = ()
     volumes: tuple[Volume, ...] = ()
     restart: str = "always"
+
+    @property
+    def archive_sha256(self) -> str:
+        """The pinned digest of a URL archive; "" for one on the config volume."""
+        match = _ARCHIVE_URL.fullmatch(self.archive)
+        return match[1] if match else ""
+
+    @property
+    def archive_file(self) -> str:
+        """The archive's name where the host keeps it (a URL's is its digest)."""
+        return f"sha256-{self.archive_sha256}.tar" if self.archive_sha256 else self.archive
 
 
 @dataclass(frozen=True)
@@ -207,8 +223,9 @@ def _container(value: Any, where: str) -> Container:
     if not image or any(c.isspace() for c in image):
         raise _fail(f"{where}.image", f"not an image reference: {image!r}")
     archive = _string(data.get("archive", ""), f"{where}.archive")
-    if archive and not _ARCHIVE.fullmatch(archive):
-        raise _fail(f"{where}.archive", f"a file name at the top of the config volume, got {archive!r}")
+    if archive and not (_ARCHIVE.fullmatch(archive) or _ARCHIVE_URL.fullmatch(archive)):
+        raise _fail(f"{where}.archive", "a file name at the top of the config volume or an "
+                    f"http(s) URL ending in #sha256=<64 hex digits>, got {archive!r}")
     restart = _string(data.get("restart", "always"), f"{where}.restart")
     if restart not in RESTART_POLICIES:
         raise _fail(f"{where}.restart", f"one of {', '.join(RESTART_POLICIES)}, got {restart!r}")
