@@ -16,11 +16,11 @@ from pathlib import Path
 from builder import (
     artifacts,
     driver,
-    fault,
     formats,
     layout,
     manifest,
-    payload,
+    mkosirun,
+    packagelock,
     provenance,
     sbkeys,
     sbom,
@@ -58,41 +58,10 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
     try:
         out = work / "artifacts"
         out.mkdir()
-        repart = work / "repart.d"
-        repart.mkdir()
-        for filename, text in layout.repart_definitions(settings).items():
-            (repart / filename).write_text(text)
-        mirror = driver.host_mirror()
         source = provenance.source(driver.REPO)
-        progress(f"building the initrd with mkosi; full log: {log}")
-        driver.run(
-            driver.initrd_command(
-                output_dir=work / "initrd", mirror=mirror, cache=cache, epoch=source.epoch
-            ),
-            log,
-            show=show,
-        )
-        initrd = next((work / "initrd").glob("initrd*"))
-        progress(f"building {name} ({settings.engine}) with mkosi")
-        driver.run(
-            driver.image_command(
-                settings,
-                output_dir=work / "mkosi",
-                initrd=initrd,
-                repart_dir=repart,
-                extra_trees=[
-                    *payload.stage(work / "agent-tree"),
-                    *fault.extra_trees(settings.fault, work / "fault-tree"),
-                    *(sbkeys.image_tree(keys, work / "sb-tree") if keys else []),
-                ],
-                mirror=mirror,
-                cache=cache,
-                epoch=source.epoch,
-            ),
-            log,
-            show=show,
-            append=True,
-        )
+        lock, lock_sha256 = packagelock.read()
+        mkosirun.run(settings, work, cache=cache, epoch=source.epoch, log=log, show=show, lock=lock,
+                  sb_keys=keys, progress=progress)
 
         (work / "mkosi" / "image.raw").rename(out / contract.DISK_RAW)
         progress("hashing the root for dm-verity (4 KiB blocks); root hash into GPT and UKI")
@@ -164,7 +133,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
                     for a in (*disks, *(a for a in contract.ARTIFACTS if a not in formats.DISKS))
                 },
                 packages=packages,
-                provenance=provenance.record(settings, source),
+                provenance=provenance.record(settings, source, lock_sha256),
             ).to_json()
         )
         final = output / name

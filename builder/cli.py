@@ -35,6 +35,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.set_defaults(handler=_build)
 
+    lock = subparsers.add_parser(
+        "lock",
+        help="show or refresh the package lock (configs/packages.lock) every build installs",
+        description="Every `berth build` installs exactly the Debian packages of "
+        "configs/packages.lock and checks each .deb's sha256 against it. Without "
+        "--refresh: print the lock's sections and hash.",
+    )
+    lock.add_argument(
+        "--refresh",
+        action="store_true",
+        help="resolve the packages again (unpinned mkosi runs of the default config), "
+        "write the lock and print what changed",
+    )
+    lock.add_argument(
+        "--engine",
+        action="append",
+        choices=("docker", "podman"),
+        help="refresh only this engine's section (and the initrd's); repeatable; default: both",
+    )
+    lock.set_defaults(handler=_lock)
+
 
 def _build(args: argparse.Namespace) -> int:
     from builder import settings
@@ -47,6 +68,25 @@ def _build(args: argparse.Namespace) -> int:
     if args.verify_reproducible:
         _verify(chosen, built, show=not args.quiet)
     print(built)
+    return 0
+
+
+def _lock(args: argparse.Namespace) -> int:
+    from builder import packagelock, settings
+
+    if args.refresh:
+        from builder.lockrefresh import refresh
+
+        changed = refresh(args.engine or settings.ENGINES)
+        for line in changed:
+            print(line)
+        print(f"{packagelock.shown(packagelock.PATH)}: {len(changed) or 'no'} change(s)")
+        return 0
+    lock, sha256 = packagelock.read()
+    for name, packages in lock.items():
+        kept = sum(1 for p in packages if not p.removed)
+        print(f"[{name}] {len(packages)} packages ({kept} in the image, {len(packages) - kept} purged)")
+    print(f"{packagelock.shown(packagelock.PATH)} sha256 {sha256}")
     return 0
 
 

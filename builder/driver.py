@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from builder import fault, layout, provenance, seal
+from builder import fault, layout, packagelock, provenance, seal
 from builder.settings import BuildSettings
 from cli.errors import UserError
 
@@ -44,9 +44,21 @@ def host_mirror() -> str:
 
 
 def _common(
-    *, tree: Path, output_dir: Path, mirror: str, cache: Path, cache_name: str, epoch: int
+    *,
+    tree: Path,
+    output_dir: Path,
+    mirror: str,
+    cache: Path,
+    cache_name: str,
+    epoch: int,
+    pins: Sequence[str] | None,
 ) -> list[str]:
     mk = cache / "mkosi"
+    # mkosi keeps one incremental cache per directory and rebuilds it when the package
+    # list changes: pinned builds get their own, so they and a lock refresh (unpinned)
+    # do not evict each other's.
+    if pins is not None:
+        cache_name += "-locked"
     return [
         "mkosi",
         "--directory",
@@ -68,6 +80,10 @@ def _common(
         "--source-date-epoch",
         str(epoch),
         f"--finalize-script={SCRIPTS / 'normalize-times.finalize'}",
+        # The dpkg status before any purge: the lock (builder/packagelock.py) and the SBOM.
+        f"--postinst-script={SCRIPTS / 'sbom.postinst'}",
+        # Exact versions from the package lock (appended to the tree's Packages=).
+        *(f"--package={pin}" for pin in pins or ()),
         "--force",
     ]
 
@@ -77,7 +93,9 @@ def package_archives(cache: Path) -> Path:
     return cache / "mkosi" / "packages" / "cache" / "apt" / "archives"
 
 
-def initrd_command(*, output_dir: Path, mirror: str, cache: Path, epoch: int) -> list[str]:
+def initrd_command(
+    *, output_dir: Path, mirror: str, cache: Path, epoch: int, pins: Sequence[str] | None
+) -> list[str]:
     return [
         *_common(
             tree=TREE / "initrd",
@@ -86,6 +104,7 @@ def initrd_command(*, output_dir: Path, mirror: str, cache: Path, epoch: int) ->
             cache=cache,
             cache_name="initrd",
             epoch=epoch,
+            pins=pins,
         ),
         "build",
     ]
@@ -101,6 +120,7 @@ def image_command(
     mirror: str,
     cache: Path,
     epoch: int,
+    pins: Sequence[str] | None,
 ) -> list[str]:
     return [
         *_common(
@@ -110,6 +130,7 @@ def image_command(
             cache=cache,
             cache_name=settings.engine,
             epoch=epoch,
+            pins=pins,
         ),
         # repart's UUIDs, and the mkfs values it leaves to chance (berth makes the verity).
         "--seed",
@@ -133,7 +154,6 @@ def image_command(
         "--repart-dir",
         str(repart_dir),
         *(f"--extra-tree={tree}:/" for tree in extra_trees),
-        f"--postinst-script={SCRIPTS / 'sbom.postinst'}",
         # bootctl's random seed on the ESP differs per build; each host makes its own.
         f"--finalize-script={SCRIPTS / 'drop-boot-seed.finalize'}",
         *(f"--kernel-command-line={arg}" for arg in fault.kernel_command_line(settings.fault)),
@@ -186,5 +206,8 @@ def run(command: list[str], log_path: Path, *, show: bool = True, append: bool =
         errors = [
             t for t in tail if re.search(r"error|fail|not fit|no space|unable", t, re.IGNORECASE)
         ]
+        unavailable = packagelock.unavailable("\n".join(tail), packagelock.shown(packagelock.PATH))
+        if unavailable is not None:
+            raise unavailable
         hint = f": {errors[-1][:200]}" if errors else ""
         raise UserError(f"mkosi failed (exit {status}){hint}; full log: {log_path}")

@@ -90,7 +90,7 @@ def config_digest(files: Mapping[str, bytes]) -> str:
     return digest.hexdigest()
 
 
-def record(settings: BuildSettings, source: Source) -> contract.Provenance:
+def record(settings: BuildSettings, source: Source, package_lock_sha256: str) -> contract.Provenance:
     """The manifest's provenance: where the build came from and with what."""
     return contract.Provenance(
         commit=source.commit,
@@ -100,6 +100,7 @@ def record(settings: BuildSettings, source: Source) -> contract.Provenance:
         settings=dataclasses.asdict(settings),
         image_tree_sha256=config_digest(tree_files(IMAGE_TREES)),
         seed=str(seed(settings)),
+        package_lock_sha256=package_lock_sha256,
     )
 
 

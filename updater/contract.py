@@ -191,6 +191,7 @@ class Provenance:
     settings: Mapping[str, str | int]  # the build settings (configs/image.yaml + flags)
     image_tree_sha256: str  # images/ and builder/mkosi/, the mkosi input besides settings
     seed: str  # systemd-repart's --seed
+    package_lock_sha256: str  # configs/packages.lock, the exact Debian packages
 
 
 @dataclass(frozen=True)
@@ -301,7 +302,7 @@ def _provenance(data: Any) -> Provenance:
         _typed(top["commit"], str, "provenance.commit")
     _typed(top["dirty"], bool, "provenance.dirty")
     _typed(top["source_date_epoch"], int, "provenance.source_date_epoch")
-    for key in ("mkosi_version", "image_tree_sha256", "seed"):
+    for key in ("mkosi_version", "image_tree_sha256", "seed", "package_lock_sha256"):
         _typed(top[key], str, f"provenance.{key}")
     settings = _typed(top["settings"], dict, "provenance.settings")
     for key, value in settings.items():

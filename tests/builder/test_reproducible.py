@@ -65,8 +65,15 @@ def test_mkosi_gets_the_epoch_the_seed_and_quoted_mkfs_options(tmp_path: Path) -
         mirror="http://deb.debian.org/debian",
         cache=tmp_path,
         epoch=EPOCH,
+        pins=["systemd=257.9-1~deb13u1", "zlib1g=1:1.3.dfsg+really1.3.1-1+b1"],
     )
     assert command[command.index("--source-date-epoch") + 1] == str(EPOCH)
+    # The lock's versions, and a cache of their own (mkosi rebuilds one whose packages change).
+    assert [a for a in command if a.startswith("--package=")] == [
+        "--package=systemd=257.9-1~deb13u1",
+        "--package=zlib1g=1:1.3.dfsg+really1.3.1-1+b1",
+    ]
+    assert command[command.index("--cache-dir") + 1] == str(tmp_path / "mkosi" / "cache-docker-locked")
     assert command[command.index("--seed") + 1] == str(provenance.seed(DEFAULTS))
     # mkosi reads Environment= like a shell: each value must come back whole.
     env = dict(
@@ -79,7 +86,9 @@ def test_mkosi_gets_the_epoch_the_seed_and_quoted_mkfs_options(tmp_path: Path) -
     assert env["SYSTEMD_REPART_MKFS_OPTIONS_EXT4"].startswith("-E lazy_itable_init=1,hash_seed=")
     assert f"--finalize-script={driver.SCRIPTS / 'normalize-times.finalize'}" in command
     assert f"--finalize-script={driver.SCRIPTS / 'drop-boot-seed.finalize'}" in command
-    initrd = driver.initrd_command(output_dir=tmp_path, mirror="m", cache=tmp_path, epoch=EPOCH)
+    initrd = driver.initrd_command(
+        output_dir=tmp_path, mirror="m", cache=tmp_path, epoch=EPOCH, pins=[]
+    )
     assert initrd[initrd.index("--source-date-epoch") + 1] == str(EPOCH)
 
 
@@ -154,7 +163,7 @@ def test_compare_names_each_differing_artifact(tmp_path: Path) -> None:
 
 def _with_provenance(**changes: object) -> contract.Manifest:
     source = provenance.Source(commit="ab" * 20, dirty=False, epoch=EPOCH)
-    record = provenance.record(DEFAULTS, source)
+    record = provenance.record(DEFAULTS, source, "12" * 32)
     return contract.Manifest(
         image_id="berth",
         version="1.0.0",
@@ -173,6 +182,7 @@ def test_provenance_round_trips_through_the_manifest() -> None:
     assert again.provenance == manifest.provenance
     assert again.provenance is not None and again.provenance.settings["engine"] == "docker"
     assert again.provenance.source_date_epoch == EPOCH
+    assert again.provenance.package_lock_sha256 == "12" * 32
     # Manifests of builds before provenance still read.
     old = json.loads(manifest.to_json())
     del old["provenance"]
@@ -185,6 +195,7 @@ def test_provenance_round_trips_through_the_manifest() -> None:
         ("dirty", "no", "'provenance.dirty' must be bool"),
         ("source_date_epoch", "1", "'provenance.source_date_epoch' must be int"),
         ("settings", {"engine": ["docker"]}, "'provenance.settings.engine' must be str or int"),
+        ("package_lock_sha256", None, "'provenance.package_lock_sha256' must be str"),
     ],
 )
 def test_a_mistyped_provenance_is_refused(field: str, value: object, message: str) -> None:
@@ -192,6 +203,17 @@ def test_a_mistyped_provenance_is_refused(field: str, value: object, message: st
     document["provenance"][field] = value
     with pytest.raises(contract.ContractError, match=message):
         contract.Manifest.from_json(json.dumps(document))
+
+
+def test_an_unpinned_run_names_no_versions_and_keeps_the_tree_s_own_cache(tmp_path: Path) -> None:
+    command = driver.initrd_command(
+        output_dir=tmp_path, mirror="http://deb.debian.org/debian", cache=tmp_path, epoch=EPOCH,
+        pins=None,
+    )
+    assert not [a for a in command if a.startswith("--package=")]
+    assert command[command.index("--cache-dir") + 1] == str(tmp_path / "mkosi" / "cache-initrd")
+    # The lock reads what each run installed from the postinst's copy of the dpkg status.
+    assert f"--postinst-script={driver.SCRIPTS / 'sbom.postinst'}" in command
 
 
 def test_berths_mkosi_scripts_are_executable() -> None:

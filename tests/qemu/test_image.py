@@ -73,6 +73,17 @@ def test_booted_uki_is_the_blessed_default_entry(booted_host: Any) -> None:
     assert "triesLeft" not in booted and "+" not in booted["id"]
 
 
+def test_the_boot_loaders_random_seed_is_written_once_the_host_is_ready(booted_host: Any) -> None:
+    # Images ship no seed (each host its own); it is written after boot-complete.target,
+    # off the boot's path, so poll for it (bounded: a oneshot on a ready host).
+    vm = booted_host.vm
+    check = ("for i in $(seq 60); do systemctl is-active --quiet berth-boot-random-seed.service && break; "
+             "sleep 2; done; systemctl is-active berth-boot-random-seed.service; "
+             "stat -c %s \"$(bootctl --print-esp-path)/loader/random-seed\"")
+    assert vm.run(check).stdout.split() == ["active", "32"]
+    assert vm.run("systemctl show -P ActiveState systemd-boot-random-seed.service").stdout.strip() == "inactive"
+
+
 def test_guest_reaches_host_service_only_through_its_fixed_address(
     booted_host: Any, host_service: Any
 ) -> None:

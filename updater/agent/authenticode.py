@@ -24,6 +24,8 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
+from updater import pe as pe_headers
+
 _SIGNED_DATA = "1.2.840.113549.1.7.2"
 _SPC_INDIRECT_DATA = "1.3.6.1.4.1.311.2.1.4"
 _MESSAGE_DIGEST = "1.2.840.113549.1.9.4"
@@ -107,42 +109,14 @@ def _integer(node: _Node) -> int:
 # ---- PE -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Layout:
-    checksum: int  # offset of the 4-byte CheckSum field
-    security_entry: int  # offset of the 8-byte certificate-table directory entry
-    headers_size: int
-    sections: tuple[tuple[int, int], ...]  # (file offset, size) with raw data, in file order
-    table: tuple[int, int]  # certificate table (file offset, size); (0, 0) when unsigned
-
-
-def _layout(pe: bytes) -> _Layout:
+def _layout(pe: bytes) -> pe_headers.Headers:
     try:
-        if pe[:2] != b"MZ":
-            raise Unsigned("not a PE image")
-        (header,) = struct.unpack_from("<I", pe, 0x3C)
-        if pe[header : header + 4] != b"PE\0\0":
-            raise Unsigned("not a PE image")
-        (count,) = struct.unpack_from("<H", pe, header + 6)
-        (optional_size,) = struct.unpack_from("<H", pe, header + 20)
-        optional = header + 24
-        (magic,) = struct.unpack_from("<H", pe, optional)
-        directories = optional + {0x10B: 96, 0x20B: 112}[magic]
-        (headers_size,) = struct.unpack_from("<I", pe, optional + 60)
-        (directory_count,) = struct.unpack_from("<I", pe, directories - 4)
-        if directory_count < 5:
-            raise Unsigned("the PE image has no certificate-table entry")
-        security_entry = directories + 4 * 8
-        table = struct.unpack_from("<II", pe, security_entry)
-        sections = []
-        for i in range(count):
-            entry = optional + optional_size + 40 * i
-            raw_size, raw_offset = struct.unpack_from("<II", pe, entry + 16)
-            if raw_size:
-                sections.append((raw_offset, raw_size))
-    except (struct.error, KeyError) as error:
-        raise Unsigned("not a well-formed PE image") from error
-    return _Layout(optional + 64, security_entry, headers_size, tuple(sorted(sections)), table)
+        found = pe_headers.headers(pe)
+    except pe_headers.PEError as error:
+        raise Unsigned(str(error)) from error
+    if found.security_entry is None:
+        raise Unsigned("the PE image has no certificate-table entry")
+    return found
 
 
 def pe_digest(pe: bytes, algorithm: str = "sha256") -> bytes:
@@ -150,15 +124,17 @@ def pe_digest(pe: bytes, algorithm: str = "sha256") -> bytes:
     layout = _layout(pe)
     digest = hashlib.new(algorithm)
     digest.update(pe[: layout.checksum])
+    assert layout.security_entry is not None  # _layout refuses an image without one
     digest.update(pe[layout.checksum + 4 : layout.security_entry])
     digest.update(pe[layout.security_entry + 8 : layout.headers_size])
     hashed = layout.headers_size
-    for offset, size in layout.sections:
+    # Authenticode hashes the sections with raw data in file order.
+    for offset, size in sorted((s.raw_offset, s.raw_size) for s in layout.sections if s.raw_size):
         if offset + size > len(pe):
             raise Unsigned("a PE section runs past the end of the image")
         digest.update(pe[offset : offset + size])
         hashed += size
-    table_offset, table_size = layout.table
+    table_offset, table_size = layout.certificates
     end = table_offset if table_size else len(pe)
     if end > hashed:
         digest.update(pe[hashed:end])
@@ -167,7 +143,7 @@ def pe_digest(pe: bytes, algorithm: str = "sha256") -> bytes:
 
 def signatures(pe: bytes) -> list[bytes]:
     """The PKCS#7 SignedData blobs of ``pe``'s certificate table (none when unsigned)."""
-    offset, size = _layout(pe).table
+    offset, size = _layout(pe).certificates
     if not size:
         return []
     if offset + size > len(pe):
