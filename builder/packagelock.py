@@ -12,13 +12,15 @@ marked `removed`: they are checked like the others but not named to apt, since a
 package named on apt's command line becomes "manually installed" and apt's purge
 of apt would then leave it in the root.
 
-Pure: text in, text or findings out; the I/O edges are at the end.
+Pure: text in, text or findings out (version order asks dpkg, the authority on it);
+the I/O edges are at the end.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,45 +229,9 @@ def changes(old: Lock, new: Lock) -> list[str]:
 
 
 def _newer(a: str, b: str) -> bool:
-    """Debian's version order (deb-version(7)): is `a` later than `b`?"""
-    return _compare_versions(a, b) > 0
-
-
-def _compare_versions(a: str, b: str) -> int:
-    def split(v: str) -> tuple[int, str, str]:
-        epoch, _, rest = v.partition(":") if ":" in v else ("0", "", v)
-        upstream, _, revision = rest.rpartition("-") if "-" in rest else (rest, "", "0")
-        return int(epoch or 0), upstream, revision
-
-    def order(c: str) -> int:
-        if c == "~":
-            return -1
-        if c.isalpha():
-            return ord(c)
-        return ord(c) + 256
-
-    def part(x: str, y: str) -> int:
-        while x or y:
-            xs = re.match(r"[^0-9]*", x).group()  # type: ignore[union-attr]
-            ys = re.match(r"[^0-9]*", y).group()  # type: ignore[union-attr]
-            for i in range(max(len(xs), len(ys))):
-                cx = order(xs[i]) if i < len(xs) else 0
-                cy = order(ys[i]) if i < len(ys) else 0
-                if cx != cy:
-                    return cx - cy
-            x, y = x[len(xs) :], y[len(ys) :]
-            xd = re.match(r"[0-9]*", x).group()  # type: ignore[union-attr]
-            yd = re.match(r"[0-9]*", y).group()  # type: ignore[union-attr]
-            if int(xd or 0) != int(yd or 0):
-                return int(xd or 0) - int(yd or 0)
-            x, y = x[len(xd) :], y[len(yd) :]
-        return 0
-
-    ea, ua, ra = split(a)
-    eb, ub, rb = split(b)
-    if ea != eb:
-        return ea - eb
-    return part(ua, ub) or part(ra, rb)
+    """Debian's version order (deb-version(7)): is `a` later than `b`? dpkg's own
+    comparison (on every host that builds with mkosi's apt), not a second one here."""
+    return subprocess.run(["dpkg", "--compare-versions", a, "gt", b], check=False).returncode == 0
 
 
 # I/O edges.
