@@ -1,5 +1,5 @@
 """Proof that a root file system holds no package manager, compiler, stray setuid file,
-private key or berth code that does not run on a host (builder/payload.py's rule).
+private key, kernel image (the kernel is the UKI's) or berth code that does not run on a host (builder/payload.py's rule).
 
 `lint(root)` walks an extracted root and returns what it found; the build
 fails on any finding and lists them all.
@@ -64,6 +64,8 @@ SETID_ALLOWED: frozenset[str] = frozenset(
 # A file that is a PEM private key (the Secure Boot and TUF keys stay on the build host;
 # a host makes its own SSH keys at first boot, on /var).
 _PRIVATE_KEY = re.compile(rb"\s*-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----")
+# Bytes read from the start of each regular file: enough for both checks.
+_HEAD = 0x206
 
 
 def lint(root: Path) -> list[str]:
@@ -84,15 +86,25 @@ def lint(root: Path) -> list[str]:
             ):
                 kind = "setuid" if mode & stat.S_ISUID else "setgid"
                 findings.add(f"{kind} file not in allowlist: /{rel}")
-            if stat.S_ISREG(mode) and _is_private_key(path):
-                findings.add(f"private key: /{rel}")
+            if stat.S_ISREG(mode):
+                head = _head(path)
+                if _PRIVATE_KEY.match(head):
+                    findings.add(f"private key: /{rel}")
+                if _is_kernel(head):
+                    findings.add(f"kernel image: /{rel}")
     findings.update(payload.findings(root))
     return sorted(findings)
 
 
-def _is_private_key(path: Path) -> bool:
+def _head(path: Path) -> bytes:
     try:
         with path.open("rb") as f:
-            return bool(_PRIVATE_KEY.match(f.read(80)))
+            return f.read(_HEAD)
     except OSError:  # unreadable (a socket or fifo would not be S_ISREG): nothing to say
-        return False
+        return b""
+
+
+def _is_kernel(head: bytes) -> bool:
+    """A Linux x86 boot image (bzImage, what Debian's vmlinuz is): the boot sector's 55 AA
+    and the setup header's "HdrS" magic (the kernel's boot protocol, Documentation/arch/x86/boot.rst)."""
+    return head[0x1FE:0x200] == b"\x55\xaa" and head[0x202:0x206] == b"HdrS"

@@ -44,6 +44,11 @@ TARGET_COMPRESSION: dict[ArtifactRole, str] = {
     ArtifactRole.UKI: "none",
 }
 
+# The largest zstd window (log2 bytes) a target may need: `berth publish` compresses
+# within it and the agent refuses a frame that asks for more, so the memory a host
+# spends decompressing an update stays bounded whatever the repository serves.
+MAX_WINDOW_LOG = 23  # 8 MiB, one frame of `berth publish`'s default
+
 
 # The root's SBOM travels as a fourth signed target beside the three a host installs;
 # its custom metadata sits under its own key, so a client that lists releases skips it.

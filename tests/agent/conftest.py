@@ -120,7 +120,7 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def publish(repo_dir: Path, keys: Path, release: BuiltRelease, *extra: str) -> None:
     """Through the real CLI, as an operator would."""
     berth(["publish", str(release.directory), "--repo", str(repo_dir), "--keys", str(keys),
-           "--frame-mib", "1", *extra])
+           "--frame-mib", "1", "--zstd-level", "3", *extra])
 
 
 def berth(args: list[str], env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -32,7 +32,7 @@ def _published(server: Server, tmp_path: Path, releases: Any, cli: Any) -> tuple
     keys = tmp_path / "keys"
     init_keys(keys, {"root": 1, "targets": 1, "snapshot": 1, "timestamp": 1})
     repo = ["--repo", str(server.root / "repo"), "--keys", str(keys)]
-    cli(["publish", str(releases["1.0"].directory), *repo, "--frame-mib", "1"])
+    cli(["publish", str(releases["1.0"].directory), *repo, "--frame-mib", "1", "--zstd-level", "3"])
     return keys, repo
 
 
@@ -60,7 +60,7 @@ def test_after_a_targets_rotation_clients_follow_and_the_old_key_signs_nothing(
     assert "root version 2" in done.stdout
     assert (keys / "retired/targets-before-root-2/targets-0.pem").read_bytes() == stolen.read_bytes()
     assert (keys / "targets-0.pem").read_bytes() != stolen.read_bytes()
-    cli(["publish", str(releases["1.1"].directory), *repo, "--frame-mib", "1"])
+    cli(["publish", str(releases["1.1"].directory), *repo, "--frame-mib", "1", "--zstd-level", "3"])
     for name in ("before", "fresh"):
         client = _client(server, tmp_path, name)
         client.refresh()
@@ -79,7 +79,7 @@ def test_a_root_rotation_is_signed_by_the_old_and_the_new_root_keys(
     cli(["keys", "rotate", "--role", "root", *repo])
     cli(["keys", "rotate", "--role", "timestamp", *repo])
     assert (keys / "root-0.pem").read_bytes() != old_root
-    cli(["publish", str(releases["1.1"].directory), *repo, "--frame-mib", "1"])
+    cli(["publish", str(releases["1.1"].directory), *repo, "--frame-mib", "1", "--zstd-level", "3"])
     client = _client(server, tmp_path, "pinned-v1")  # walks 2.root.json (and 3.root.json)
     client.refresh()
     assert client.get_targetinfo("berth/1.1/uki.efi") is not None
@@ -106,7 +106,7 @@ def test_a_rotation_cut_short_blocks_publishing_until_run_again(
     monkeypatch.setattr(rotation, "_swap_private_keys", real_swap)
     assert rotation.rotate_keys(server.root / "repo", keys, "targets") == 2  # no third root
     assert not (keys / "rotating").exists()
-    cli(["publish", str(releases["1.1"].directory), *repo, "--frame-mib", "1"])
+    cli(["publish", str(releases["1.1"].directory), *repo, "--frame-mib", "1", "--zstd-level", "3"])
     client = _client(server, tmp_path, "after")
     client.refresh()
     assert client.get_targetinfo("berth/1.1/uki.efi") is not None

@@ -27,7 +27,7 @@ def test_published_release_verifies_with_ngclient(server: Server, tmp_path: Path
     cli(["keys", "init", "--keys", str(keys), "--threshold", "root=2", "--threshold", "targets=2"])
     assert len(list(keys.glob("root-*.pem"))) == 2 and len(list(keys.glob("timestamp-*.pem"))) == 1
     repo = ["--repo", str(server.root / "repo"), "--keys", str(keys)]
-    cli(["publish", str(releases["1.0"].directory), *repo, "--frame-mib", "1"])
+    cli(["publish", str(releases["1.0"].directory), *repo, "--frame-mib", "1", "--zstd-level", "3"])
     cli(["publish", str(releases["1.1"].directory), *repo, "--min-version", "1.0"])
     root = json.loads((server.root / "repo/metadata/root.json").read_text())["signed"]
     assert root["roles"]["root"]["threshold"] == 2 and root["consistent_snapshot"] is True

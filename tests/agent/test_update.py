@@ -53,7 +53,8 @@ def test_release_published_with_an_uncompressed_verity_target_installs_and_withd
     repo_dir = server.root / "repo"
     monkeypatch.setitem(release_layout.TARGET_FILENAMES, ArtifactRole.VERITY, "root.verity")
     monkeypatch.setitem(release_layout.TARGET_COMPRESSION, ArtifactRole.VERITY, "none")
-    Repository(repo_dir, keys_dir).publish(releases["1.1"].directory, None, frame_bytes=1 << 20)
+    Repository(repo_dir, keys_dir).publish(releases["1.1"].directory, None, frame_bytes=1 << 20,
+                                                zstd_level=3)
     monkeypatch.undo()
     verity = Repository(repo_dir, keys_dir).releases()[0].artifacts[ArtifactRole.VERITY]
     assert (verity.target_path, verity.compression) == ("berth/1.1/root.verity", "none")

@@ -125,6 +125,54 @@ def test_root_is_a_container_host_with_the_berth_agent(docker_root: Path) -> Non
     ] == ["tmp"]
 
 
+# Run by the root's own python3: every module berth ships, and every module any of them
+# imports anywhere (also inside a function), must import from what the root keeps.
+_IMPORT_ALL = """
+import ast, importlib, pathlib, sys
+base = pathlib.Path("/usr/lib/berth/python")
+sys.path.insert(0, str(base))
+names = set()
+for path in base.rglob("*.py"):
+    names.add(".".join(path.relative_to(base).with_suffix("").parts).removesuffix(".__init__"))
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            names.add(node.module)
+failed = []
+for name in sorted(names):
+    try:
+        importlib.import_module(name)
+    except Exception as error:
+        failed.append(f"{name}: {error!r}")
+print(len(names))
+print("\\n".join(failed), file=sys.stderr)
+"""
+
+
+def test_every_module_berth_ships_imports_in_the_root(docker_root: Path) -> None:
+    """The standard library parts the image leaves out (images/host/mkosi.conf) are none
+    that berth's code on a host imports."""
+    result = subprocess.run(["chroot", str(docker_root), "/usr/bin/python3", "-B", "-c", _IMPORT_ALL],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
+    assert int(result.stdout) > 50
+    assert not (docker_root / "usr/lib/python3.13/unittest").exists()
+
+
+def test_the_kernel_is_in_the_uki_only_and_matches_the_roots_modules(
+    default_image: Path, docker_root: Path
+) -> None:
+    """The root's modules are the UKI's kernel's, and no second copy of that kernel (11 MiB)
+    rides in the root: the lint finds none, and Debian's /vmlinuz links are gone."""
+    uname = uki.sections((default_image / "uki.efi").read_bytes())[".uname"].rstrip(b"\0").decode()
+    assert [p.name for p in (docker_root / "usr/lib/modules").iterdir()] == [uname]
+    assert (docker_root / "usr/lib/modules" / uname / "modules.dep").is_file()
+    assert not (docker_root / "usr/lib/modules" / uname / "vmlinuz").exists()
+    assert not any((docker_root / name).is_symlink() for name in ("vmlinuz", "vmlinuz.old"))
+    assert not [line for line in lint(docker_root) if line.startswith("kernel image")]
+
+
 def test_the_boot_loader_is_tended_after_the_boot_not_on_its_path(docker_root: Path) -> None:
     # Updating systemd-boot and refreshing its random seed mount the ESP and write to it:
     # before sysinit.target (where systemd puts them) they were ~12 s of every TCG boot.

@@ -181,3 +181,33 @@ def test_a_hosts_berth_help_shows_only_host_verbs(tmp_path: Path) -> None:
     # argparse lists each verb indented by four spaces under "positional arguments".
     verbs = re.findall(r"^    (\w\S*)", result.stdout, re.MULTILINE)
     assert verbs == ["agent", "provision"]
+
+
+def _bzimage() -> bytes:
+    """The first bytes of an x86 kernel as the boot protocol lays them out."""
+    head = bytearray(0x400)
+    head[0x1FE:0x200] = b"\x55\xaa"
+    head[0x202:0x206] = b"HdrS"
+    return bytes(head)
+
+
+def test_a_kernel_image_fails_the_root_whatever_its_name(tmp_path: Path) -> None:
+    _clean_tree(tmp_path)
+    for rel in ("usr/lib/modules/6.12.0-cloud-amd64/vmlinuz", "opt/spare-kernel"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(_bzimage())
+    assert lint(tmp_path) == [
+        "kernel image: /opt/spare-kernel",
+        "kernel image: /usr/lib/modules/6.12.0-cloud-amd64/vmlinuz",
+    ]
+
+
+def test_the_link_mkosi_found_the_kernel_by_passes(tmp_path: Path) -> None:
+    """What images/host/mkosi.finalize leaves: the kernel moved out, a dangling link."""
+    _clean_tree(tmp_path)
+    modules = tmp_path / "usr/lib/modules/6.12.0-cloud-amd64"
+    modules.mkdir(parents=True)
+    (modules / "vmlinuz").symlink_to("../../../../var/lib/berth-build-kernel/6.12.0-cloud-amd64")
+    (tmp_path / "usr/lib/systemd/boot/efi").mkdir(parents=True)
+    (tmp_path / "usr/lib/systemd/boot/efi/linuxx64.efi.stub").write_bytes(b"MZ" + bytes(0x400))
+    assert lint(tmp_path) == []

@@ -28,7 +28,7 @@ import zstandard
 from updater.agent.updatestate import Progress
 from updater.failpoint import durable
 from updater.gpt import Partition
-from updater.release import ReleaseArtifact
+from updater.release import MAX_WINDOW_LOG, ReleaseArtifact
 
 # How often an uncompressed artifact records its progress.
 _PLAIN_CHECKPOINT = 8 << 20
@@ -152,7 +152,7 @@ def write_artifact(
             saved_at = wire_offset
             durable(f"checkpoint {artifact.role.value} {wire_offset}")
 
-        frame = zstandard.ZstdDecompressor().decompressobj()
+        frame = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG).decompressobj()
         for chunk in open_stream(start):
             chunk_start = seen
             seen += len(chunk)
@@ -177,7 +177,7 @@ def write_artifact(
                     used += len(data) - len(frame.unused_data)
                     data = frame.unused_data
                     checkpoint(chunk_start + used)
-                    frame = zstandard.ZstdDecompressor().decompressobj()
+                    frame = zstandard.ZstdDecompressor(max_window_size=1 << MAX_WINDOW_LOG).decompressobj()
             tick(sink.installed)
         if seen != artifact.length:
             raise StreamEnded(

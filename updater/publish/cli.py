@@ -31,6 +31,9 @@ def register(subparsers: Any) -> None:
     publish.add_argument("--timestamp-days", type=int, help="timestamp lifetime in days (default 1)")
     publish.add_argument("--frame-mib", type=int, default=8,
                          help="MiB of root image per zstd frame: the agent resumes at frame boundaries")
+    publish.add_argument("--zstd-level", type=int, default=None, metavar="N",
+                         help="zstd level of the slot images (default 19: minutes of CPU here, "
+                              "about 20 MB less for every host; tests and labs pass 3)")
     publish.add_argument("--no-delta", dest="delta", action="store_false",
                          help="no block indexes or blobs: every host downloads this release whole "
                               "(less repository space; hosts short of CPU rather than bandwidth)")
@@ -58,7 +61,7 @@ def register(subparsers: Any) -> None:
 
 def _publish(args: argparse.Namespace) -> int:
     from cli.errors import UserError
-    from updater.publish.repository import Repository
+    from updater.publish.repository import ZSTD_LEVEL, Repository
 
     repo = Repository(args.repo, args.keys)
     actions = [bool(args.artifact_dir), bool(args.withdraw), args.refresh_timestamp]
@@ -73,7 +76,7 @@ def _publish(args: argparse.Namespace) -> int:
     else:
         release = repo.publish(args.artifact_dir, args.min_version, args.timestamp_days,
                                args.frame_mib << 20, lambda step: print(f"publish: {step}", file=sys.stderr),
-                               delta=args.delta)
+                               delta=args.delta, zstd_level=ZSTD_LEVEL if args.zstd_level is None else args.zstd_level)
         sizes = ", ".join(f"{a.target_path} {a.length >> 20} MiB" for a in release.artifacts.values())
         print(f"published {release.image_id} {release.version}: {sizes}")
     return 0

@@ -14,7 +14,10 @@ import json
 import os
 import re
 import shutil
+import threading
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +27,7 @@ from updater import contract
 from updater.atomic import atomic_write
 from updater.blockindex import BLOCK, blob_path, delta_custom, digest_blocks, index_path
 from updater.release import (
+    MAX_WINDOW_LOG,
     SBOM_CUSTOM_KEY,
     TARGET_COMPRESSION,
     ArtifactRole,
@@ -45,6 +49,9 @@ ROLES = ("root", "targets", "snapshot", "timestamp")
 EXPIRY_DAYS = {"root": 365, "targets": 90, "snapshot": 30, "timestamp": 1}
 # Input bytes per zstd frame: the agent can resume a download at any frame boundary.
 FRAME_BYTES = 8 << 20
+# What `berth publish` sends by default: zstd -19 costs minutes of the publisher's CPU
+# once per release and saves every host ~20 MB (README, image figures; bench/compression.py).
+ZSTD_LEVEL = 19
 # Under the key directory: a rotation's new keys until it is done, and the keys it replaced.
 ROTATING, RETIRED = "rotating", "retired"
 # The build's file (updater.contract's artifact names) behind each target of a release.
@@ -212,7 +219,7 @@ class Repository:
 
     def publish(self, artifact_dir: Path, min_version: str | None, timestamp_days: int | None = None,
                 frame_bytes: int = FRAME_BYTES, progress: Callable[[str], None] = lambda _: None,
-                delta: bool = True) -> Release:
+                delta: bool = True, zstd_level: int = ZSTD_LEVEL) -> Release:
         """Sign the release in ``artifact_dir``; ``delta``: with the block indexes and blobs that
         let hosts build it from their booted slot (without them every host downloads it whole)."""
         from tuf.api.metadata import TargetFile
@@ -222,6 +229,7 @@ class Repository:
         _check_days(timestamp_days)
         if frame_bytes < 1:
             raise UserError(f"frame size must be at least one byte, got {frame_bytes}")
+        _check_level(zstd_level)
         manifest = _read_manifest(artifact_dir)
         image_id, version = manifest.image_id, manifest.version
         exists = (self.metadata_dir / "timestamp.json").exists()
@@ -248,7 +256,7 @@ class Repository:
         for role, name in BUILD_FILES.items():
             progress(f"adding {name}")
             artifacts[role] = self._store_target(artifact_dir / name, target_path(image_id, version, role),
-                                                 role, manifest, frame_bytes)
+                                                 role, manifest, frame_bytes, zstd_level)
         sbom = self._store_sbom(artifact_dir / contract.SBOM, image_id, version, progress) if has_sbom else None
         indexes = [self._store_index(artifact_dir / BUILD_FILES[role], artifacts[role], image_id, version, progress)
                    for role in (DELTA_ROLES if delta else ())]
@@ -274,19 +282,20 @@ class Repository:
         return release
 
     def _store_target(self, source: Path, path: str, role: ArtifactRole, manifest: contract.Manifest,
-                      frame_bytes: int) -> ReleaseArtifact:
+                      frame_bytes: int, zstd_level: int) -> ReleaseArtifact:
         installed_sha256 = manifest.artifacts[source.name].sha256
         compression = TARGET_COMPRESSION[role]
-        sha256, length = self._store_file(source, path, compression, frame_bytes)
+        sha256, length = self._store_file(source, path, compression, frame_bytes, zstd_level)
         return ReleaseArtifact(role, path, length, sha256, compression, source.stat().st_size, installed_sha256)
 
-    def _store_file(self, source: Path, path: str, compression: str, frame_bytes: int) -> tuple[str, int]:
+    def _store_file(self, source: Path, path: str, compression: str, frame_bytes: int,
+                    zstd_level: int = ZSTD_LEVEL) -> tuple[str, int]:
         """Write ``source`` as the target ``path`` (consistent-snapshot name); its sha256 and length."""
         directory, _, name = path.rpartition("/")
         (self.targets_dir / directory).mkdir(parents=True, exist_ok=True)
         temp = self.targets_dir / directory / f".{name}.partial"
         if compression == "zstd":
-            compress_frames(source, temp, frame_bytes)
+            compress_frames(source, temp, frame_bytes, zstd_level)
         else:
             shutil.copyfile(source, temp)
         with open(temp, "rb+") as handle:
@@ -400,11 +409,39 @@ def _copy_sparse(source: Path, destination: Path) -> None:
     os.replace(temp, destination)
 
 
-def compress_frames(source: Path, destination: Path, frame_bytes: int) -> None:
-    """zstd in independent frames of ``frame_bytes`` input each (plain `zstd -d` reads them too)."""
+def _check_level(level: int) -> None:
     import zstandard
 
-    compressor = zstandard.ZstdCompressor(level=3, write_checksum=True)
-    with open(source, "rb") as reader, open(destination, "wb") as writer:
+    if not 1 <= level <= zstandard.MAX_COMPRESSION_LEVEL:
+        raise UserError(f"zstd level must be 1..{zstandard.MAX_COMPRESSION_LEVEL}, got {level}")
+
+
+def compress_frames(source: Path, destination: Path, frame_bytes: int, level: int = ZSTD_LEVEL) -> None:
+    """zstd in independent frames of ``frame_bytes`` input each (plain `zstd -d` reads them too),
+    compressed on every CPU at once; none needs a window over release.MAX_WINDOW_LOG."""
+    import zstandard
+
+    # The window is what a host must hold to decompress: never more than one frame's input
+    # (zstd gives a frame no more than its content needs) nor than the agent allows.
+    window_log = min(zstandard.ZstdCompressionParameters.from_level(level, source_size=frame_bytes).window_log,
+                     MAX_WINDOW_LOG)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, source_size=frame_bytes, window_log=window_log, write_checksum=1)
+    local = threading.local()
+
+    def compress(block: bytes) -> bytes:
+        if not hasattr(local, "compressor"):  # a compressor is not shared between threads
+            local.compressor = zstandard.ZstdCompressor(compression_params=params)
+        return local.compressor.compress(block)
+
+    workers = os.cpu_count() or 1
+    with (open(source, "rb") as reader, open(destination, "wb") as writer,
+          ThreadPoolExecutor(workers) as pool):
+        pending: deque[Future[bytes]] = deque()
+        # At most two frames per worker in memory; frames are written in order.
         while block := reader.read(frame_bytes):
-            writer.write(compressor.compress(block))
+            pending.append(pool.submit(compress, block))
+            if len(pending) >= 2 * workers:
+                writer.write(pending.popleft().result())
+        while pending:
+            writer.write(pending.popleft().result())
