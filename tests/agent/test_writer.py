@@ -155,3 +155,55 @@ def test_zero_runs_on_a_block_device(tmp_path: Path, loop_device: tuple[str, Pat
         whole_blocks = sum(e - s for s, e, zero in writer.pieces(payload, OFFSET) if zero)
         assert sum(zeroed) == whole_blocks >= 15 * writer.ZERO_BLOCK
     _assert_exact(backing.read_bytes(), payload)  # and reached the device's backing store
+
+
+def _windows(wire: bytes) -> list[int]:
+    """The window each frame of a multi-frame stream asks its decompressor for."""
+    import zstandard
+
+    windows, at = [], 0
+    while at < len(wire):
+        windows.append(zstandard.get_frame_parameters(wire[at:]).window_size)
+        reader = zstandard.ZstdDecompressor().decompressobj()
+        reader.decompress(wire[at:])
+        at = len(wire) - len(reader.unused_data)
+    return windows
+
+
+@pytest.mark.parametrize("level", [3, 19, 22])
+def test_publishing_at_any_level_keeps_each_frames_window_within_what_hosts_allow(
+    tmp_path: Path, level: int
+) -> None:
+    import zstandard
+
+    """Even frames larger than the agent's window and zstd's largest level stay within it."""
+    source = tmp_path / "payload"
+    payload = b"".join(i.to_bytes(4, "little") * 300 for i in range(12_000)) + os.urandom(1 << 16)
+    source.write_bytes(payload)
+    wire_path = tmp_path / "wire"
+    compress_frames(source, wire_path, 4 << 20 if level < 22 else 16 << 20, level)
+    wire = wire_path.read_bytes()
+    windows = _windows(wire)
+    assert len(windows) == -(-len(payload) // (4 << 20 if level < 22 else 16 << 20))
+    assert max(windows) <= 1 << 23
+    assert zstandard.ZstdDecompressor(max_window_size=1 << 23).decompressobj(read_across_frames=True) \
+        .decompress(wire) == payload
+
+
+def test_a_frame_asking_for_a_larger_window_is_refused(tmp_path: Path) -> None:
+    """A repository cannot make a host spend more memory than one frame's window: a frame
+    whose header asks for 32 MiB is refused before its data are decompressed."""
+    import zstandard
+
+    payload = os.urandom(1 << 16)
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=25, write_content_size=0)
+    packer = zstandard.ZstdCompressor(compression_params=params).compressobj()
+    wire = packer.compress(payload) + packer.flush()
+    assert zstandard.get_frame_parameters(wire).window_size == 1 << 25
+    artifact = ReleaseArtifact(ArtifactRole.ROOT, "berth/1.1/root.erofs.zst", len(wire),
+                               hashlib.sha256(wire).hexdigest(), "zstd", len(payload),
+                               hashlib.sha256(payload).hexdigest())
+    disk = tmp_path / "disk"
+    _old_slot(disk)
+    with pytest.raises(writer.WriteError, match="corrupt zstd stream"):
+        _write(str(disk), artifact, wire)

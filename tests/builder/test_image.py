@@ -154,7 +154,7 @@ def test_every_module_berth_ships_imports_in_the_root(docker_root: Path) -> None
     """The standard library parts the image leaves out (images/host/mkosi.conf) are none
     that berth's code on a host imports."""
     result = subprocess.run(["chroot", str(docker_root), "/usr/bin/python3", "-B", "-c", _IMPORT_ALL],
-                            capture_output=True, text=True, timeout=120)
+                            check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
     assert int(result.stdout) > 50
     assert not (docker_root / "usr/lib/python3.13/unittest").exists()
