@@ -142,6 +142,8 @@ def test_a_refused_publish_changes_nothing_and_says_why_in_one_line(
         (variant("same", version="1.1.0"), [], "not newer than 1.1"),
         (not_json, [], "manifest.json: not JSON"),
         (variant("expired"), ["--timestamp-days", "-5"], "--timestamp-days must be at least 1"),
+        (variant("level-0"), ["--zstd-level", "0"], "zstd level must be 1..22, got 0"),
+        (variant("level-23"), ["--zstd-level", "23"], "zstd level must be 1..22, got 23"),
     ]
     for directory, extra, message in cases:
         for target in (repo_dir, fresh):
