@@ -4,10 +4,18 @@ presets enabling them, a shipped agent.yaml that parses, and the engine check.""
 from __future__ import annotations
 
 import configparser
+import importlib.machinery
+import json
 import os
 import shutil
+import socket
 import subprocess
+import sys
+import threading
+import types
 from pathlib import Path
+
+import pytest
 
 from updater.agent.settings import SETTINGS, load_settings
 
@@ -53,19 +61,68 @@ def test_shipped_agent_yaml_parses_and_documents_every_setting(tmp_path: Path) -
     assert all(f"# {name}:" in text for name, *_ in SETTINGS)
 
 
-def test_engine_check_answers_or_says_why(tmp_path: Path) -> None:
+def _engine_socket(path: Path, answer: bytes) -> threading.Thread:
+    """A one-connection server on ``path`` that reads a request and sends ``answer``."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def serve() -> None:
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+def _run_engine_check(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-I", str(TREE / "usr/lib/berth/check-engine")],
+                          env={"BERTH_CHECK_ROOT": str(root)}, capture_output=True, text=True,
+                          check=False, timeout=60)
+
+
+@pytest.mark.parametrize(("engine", "sock"), [("docker", "run/docker.sock"),
+                                              ("podman", "run/podman/podman.sock")])
+def test_engine_check_asks_the_engines_api_or_says_why(tmp_path: Path, engine: str, sock: str) -> None:
     script = TREE / "usr/lib/berth/check-engine"
     assert os.access(script, os.X_OK)
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in ("sh", "sleep"):
-        (bin_dir / tool).symlink_to(shutil.which(tool))  # type: ignore[arg-type]
-    missing = subprocess.run([str(script)], env={"PATH": str(bin_dir)}, capture_output=True, text=True, check=False)
+    assert script.read_text().startswith("#!/usr/bin/python3")
+    missing = _run_engine_check(tmp_path)
     assert missing.returncode == 1 and "no container engine" in missing.stderr
-    (bin_dir / "docker").write_text("#!/bin/sh\necho 26.1.5\n")
-    (bin_dir / "docker").chmod(0o755)
-    answers = subprocess.run([str(script)], env={"PATH": str(bin_dir)}, capture_output=True, text=True, check=False)
-    assert answers.returncode == 0 and "26.1.5" in answers.stdout
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    (tmp_path / "usr/bin" / engine).touch()
+    (tmp_path / sock).parent.mkdir(parents=True)
+    body = json.dumps({"Version": "26.1.5", "ApiVersion": "1.45"}).encode()
+    server = _engine_socket(tmp_path / sock, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + body)
+    answers = _run_engine_check(tmp_path)
+    server.join(5)
+    assert answers.returncode == 0, answers.stderr
+    assert answers.stdout.strip() == "container engine answers: 26.1.5"
+
+
+def test_engine_check_does_not_take_an_error_for_an_answer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "usr/bin").mkdir(parents=True)
+    (tmp_path / "usr/bin/docker").touch()
+    (tmp_path / "run").mkdir()
+    _engine_socket(tmp_path / "run/docker.sock", b"HTTP/1.1 500 Internal Server Error\r\n\r\n{}")
+    # The script (no .py suffix) as a module, to call its parts; no bytecode beside it in the tree
+    # the image is made from.
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    loader = importlib.machinery.SourceFileLoader("check_engine", str(TREE / "usr/lib/berth/check-engine"))
+    check = types.ModuleType(loader.name)
+    loader.exec_module(check)
+    with pytest.raises(ValueError, match="500 Internal Server Error"):
+        check.engine_version(str(tmp_path / "run/docker.sock"))
+    monkeypatch.setattr(check, "ATTEMPTS", 2)
+    monkeypatch.setattr(check, "PAUSE_S", 0.0)
+    monkeypatch.setenv("BERTH_CHECK_ROOT", str(tmp_path / "gone"))
+    (tmp_path / "gone/usr/bin").mkdir(parents=True)
+    (tmp_path / "gone/usr/bin/docker").touch()
+    assert check.main() == 1  # no socket at all: it gives up after its attempts
 
 
 def _check_agent(tmp_path: Path, states: list[tuple[str, str, int]]) -> subprocess.CompletedProcess[str]:
