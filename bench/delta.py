@@ -9,8 +9,12 @@ planner (updater/agent/deltaplan.py) is run against the old build's artifact, as
 host booted from it would; the delta's cost is the signed index plus the ranges it
 fetches, and the UKI goes whole. Then the new root is assembled into a scratch file
 both ways with the agent's own writer and assembler, from local files (no network:
-the times are the host's work, not a link's). Prints Markdown for the README and
-adds the figures to bench/results/delta.json under ``--label``.
+the times are the host's work, not a link's), and by delta once more with its ranges
+fetched by the agent's own HTTP client from a real `berth serve` on localhost (plain
+HTTP: the per-request cost of both ends, without a link's). Each delta figure comes
+twice: with fetches close together coalesced into one request (the agent's plan) and
+without (``max_gap`` 0, the plan before coalescing). Prints Markdown for the README
+and adds the figures to bench/results/delta.json under ``--label``.
 """
 
 from __future__ import annotations
@@ -21,17 +25,19 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from updater.agent.delta import assemble
-from updater.agent.deltaplan import plan
+from updater.agent.deltaplan import MAX_GAP, plan
+from updater.agent.fetch import RequestsFetcher
 from updater.agent.updatestate import Progress
 from updater.agent.writer import write_artifact
 from updater.blockindex import BlockIndex, blob_path, digest_blocks, index_path
+from updater.fleet.launch import running_server, write_config
 from updater.gpt import Partition
 from updater.publish.repository import BUILD_FILES, DELTA_ROLES, Repository, init_keys
 from updater.release import ArtifactRole, Release, ReleaseArtifact, stored_target_path
@@ -77,15 +83,15 @@ def measure(old_dir: Path, new_dir: Path, work: Path) -> dict[str, object]:
     targets = repository.load("targets").signed.targets
     rows: dict[str, dict[str, int]] = {}
     for role, artifact in new.artifacts.items():
-        row = {"full": artifact.length, "delta": artifact.length, "index": 0, "ranges": 0}
+        row = {"full": artifact.length, "delta": artifact.length, "index": 0, "ranges": 0, "requests": 0}
         if role in DELTA_ROLES:
             info = targets[index_path(artifact.target_path)]
             index = BlockIndex.decode((work / "repo/targets" / stored_target_path(info.path, info.hashes["sha256"]))
                                       .read_bytes(), artifact.installed_size, artifact.installed_sha256)
             mine = _index(old_dir / BUILD_FILES[role], old.artifacts[role].installed_size)
-            steps = plan(index, mine)
-            row.update(index=info.length, ranges=steps.fetch_bytes,
-                       requests=sum(1 for op in steps.ops if op.source.value == "fetch"))
+            steps, apart = plan(index, mine), plan(index, mine, 0)
+            row.update(index=info.length, ranges=steps.fetch_bytes, requests=steps.requests,
+                       ranges_uncoalesced=apart.fetch_bytes, requests_uncoalesced=apart.requests)
             # The agent takes the full path above 70 %: what it would really fetch.
             row["delta"] = min(artifact.length, info.length + steps.fetch_bytes) if (
                 info.length + steps.fetch_bytes <= 0.7 * artifact.length) else artifact.length
@@ -93,13 +99,14 @@ def measure(old_dir: Path, new_dir: Path, work: Path) -> dict[str, object]:
     full = sum(r["full"] for r in rows.values())
     delta = sum(r["delta"] for r in rows.values())
     times = _assembly_times(old_dir, work, old, new, repository)
-    return {"old": old.version, "new": new.version, "targets": rows, "full_bytes": full,
+    return {"old": old.version, "new": new.version, "max_gap": MAX_GAP, "targets": rows, "full_bytes": full,
             "delta_bytes": delta, "share": delta / full, **times}
 
 
 def _assembly_times(old_dir: Path, work: Path, old: Release, new: Release,
                     repository: Repository) -> dict[str, float]:
-    """Seconds to write the new root into a scratch partition by full download and by delta."""
+    """Seconds to write the new root into a scratch partition by full download and by delta
+    (coalesced and not; ranges read from the blob file, and over HTTP from `berth serve`)."""
     artifact: ReleaseArtifact = new.artifacts[ArtifactRole.ROOT]
     targets = work / "repo/targets"
     scratch = work / "slot"
@@ -108,22 +115,45 @@ def _assembly_times(old_dir: Path, work: Path, old: Release, new: Release,
     wire = targets / stored_target_path(artifact.target_path, artifact.sha256)
     write_artifact(str(scratch), part, artifact, lambda offset: _chunks(wire, offset), Progress(),
                    lambda _: None, lambda _: None)
-    full_s = time.monotonic() - start
-    part = _scratch_partition(scratch, artifact.installed_size)
-    start = time.monotonic()
+    times = {"root_full_s": round(time.monotonic() - start, 1)}
     info = repository.load("targets").signed.targets[index_path(artifact.target_path)]
     index = BlockIndex.decode((targets / stored_target_path(info.path, info.hashes["sha256"])).read_bytes(),
                               artifact.installed_size, artifact.installed_sha256)
     old_root = old_dir / BUILD_FILES[ArtifactRole.ROOT]
-    mine = _index(old_root, old.artifacts[ArtifactRole.ROOT].installed_size)  # the host hashes its slot
-    blob = targets / stored_target_path(blob_path(artifact.target_path), artifact.installed_sha256)
-    assemble(str(scratch), part, artifact, index, plan(index, mine),
-             lambda offset, length: _read(old_root, offset, length),
-             lambda start, end: _read(blob, start, end - start),  # the server's ranges, read locally
-             Progress(), lambda _: None, lambda _: None)
-    delta_s = time.monotonic() - start
+    stored = stored_target_path(blob_path(artifact.target_path), artifact.installed_sha256)
+    blob = targets / stored
+
+    def by_delta(max_gap: int, fetch: Callable[[int, int], bytes]) -> float:
+        part = _scratch_partition(scratch, artifact.installed_size)
+        start = time.monotonic()
+        mine = _index(old_root, old.artifacts[ArtifactRole.ROOT].installed_size)  # the host hashes its slot
+        assemble(str(scratch), part, artifact, index, plan(index, mine, max_gap),
+                 lambda offset, length: _read(old_root, offset, length), fetch, Progress(),
+                 lambda _: None, lambda _: None)
+        return round(time.monotonic() - start, 1)
+
+    gaps = {"": MAX_GAP, "_uncoalesced": 0}
+    for suffix, max_gap in gaps.items():
+        times[f"root_delta{suffix}_s"] = by_delta(max_gap, lambda start, end: _read(blob, start, end - start))
+    config = write_config(work, {"repository": str(work / "repo"), "admin_token": "bench",
+                                 "groups": {"default": {"waves": [{"after": "0s", "percent": 100}]}}})
+    with running_server(config, f"sqlite:///{work / 'fleet.sqlite3'}") as server:
+        for suffix, max_gap in gaps.items():
+            times[f"root_delta{suffix}_http_s"] = by_delta(max_gap, _ranges(f"{server.url}/repo/targets/{stored}"))
     scratch.unlink()
-    return {"root_full_s": round(full_s, 1), "root_delta_s": round(delta_s, 1)}
+    return times
+
+
+def _ranges(url: str) -> Callable[[int, int], bytes]:
+    """Range requests as the agent makes them: its client, one connection kept for the run."""
+    fetcher = RequestsFetcher()
+
+    def fetch(start: int, end: int) -> bytes:
+        data = fetcher.range(url, start, end)
+        assert data is not None, "berth serve ignored a range request"
+        return data
+
+    return fetch
 
 
 def markdown(label: str, result: dict[str, object]) -> str:
@@ -138,7 +168,15 @@ def markdown(label: str, result: dict[str, object]) -> str:
     assert isinstance(share, float)
     lines.append(f"| **all** | {result['full_bytes']:,} | | | {result['delta_bytes']:,} "
                  f"(**{100 * share:.2f} %**) |")
-    lines.append(f"\nroot slot assembled: full {result['root_full_s']} s, delta {result['root_delta_s']} s")
+    lines.append("\n| root by delta | range requests | ranges fetched | assembled (local reads) | "
+                 "assembled (ranges from `berth serve`) |")
+    lines.append("|---|---:|---:|---:|---:|")
+    root = rows["root"]
+    assert isinstance(root, dict)
+    for name, suffix in ((f"coalesced (gaps < {result['max_gap']} blocks)", ""), ("one request per run", "_uncoalesced")):
+        lines.append(f"| {name} | {root['requests' + suffix]:,} | {root['ranges' + suffix]:,} | "
+                     f"{result[f'root_delta{suffix}_s']} s | {result[f'root_delta{suffix}_http_s']} s |")
+    lines.append(f"\nroot slot by the full download path: {result['root_full_s']} s")
     return "\n".join(lines)
 
 

@@ -81,6 +81,9 @@ def test_the_delta_fetches_only_the_missing_ranges_and_counts_them(delta_host: H
     blob = next((server.root / "repo/targets/berth/1.1").glob("*.root.erofs"))
     root_sent = sum(1 for p in server.log if p.endswith(blob.name))
     assert root_sent >= 1
+    # The decision records the range requests the plan makes: the ones the server saw.
+    assert decision["requests"] == root_sent
+    assert f"in {root_sent} requests" in decision["why"]
     # Everything the server sent: less than the full download minus most of the root.
     assert server.bytes_sent < full_bytes(server, "1.1") - (3 << 20)
 

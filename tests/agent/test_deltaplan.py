@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,17 @@ import zstandard
 
 from updater.agent import deltaplan
 from updater.agent.delta import Refused, assemble
-from updater.agent.deltaplan import MAX_RUN, Op, Source, delta_worth_it, plan
+from updater.agent.deltaplan import MAX_GAP, MAX_RUN, Op, Plan, Source, delta_worth_it, plan
 from updater.agent.updatestate import Progress
-from updater.blockindex import BLOCK, BadIndex, BlockIndex, blob_path, digest_blocks, index_path
+from updater.blockindex import (
+    BLOCK,
+    ZERO_DIGEST,
+    BadIndex,
+    BlockIndex,
+    blob_path,
+    digest_blocks,
+    index_path,
+)
 from updater.gpt import Partition
 from updater.release import ArtifactRole, ReleaseArtifact
 
@@ -30,10 +39,10 @@ def blocks(*names: str) -> bytes:
     return b"".join(bytes(BLOCK) if n == "0" else n.encode() * BLOCK for n in names)
 
 
-def rebuild(new: BlockIndex, old: bytes, new_bytes: bytes) -> bytes:
-    """What the plan says the new artifact is, from the old bytes and fetched new bytes."""
+def rebuild(steps: Plan, new: BlockIndex, old: bytes, new_bytes: bytes) -> bytes:
+    """What ``steps`` say the new artifact is, from the old bytes and fetched new bytes."""
     out = b""
-    for op in plan(new, index_of(old)).ops:
+    for op in steps.ops:
         start, end = op.block * BLOCK, min(op.end * BLOCK, new.size)
         if op.source is Source.ZERO:
             out += bytes(end - start)
@@ -44,19 +53,30 @@ def rebuild(new: BlockIndex, old: bytes, new_bytes: bytes) -> bytes:
     return out
 
 
-def test_every_plan_of_up_to_four_blocks_rebuilds_the_new_artifact_and_fetches_only_what_is_missing() -> None:
+@pytest.mark.parametrize("gap", [0, 2])
+def test_every_plan_of_up_to_four_blocks_rebuilds_the_new_artifact_and_fetches_only_what_is_missing(
+        gap: int) -> None:
+    """With no coalescing, exactly the missing blocks are fetched; with it, also the blocks of
+    gaps shorter than ``gap`` between two of them, and no two fetches are that close."""
     alphabet = "0ab"
     for old_len, new_len in itertools.product(range(4), range(1, 5)):
         for old_names in itertools.product(alphabet, repeat=old_len):
             for new_names in itertools.product(alphabet + "c", repeat=new_len):
                 old, new = blocks(*old_names), blocks(*new_names)
                 index = index_of(new)
-                steps = plan(index, index_of(old))
-                assert rebuild(index, old, new) == new
+                steps = plan(index, index_of(old), gap)
+                assert rebuild(steps, index, old, new) == new
                 # Ops cover the blocks in order, without gaps or overlap.
                 assert [b for op in steps.ops for b in range(op.block, op.end)] == list(range(len(new_names)))
-                missing = [n for n in new_names if n != "0" and n not in old_names]
-                assert steps.fetch_bytes == len(missing) * BLOCK, (old_names, new_names)
+                missing = [at for at, n in enumerate(new_names) if n != "0" and n not in old_names]
+                fetched = [b for op in steps.ops if op.source is Source.FETCH for b in range(op.block, op.end)]
+                bridged = {b for at, end in itertools.pairwise(missing) if end - at - 1 < gap
+                           for b in range(at, end + 1)}
+                assert fetched == sorted(set(missing) | bridged), (old_names, new_names)
+                assert steps.fetch_bytes == len(fetched) * BLOCK
+                fetches = [op for op in steps.ops if op.source is Source.FETCH]
+                assert steps.requests == len(fetches)
+                assert all(b.block - a.end >= gap for a, b in itertools.pairwise(fetches))
 
 
 def test_runs_coalesce_and_a_copy_follows_the_run_it_continues() -> None:
@@ -78,6 +98,71 @@ def test_a_short_last_block_and_run_lengths() -> None:
     assert steps.ops[-1] == Op(Source.FETCH, 3, 1) and steps.fetch_bytes == 100
     big = bytes((MAX_RUN + 5) * BLOCK)
     assert [op.count for op in plan(index_of(big), index_of(b"")).ops] == [MAX_RUN, 5]
+
+
+# ---- coalescing fetches: one range request for fetch runs close together ------------------
+
+
+def digests_of(names: list[str], last: int = BLOCK) -> BlockIndex:
+    """An index of one block per name ('0' a zero block), without the bytes: for plans over many
+    blocks. ``last``: bytes in the last block."""
+    digests = b"".join(ZERO_DIGEST if n == "0" else hashlib.sha256(n.encode()).digest() for n in names)
+    return BlockIndex((len(names) - 1) * BLOCK + last, "", digests)
+
+
+def changed(blocks: int, at: list[int]) -> tuple[BlockIndex, BlockIndex]:
+    """A booted slot of ``blocks`` distinct blocks and a new artifact with the blocks ``at`` new."""
+    old = [f"old{b}" for b in range(blocks)]
+    new = [f"new{b}" if b in at else old[b] for b in range(blocks)]
+    return digests_of(new), digests_of(old)
+
+
+def fetches(steps: Plan) -> list[tuple[int, int]]:
+    return [(op.block, op.count) for op in steps.ops if op.source is Source.FETCH]
+
+
+def test_scattered_single_block_changes_are_one_request_spanning_them() -> None:
+    # Every 10th block of 400 changed: 40 requests of one block each without coalescing.
+    at = list(range(5, 400, 10))
+    steps = plan(*changed(400, at))
+    assert fetches(steps) == [(5, at[-1] - 5 + 1)]
+    assert steps.requests == 1 and steps.fetch_bytes == (at[-1] - 5 + 1) * BLOCK
+    # Ops still cover the artifact in order: the copies before and after the span stay.
+    assert [op.source for op in steps.ops] == [Source.COPY, Source.FETCH, Source.COPY]
+
+
+def test_fetches_across_a_gap_just_under_the_threshold_merge_and_just_over_do_not() -> None:
+    under = plan(*changed(100, [0, MAX_GAP]))  # MAX_GAP - 1 copied blocks between
+    assert fetches(under) == [(0, MAX_GAP + 1)]
+    over = plan(*changed(100, [0, MAX_GAP + 1]))  # MAX_GAP between: two requests, nothing extra
+    assert fetches(over) == [(0, 1), (MAX_GAP + 1, 1)] and over.fetch_bytes == 2 * BLOCK
+    # Long gaps: each change its own request and only the changed blocks fetched.
+    far = plan(*changed(2000, [10, 500, 1999]))
+    assert fetches(far) == [(10, 1), (500, 1), (1999, 1)] and far.fetch_bytes == 3 * BLOCK
+
+
+def test_a_gap_of_zeros_and_copies_is_bridged_like_copies_alone() -> None:
+    names = ["x1"] + ["0"] * 5 + ["a"] * 3 + ["x2"] + ["0"] * (MAX_GAP + 3) + ["x3"]
+    old = digests_of(["a"])
+    steps = plan(digests_of(names), old)
+    assert fetches(steps) == [(0, 10), (10 + MAX_GAP + 3, 1)]  # the long zero run stays zeros
+    assert Op(Source.ZERO, 10, MAX_GAP + 3) in steps.ops
+
+
+def test_the_end_of_the_artifact_a_short_last_block_inside_a_merged_fetch() -> None:
+    old = [f"old{b}" for b in range(8)]
+    new, booted = digests_of([*old[:4], "n4", *old[5:7], "n7"], last=100), digests_of(old)
+    steps = plan(new, booted)
+    assert fetches(steps) == [(4, 4)]
+    assert steps.ops[-1].end == new.blocks and steps.fetch_bytes == 3 * BLOCK + 100
+
+
+def test_a_merged_fetch_never_exceeds_max_run() -> None:
+    # A change every 8 blocks over three MAX_RUNs: merged as far as MAX_RUN allows, no further.
+    count = 3 * MAX_RUN
+    steps = plan(*changed(count, list(range(0, count, 8))))
+    assert all(n <= MAX_RUN for _, n in fetches(steps))
+    assert steps.requests == 3 and steps.remaining(steps.ops[1].block * BLOCK) == steps.ops[1:]
 
 
 def test_remaining_resumes_at_an_operation_boundary_only() -> None:
@@ -139,11 +224,29 @@ def _partition(disk: str, part: Partition, size: int) -> bytes:
         return handle.read(size)
 
 
-def test_assembler_writes_the_new_artifact_and_resumes_from_each_checkpoint(tmp_path: Path,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("updater.agent.delta.CHECKPOINT_BYTES", 2 * BLOCK)
+def _moved() -> tuple[bytes, bytes, list[tuple[int, int]]]:
+    """Old and new bytes and the ranges the delta fetches: blocks moved, zeros, two new blocks."""
     old = os.urandom(12 * BLOCK)
-    new = old[4 * BLOCK:] + bytes(3 * BLOCK) + os.urandom(2 * BLOCK) + old[:4 * BLOCK]
+    return old, old[4 * BLOCK:] + bytes(3 * BLOCK) + os.urandom(2 * BLOCK) + old[:4 * BLOCK], [(11 * BLOCK, 13 * BLOCK)]
+
+
+def _scattered() -> tuple[bytes, bytes, list[tuple[int, int]]]:
+    """Three changed blocks with copies and zeros between (one range), a far one and a short
+    last block (a second range)."""
+    old = os.urandom(100 * BLOCK)
+    new = bytearray(old[:99 * BLOCK] + b"t" * 100)
+    for block in (3, 8, 20, 60):
+        new[block * BLOCK:(block + 1) * BLOCK] = os.urandom(BLOCK)
+    new[10 * BLOCK:13 * BLOCK] = bytes(3 * BLOCK)
+    return old, bytes(new), [(3 * BLOCK, 21 * BLOCK), (60 * BLOCK, 61 * BLOCK), (99 * BLOCK, len(new))]
+
+
+@pytest.mark.parametrize("case", [_moved, _scattered])
+def test_assembler_writes_the_new_artifact_and_resumes_from_each_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        case: Callable[[], tuple[bytes, bytes, list[tuple[int, int]]]]) -> None:
+    monkeypatch.setattr("updater.agent.delta.CHECKPOINT_BYTES", 2 * BLOCK)
+    old, new, ranges = case()
     disk, part, artifact, index = _setup(tmp_path, old, new)
     steps = plan(index, index_of(old))
     fetched: list[tuple[int, int]] = []
@@ -156,8 +259,8 @@ def test_assembler_writes_the_new_artifact_and_resumes_from_each_checkpoint(tmp_
     assemble(disk, part, artifact, index, steps, lambda at, n: old[at:at + n], fetch, Progress(),
              saves.append, lambda _: None)
     assert _partition(disk, part, len(new)) == new
-    assert fetched == [(11 * BLOCK, 13 * BLOCK)]
-    assert saves[-1] == Progress(2 * BLOCK, len(new), True)
+    assert fetched == ranges and steps.requests == len(ranges)
+    assert saves[-1] == Progress(sum(end - start for start, end in ranges), len(new), True)
     # From any checkpoint, the rest of the plan finishes the same bytes.
     for checkpoint in saves:
         (tmp_path / str(checkpoint.installed_offset)).mkdir()
@@ -172,18 +275,21 @@ def test_assembler_writes_the_new_artifact_and_resumes_from_each_checkpoint(tmp_
         assert (more or [checkpoint])[-1] == saves[-1]
 
 
-@pytest.mark.parametrize("where", ["fetched", "copied"])
+@pytest.mark.parametrize("where", ["fetched", "copied", "bridged"])
 def test_assembler_refuses_a_piece_that_does_not_match_the_index_before_writing_it(
         tmp_path: Path, where: str) -> None:
-    old = os.urandom(4 * BLOCK)
-    new = old[:2 * BLOCK] + os.urandom(2 * BLOCK)
+    """Also a block the booted slot holds but that the server sends inside a merged fetch."""
+    old = os.urandom(6 * BLOCK)
+    new = old[:2 * BLOCK] + os.urandom(BLOCK) + old[3 * BLOCK:4 * BLOCK] + os.urandom(BLOCK) + old[5 * BLOCK:]
     disk, part, artifact, index = _setup(tmp_path, old, new)
     steps = plan(index, index_of(old))
+    assert steps.ops == (Op(Source.COPY, 0, 2, 0), Op(Source.FETCH, 2, 3), Op(Source.COPY, 5, 1, 5))
     before = _partition(disk, part, len(new))
 
     def fetch(start: int, end: int) -> bytes:
         data = bytearray(new[start:end])
         data[-1] ^= where == "fetched"
+        data[BLOCK] ^= where == "bridged"  # block 3, the bridged one
         return bytes(data)
 
     def local(at: int, length: int) -> bytes:

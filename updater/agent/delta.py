@@ -70,6 +70,7 @@ class Decision:
     index_length: int  # wire bytes of the index (DELTA)
     why: str
     fetched: int | None = None  # wire bytes it took, once the artifact is written
+    requests: int | None = None  # DELTA: HTTP range requests the plan makes (None: saved before they were counted)
 
     def to_json(self) -> bytes:
         return json.dumps(vars(self)).encode()
@@ -113,7 +114,8 @@ def write_slot_artifact(
     index, steps, index_length = prepared
     if decision is None or not started:
         decision = Decision(release.version, DELTA, index_length,
-                            f"fetching {steps.fetch_bytes} of {index.size} bytes")
+                            f"fetching {steps.fetch_bytes} of {index.size} bytes in {steps.requests} requests",
+                            requests=steps.requests)
         _decide(state_dir, role, decision)
     try:
         done = assemble(disk, part, artifact, index, steps, _reader(disk, booted.part),
@@ -300,15 +302,16 @@ def uki_stream(repo: SignedRepository, release: Release, booted_uki: Path | None
     if isinstance(built, str):
         _decide(state_dir, ArtifactRole.UKI, Decision(release.version, FULL, 0, built, artifact.length))
         return repo.stream(info, 0)
-    data, index_length, ranges = built
-    _decide(state_dir, ArtifactRole.UKI, Decision(release.version, DELTA, index_length,
-                                                  f"fetched {ranges} bytes of ranges", index_length + ranges))
+    data, index_length, steps = built
+    _decide(state_dir, ArtifactRole.UKI, Decision(
+        release.version, DELTA, index_length, f"fetched {steps.fetch_bytes} bytes in {steps.requests} requests",
+        index_length + steps.fetch_bytes, steps.requests))
     return iter([data])
 
 
 def _uki_by_delta(repo: SignedRepository, artifact: ReleaseArtifact, booted_uki: Path | None,
-                  booted: ReleaseArtifact | None) -> tuple[bytes, int, int] | str:
-    """The new UKI, the index's wire length and the bytes of ranges fetched; or why not."""
+                  booted: ReleaseArtifact | None) -> tuple[bytes, int, Plan] | str:
+    """The new UKI, the index's wire length and the plan it was built by; or why not."""
     old = b""
 
     def mine() -> BlockIndex | str:
@@ -332,7 +335,7 @@ def _uki_by_delta(repo: SignedRepository, artifact: ReleaseArtifact, booted_uki:
         pieces = [_op_bytes(index, op, lambda at, n: old[at:at + n], blob) for op in steps.ops]
     except Refused as error:
         return str(error)
-    return b"".join(pieces), index_length, steps.fetch_bytes
+    return b"".join(pieces), index_length, steps
 
 
 def _digests(data: bytes) -> bytes:
