@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from updater.agent.delta import assemble
-from updater.agent.deltaplan import MAX_GAP, plan
+from updater.agent.deltaplan import MAX_GAP, delta_worth_it, plan, plan_within
 from updater.agent.fetch import RequestsFetcher
 from updater.agent.updatestate import Progress
 from updater.agent.writer import write_artifact
@@ -89,12 +89,12 @@ def measure(old_dir: Path, new_dir: Path, work: Path) -> dict[str, object]:
             index = BlockIndex.decode((work / "repo/targets" / stored_target_path(info.path, info.hashes["sha256"]))
                                       .read_bytes(), artifact.installed_size, artifact.installed_sha256)
             mine = _index(old_dir / BUILD_FILES[role], old.artifacts[role].installed_size)
-            steps, apart = plan(index, mine), plan(index, mine, 0)
+            steps, apart = plan_within(index, mine, info.length, artifact.length), plan(index, mine, 0)
             row.update(index=info.length, ranges=steps.fetch_bytes, requests=steps.requests,
                        ranges_uncoalesced=apart.fetch_bytes, requests_uncoalesced=apart.requests)
             # The agent takes the full path above 70 %: what it would really fetch.
-            row["delta"] = min(artifact.length, info.length + steps.fetch_bytes) if (
-                info.length + steps.fetch_bytes <= 0.7 * artifact.length) else artifact.length
+            worth = delta_worth_it(info.length + steps.fetch_bytes, artifact.length)
+            row["delta"] = info.length + steps.fetch_bytes if worth else artifact.length
         rows[role.value] = row
     full = sum(r["full"] for r in rows.values())
     delta = sum(r["delta"] for r in rows.values())

@@ -14,7 +14,16 @@ import zstandard
 
 from updater.agent import deltaplan
 from updater.agent.delta import Refused, assemble
-from updater.agent.deltaplan import MAX_GAP, MAX_RUN, Op, Plan, Source, delta_worth_it, plan
+from updater.agent.deltaplan import (
+    MAX_GAP,
+    MAX_RUN,
+    Op,
+    Plan,
+    Source,
+    delta_worth_it,
+    plan,
+    plan_within,
+)
 from updater.agent.updatestate import Progress
 from updater.blockindex import (
     BLOCK,
@@ -163,6 +172,17 @@ def test_a_merged_fetch_never_exceeds_max_run() -> None:
     steps = plan(*changed(count, list(range(0, count, 8))))
     assert all(n <= MAX_RUN for _, n in fetches(steps))
     assert steps.requests == 3 and steps.remaining(steps.ops[1].block * BLOCK) == steps.ops[1:]
+
+
+def test_a_delta_that_pays_only_without_its_coalesced_gaps_goes_without_them() -> None:
+    # A change every 8th block: coalesced, nearly every block is fetched; one request per
+    # change, an eighth of them.
+    new, booted = changed(800, list(range(0, 800, 8)))
+    assert plan(new, booted).fetch_bytes > 0.9 * new.size
+    full = new.size  # a full download as large as the slot: coalesced it would not pay
+    steps = plan_within(new, booted, 0, full)
+    assert steps == plan(new, booted, 0) and steps.fetch_bytes == 100 * BLOCK
+    assert plan_within(new, booted, 0, 2 * full) == plan(new, booted)  # it pays coalesced: coalesced
 
 
 def test_remaining_resumes_at_an_operation_boundary_only() -> None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from updater.agent.boundaries import SignedRepository
-from updater.agent.deltaplan import Op, Plan, Source, delta_worth_it, plan
+from updater.agent.deltaplan import Op, Plan, Source, delta_worth_it, plan_within
 from updater.agent.host import Booted
 from updater.agent.journal import log
 from updater.agent.statefile import atomic_write
@@ -200,7 +200,7 @@ def _index_and_plan(repo: SignedRepository, artifact: ReleaseArtifact,
     mine = local()
     if isinstance(mine, str):
         return mine
-    steps = plan(index, mine)
+    steps = plan_within(index, mine, info.length, artifact.length)
     if not delta_worth_it(info.length + steps.fetch_bytes, artifact.length):
         return f"a delta would fetch {info.length + steps.fetch_bytes} of {artifact.length} bytes"
     return index, steps, info.length
