@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cli.errors import UserError
-from updater.agent import authenticode, delta
 from updater.agent import updatestate as u
 from updater.agent.boundaries import SignedRepository, UpdateStrategy
 from updater.agent.entries import entries_for
@@ -302,6 +301,8 @@ class Agent:
         the UKI staged later is this one)."""
         if not self.paths.secure_boot_db_cert.exists():
             return None
+        # Only an update needs it: imported here, it stays out of the idle agent's memory.
+        from updater.agent import authenticode
         uki = release.artifacts[ArtifactRole.UKI]
         pe = repo.read_target(repo.target(uki.target_path))
         try:
@@ -321,6 +322,8 @@ class Agent:
             self._invalidate(facts, target.slot)
             return self._give_up(state, target, str(error))
         state = self.store.save(u.mark_staged(state, self.clock()))
+        # Only an update needs it: imported here, it stays out of the idle agent's memory.
+        from updater.agent import delta
         return Tick(self._report(state, ReportEvent.STAGED, target, transfer=delta.transfer(self.state_dir, signed[1])))
 
     def _signed_target(self, target: u.Target) -> tuple[SignedRepository, Release] | None:
@@ -370,6 +373,9 @@ class Agent:
         def tick(done: int) -> None:
             self._progress(what, span[0] + done, span[1])
 
+        # Only an update needs it: imported here, it stays out of the idle agent's memory.
+
+        from updater.agent import delta
         booted_part = facts.booted_slot.root if role is ArtifactRole.ROOT else facts.booted_slot.verity
         booted = delta.BootedSlot(booted_part, delta.booted_artifact(self.signed_releases()[1], facts.booted, role))
         delta.write_slot_artifact(facts.disk, part, release, role, repo, booted, progress, save, tick,
@@ -391,6 +397,8 @@ class Agent:
             facts.esp.remove(entry)
         if plan.install:
             info = repo.target(uki.target_path)
+            # Only an update needs it: imported here, it stays out of the idle agent's memory.
+            from updater.agent import delta
             mine = entries_for(facts.esp.entries(), facts.booted.version)
             chunks = delta.uki_stream(repo, release, facts.esp.linux / mine[0].filename if mine else None,
                                       delta.booted_artifact(self.signed_releases()[1], facts.booted, ArtifactRole.UKI),

@@ -19,7 +19,6 @@ from updater.agent.swarmjoin import SwarmJoiner, Want
 from updater.agent.swarmjoin import read_status as read_swarm_status
 from updater.agent.swarmlabels import wanted
 from updater.agent.updatestate import Idle
-from updater.provision.apply import read_status as read_provision_status
 from updater.version import Version
 
 # The watchdog (WatchdogSec= in the unit) is fed at least this often while waiting.
@@ -132,6 +131,9 @@ def _text(version: Version | None) -> str | None:
 
 
 def status(agent: Agent) -> dict[str, Any]:
+    # Only `berth agent status` reads it: the provisioning code stays out of the service.
+    from updater.provision.apply import read_status as read_provision_status
+
     facts = agent.facts()
     state = agent.store.load()
     entries = boot_order(facts.esp.entries())
