@@ -38,6 +38,7 @@ FLEET_GUEST_PORT = 8080
 APP = "berth-e2e-app"
 APP_DATA = "/var/lib/berth-e2e-app"
 ADMIN_TOKEN = "berth-lab-admin"
+AGENT_POLL_S = 5  # how often the lab's agents ask the fleet server
 # The scenarios' releases. Versions only grow, so one host can take them in order.
 V1, V2, V3 = "1.0.0", "1.1.0", "1.2.0"
 BAD_CHECK, BAD_PANIC = "1.3.0", "1.4.0"
@@ -282,7 +283,7 @@ class Lab:
                 "berth.server_ca": self.server_ca.read_bytes(),
                 "berth.tuf_root": self.tuf_root,
                 "berth.group": group,
-                "berth.poll_interval_s": "5",
+                "berth.poll_interval_s": str(AGENT_POLL_S),
                 "berth.lock_retry_s": "5",
                 "berth.bless_timeout_s": str(bless_timeout_s),
                 **({"berth.boot_tries": str(boot_tries)} if boot_tries is not None else {}),

@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from qemu import scenarios
-from qemu.lab import BAD_CHECK, BAD_PANIC, V1, V2, V3, Host, Lab, lab_group
+from qemu.lab import AGENT_POLL_S, BAD_CHECK, BAD_PANIC, V1, V2, V3, Host, Lab, lab_group
 
 pytestmark = [pytest.mark.slow, pytest.mark.qemu]
 GROUP = "lab"
@@ -183,7 +183,7 @@ def test_a_release_built_to_fail_falls_back_by_itself_says_why_and_halts(
     fleet = lab.admin("/admin/status")["groups"][GROUP]
     (rollout,) = [r for r in fleet["rollouts"] if r["version"] == bad]
     assert rollout["halted_reason"]
-    # Never taken again: a few poll intervals later nothing new was started.
-    time.sleep(20)
+    # Never taken again: more than two of the agent's polls later nothing new was started.
+    time.sleep(2.5 * AGENT_POLL_S)
     assert events(lab, host, bad) == back.events
     assert host.agent_status()["state"] == "idle"
