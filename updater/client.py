@@ -1,8 +1,9 @@
 """The fleet client: what an agent (or the simulator) says to `berth serve`.
 
-Stdlib + requests only (it runs on the host image). One ``FleetClient`` per
-node. Its first call enrols the node (with the group's token, if any) and keeps
-the host credential the server answers with (``on_enrol`` stores it); every
+Stdlib only: it runs on the host image and stays resident in the idle agent
+(updater/transport.py says why not requests). One ``FleetClient`` per node. Its
+first call enrols the node (with the group's token, if any) and keeps the host
+credential the server answers with (``on_enrol`` stores it); every
 call after that carries it. TLS is verified against ``verify`` (a CA bundle
 file, or True: the system's CAs). Every call has a timeout and fails with a
 typed error:
@@ -15,11 +16,11 @@ typed error:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import requests
-
+from updater.transport import Timeout, Transport, TransportError
 from updater.wire import (
     CHECK_PATH,
     ENROL_PATH,
@@ -83,14 +84,14 @@ class FleetClient:
         credential: str | None = None,
         on_enrol: Callable[[str], None] = lambda _: None,
         verify: bool | str = True,
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
-        session: requests.Session | None = None,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        transport: Transport | None = None,
     ) -> None:
+        """``transport``: a connection to share (one per thread) among clients of one server."""
         self.server_url = server_url.rstrip("/")
         self.node_id, self.group = node_id, group
         self.credential, self.on_enrol = credential, on_enrol
-        self.timeout, self.verify = timeout, verify
-        self.session = session or requests.Session()
+        self.transport = transport or Transport(self.server_url, verify=verify, timeout=timeout)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     @property
@@ -100,34 +101,29 @@ class FleetClient:
 
     def _post(self, path: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
         try:
-            response = self.session.post(
-                self.server_url + path,
-                json=body,
-                timeout=self.timeout,
-                headers={**self._headers, **(headers or {})},
-                verify=self.verify,
+            status, answer = self.transport.post(
+                path, json.dumps(body).encode(), {**self._headers, **(headers or {})}
             )
-        except requests.RequestException as error:
+        except TransportError as error:
             raise FleetUnavailable(f"{path}: {error}") from None
-        if response.status_code >= 500 or response.status_code == 429:  # 429: rate-limited, later
-            raise FleetUnavailable(f"{path}: HTTP {response.status_code}")
+        if status >= 500 or status == 429:  # 429: rate-limited, later
+            raise FleetUnavailable(f"{path}: HTTP {status}")
         try:
-            data = response.json()
+            data = json.loads(answer)
         except ValueError:
             data = None
-        if response.status_code >= 400:
+        if status >= 400:
             if path in (PRE_REBOOT_PATH, STEADY_STATE_PATH) and isinstance(data, dict):
                 try:
                     refusal = FleetLockError.from_json(data)
                 except WireError:
                     refusal = None
                 if refusal is not None:
-                    raise LockDenied(response.status_code, refusal.kind, refusal.value)
+                    raise LockDenied(status, refusal.kind, refusal.value)
             message = data.get("error") if isinstance(data, dict) else None
             kind = data.get("kind") if isinstance(data, dict) else None
-            raise FleetRejected(
-                response.status_code, str(message or response.text[:200]), str(kind or "")
-            )
+            text = answer[:200].decode(errors="replace")
+            raise FleetRejected(status, str(message or text), str(kind or ""))
         return data
 
     def enrol(self) -> str:

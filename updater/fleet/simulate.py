@@ -37,6 +37,7 @@ from updater.fleet.documents import Status
 from updater.fleet.launch import running_server, write_config
 from updater.fleet.settings import FleetSettings, SettingsError, load_settings, parse_duration
 from updater.fleet.synthetic import synthetic_release, write_targets
+from updater.transport import Transport
 from updater.wire import Report, ReportEvent
 
 BASE_VERSION = "1.0.0"
@@ -139,9 +140,9 @@ class Simulation:
         }
 
     def _client(self, host: Host) -> FleetClient:
-        session = getattr(self.local, "session", None)
-        if session is None:
-            session = self.local.session = requests.Session()
+        transport = getattr(self.local, "transport", None)
+        if transport is None:
+            transport = self.local.transport = Transport(self.server)
         token = self.ledger.settings.groups[host.group].token
         def keep(credential: str) -> None:
             host.credential = credential
@@ -153,7 +154,7 @@ class Simulation:
             token=token,
             credential=host.credential,
             on_enrol=keep,
-            session=session,
+            transport=transport,
         )
 
     def _admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
