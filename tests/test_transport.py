@@ -3,13 +3,17 @@ in time, and never unverified — against a real HTTP server on loopback."""
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import socket
 import ssl
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,21 +95,91 @@ def test_nothing_listening_is_an_error() -> None:
         Transport(f"http://127.0.0.1:{port}").post("/x", b"", {})
 
 
-def test_https_is_verified_against_the_given_ca_or_the_systems(tmp_path: Path) -> None:
-    tls = make_server_tls(tmp_path)
+@contextmanager
+def https_server(cert: Path, key: Path) -> Iterator[Server]:
     httpd = Server(("127.0.0.1", 0), Handler)
     httpd.peers = []
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(tls.cert, tls.key)
+    context.load_cert_chain(cert, key)
     httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     try:
-        assert Transport(url(httpd, "https"), verify=str(tls.ca)).post("/ok", b"1", {})[0] == 200
-        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
-            Transport(url(httpd, "https")).post("/ok", b"1", {})  # the system's CAs do not know it
+        yield httpd
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_https_is_verified_against_the_given_ca_or_the_systems(tmp_path: Path) -> None:
+    tls = make_server_tls(tmp_path)
+    with https_server(tls.cert, tls.key) as httpd:
+        assert Transport(url(httpd, "https"), verify=str(tls.ca)).post("/ok", b"1", {})[0] == 200
+        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
+            Transport(url(httpd, "https")).post("/ok", b"1", {})  # the system's CAs do not know it
+
+
+def _strict_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Python 3.13's defaults (the host image's), on whatever Python runs the tests."""
+    default = ssl.create_default_context
+
+    def strict(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        context = default(*args, **kwargs)
+        context.verify_flags |= ssl.VERIFY_X509_STRICT
+        return context
+
+    monkeypatch.setattr(ssl, "create_default_context", strict)
+
+
+def test_berths_own_ca_passes_x509_strict_checks(tmp_path: Path) -> None:
+    tls = make_server_tls(tmp_path)
+    client = ssl.create_default_context(cafile=tls.ca)
+    client.verify_flags |= ssl.VERIFY_X509_STRICT
+    with (
+        https_server(tls.cert, tls.key) as httpd,
+        socket.create_connection(httpd.server_address) as raw,
+        client.wrap_socket(raw, server_hostname="127.0.0.1") as wrapped,
+    ):
+        assert wrapped.version()
+
+
+def test_a_private_ca_the_agent_accepted_before_still_verifies_on_a_strict_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CA without an Authority Key Identifier in its server certificate (what berth
+    made before, and what older tooling makes) was good enough for requests; hosts must
+    not lose their fleet server when the agent moves to the standard library."""
+    ca_pem, cert, key = _ca_without_key_identifiers(tmp_path)
+    _strict_by_default(monkeypatch)
+    with https_server(cert, key) as httpd:
+        assert Transport(url(httpd, "https"), verify=str(ca_pem)).post("/ok", b"1", {})[0] == 200
+
+
+def _ca_without_key_identifiers(directory: Path) -> tuple[Path, Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "old CA")])
+
+    def builder(subject: str, public: Any) -> x509.CertificateBuilder:
+        return (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+                .issuer_name(ca_name).public_key(public).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1)))
+
+    ca = builder("old CA", ca_key.public_key()).add_extension(
+        x509.BasicConstraints(ca=True, path_length=0), critical=True).sign(ca_key, hashes.SHA256())
+    cert = builder("old server", key.public_key()).add_extension(
+        x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+    ).sign(ca_key, hashes.SHA256())
+    pem = serialization.Encoding.PEM
+    paths = directory / "old-ca.pem", directory / "old-server.pem", directory / "old-server.key"
+    paths[0].write_bytes(ca.public_bytes(pem))
+    paths[1].write_bytes(cert.public_bytes(pem))
+    paths[2].write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return paths
 
 
 def test_only_http_and_https_urls() -> None:

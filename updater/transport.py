@@ -36,6 +36,11 @@ class Transport:
         if self._https:
             # verify: a CA bundle file, or True for the system's CAs; never unverified.
             self._context = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+            # Python 3.13 (the host's) adds X.509 strict mode to the defaults; requests, which
+            # the agent used before, never set it. A fleet's existing private CA (e.g. one
+            # without an Authority Key Identifier) must keep working across an agent update:
+            # chain, expiry and host name are still checked as before.
+            self._context.verify_flags &= ~ssl.VERIFY_X509_STRICT
         self._connection: http.client.HTTPConnection | None = None
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
