@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -71,21 +73,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
+def secure_boot_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A key directory with PK, KEK and db, made once per run as an operator makes it
+    (`berth keys init`, well under a second): what the signed images are signed with."""
+    keys = tmp_path_factory.mktemp("sb-keys") / "keys"
+    subprocess.run([sys.executable, "-m", "cli.main", "keys", "init", "--keys", str(keys)],
+                   cwd=Path(__file__).resolve().parents[1], check=True, capture_output=True)
+    return keys
+
+
+@pytest.fixture(scope="session")
 def image_builder(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilder:
-    """`image_builder(version="1.0.0", engine="docker", fault="none")` -> the artifact
-    directory `<out>/berth_<version>/` of a real `berth build`; each (version, engine,
-    fault) is built once per session (mkosi's caches under $BERTH_CACHE keep rebuilds warm)."""
+    """`image_builder(version="1.0.0", engine="docker", fault="none", secure_boot_keys=None)`
+    -> the artifact directory `<out>/berth_<version>/` of a real `berth build` (signed for
+    Secure Boot with the keys of that directory when given); each combination is built once
+    per session (mkosi's caches under $BERTH_CACHE keep rebuilds warm)."""
     from builder import settings
     from builder.build import build
     from builder.cli import DEFAULT_CONFIG
 
-    built: dict[tuple[str, str, str], Path] = {}
+    built: dict[tuple[str, str, str, Path | None], Path] = {}
 
-    def make(version: str = "1.0.0", engine: str = "docker", fault: str = "none") -> Path:
-        key = (version, engine, fault)
+    def make(version: str = "1.0.0", engine: str = "docker", fault: str = "none",
+             secure_boot_keys: Path | None = None) -> Path:
+        key = (version, engine, fault, secure_boot_keys)
         if key not in built:
             chosen = settings.override(
-                settings.load(DEFAULT_CONFIG), version=version, engine=engine, fault=fault
+                settings.load(DEFAULT_CONFIG), version=version, engine=engine, fault=fault,
+                secure_boot_keys=str(secure_boot_keys) if secure_boot_keys else None,
             )
             output = tmp_path_factory.mktemp(f"image-{engine}-{version}")
             built[key] = build(chosen, output, show=False)
@@ -96,11 +111,12 @@ def image_builder(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilder:
 
 @pytest.fixture(scope="session")
 def default_image(image_builder: ImageBuilder) -> Path:
-    """The default image (docker, version 1.0.0): its artifact directory."""
+    """The default image (docker, version 1.0.0, unsigned): its artifact directory."""
     return image_builder()
 
 
 @pytest.fixture(scope="session")
-def podman_image(image_builder: ImageBuilder) -> Path:
-    """The podman variant (version 1.0.0): its artifact directory."""
-    return image_builder(engine="podman")
+def podman_image(image_builder: ImageBuilder, secure_boot_keys: Path) -> Path:
+    """The podman variant (version 1.0.0), signed for Secure Boot with the run's keys
+    (its host boots enforcing, tests/qemu): its artifact directory."""
+    return image_builder(engine="podman", secure_boot_keys=secure_boot_keys)

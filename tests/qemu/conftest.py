@@ -122,7 +122,7 @@ class BootedHost:
 
 
 def _boot(request: pytest.FixtureRequest, artifact: Path, state: Path, service: HostService,
-          how: Provisioning) -> Iterator[BootedHost]:
+          how: Provisioning, secure_boot: bool = False) -> Iterator[BootedHost]:
     credentials = dict([PROBE_CREDENTIAL])
     answer_port = free_port()  # the declared container's port, watched from the host
     with VM(
@@ -134,17 +134,20 @@ def _boot(request: pytest.FixtureRequest, artifact: Path, state: Path, service: 
         forwards=(Forward(answer_port, EXAMPLE_PORT),),
         metadata_service=how.metadata_port,
         system_info=how.system_info,
+        secure_boot=secure_boot,
     ) as vm:
         started = time.monotonic()
         vm.start()
         milestones = Milestones(vm.state.serial_log, started, answer_port, EXAMPLE_PAGE).watch()
+        uptime: dict[str, float] = {}  # the kernel's, at BERTH-READY: ready_s less it is firmware + loader
         try:
             ready = vm.wait_ready()
+            uptime["ready_uptime_s"] = ready.uptime_s
             vm.wait_ssh()
             yield BootedHost(vm, ready, artifact, credentials, how, milestones)
         finally:
             milestones.stop()
-            figures = {"accel": vm.accel.value, **milestones.figures()}
+            figures = {"accel": vm.accel.value, "secure_boot": secure_boot, **milestones.figures(), **uptime}
             request.config.stash.setdefault(FIGURES, {})[how.source] = figures
             path = state.parent / "provision-figures.json"  # in the run's basetemp
             path.write_text(json.dumps(request.config.stash[FIGURES], indent=1, sort_keys=True) + "\n")
@@ -182,7 +185,9 @@ def booted_podman_host(
 ) -> Iterator[BootedHost]:
     """The podman variant, booted once and ready, as an EC2 instance: SMBIOS says
     Amazon EC2, and the fake IMDSv2 at 169.254.169.254 gives it the example
-    declaration (its archive by URL from a host service, pinned by sha256)."""
+    declaration (its archive by URL from a host service, pinned by sha256). Its image
+    is signed and it boots OVMF's Secure Boot build in setup mode: systemd-boot enrols
+    the image's keys, resets, and the host comes up enforcing (tests/qemu/test_secure_boot.py)."""
     scratch = tmp_path_factory.mktemp("imds")
     declared_key = scratch / "declared_ed25519"
     public_key = ensure_key(declared_key).decode().strip()
@@ -195,4 +200,4 @@ def booted_podman_host(
     with serve("ec2", cloud) as base, serve_files({f"/{EXAMPLE_ARCHIVE}": data}) as archive_port:
         yield from _boot(request, podman_image, tmp_path_factory.mktemp("vm-podman"), host_service, Provisioning(
             "ec2", declared_key, IMDS_HOSTNAME, cloud=cloud, metadata_port=urlsplit(base).port, system_info=EC2_SYSTEM,
-            services={ARCHIVE_GUEST_PORT: archive_port}, archive_sha256=digest))
+            services={ARCHIVE_GUEST_PORT: archive_port}, archive_sha256=digest), secure_boot=True)
