@@ -198,3 +198,41 @@ def test_provisioning_is_skipped_only_on_a_local_vm_with_nothing_declared(tmp_pa
     assert _provision_wanted(tmp_path / "nova", vendor="QEMU", product="OpenStack Nova") == 0
     for cloud in ("Amazon EC2", "Google", "Microsoft Corporation", "Dell Inc."):
         assert _provision_wanted(tmp_path / cloud.split()[0], vendor=cloud) == 0
+
+
+LOADER_GUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+
+
+def _efi_string(directory: Path, name: str, value: str) -> None:
+    # As efivarfs shows a variable: 4 attribute bytes (volatile, boot+runtime), then the data.
+    (directory / f"{name}-{LOADER_GUID}").write_bytes(b"\x06\x00\x00\x00" + (value + "\0").encode("utf-16-le"))
+
+
+@pytest.mark.parametrize(("count_path", "selected", "booted_it"), [
+    (None, "berth_1.0.0.efi", False),  # never counted: nothing to bless
+    (r"\EFI\Linux\berth_1.1.0+2-1.efi", "berth_1.1.0.efi", True),  # an update on trial
+    (r"\EFI\Linux\berth_1.1.0+0-3.efi", "berth_1.1.0.efi", True),  # its last try
+    (r"\EFI\Linux\berth_1.1.0+2-1.efi", "BERTH_1.1.0.EFI", True),
+    (r"\EFI\Linux\berth_1.1.0+2-1.efi", "berth_1.1.0+3.efi", True),  # an id with its counter
+    # The firmware refused the counted entry and systemd-boot, started again, booted the previous one.
+    (r"\EFI\Linux\berth_1.0.1+0-1.efi", "berth_1.0.0.efi", False),
+    (r"\EFI\Linux\berth_1.0.1+0-1.efi", None, False),
+])
+def test_only_the_counted_entry_that_booted_is_blessed_or_on_trial(
+    tmp_path: Path, count_path: str | None, selected: str | None, booted_it: bool
+) -> None:
+    if count_path is not None:
+        _efi_string(tmp_path, "LoaderBootCountPath", count_path)
+    if selected is not None:
+        _efi_string(tmp_path, "LoaderEntrySelected", selected)
+    script = TREE / "usr/lib/berth/booted-counted-entry"
+    done = subprocess.run([str(script)], env={**os.environ, "BERTH_EFIVARS": str(tmp_path)},
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == (0 if booted_it else 1), done.stderr
+    if count_path and not booted_it:
+        assert "was counted but" in done.stderr
+    # systemd-bless-boot marks an entry good only under that condition, the trial reboot too.
+    dropin = configparser.ConfigParser(strict=False, interpolation=None)
+    dropin.read(UNITS / "systemd-bless-boot.service.d/berth.conf")
+    assert dropin["Service"]["ExecCondition"] == "/usr/lib/berth/booted-counted-entry"
+    assert "/usr/lib/berth/booted-counted-entry" in (TREE / "usr/lib/berth/on-trial").read_text()

@@ -4,10 +4,18 @@ Its image is signed with the run's keys (tests/conftest.py: `berth keys init`, t
 `berth build --secure-boot-keys`), and it boots OVMF's Secure Boot build with blank
 variables, which is setup mode: systemd-boot enrols db, KEK and PK from
 loader/keys/auto, resets, and from then on the firmware runs only what db signed.
+The last test here reboots the host once (into a UKI the firmware must refuse), so it
+runs after every other test of that host (tests/qemu/test_image.py, test_provision.py).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +23,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from builder import sbkeys
-from updater.contract import SECURE_BOOT_DB_CERT
+from builder import sbkeys, sbsign
+from updater.contract import SECURE_BOOT_DB_CERT, UKI_DIR, BootEntry, uki_filename
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +38,11 @@ ENFORCING = ("EFI stub: UEFI Secure Boot is enabled.",
 # The EFI global variables' vendor GUID, and the image security database's (db).
 EFI_GLOBAL = "8be4df61-93ca-11d2-aa0d-00e098032b8c"
 EFI_IMAGE_SECURITY = "d719b2cb-3d3a-4596-a3bc-dad00e67656f"
+# A PE file's headers (the signature's directory entry and the checksum among them) lie in its first 4 KiB.
+HEADER = 4096
+# In the guest: argv UKI, OUT, HEADER, END; stdin the new headers, then the new signature.
+ASSEMBLE = ("import sys; ours = open(sys.argv[1], \"rb\").read(); new = sys.stdin.buffer.read(); h, e = map(int, sys.argv[3:]); "
+            "open(sys.argv[2], \"wb\").write(new[:h] + ours[h:e] + new[h:])")
 
 
 def der(cert: Path) -> bytes:
@@ -67,3 +80,49 @@ def test_the_signed_host_enrolled_its_keys_from_setup_mode_and_boots_enforcing(
     for name, guid in (("PK", EFI_GLOBAL), ("KEK", EFI_GLOBAL), ("db", EFI_IMAGE_SECURITY)):
         assert der(keys.cert(name)) in efi_variable(vm, name, guid), name
     assert vm.run(f"cat /{SECURE_BOOT_DB_CERT}").stdout == keys.cert("db").read_text()
+
+
+def test_a_uki_signed_by_another_key_is_refused_and_the_previous_entry_boots_by_itself(
+    booted_podman_host: Any, tmp_path: Path
+) -> None:
+    """A staged entry with one try whose UKI another key set's db signed (written straight
+    onto the ESP: the agent would refuse it, tests/agent/test_secure_boot_agent.py) is
+    the next boot; the firmware refuses it, its try is spent, and with nobody at a menu
+    the previous entry boots. It stays spent, not blessed (booted-counted-entry)."""
+    vm = booted_podman_host.vm
+    esp = f"/boot/{UKI_DIR}"
+    (running,) = [BootEntry.parse(name) for name in vm.run(f"ls {esp}").stdout.split()]
+    assert running is not None and running.blessed
+    stranger = sbkeys.make(tmp_path / "stranger")
+    bare = tmp_path / "bare.efi"
+    shutil.copyfile(booted_podman_host.artifact / "uki.efi", bare)  # the UKI on the ESP, db-signed
+    subprocess.run(["sbattach", "--remove", str(bare)], check=True, capture_output=True)
+    sbsign.sign_pe(bare, tmp_path / "forged.efi", stranger, int(time.time()))
+    # The forged UKI differs from the one on the ESP only in its PE header and signature:
+    # the guest assembles it from those two (31 MB through SSH under TCG would be ~half a minute).
+    ours, forged, end = (booted_podman_host.artifact / "uki.efi").read_bytes(), \
+        (tmp_path / "forged.efi").read_bytes(), bare.stat().st_size
+    assert forged[HEADER:end] == ours[HEADER:end]
+    staged = uki_filename(running.image_id, "1.0.1", 1)
+    partial = f"{esp}/.{staged}.partial"
+    vm.run(f"python3 -c '{ASSEMBLE}' {esp}/{running.filename} {partial} {HEADER} {end}",
+           input=forged[:HEADER] + forged[end:])
+    assert vm.run(f"sha256sum {partial}").stdout.split()[0] == hashlib.sha256(forged).hexdigest()
+    vm.run(f"mv {partial} {esp}/{staged} && sync")
+    entries = {e["id"]: e for e in json.loads(vm.run("bootctl list --json=short --no-pager").stdout)}
+    forged_id = uki_filename(running.image_id, "1.0.1")
+    assert entries[forged_id]["isDefault"] and entries[forged_id]["triesLeft"] == 1, entries
+
+    vm.reboot()
+    spent = uki_filename(running.image_id, "1.0.1").removesuffix(".efi") + "+0-1.efi"
+    # systemd-boot's message; OVMF refuses an image signed by no key in db with EFI_ACCESS_DENIED.
+    loading = "Error loading \\" + UKI_DIR.replace("/", "\\") + "\\" + spent
+    refused = vm.wait_for(re.compile(re.escape(loading) + ": (Access denied|Security violation)", re.IGNORECASE))
+    ready = vm.wait_ready()
+    assert (ready.version, ready.slot) == (running.version, "a"), refused
+    assert sorted(vm.run(f"ls {esp}").stdout.split()) == sorted([running.filename, spent])
+    assert f"Current Entry: {running.filename}" in vm.run("bootctl status --no-pager").stdout
+    entries = {e["id"]: e for e in json.loads(vm.run("bootctl list --json=short --no-pager").stdout)}
+    assert entries[running.filename]["isDefault"] and not entries[forged_id]["isDefault"], entries
+    trial = vm.run("/usr/lib/berth/on-trial", check=False)
+    assert trial.returncode == 1 and "was counted but" in trial.stderr, trial
