@@ -6,7 +6,9 @@ ESP with mtools, and every copy keeps holes so slot padding costs no disk.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -59,11 +61,48 @@ def list_esp(disk: Path, esp: gpt.Partition, directory: str) -> list[str]:
 
 
 def sha256(path: Path) -> str:
+    """The file's sha256, reading only its data: a hole is hashed as the zeros it reads
+    as without reading it (disk.raw is 3.5 GB of which ~0.45 GB is data; reading it
+    whole was most of the 10 s a build spent on its manifest)."""
     digest = hashlib.sha256()
+    zero = memoryview(bytes(_CHUNK))
     with path.open("rb") as f:
-        while block := f.read(_CHUNK):
-            digest.update(block)
+        for start, end, is_data in _extents(f.fileno()):
+            f.seek(start)
+            left = end - start
+            while left:
+                if is_data:
+                    block = f.read(min(_CHUNK, left))
+                    if not block:
+                        raise OSError(f"{path} shrank while it was hashed")
+                    digest.update(block)
+                    left -= len(block)
+                else:
+                    digest.update(zero[: min(_CHUNK, left)])
+                    left -= min(_CHUNK, left)
     return digest.hexdigest()
+
+
+def _extents(fd: int) -> list[tuple[int, int, bool]]:
+    """(start, end, is data) covering the file, from SEEK_DATA/SEEK_HOLE."""
+    size = os.fstat(fd).st_size
+    extents: list[tuple[int, int, bool]] = []
+    position = 0
+    while position < size:
+        try:
+            data = os.lseek(fd, position, os.SEEK_DATA)
+        except OSError as error:
+            if error.errno != errno.ENXIO:  # no hole support here: all of it is data
+                return [(0, size, True)]
+            data = size  # a hole up to the end
+        if data > position:
+            extents.append((position, data, False))
+        if data >= size:
+            break
+        hole = min(os.lseek(fd, data, os.SEEK_HOLE), size)
+        extents.append((data, hole, True))
+        position = hole
+    return extents
 
 
 def extract_root(root_image: Path, target: Path) -> None:
