@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from qemu.seed import EXAMPLE_CONTAINER, EXAMPLE_GROUP, EXAMPLE_PAGE, EXAMPLE_PORT
-from qemu.ssh import SshTarget
+from qemu.seed import EXAMPLE_CONTAINER, EXAMPLE_GROUP, EXAMPLE_PAGE, EXAMPLE_PORT, write_seed
+from qemu.ssh import SshTarget, ensure_key
 
 pytestmark = pytest.mark.slow
 
@@ -69,3 +69,70 @@ def test_the_metadata_nic_leaves_the_first_one_as_it_was(booted_podman_host: Any
     assert vm.run(f"python3 -c '{fetch}' {host_service.guest_url}").stdout.encode() == host_service.body
     routes = vm.run("ip -4 -o addr show").stdout
     assert "10.0.2.15/24" in routes and "169.254." in routes
+
+
+def _replace_seed(host: Any, user_data: str) -> None:
+    """Write a new NoCloud seed over the attached one, in place (the virtio disk keeps
+    its size: the new volume is padded to it), and make the guest read it afresh."""
+    seed = host.provisioning.seed
+    size = seed.stat().st_size
+    new = write_seed(seed.with_name("seed-next.iso"), user_data.encode())
+    data = new.read_bytes()
+    assert len(data) <= size, f"the new seed ({len(data)} B) must fit the attached disk ({size} B)"
+    with seed.open("r+b") as disk:  # same file QEMU has open, so the guest's disk changes
+        disk.write(data + bytes(size - len(data)))
+    host.vm.run("sync; echo 3 > /proc/sys/vm/drop_caches; blockdev --flushbufs $(readlink -f /dev/disk/by-label/cidata)")
+
+
+def _provision_again(host: Any) -> dict[str, Any]:
+    """Run the boot's provisioning unit again (the same unit and command a boot runs, so
+    no reboot is spent on it: the reboot path of a declared container is scenario 5's)."""
+    host.vm.run("systemctl restart berth-provision.service", check=False)
+    return dict(json.loads(host.vm.run("berth agent status --json").stdout)["provision"])
+
+
+def test_a_bad_declaration_keeps_the_last_good_and_a_dropped_container_is_removed(booted_host: Any) -> None:
+    """Last on the docker host: it changes what the host is given."""
+    host, vm = booted_host, booted_host.vm
+    declared_login = SshTarget(vm.ssh_port, host.declared_key)
+    declared_key = ensure_key(host.declared_key).decode().strip()  # the public half, as first declared
+    unit = f"berth-container-{EXAMPLE_CONTAINER}"
+    console_before = len(vm.state.serial_log.read_bytes())
+
+    # A declaration with a mistake in it: refused with the key named, the last good one kept.
+    _replace_seed(host, f"""#cloud-config
+hostname: {host.provisioning.hostname}
+ssh_authorized_keys: ["{declared_key}"]
+berth:
+  containers:
+    - name: {EXAMPLE_CONTAINER}
+      image: busybox
+      restrat: always
+""")
+    status = _provision_again(host)
+    assert status["applied"] == "last good" and status["containers"] == [EXAMPLE_CONTAINER], status
+    assert len(status["errors"]) == 1 and "restrat" in status["errors"][0], status
+    journal = vm.run("journalctl -b -u berth-provision --no-pager -o cat").stdout
+    assert "unknown key 'restrat'" in journal and "provisioned: last good from nocloud" in journal
+    console = vm.state.serial_log.read_bytes()[console_before:].decode(errors="replace")
+    assert "unknown key 'restrat'" in console  # the unit writes to the console as well
+    assert declared_login.run("id -u").stdout.strip() == "0"  # still reachable with the declared key
+    assert vm.run(f"systemctl is-active {unit}").stdout.strip() == "active"
+    assert vm.run(FETCH).stdout.strip() == EXAMPLE_PAGE  # the last good container still answers
+
+    # A good declaration without the container: it is stopped and removed, unit and all.
+    _replace_seed(host, f"""#cloud-config
+hostname: {host.provisioning.hostname}
+ssh_authorized_keys: ["{declared_key}"]
+berth:
+  agent:
+    group: {EXAMPLE_GROUP}
+""")
+    status = _provision_again(host)
+    assert (status["applied"], status["errors"], status["containers"]) == ("declared", [], []), status
+    assert vm.run(f"systemctl cat {unit}", check=False).returncode != 0  # no unit left
+    assert vm.run(f"systemctl is-active {unit}", check=False).stdout.strip() != "active"
+    assert vm.run(f"docker ps -a --filter name=^{EXAMPLE_CONTAINER}$ --format '{{{{.Names}}}}'").stdout.strip() == ""
+    assert vm.run(FETCH, check=False).returncode != 0  # nothing answers on its port
+    assert vm.run("hostname").stdout.strip() == host.provisioning.hostname
+    assert declared_login.run("id -u").stdout.strip() == "0"
