@@ -115,6 +115,9 @@ def test_declared_then_bad_then_removed(tmp_path: Path, make_seed: SeedMaker) ->
     assert not host.unit().exists()
     assert ["systemctl", "stop", "berth-container-web.service"] in host.commands
     assert [str(layout.engines / "docker"), "rm", "-f", "web"] in host.commands
+    # ... and not left among the failed units (its stop ends `docker run` with a signal's status).
+    assert host.commands.index(["systemctl", "daemon-reload"]) < host.commands.index(
+        ["systemctl", "reset-failed", "berth-container-web.service"])
     assert json.loads(layout.declared.read_text())["containers"] == []
 
 

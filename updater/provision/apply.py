@@ -223,6 +223,10 @@ def converge(config: HostConfig, layout: HostLayout, run: Run = run_command) -> 
              .removesuffix(".service")])
     if changed or removed:
         run(["systemctl", "daemon-reload"])
+    for unit in removed:
+        # Stopping `docker run` in the foreground ends it with the container's signal
+        # status, which leaves a removed container's unit listed as failed for good.
+        run(["systemctl", "reset-failed", unit.service])
     for name in declared:
         service = units.unit_file(engine, name).service
         # restart: a changed declaration takes effect; start: a running one is left alone.
