@@ -78,8 +78,9 @@ def sha256(path: Path) -> str:
                     digest.update(block)
                     left -= len(block)
                 else:
-                    digest.update(zero[: min(_CHUNK, left)])
-                    left -= min(_CHUNK, left)
+                    step = min(_CHUNK, left)
+                    digest.update(zero[:step])
+                    left -= step
     return digest.hexdigest()
 
 

@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from updater.transport import Timeout, Transport, TransportError
+from updater.transport import DEFAULT_TIMEOUT, Timeout, Transport, TransportError
 from updater.wire import (
     CHECK_PATH,
     ENROL_PATH,
@@ -42,9 +42,6 @@ from updater.wire import (
     UpdateDecision,
     WireError,
 )
-
-# (connect, read) seconds: a fleet server that does not answer is retried later.
-DEFAULT_TIMEOUT = (5.0, 15.0)
 
 
 class FleetError(Exception):

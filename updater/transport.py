@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 # (connect, read) seconds. The connect bound covers the TLS handshake too.
 Timeout = tuple[float, float]
+# A server that does not answer within these is retried later by the caller.
+DEFAULT_TIMEOUT: Timeout = (5.0, 15.0)
 
 
 class TransportError(Exception):
@@ -24,7 +26,7 @@ class TransportError(Exception):
 
 
 class Transport:
-    def __init__(self, server_url: str, *, verify: bool | str = True, timeout: Timeout = (5.0, 15.0)) -> None:
+    def __init__(self, server_url: str, *, verify: bool | str = True, timeout: Timeout = DEFAULT_TIMEOUT) -> None:
         parts = urlsplit(server_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {server_url!r}")
@@ -52,7 +54,7 @@ class Transport:
             data = response.read()
         except (OSError, http.client.HTTPException) as error:
             self.close()
-            raise TransportError(str(error) or type(error).__name__) from None
+            raise _failed(error) from None
         if response.will_close:
             self.close()
         return response.status, data
@@ -76,11 +78,15 @@ class Transport:
                 connection.connect()
             except OSError as error:
                 connection.close()
-                raise TransportError(str(error) or type(error).__name__) from None
+                raise _failed(error) from None
             assert connection.sock is not None
             connection.sock.settimeout(read_s)
             self._connection = connection
         return self._connection
+
+
+def _failed(error: Exception) -> TransportError:
+    return TransportError(str(error) or type(error).__name__)  # a timeout's text can be empty
 
 
 def _dropped(connection: http.client.HTTPConnection) -> bool:
