@@ -23,6 +23,7 @@ from updater.agent.swarm import (
     parse_services,
     parse_tasks,
     still_here,
+    unplaceable,
 )
 
 DATA = Path(__file__).parent / "data/swarm"
@@ -120,6 +121,8 @@ def test_the_drain_waits_until_the_tasks_run_elsewhere() -> None:
         "node ps": [sample("node-ps-running.jsonl"), sample("node-ps-draining.jsonl"), sample("node-ps-drained.jsonl")],
         "service ls": [sample("service-ls-whole.jsonl"), sample("service-ls-short.jsonl"),
                        sample("service-ls-short.jsonl"), sample("service-ls-whole.jsonl")],
+        # The third look: gone from here, the replacement not yet running (but placeable).
+        "service ps": [sample("service-ps-scheduling.jsonl")],
     })
     clock = Clock()
     result = node(docker, clock).drain(60)
@@ -149,10 +152,44 @@ def test_a_node_that_cannot_drain_itself_fails_the_hook(info: str, error: str) -
     assert docker.calls == ["info --format {{json .Swarm}}"]  # nothing changed
 
 
-def test_after_the_bless_the_node_is_made_active() -> None:
-    docker = ScriptedDocker({"info --format": [sample("info-manager.json")], "node update": [""]})
-    assert node(docker, Clock()).activate(60).ok
-    assert docker.calls[-1] == "node update --availability active k2x7q9w1m4e8r5t3y6u0i2o4p"
+def test_a_task_no_node_can_take_is_told_from_one_being_scheduled() -> None:
+    assert unplaceable(sample("service-ps-stuck.jsonl")) == {"web": 1}
+    assert unplaceable(sample("service-ps-scheduling.jsonl")) == {}
+    services = parse_services(sample("service-ls-short.jsonl"))
+    drained = parse_tasks(sample("node-ps-drained.jsonl"))
+    assert still_here(drained, services, unplaceable(sample("service-ps-stuck.jsonl"))) is None
+
+
+def test_the_drain_does_not_wait_for_a_task_only_this_node_could_take() -> None:
+    # web runs at most one replica per node: with this node drained, web.2 waits for it.
+    docker = ScriptedDocker({
+        "info --format": [sample("info-manager.json")], "node update": [""],
+        "node ps": [sample("node-ps-draining.jsonl"), sample("node-ps-drained.jsonl")],
+        "service ls": [sample("service-ls-short.jsonl")],
+        "service ps": [sample("service-ps-scheduling.jsonl"), sample("service-ps-stuck.jsonl")],
+    })
+    clock = Clock()
+    assert node(docker, clock).drain(60).ok
+    assert clock.now == 4.0  # draining; drained, web.2 not yet scheduled; drained, web.2 stuck
+    assert docker.calls[-1] == "service ps --no-trunc --filter desired-state=running --format {{json .}} web"
+
+
+def test_after_the_bless_the_node_is_made_active_and_waits_for_the_swarm_to_be_whole() -> None:
+    docker = ScriptedDocker({"info --format": [sample("info-manager.json")], "node update": [""],
+                             "service ls": [sample("service-ls-short.jsonl"), sample("service-ls-whole.jsonl")]})
+    clock = Clock()
+    result = node(docker, clock).activate(60)
+    assert result.ok and clock.now == 2.0
+    assert docker.calls[1] == "node update --availability active k2x7q9w1m4e8r5t3y6u0i2o4p"
     refused = ScriptedDocker({"info --format": [sample("info-manager.json")],
                               "node update": ["error: docker node update: node not found"]})
     assert node(refused, Clock()).activate(60).returncode == 1
+
+
+def test_an_activation_past_its_budget_says_what_it_waited_for() -> None:
+    docker = ScriptedDocker({"info --format": [sample("info-manager.json")], "node update": [""],
+                             "service ls": [sample("service-ls-short.jsonl")]})
+    clock = Clock()
+    result = node(docker, clock).activate(10)
+    assert result.returncode is None and clock.now <= 10
+    assert result.output.endswith("services not yet back to all their replicas: web 2/3")

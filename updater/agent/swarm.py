@@ -4,7 +4,13 @@ setting ``swarm_drain`` is.
 Before the reboot: ``docker node update --availability drain <self>``, then wait,
 within the stage's budget, until no task of a replicated service is still live on
 this node and every replicated service runs all its replicas again (on the other
-nodes): its tasks run elsewhere. After the bless: ``--availability active``.
+nodes): its tasks run elsewhere. A task no other node can take (pending, "no suitable
+node": e.g. ``--replicas-max-per-node 1`` with every other node holding one) is not
+waited for: it waits for this node. After the bless: ``--availability active``, then
+wait, within the budget, until every replicated service runs all its replicas again:
+only then is the host back in service and its lock given back. Swarm never moves a
+task back by itself, so without that wait the next host's drain could begin while
+this node's share had not started yet.
 `docker node update` and `docker service ls` answer only on a manager; on a worker
 the drain fails, so the reboot waits (a worker is drained from a manager, e.g. by a
 pre-reboot hook with a manager's DOCKER_HOST).
@@ -20,7 +26,8 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,16 +128,46 @@ def parse_services(text: str) -> list[Service]:
     return services
 
 
-def still_here(tasks: Sequence[Task], services: Sequence[Service]) -> str | None:
+# What swarmkit's scheduler records on a task that no node can take (constraints,
+# resources, max replicas per node); the task stays pending until one can.
+NO_SUITABLE_NODE = "no suitable node"
+
+
+def unplaceable(text: str) -> Counter[str]:
+    """Per service, its tasks no node can take, from ``docker service ps --no-trunc
+    --filter desired-state=running --format '{{json .}}' <services>``."""
+    stuck: Counter[str] = Counter()
+    for row in json_lines(text, "docker service ps"):
+        name = str(row.get("Name") or "").removeprefix("\\_").strip()
+        pending = str(row.get("CurrentState") or "").lower().startswith("pending")
+        if pending and str(row.get("Error") or "").startswith(NO_SUITABLE_NODE):
+            stuck[name.rsplit(".", 1)[0]] += 1
+    return stuck
+
+
+def short_services(services: Sequence[Service], stuck: Mapping[str, int] | None = None) -> list[str]:
+    """The replicated services running fewer replicas than they should, not counting
+    the ``stuck`` tasks (per service) no node can take: "web 2/3"."""
+    stuck = stuck or {}
+    return sorted(f"{s.name} {s.running}/{s.desired}" for s in services
+                  if s.mode == "replicated" and s.running + stuck.get(s.name, 0) < s.desired)
+
+
+def live_here(tasks: Sequence[Task], services: Sequence[Service]) -> list[str]:
+    """This node's tasks of replicated services that still hold (or will hold) a container."""
+    replicated = {s.name for s in services if s.mode == "replicated"}
+    return sorted({t.name for t in tasks if t.live and t.service in replicated})
+
+
+def still_here(tasks: Sequence[Task], services: Sequence[Service],
+               stuck: Mapping[str, int] | None = None) -> str | None:
     """What keeps the drain waiting, or None once this node runs no replicated task and
-    every replicated service is back to all its replicas (elsewhere)."""
-    replicated = {s.name: s for s in services if s.mode == "replicated"}
-    live = sorted({t.name for t in tasks if t.live and t.service in replicated})
-    if live:
+    every replicated service is back to all its replicas (elsewhere), but for the
+    ``stuck`` tasks no node can take."""
+    if live := live_here(tasks, services):
         return f"tasks still on this node: {', '.join(live)}"
-    short = [f"{s.name} {s.running}/{s.desired}" for s in replicated.values() if s.running < s.desired]
-    if short:
-        return f"services not yet back to all their replicas: {', '.join(sorted(short))}"
+    if short := short_services(services, stuck):
+        return f"services not yet back to all their replicas: {', '.join(short)}"
     return None
 
 
@@ -174,8 +211,12 @@ class SwarmNode:
             node = self._self()
             self.run(["node", "update", "--availability", "drain", node])
             while True:
-                why = still_here(parse_tasks(self.run(["node", "ps", node, "--format", "{{json .}}"])),
-                                 parse_services(self.run(["service", "ls", "--format", "{{json .}}"])))
+                tasks = parse_tasks(self.run(["node", "ps", node, "--format", "{{json .}}"]))
+                services = self._services()
+                # Only short services left: are their missing tasks ones no node can take?
+                stuck = (self._stuck(services) if short_services(services) and not live_here(tasks, services)
+                         else None)
+                why = still_here(tasks, services, stuck)
                 if why is None:
                     return HookResult(DRAIN_HOOK, 0, f"node {node} drained")
                 if self.clock() + POLL_S > deadline:
@@ -184,10 +225,24 @@ class SwarmNode:
         except SwarmError as error:
             return HookResult(DRAIN_HOOK, 1, str(error))
 
+    def _services(self) -> list[Service]:
+        return parse_services(self.run(["service", "ls", "--format", "{{json .}}"]))
+
+    def _stuck(self, services: Sequence[Service]) -> Counter[str]:
+        names = [s.name for s in services if s.mode == "replicated" and s.running < s.desired]
+        return unplaceable(self.run(["service", "ps", "--no-trunc", "--filter", "desired-state=running",
+                                     "--format", "{{json .}}", *names]))
+
     def activate(self, left_s: float) -> HookResult:
+        deadline = self.clock() + left_s
         try:
             node = self._self()
             self.run(["node", "update", "--availability", "active", node])
+            while short := short_services(self._services()):
+                if self.clock() + POLL_S > deadline:
+                    return HookResult(ACTIVE_HOOK, None, f"node {node} active; services not yet back "
+                                      f"to all their replicas: {', '.join(short)}")
+                self.sleep(POLL_S)
         except SwarmError as error:
             return HookResult(ACTIVE_HOOK, 1, str(error))
         return HookResult(ACTIVE_HOOK, 0, f"node {node} active")
