@@ -25,6 +25,7 @@ from qemu.qmp import ConnectError
 from qemu import budget
 from qemu.accel import choose_accel
 from qemu.console import BOOT_FAILURE, ConsoleLog, GuestDied, tail
+from qemu.lan import LanPort
 from qemu.machine import GUEST_SSH_PORT, Accel, Console, Forward, Machine, qemu_command
 from qemu.monitor import Monitor
 from qemu.ready import PATTERN as READY_PATTERN
@@ -67,6 +68,7 @@ def build_machine(
     secure_boot: bool = False,
     metadata_service: int | None = None,
     system_info: Mapping[str, str] | None = None,
+    lan: LanPort | None = None,
 ) -> Machine:
     """Prepare the VM's files and describe the machine (SSH key as a credential)."""
     public_key = state.prepare(base_disk)
@@ -91,6 +93,7 @@ def build_machine(
         secure_boot=secure_boot,
         metadata_service=metadata_service,
         system_info=dict(system_info or {}),
+        lan=lan,
     )
 
 
@@ -112,6 +115,7 @@ class VM:
         secure_boot: bool = False,
         metadata_service: int | None = None,
         system_info: Mapping[str, str] | None = None,
+        lan: LanPort | None = None,
     ) -> None:
         self.state = VmState(state_dir)
         # A prefix QEMU is started under, e.g. qemu.throttle.cpu_quota()'s.
@@ -135,6 +139,7 @@ class VM:
             secure_boot=secure_boot,
             metadata_service=metadata_service,
             system_info=system_info,
+            lan=lan,
         )
         self.console = ConsoleLog(self.state.serial_log)
         self.ssh = SshTarget(self.ssh_port, self.state.private_key)

@@ -18,6 +18,7 @@ import contextlib
 import json
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ from typing import Any, Self
 
 import requests
 
-from qemu.harness import VM
-from qemu.machine import HOST_SERVICES_ADDRESS
+from qemu.harness import VM, free_port
+from qemu.lan import LanPort, VdeSwitch
+from qemu.machine import HOST_SERVICES_ADDRESS, Forward
 from qemu.ready import Ready
 from updater import contract
 
@@ -98,6 +100,16 @@ class Host:
         return self.vm.machine.system_uuid.hex
 
     @property
+    def lan_address(self) -> str | None:
+        """Its address on the lab's private LAN (None: it has no NIC there)."""
+        lan = self.vm.machine.lan
+        return lan.address if lan is not None else None
+
+    def forwarded(self, guest_port: int) -> int:
+        """The 127.0.0.1 port of this machine that reaches ``guest_port`` of the guest."""
+        return next(f.host_port for f in self.vm.machine.forwards if f.guest_port == guest_port)
+
+    @property
     def console_log(self) -> Path:
         return self.vm.state.serial_log
 
@@ -127,12 +139,16 @@ class Host:
     def start_app(self, archive: Path) -> None:
         """Load a container image from ``archive`` and run APP with restart=always;
         it appends a line to APP_DATA/starts each time it starts."""
-        self.vm.wait_ssh()
-        self.vm.ssh.copy_in(archive, "/var/tmp/app.tar")
-        tag = self.run("docker load -q -i /var/tmp/app.tar").stdout.split("Loaded image:")[-1].strip()
+        tag = self.load_image(archive)
         self.run(f"mkdir -p {APP_DATA} && docker run -d --name {APP} --restart=always "
                  f"-v {APP_DATA}:/data {tag} sh -c 'echo started >> /data/starts; exec sleep 1000000'")
         self.narrate(f"{self.name}: container {APP} runs (restart=always, volume {APP_DATA})")
+
+    def load_image(self, archive: Path) -> str:
+        """``docker load`` a container image archive (the guest reaches no registry); its tag."""
+        self.vm.wait_ssh()
+        self.vm.ssh.copy_in(archive, "/var/tmp/app.tar")
+        return self.run("docker load -q -i /var/tmp/app.tar").stdout.split("Loaded image:")[-1].strip()
 
     def app_running(self) -> bool:
         state = self.run(f"docker inspect -f '{{{{.State.Running}}}}' {APP}", check=False)
@@ -158,6 +174,8 @@ class Lab:
         self._told: dict[tuple[str, str], int] = {}  # reports narrated per (node, version)
         self.server_url = ""
         self.server_ca: Path | None = None  # the run's CA, which hosts verify the server against
+        self.switch: VdeSwitch | None = None  # the private LAN, started by the first host on it
+        self._lan_dir: tempfile.TemporaryDirectory[str] | None = None
         workdir.mkdir(parents=True, exist_ok=True)
 
     # ---- releases ------------------------------------------------------------------------
@@ -269,15 +287,21 @@ class Lab:
     def boot(
         self, name: str, artifact: Path, *, group: str, bless_timeout_s: int = 600,
         boot_tries: int | None = None, memory_mb: int = 1536, cpus: int = 2,
+        lan: int | None = None, forwards: tuple[int, ...] = (), settings: dict[str, str] | None = None,
     ) -> Host:
         """Boot a host provisioned for the lab's fleet server through SMBIOS credentials
-        (``boot_tries``: the agent's setting; None keeps its default)."""
+        (``boot_tries``: the agent's setting; None keeps its default; ``settings``: more
+        agent settings, as credentials). ``lan``: a NIC on the lab's private LAN, port
+        ``lan`` of its switch (qemu/lan.py); ``forwards``: guest TCP ports reached from a
+        free 127.0.0.1 port here (``Host.forwarded``)."""
         if not self.server_url or self.server_ca is None:
             raise RuntimeError("start the fleet server (Lab.serve) before booting hosts")
         port = int(self.server_url.rsplit(":", 1)[1])
         vm = VM(
             artifact, self.workdir / name, memory_mb=memory_mb, cpus=cpus,
             host_services={FLEET_GUEST_PORT: port},
+            lan=self._lan_port(lan) if lan is not None else None,
+            forwards=tuple(Forward(free_port(), guest) for guest in forwards),
             credentials={
                 "berth.server_url": f"https://{HOST_SERVICES_ADDRESS}:{FLEET_GUEST_PORT}",
                 "berth.server_ca": self.server_ca.read_bytes(),
@@ -287,6 +311,7 @@ class Lab:
                 "berth.lock_retry_s": "5",
                 "berth.bless_timeout_s": str(bless_timeout_s),
                 **({"berth.boot_tries": str(boot_tries)} if boot_tries is not None else {}),
+                **{f"berth.{key}": value for key, value in (settings or {}).items()},
             },
         )
         host = Host(name, vm, group, self.narrate)
@@ -296,10 +321,24 @@ class Lab:
                      f"watch its console with: tail -f {host.console_log}")
         return host
 
+    def _lan_port(self, index: int) -> LanPort:
+        if self.switch is None:
+            # A short path: the switch's sockets must fit a socket address (108 bytes).
+            self._lan_dir = tempfile.TemporaryDirectory(prefix="berth-lan-")
+            self.switch = VdeSwitch(Path(self._lan_dir.name) / "switch").start()
+            self.narrate(f"private LAN: a VDE switch at {self.switch.directory}")
+        return self.switch.port(index)
+
     def close(self) -> None:
         for host in self.hosts:
             host.vm.close()
         self.hosts.clear()
+        if self.switch is not None:
+            self.switch.stop()
+            self.switch = None
+        if self._lan_dir is not None:
+            self._lan_dir.cleanup()
+            self._lan_dir = None
 
     def __enter__(self) -> Self:
         return self

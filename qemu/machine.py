@@ -15,6 +15,9 @@ the host side to 127.0.0.1.
   also ``restrict=on``) and the first NIC, its SSH forward and host services stay
   as they are. With SMBIOS type 1 saying which cloud (``system_info``), the guest
   sees what a cloud's VM sees.
+- a private LAN between VMs (``lan``): a third NIC on a VDE switch (qemu/lan.py), its
+  static address handed over as a systemd credential; the first NIC stays the VM's
+  way to SSH and to host services.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from qemu.lan import CREDENTIAL as LAN_CREDENTIAL
+from qemu.lan import LanPort
 
 # The fixed guest-side address of host services (inside QEMU's 10.0.2.0/24).
 HOST_SERVICES_ADDRESS = "10.0.2.100"
@@ -109,6 +115,8 @@ class Machine:
     metadata_service: int | None = None
     # SMBIOS type 1 fields (manufacturer, product, ...): the guest's /sys/class/dmi/id
     system_info: Mapping[str, str] = field(default_factory=dict)
+    # a NIC on the lab's VDE switch, after net0/net1 (the guest names NICs by PCI slot)
+    lan: LanPort | None = None
 
 
 def smbios_credential(name: str, value: bytes) -> str:
@@ -194,6 +202,11 @@ def qemu_command(machine: Machine, binary: str = "qemu-system-x86_64") -> list[s
     ]
     if (metadata := metadata_netdev(machine)) is not None:
         argv += ["-netdev", metadata, "-device", "virtio-net-pci,netdev=net1"]
+    credentials = dict(machine.credentials)
+    if machine.lan is not None:
+        argv += ["-netdev", f"vde,id=net2,sock={machine.lan.switch}",
+                 "-device", f"virtio-net-pci,netdev=net2,mac={machine.lan.mac}"]
+        credentials[LAN_CREDENTIAL] = machine.lan.credential()
     if machine.system_info:
         argv += ["-smbios", smbios_system(machine.system_info)]
     if machine.data_disk is not None:
@@ -201,7 +214,7 @@ def qemu_command(machine: Machine, binary: str = "qemu-system-x86_64") -> list[s
     if machine.seed is not None:
         argv += ["-drive", f"if=none,id=seed,file={machine.seed},format=raw,readonly=on",
                  "-device", "virtio-blk-pci,drive=seed"]
-    for name, value in sorted(machine.credentials.items()):
+    for name, value in sorted(credentials.items()):
         argv += ["-smbios", smbios_credential(name, value)]
     if machine.console is Console.STDIO:
         # serial and monitor multiplexed on the terminal (ctrl-a c switches)

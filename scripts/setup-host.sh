@@ -18,7 +18,7 @@ APT_PACKAGES=(
   erofs-utils cryptsetup-bin dosfstools mtools fdisk zstd xz-utils
   squashfs-tools busybox-static openssh-client socat python3-venv python3-dev
   postgresql postgresql-contrib debian-archive-keyring gcc python3-pefile cpio genisoimage
-  diffoscope-minimal sbsigntool faketime
+  diffoscope-minimal sbsigntool faketime vde2
 )
 
 want_hash() {

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from qemu.lan import CREDENTIAL as LAN_CREDENTIAL
+from qemu.lan import LanPort, VdeSwitch
 from qemu.machine import (
     HOST_SERVICES_ADDRESS,
     METADATA_ADDRESS,
@@ -60,6 +62,32 @@ def test_metadata_service_has_its_own_link_local_nic_and_the_first_is_unchanged(
     assert parts[4:] == [f"guestfwd=tcp:{METADATA_ADDRESS}:80-cmd:socat STDIO TCP:127.0.0.1:9999"]
     assert option(argv, "-device").count("virtio-net-pci,netdev=net1") == 1
     assert "hostfwd" not in second  # nothing of the host is reachable through it but the service
+
+
+def test_the_lan_is_a_third_nic_on_the_vde_switch_with_its_address_as_a_credential() -> None:
+    plain = qemu_command(machine(forwards=(Forward(2222, 22),), metadata_service=9999))
+    port = LanPort(Path("/run/lab/lan"), 2)
+    argv = qemu_command(machine(forwards=(Forward(2222, 22),), metadata_service=9999, lan=port))
+    # The NICs before it keep their places: the guest names them by PCI slot.
+    assert option(argv, "-netdev")[:2] == option(plain, "-netdev")
+    assert option(argv, "-netdev")[2] == "vde,id=net2,sock=/run/lab/lan"
+    devices = option(argv, "-device")
+    assert devices.index("virtio-net-pci,netdev=net2,mac=52:54:00:77:00:02") == \
+        devices.index("virtio-net-pci,netdev=net1") + 1
+    (network,) = [base64.b64decode(a.partition(f":{LAN_CREDENTIAL}=")[2]).decode()
+                  for a in option(argv, "-smbios") if f":{LAN_CREDENTIAL}=" in a]
+    assert "MACAddress=52:54:00:77:00:02" in network and "Address=10.77.0.12/24" in network
+    assert "Gateway" not in network and "DHCP" not in network
+    with pytest.raises(ValueError):
+        LanPort(Path("/run/lab/lan"), 0)
+
+
+def test_the_vde_switch_makes_its_socket_directory_and_ends_with_its_owner(tmp_path: Path) -> None:
+    switch = VdeSwitch(tmp_path / "lan")
+    with switch:
+        assert (tmp_path / "lan" / "ctl").exists()
+        assert switch.port(1).switch == tmp_path / "lan"
+    assert not (tmp_path / "lan" / "ctl").exists()
 
 
 def test_system_info_is_smbios_type_1_as_a_cloud_shows_it() -> None:
