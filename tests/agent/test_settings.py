@@ -50,3 +50,22 @@ def test_bad_credential_names_it(tmp_path: Path) -> None:
     (tmp_path / "berth.bless_timeout_s").write_text("ten")
     with pytest.raises(UserError, match="credential berth.bless_timeout_s: setting 'bless_timeout_s' must be int"):
         load_settings(tmp_path / "none.yaml", tmp_path)
+
+
+def test_the_service_reads_the_same_settings_in_a_child(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from updater.agent.host import HostPaths
+    from updater.agent.service import read_settings_apart
+
+    paths = HostPaths.under(tmp_path)
+    paths.config.parent.mkdir(parents=True)
+    paths.config.write_text(f"group: canary\nauto_reboot: false\nstate_dir: {tmp_path}\n"
+                            "swarm_labels: {zone: a}\n")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "berth.poll_interval_s").write_text("42")
+    (creds / "berth.server_ca").write_text("PEM")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert read_settings_apart(paths) == load_settings(paths.config, creds)
+    paths.config.write_text("group: [\n")
+    with pytest.raises(UserError, match="agent.yaml: not valid YAML"):  # the child's error, raised here
+        read_settings_apart(paths)

@@ -47,9 +47,9 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from updater.agent.service import status
+    from updater.agent.service import health
 
-    report = status(_agent(args))
+    report = health(_agent(args))
     print(f"agent healthy: {report['state']} on slot {report['booted']['slot']}")
     return 0
 

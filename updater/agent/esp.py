@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,6 +27,8 @@ class Esp:
         self, filename: str, chunks: Iterable[bytes], length: int, sha256: str
     ) -> None:
         """Write a UKI under a name systemd-boot ignores, check it, fsync, then rename it live."""
+        import hashlib  # here, not at the top: the idle service holds no OpenSSL (service.run)
+
         temp = self.linux / f".{filename}.partial"
         digest = hashlib.sha256()
         written = 0
@@ -56,6 +57,8 @@ class Esp:
 
     def holds(self, filename: str, length: int, sha256: str) -> bool:
         """Whether the entry ``filename`` is exactly the signed UKI (read from the ESP)."""
+        import hashlib  # here, not at the top: the idle service holds no OpenSSL (service.run)
+
         path = self.linux / filename
         try:
             if path.stat().st_size != length:

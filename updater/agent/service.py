@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
+from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +53,7 @@ def swarm_joiner(settings: AgentSettings, name: str, strategy: UpdateStrategy) -
 
 def make_agent(host_root: Path) -> Agent:
     paths = HostPaths.under(host_root)
-    settings = load_settings(paths.config, credentials_dir_from_env())
+    settings = read_settings_apart(paths)
     name = node_id(settings, paths)
     strategy: UpdateStrategy = (ServerFleet.from_settings(settings, name) if settings.server_url
                                 else Standalone.from_settings(settings))
@@ -61,17 +64,15 @@ def run(agent: Agent, once: bool) -> int:
     # Ready means healthy: the facts `berth agent check` reports (slots, boot
     # entries, state) are read before READY=1, so the health check unit needs
     # only the unit's state and no second Python process on the boot's path.
-    report = status(agent)
+    report = health(agent)
     notify(READY="1", STATUS=f"{report['state']} on slot {report['booted']['slot']}")
     log("info", f"agent started (node {agent.node_id}, group {agent.settings.group})")
     if once:
         step(agent)
         return 0
-    if isinstance(agent.strategy, ServerFleet):
-        # Every step asks the fleet server. Its client (requests: ~3 s of CPU to import
-        # on a TCG guest) loads once, here, and each forked step inherits it: imported
-        # afresh in every child, it took most of the CPU of a 5 s poll.
-        import updater.client  # noqa: F401
+    # Each step imports the fleet client (http.client, ssl) in its child: held here, it
+    # kept OpenSSL's libcrypto (~5 MiB) resident between polls, for an import that costs
+    # a step a fraction of its TLS handshake (README, "Boot figures", issue 12).
     while True:
         delay = step_apart(agent)
         deadline = time.monotonic() + delay
@@ -97,43 +98,62 @@ def step_apart(agent: Agent) -> float:
     at the size of its core and the fleet client. The child feeds the watchdog as the
     step itself did (NotifyAccess=all in the unit); the state the step changes is
     on disk (state.json), so nothing needs to come back but the delay."""
-    reader, writer = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into the parent's loop
-        os.close(reader)
-        code = 0
-        try:
-            answer = repr(step(agent))
-        except UserError as error:
-            answer, code = f"error {error}", 1
-        except BaseException as error:  # noqa: BLE001 - the parent says why
-            answer, code = f"crash {type(error).__name__}: {error}", 2
-        os.write(writer, answer.encode())
-        os._exit(code)
-    os.close(writer)
-    with os.fdopen(reader, "rb") as pipe:
-        answer = pipe.read().decode(errors="replace")
-    _, wait_status = os.waitpid(pid, 0)
-    if os.WIFSIGNALED(wait_status):
-        # Killed (OOM, a test's failpoint): as if the whole agent had been, so
-        # systemd's Restart= starts it afresh rather than the loop going on.
-        raise SystemExit(f"agent step killed by signal {os.WTERMSIG(wait_status)}")
-    if answer.startswith("error "):
-        raise UserError(answer.removeprefix("error "))
+    answer = apart(lambda: repr(step(agent)), "agent step")
     if answer.startswith("crash "):
         log("error", f"step failed: {answer.removeprefix('crash ')}")
         return float(agent.settings.poll_interval_s)
     return float(answer)
 
 
+def read_settings_apart(paths: HostPaths) -> AgentSettings:
+    """load_settings() in a forked child: the YAML parser it needs is not kept
+    resident by a service that reads its settings once. The same one reading, the
+    same errors; only the values come back (text, numbers, a mapping: JSON)."""
+    answer = apart(lambda: json.dumps(asdict(load_settings(paths.config, credentials_dir_from_env()))),
+                   "reading the settings")
+    if answer.startswith("crash "):
+        raise RuntimeError(f"reading the settings failed: {answer.removeprefix('crash ')}")
+    return AgentSettings(**json.loads(answer))
+
+
+def apart(work: Callable[[], str], what: str) -> str:
+    """work() in a forked child; its answer, or "crash …" for an unexpected exception.
+    A UserError in the child is raised again here; a child killed by a signal ends
+    the service as if it had been killed itself (OOM, a test's failpoint), so
+    systemd's Restart= starts it afresh rather than the loop going on."""
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into the parent's loop
+        os.close(reader)
+        code = 0
+        try:
+            answer = work()
+        except UserError as error:
+            answer, code = f"error {error}", 1
+        except BaseException as error:  # noqa: BLE001 - the parent says why
+            answer, code = f"crash {type(error).__name__}: {error}", 2
+        with os.fdopen(writer, "wb") as pipe:
+            pipe.write(answer.encode())
+        os._exit(code)
+    os.close(writer)
+    with os.fdopen(reader, "rb") as pipe:
+        answer = pipe.read().decode(errors="replace")
+    _, wait_status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(wait_status):
+        raise SystemExit(f"{what} killed by signal {os.WTERMSIG(wait_status)}")
+    if answer.startswith("error "):
+        raise UserError(answer.removeprefix("error "))
+    return answer
+
+
 def _text(version: Version | None) -> str | None:
     return None if version is None else str(version)
 
 
-def status(agent: Agent) -> dict[str, Any]:
-    # Only `berth agent status` reads it: the provisioning code stays out of the service.
-    from updater.provision.apply import read_status as read_provision_status
-
+def health(agent: Agent) -> dict[str, Any]:
+    """What the agent sees of its host: slots, boot entries, state (`berth agent check`,
+    and the service before READY=1). Everything of status() but the provisioning record,
+    whose code (YAML, urllib) the service would otherwise keep resident."""
     facts = agent.facts()
     state = agent.store.load()
     entries = boot_order(facts.esp.entries())
@@ -150,6 +170,15 @@ def status(agent: Agent) -> dict[str, Any]:
         "bad_versions": [str(v) for v in state.bad_versions],
         "unexplained_versions": [str(v) for v in state.unexplained_versions],
         "report_seq": state.seq,
+    }
+
+
+def status(agent: Agent) -> dict[str, Any]:
+    """`berth agent status`: health() and the provisioning and swarm records."""
+    from updater.provision.apply import read_status as read_provision_status
+
+    return {
+        **health(agent),
         "provision": read_provision_status(Path(agent.settings.state_dir)),
         "swarm": read_swarm_status(Path(agent.settings.state_dir)) if agent.settings.swarm_role else None,
     }

@@ -13,8 +13,6 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cli.errors import UserError
 from updater.agent.swarmlabels import label_problem
 from updater.settingrow import Naming, Setting, between, read, typed
@@ -141,6 +139,10 @@ def _coerce(name: str, value: Any, source: str) -> Any:
 def _yaml_file(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
+    # Here only: the service reads its settings in a child (service.read_settings_apart)
+    # and so never keeps the YAML parser resident.
+    import yaml
+
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as error:

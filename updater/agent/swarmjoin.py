@@ -24,7 +24,6 @@ changed. ``decide`` is the pure core; ``SwarmJoiner`` is the edge.
 from __future__ import annotations
 
 import enum
-import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -231,6 +230,8 @@ class SwarmJoiner:
         return self.state_dir / STATUS_FILE
 
     def digest(self) -> str:
+        import hashlib  # here, not at the top: the idle service holds no OpenSSL (service.run)
+
         text = json.dumps([self.want.role, dict(self.want.labels), self.want.advertise_addr], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

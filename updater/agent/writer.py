@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import os
 import stat
 import struct
 from collections.abc import Callable, Iterator
-
-import zstandard
 
 from updater.agent.updatestate import Progress
 from updater.failpoint import durable
@@ -135,6 +132,12 @@ def write_artifact(
         )
     if artifact.compression not in ("zstd", "none"):
         raise WriteError(f"{artifact.target_path}: unknown compression {artifact.compression!r}")
+    # Only a step writing a slot decompresses and hashes: the idle service (which imports
+    # this module for its errors) holds neither zstandard nor OpenSSL (service.run).
+    import hashlib
+
+    import zstandard
+
     fd = os.open(disk, os.O_RDWR)
     try:
         sink = Sink(fd, part, artifact, progress.installed_offset)
@@ -199,6 +202,8 @@ def read_back(disk: str, part: Partition, artifact: ReleaseArtifact, tick: Calla
     """Whether the partition now holds exactly the signed installed bytes (read from the disk,
     not the page cache: the writer fsynced them, so dropping the clean pages first makes
     every read reach the device)."""
+    import hashlib  # here, not at the top: the idle service holds no OpenSSL (service.run)
+
     digest = hashlib.sha256()
     buffer = memoryview(bytearray(_READ))
     fd = os.open(disk, os.O_RDONLY)
