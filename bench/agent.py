@@ -4,6 +4,7 @@ on the wire per target, the writer's write and read-back times on a block device
 and the agent's resident memory idle and while writing.
 
     ~/.cache/berth/venv/bin/python bench/agent.py [--root-mib 256] [--slot-mib N] [--workdir DIR]
+        [--delta] [--image BUILD]
 
 Synthetic release (half random, half zero bytes: zstd takes it to about half,
 close to a real root's 178/452 MB) laid out as `berth build` lays it out: the
@@ -13,6 +14,13 @@ image file, a TUF repository made by `berth publish` and served on 127.0.0.1;
 the agent runs as `berth agent`. The writer alone is then timed on a loop device
 over a copy of the disk (root; else on the file), its slot b first filled with
 0xff bytes: the inactive slot holds an older release, never zeros.
+
+``--delta``: 1.1 is 1.0 with one MiB in eight replaced, so the agent assembles
+its slot from the booted one (updater/agent/delta.py) instead of downloading it
+whole. ``--image BUILD``: the agent runs in a `berth build` output's root (its
+root.erofs extracted, chrooted into; root only) — the image's own Python,
+libraries and agent, as on a host. The writing peak is the VmHWM of the
+`run --once` process (in the service, the forked step does that work).
 """
 
 from __future__ import annotations
@@ -45,24 +53,60 @@ def _fixtures():
     return module
 
 
-def _rss_kib(pid: int) -> int:
+def _status_kib(pid: int, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     except FileNotFoundError:
         pass
     return 0
 
 
-def _agent(host, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "agent", "--host-root", str(host.root), *args],
-        cwd=REPO,
-        text=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+def _agent(host, *args: str, image: Path | None = None) -> subprocess.Popen[str]:
+    """`berth agent` on ``host``: from this checkout, or in the extracted ``image`` root."""
+    command = (["chroot", str(image), "/usr/bin/berth"] if image is not None
+               else [sys.executable, "-m", "cli.main"])
+    with open(host.root.parent / "agent.log", "a") as log:
+        return subprocess.Popen(
+            [*command, "agent", "--host-root", str(host.root), *args],
+            cwd=REPO,
+            text=True,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+
+def _peak_kib(process: subprocess.Popen[str]) -> int:
+    """Wait for ``process``; its peak resident set (VmHWM, which only grows, read every
+    20 ms until it exits). Not rusage's maxrss: Linux counts into it the size of the
+    process it was forked from (this one, holding the releases it built) before its exec."""
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, _status_kib(process.pid, "VmHWM"))
+        time.sleep(0.02)
+    return peak
+
+
+@contextlib.contextmanager
+def _image_root(build: Path, workdir: Path) -> Iterator[Path]:
+    """``build``'s root.erofs extracted under ``workdir``, with /proc, /dev and ``workdir``
+    (the host on files, at the same path) mounted into it."""
+    root = workdir / "image-root"
+    subprocess.run(["fsck.erofs", f"--extract={root}", str(build / contract.ROOT_IMAGE)], check=True,
+                   capture_output=True)
+    mounts = [(Path("/proc"), root / "proc"), (Path("/dev"), root / "dev"),
+              (workdir, root / str(workdir).lstrip("/"))]
+    done: list[Path] = []
+    try:
+        for source, target in mounts:
+            target.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["mount", "--bind", str(source), str(target)], check=True)
+            done.append(target)
+        yield root
+    finally:
+        for target in reversed(done):
+            subprocess.run(["umount", "--lazy", str(target)], check=True)
 
 
 @contextlib.contextmanager
@@ -130,6 +174,8 @@ def main() -> int:
         "--slot-mib", type=int, default=0, help="root slot size (default: the payload + 1/8 + 16 MiB)"
     )
     parser.add_argument("--workdir", type=Path, default=cache_dir() / "bench-agent")
+    parser.add_argument("--delta", action="store_true", help="1.1 shares 7/8 of 1.0's root: a delta update")
+    parser.add_argument("--image", type=Path, help="run the agent in this build's root (chroot; root only)")
     args = parser.parse_args()
     fx = _fixtures()
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -140,10 +186,18 @@ def main() -> int:
         f"building releases (root payload {args.root_mib} MiB, slots {slot_mib} MiB) in {args.workdir}"
     )
     out = args.workdir / "releases"
-    releases = {
-        "1.0": fx.build_release(out, "1.0", 4 << 20, slot_mib, whole_slot=True),
-        "1.1": fx.build_release(out, "1.1", args.root_mib << 20, slot_mib, whole_slot=True),
-    }
+    if args.delta:
+        blob = bytearray(os.urandom((args.root_mib << 20) // 2) + bytes((args.root_mib << 20) // 2))
+        first = fx.build_release(out, "1.0", slot_mib=slot_mib, whole_slot=True, blob=bytes(blob))
+        for mib in range(0, args.root_mib, 8):
+            blob[mib << 20:(mib + 1) << 20] = os.urandom(1 << 20)
+        releases = {"1.0": first,
+                    "1.1": fx.build_release(out, "1.1", slot_mib=slot_mib, whole_slot=True, blob=bytes(blob))}
+    else:
+        releases = {
+            "1.0": fx.build_release(out, "1.0", 4 << 20, slot_mib, whole_slot=True),
+            "1.1": fx.build_release(out, "1.1", args.root_mib << 20, slot_mib, whole_slot=True),
+        }
     base_disk = args.workdir / "base.raw"
     fx.make_disk(base_disk, releases["1.0"], slot_mib)
     keys = args.workdir / "keys"
@@ -156,24 +210,23 @@ def main() -> int:
     )
     host.settings(poll_interval_s=2)
 
-    idle = _agent(host, "run")  # nothing newer than 1.0: the service loop idles
-    time.sleep(4)
-    idle_rss = _rss_kib(idle.pid)
-    idle.terminate()
-    idle.wait()
+    with contextlib.ExitStack() as stack:
+        image = stack.enter_context(_image_root(args.image, args.workdir)) if args.image else None
+        idle = _agent(host, "run", image=image)  # nothing newer than 1.0: the service loop idles
+        time.sleep(4)
+        idle_rss = _status_kib(idle.pid, "VmRSS")
+        idle.terminate()
+        idle.wait()
 
-    print("publishing 1.1")
-    fx.berth(["publish", str(releases["1.1"].directory), "--repo", str(repo), "--keys", str(keys)])
-    sent_before = server.bytes_sent
-    start = time.monotonic()
-    update = _agent(host, "run", "--once")
-    peak_rss = 0
-    while update.poll() is None:
-        peak_rss = max(peak_rss, _rss_kib(update.pid))
-        time.sleep(0.05)
-    agent_s = time.monotonic() - start
+        print("publishing 1.1")
+        fx.berth(["publish", str(releases["1.1"].directory), "--repo", str(repo), "--keys", str(keys)])
+        sent_before = server.bytes_sent
+        start = time.monotonic()
+        update = _agent(host, "run", "--once", image=image)
+        peak_rss = _peak_kib(update)
+        agent_s = time.monotonic() - start
     if update.returncode != 0 or host.verified_boot() != "1.1":
-        print(update.stderr.read() if update.stderr else "", file=sys.stderr)
+        print((args.workdir / "agent.log").read_text(), file=sys.stderr)
         return 1
     downloaded = server.bytes_sent - sent_before
     httpd.shutdown()
@@ -217,6 +270,8 @@ def main() -> int:
         "dd_mib_per_s": round(installed / dd_s / 2**20, 1),
         "rss_idle_mib": round(idle_rss / 1024, 1),
         "rss_writing_peak_mib": round(peak_rss / 1024, 1),
+        "update": "delta" if args.delta else "full",
+        "agent_from": str(args.image) if args.image else "checkout",
         "writer": writer,
         "load_average": [round(x, 2) for x in (*load_before, *os.getloadavg())],
     }

@@ -11,9 +11,15 @@ plus the time before the kernel starts (firmware, systemd-boot, loading the
 UKI: QEMU start to BERTH-READY minus the guest's uptime), systemd-analyze's
 split (kernel, initrd, userspace), the
 slowest units, memory in use at idle (MemTotal - MemAvailable, 20 s after
-ready) and the agent's resident set then.
+ready) and the agent's resident set then (and its anonymous part), and the CPU
+the agent used per minute from ready to then.
 
-    ~/.cache/berth/venv/bin/python bench/boot.py out/berth_1.0.0 [--boots 3] [--json FILE]
+    ~/.cache/berth/venv/bin/python bench/boot.py out/berth_1.0.0 [--boots 3] [--json FILE] [--fleet]
+
+``--fleet``: the artifact is published and served by `berth serve` over HTTPS
+(qemu.lab), and each VM boots enrolled in it (SMBIOS credentials, a 5 s poll), so
+the agent idles as a fleet's host does: asking the server every poll. Without it
+the agent has no server and only its standalone loop runs.
 """
 
 from __future__ import annotations
@@ -25,12 +31,15 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from qemu.harness import VM
+from qemu.lab import Lab, lab_group
 from qemu.ready import PATTERN as READY_PATTERN
 from qemu.ready import Ready
 from updater import contract
@@ -38,6 +47,7 @@ from updater import contract
 LOGIN = re.compile(r"login: ")
 ENGINE_UNIT = {"docker": "docker.service", "podman": "podman.socket"}
 SETTLE_S = 20
+USER_HZ = 100  # the unit of /proc/PID/stat's times on x86 Linux
 
 
 def seconds(text: str) -> float:
@@ -58,8 +68,29 @@ def analyze_split(line: str) -> dict[str, float]:
     return split
 
 
-def one_boot(artifact: Path, engine: str, state: Path) -> dict[str, object]:
-    with VM(artifact, state) as vm:
+MakeVM = Callable[[Path], VM]
+
+
+@contextmanager
+def vm_maker(artifact: Path, scratch: Path, fleet: bool) -> Iterator[MakeVM]:
+    """How each boot's VM is made: plain, or enrolled in a fleet server serving ``artifact``."""
+    if not fleet:
+        yield lambda state: VM(artifact, state)
+        return
+    with Lab(scratch / "lab") as lab:
+        lab.publish(artifact)
+        with lab.serve({"bench": lab_group()}):
+            yield lambda state: lab.boot(state.name, artifact, group="bench", start=False).vm
+
+
+def agent_cpu_s(vm: VM, pid: str) -> float:
+    """CPU seconds the agent used so far, its finished steps' children included."""
+    fields = vm.run(f"cat /proc/{pid}/stat").stdout.rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / USER_HZ
+
+
+def one_boot(make_vm: MakeVM, engine: str, state: Path) -> dict[str, object]:
+    with make_vm(state) as vm:
         started = time.monotonic()
         vm.start()
         seen: dict[str, float] = {}
@@ -82,6 +113,8 @@ def one_boot(artifact: Path, engine: str, state: Path) -> dict[str, object]:
                 f"no login prompt or BERTH-READY in {vm.boot_timeout:.0f} s; see {vm.state.serial_log}"
             )
         vm.wait_ssh()
+        agent_pid = vm.run("systemctl show -P MainPID berth-agent.service").stdout.strip()
+        cpu_at, cpu_before = time.monotonic(), agent_cpu_s(vm, agent_pid)
         unit = ENGINE_UNIT[engine]
         active_us = int(
             vm.run(f"systemctl show -P ActiveEnterTimestampMonotonic {unit}").stdout.strip()
@@ -98,8 +131,9 @@ def one_boot(artifact: Path, engine: str, state: Path) -> dict[str, object]:
         used_mib = (meminfo["MemTotal"] - meminfo["MemAvailable"]) / 1024
         # The agent idle: its main process's resident set (between steps the
         # service holds only its core; each step runs in a child that exits).
-        agent_pid = vm.run("systemctl show -P MainPID berth-agent.service").stdout.strip()
         agent_rss_kib = int(vm.run(f"ps -o rss= -p {agent_pid}").stdout.strip() or 0)
+        agent_anon_kib = int(vm.run(f"awk '/^RssAnon:/{{print $2}}' /proc/{agent_pid}/status").stdout.strip() or 0)
+        cpu_per_min = (agent_cpu_s(vm, agent_pid) - cpu_before) / (time.monotonic() - cpu_at) * 60
         return {
             "accel": vm.accel.value,
             **{f"{key}_s": round(value, 1) for key, value in seen.items()},
@@ -110,6 +144,8 @@ def one_boot(artifact: Path, engine: str, state: Path) -> dict[str, object]:
             "slowest_units": [line.strip() for line in blame],
             "idle_memory_mib": round(used_mib),
             "agent_idle_rss_mib": round(agent_rss_kib / 1024, 1),
+            "agent_idle_anon_mib": round(agent_anon_kib / 1024, 1),
+            "agent_cpu_s_per_min": round(cpu_per_min, 2),
         }
 
 
@@ -122,12 +158,14 @@ def main() -> int:
     parser.add_argument("artifact", type=Path, help="a berth build output directory")
     parser.add_argument("--boots", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write every boot's figures here")
+    parser.add_argument("--fleet", action="store_true", help="boot enrolled in a fleet server (qemu.lab)")
     args = parser.parse_args()
     engine = contract.Manifest.from_json((args.artifact / contract.MANIFEST).read_text()).engine
     boots = []
-    with tempfile.TemporaryDirectory(prefix="berth-bench-boot-") as scratch:
+    with tempfile.TemporaryDirectory(prefix="berth-bench-boot-") as scratch, \
+            vm_maker(args.artifact, Path(scratch), args.fleet) as make_vm:
         for n in range(args.boots):
-            result = one_boot(args.artifact, engine, Path(scratch, f"vm{n}"))
+            result = one_boot(make_vm, engine, Path(scratch, f"vm{n}"))
             boots.append(result)
             print(
                 f"boot {n + 1}/{args.boots}: "
@@ -138,13 +176,14 @@ def main() -> int:
     summary = {
         "artifact": str(args.artifact),
         "engine": engine,
+        "fleet": args.fleet,
         "accel": boots[0]["accel"],
         "boots": len(boots),
         **{
             f"median_{k}": median_of(boots, k)
             for k in (
                 "firmware_and_loader_s", "login_s", "ready_s", "engine_s", "idle_memory_mib",
-                "agent_idle_rss_mib",
+                "agent_idle_rss_mib", "agent_idle_anon_mib", "agent_cpu_s_per_min",
             )
         },
         "median_systemd_analyze_s": {

@@ -288,12 +288,14 @@ class Lab:
         self, name: str, artifact: Path, *, group: str, bless_timeout_s: int = 600,
         boot_tries: int | None = None, memory_mb: int = 1536, cpus: int = 2,
         lan: int | None = None, forwards: tuple[int, ...] = (), settings: dict[str, str] | None = None,
+        start: bool = True,
     ) -> Host:
         """Boot a host provisioned for the lab's fleet server through SMBIOS credentials
         (``boot_tries``: the agent's setting; None keeps its default; ``settings``: more
         agent settings, as credentials). ``lan``: a NIC on the lab's private LAN, port
         ``lan`` of its switch (qemu/lan.py); ``forwards``: guest TCP ports reached from a
-        free 127.0.0.1 port here (``Host.forwarded``)."""
+        free 127.0.0.1 port here (``Host.forwarded``). ``start``: False leaves starting its VM
+        to the caller (bench/boot.py times a boot from QEMU's start)."""
         if not self.server_url or self.server_ca is None:
             raise RuntimeError("start the fleet server (Lab.serve) before booting hosts")
         port = int(self.server_url.rsplit(":", 1)[1])
@@ -315,7 +317,8 @@ class Lab:
             },
         )
         host = Host(name, vm, group, self.narrate)
-        vm.start()
+        if start:
+            vm.start()
         self.hosts.append(host)
         self.narrate(f"{name}: booting {artifact.name} in QEMU ({vm.accel.value}); "
                      f"watch its console with: tail -f {host.console_log}")
