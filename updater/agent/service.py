@@ -94,8 +94,8 @@ def step(agent: Agent) -> float:
 
 def step_apart(agent: Agent) -> float:
     """step() in a forked child, so that what a step loads (TUF, cryptography,
-    HTTP sessions, write buffers) is given back when it ends and the agent idles
-    at the size of its core and the fleet client. The child feeds the watchdog as the
+    the fleet client, OpenSSL, write buffers) is given back when it ends and the
+    agent idles at the size of its core. The child feeds the watchdog as the
     step itself did (NotifyAccess=all in the unit); the state the step changes is
     on disk (state.json), so nothing needs to come back but the delay."""
     answer = apart(lambda: repr(step(agent)), "agent step")
