@@ -135,12 +135,12 @@ NO_SUITABLE_NODE = "no suitable node"
 
 def unplaceable(text: str) -> Counter[str]:
     """Per service, its tasks no node can take, from ``docker service ps --no-trunc
-    --filter desired-state=running --format '{{json .}}' <services>``."""
+    --format '{{json .}}' <services>`` (docker prints the error in double quotes)."""
     stuck: Counter[str] = Counter()
     for row in json_lines(text, "docker service ps"):
         name = str(row.get("Name") or "").removeprefix("\\_").strip()
         pending = str(row.get("CurrentState") or "").lower().startswith("pending")
-        if pending and str(row.get("Error") or "").startswith(NO_SUITABLE_NODE):
+        if pending and str(row.get("Error") or "").strip('"').startswith(NO_SUITABLE_NODE):
             stuck[name.rsplit(".", 1)[0]] += 1
     return stuck
 
@@ -230,8 +230,7 @@ class SwarmNode:
 
     def _stuck(self, services: Sequence[Service]) -> Counter[str]:
         names = [s.name for s in services if s.mode == "replicated" and s.running < s.desired]
-        return unplaceable(self.run(["service", "ps", "--no-trunc", "--filter", "desired-state=running",
-                                     "--format", "{{json .}}", *names]))
+        return unplaceable(self.run(["service", "ps", "--no-trunc", "--format", "{{json .}}", *names]))
 
     def activate(self, left_s: float) -> HookResult:
         deadline = self.clock() + left_s
