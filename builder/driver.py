@@ -106,6 +106,8 @@ def initrd_command(
             epoch=epoch,
             pins=pins,
         ),
+        # Only the programs the initrd runs and the libraries they load (UKI 31 -> 25 MB).
+        f"--finalize-script={SCRIPTS / 'prune-initrd.finalize'}",
         "build",
     ]
 

@@ -222,6 +222,7 @@ def test_berths_mkosi_scripts_are_executable() -> None:
     assert [s.name for s in scripts] == [
         "drop-boot-seed.finalize",
         "normalize-times.finalize",
+        "prune-initrd.finalize",
         "sbom.postinst",
     ]
     assert all(os.access(s, os.X_OK) for s in scripts)
