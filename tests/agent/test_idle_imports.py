@@ -43,8 +43,6 @@ NOT_IDLE = {
     # libcrypto alone is ~5 MiB of the service's resident set.
     "fleet client and OpenSSL": ("updater.client", "updater.transport", "http.client", "ssl", "_ssl",
                                  "hashlib", "_hashlib"),
-    # Journal records go to journald's socket directly (updater/agent/journal.py).
-    "journal binding": ("systemd", "systemd.journal", "logging"),
 }
 
 
