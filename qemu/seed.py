@@ -28,7 +28,10 @@ def example_user_data(public_key: str, tag: str, archive: str = EXAMPLE_ARCHIVE,
     """#cloud-config as users write it, with berth's part under berth: (a container
     from the busybox archive of qemu/container_image.py, on the seed beside it or,
     for a host given this by a metadata service, at a URL)."""
-    serve = f"echo {EXAMPLE_PAGE} > /tmp/index.html && exec busybox httpd -f -p {EXAMPLE_PORT} -h /tmp"
+    # The shell stays PID 1 and ends on SIGTERM: busybox httpd as PID 1 ignores it, so
+    # every `docker stop`/`podman stop` (a removal, each reboot) waited its 10 s for a kill.
+    serve = (f"echo {EXAMPLE_PAGE} > /tmp/index.html && trap 'exit 0' TERM; "
+             f"busybox httpd -f -p {EXAMPLE_PORT} -h /tmp & wait")
     return f"""#cloud-config
 hostname: {hostname}
 ssh_authorized_keys:
