@@ -4,17 +4,29 @@
   declaration from the FAKE IMDSv2 of tests/provision/fake_clouds.py, served to the
   guest at 169.254.169.254:80 on a link-local NIC of its own (qemu/machine.py).
 Each becomes what it declares: host name, SSH key, fleet group, a container that answers.
+Last, the docker host is given a bad declaration and rebooted (the one reboot of
+this file): it comes up on the declaration it kept; then a container is dropped.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from qemu.seed import EXAMPLE_CONTAINER, EXAMPLE_GROUP, EXAMPLE_PAGE, EXAMPLE_PORT, write_seed
+from qemu.milestones import page_answers
+from qemu.seed import (
+    EXAMPLE_ARCHIVE,
+    EXAMPLE_CONTAINER,
+    EXAMPLE_GROUP,
+    EXAMPLE_PAGE,
+    EXAMPLE_PORT,
+    example_user_data,
+    write_seed,
+)
 from qemu.ssh import SshTarget, ensure_key
 
 pytestmark = pytest.mark.slow
@@ -91,36 +103,75 @@ def _provision_again(host: Any) -> dict[str, Any]:
     return dict(json.loads(host.vm.run("berth agent status --json").stdout)["provision"])
 
 
-def test_a_bad_declaration_keeps_the_last_good_and_a_dropped_container_is_removed(booted_host: Any) -> None:
-    """Last on the docker host: it changes what the host is given."""
+def _wait_answering(host: Any) -> bool:
+    """The declared container's page through the host's forwarded port, within ANSWER_WAIT_S."""
+    deadline = time.monotonic() + ANSWER_WAIT_S
+    while not page_answers(host.milestones.port, EXAMPLE_PAGE):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(2)
+    return True
+
+
+def test_a_bad_declaration_boots_on_the_last_good_and_a_dropped_container_is_removed(
+    booted_host: Any, busybox_archive: tuple[Path, str], tmp_path: Path,
+) -> None:
+    """Last on the docker host (nothing after test_provision.py uses it): it reboots it
+    and changes what it is given. One reboot, for the bad declaration: what a boot
+    does with one is the case that matters (the host must come up on what it kept)."""
     host, vm = booted_host, booted_host.vm
     declared_login = SshTarget(vm.ssh_port, host.declared_key)
     declared_key = ensure_key(host.declared_key).decode().strip()  # the public half, as first declared
     unit = f"berth-container-{EXAMPLE_CONTAINER}"
-    console_before = len(vm.state.serial_log.read_bytes())
+    _, tag = busybox_archive
 
-    # A declaration with a mistake in it: refused with the key named, the last good one kept.
-    _replace_seed(host, f"""#cloud-config
-hostname: {host.provisioning.hostname}
-ssh_authorized_keys: ["{declared_key}"]
-berth:
-  containers:
-    - name: {EXAMPLE_CONTAINER}
-      image: busybox
-      restrat: always
-""")
-    status = _provision_again(host)
-    assert status["applied"] == "last good" and status["containers"] == [EXAMPLE_CONTAINER], status
-    assert len(status["errors"]) == 1 and "restrat" in status["errors"][0], status
+    # A declaration with a mistake in it, beside a new host name and a new key (none of
+    # it may apply), on a seed without the archive (the container must come from what
+    # the host kept on /var), and a real reboot.
+    other_key = tmp_path / "other_ed25519"
+    bad = example_user_data(ensure_key(other_key).decode().strip(), tag, hostname="berth-bad")
+    assert "restart: always" in bad
+    _replace_seed(host, bad.replace("restart: always", "restrat: always"))
+    boot_id = vm.run("cat /proc/sys/kernel/random/boot_id").stdout
+    console_before = len(vm.state.serial_log.read_bytes())
+    vm.console.skip_past_output()  # the waits below see only the next boot
+    started = time.monotonic()
+    vm.reboot()
+    ready = vm.wait_ready()
+    vm.wait_ssh()
+    to_ssh = time.monotonic() - started
+    answered = _wait_answering(host)
+    print(f"\nreboot with a bad declaration: BERTH-READY at {ready.uptime_s:.1f} s of guest uptime; "
+          f"SSH {to_ssh:.1f} s and the kept container answering {time.monotonic() - started:.1f} s "
+          "after `systemctl reboot` (host clock)")
+    console = vm.state.serial_log.read_bytes()[console_before:].decode(errors="replace")
+    assert "berth-provision: error: " in console and "unknown key 'restrat'" in console
+    assert "berth-provision: provisioned: last good from nocloud" in console
+    assert vm.run("cat /proc/sys/kernel/random/boot_id").stdout != boot_id  # another boot
+    # Reachable as before: the host name and the key it had, not the bad declaration's.
+    assert vm.run("hostname").stdout.strip() == host.provisioning.hostname
+    assert declared_login.run("id -u").stdout.strip() == "0"
+    refused = SshTarget(vm.ssh_port, other_key).run("true", check=False)
+    assert refused.returncode == 255, refused
     journal = vm.run("journalctl -b -u berth-provision --no-pager -o cat").stdout
     assert "unknown key 'restrat'" in journal and "provisioned: last good from nocloud" in journal
-    console = vm.state.serial_log.read_bytes()[console_before:].decode(errors="replace")
-    assert "unknown key 'restrat'" in console  # the unit writes to the console as well
-    assert declared_login.run("id -u").stdout.strip() == "0"  # still reachable with the declared key
+    assert vm.run("systemctl is-failed berth-provision", check=False).stdout.strip() == "failed"
+    text = vm.run("berth agent status").stdout
+    assert "provision: last good from nocloud" in text and "unknown key 'restrat'" in text, text
+    status = dict(json.loads(vm.run("berth agent status --json").stdout)["provision"])
+    assert status["applied"] == "last good" and status["containers"] == [EXAMPLE_CONTAINER], status
+    assert len(status["errors"]) == 1 and "restrat" in status["errors"][0], status
+    assert f"group: {EXAMPLE_GROUP}" in vm.run("cat /var/lib/berth/agent.yaml").stdout
+    # The kept declaration's container, started at this boot from the kept archive.
+    assert answered, vm.run(f"systemctl status {unit} --no-pager", check=False).stdout
     assert vm.run(f"systemctl is-active {unit}").stdout.strip() == "active"
-    assert vm.run(FETCH).stdout.strip() == EXAMPLE_PAGE  # the last good container still answers
+    assert vm.run(FETCH).stdout.strip() == EXAMPLE_PAGE
+    kept = f"/var/lib/berth/host/archives/{EXAMPLE_ARCHIVE}"  # the seed no longer holds it
+    assert f"docker load -i {kept}" in vm.run(f"systemctl cat {unit}").stdout
+    assert vm.run(f"test -s {kept}", check=False).returncode == 0
 
-    # A good declaration without the container: it is stopped and removed, unit and all.
+    # A good declaration without the container (no boot: the same unit and command a
+    # boot runs): it is stopped and removed, unit and all.
     _replace_seed(host, f"""#cloud-config
 hostname: {host.provisioning.hostname}
 ssh_authorized_keys: ["{declared_key}"]
@@ -130,6 +181,7 @@ berth:
 """)
     status = _provision_again(host)
     assert (status["applied"], status["errors"], status["containers"]) == ("declared", [], []), status
+    assert vm.run("systemctl is-active berth-provision").stdout.strip() == "active"
     assert vm.run(f"systemctl cat {unit}", check=False).returncode != 0  # no unit left
     # Stopped and forgotten: not left behind among the failed units.
     assert vm.run(f"systemctl is-active {unit}", check=False).stdout.strip() in ("inactive", "unknown")
