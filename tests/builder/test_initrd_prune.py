@@ -4,33 +4,23 @@ needed library is refused."""
 
 from __future__ import annotations
 
-import importlib.machinery
-import importlib.util
 import json
 import os
 import shutil
 import struct
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-from builder import driver
+from tests.builder import mkosiscripts
 
 LIBS = "usr/lib/x86_64-linux-gnu"
 
 
 def _script() -> ModuleType:
-    path = driver.SCRIPTS / "prune-initrd.finalize"
-    loader = importlib.machinery.SourceFileLoader("prune_initrd", str(path))
-    spec = importlib.util.spec_from_loader("prune_initrd", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["prune_initrd"] = module  # dataclasses look their module up
-    loader.exec_module(module)
-    return module
+    return mkosiscripts.load("prune-initrd.finalize")
 
 
 def _libraries_of(program: str) -> list[Path]:

@@ -5,8 +5,6 @@ real .pyc files), and how `--verify-reproducible` reports a difference."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.machinery
-import importlib.util
 import json
 import os
 import py_compile
@@ -20,6 +18,7 @@ import pytest
 
 from builder import driver, provenance, reproduce, settings
 from cli.errors import UserError
+from tests.builder import mkosiscripts
 from updater import contract
 from updater.gpt import Partition
 
@@ -28,13 +27,7 @@ EPOCH = 1796125339
 
 
 def _finalize_script() -> ModuleType:
-    path = driver.SCRIPTS / "normalize-times.finalize"
-    loader = importlib.machinery.SourceFileLoader("normalize_times", str(path))
-    spec = importlib.util.spec_from_loader("normalize_times", loader)
-    assert spec is not None
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
+    return mkosiscripts.load("normalize-times.finalize")
 
 
 def test_seed_is_derived_from_the_image_not_drawn() -> None:
