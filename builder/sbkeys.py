@@ -68,11 +68,17 @@ def keys_in(keys_dir: Path) -> SecureBootKeys:
 
 
 def image_tree(keys: SecureBootKeys, tree: Path) -> list[Path]:
-    """The db certificate (never a key) as an extra tree for the root: the agent's lock."""
+    """The db certificate (never a key) as an extra tree for the root: the agent's lock;
+    during a db key rotation also the incoming certificate and its append file
+    (builder/sbrotate.py, IMAGE_FILES)."""
+    from builder.sbrotate import IMAGE_FILES
+
     target = tree / SECURE_BOOT_DB_CERT
     target.parent.mkdir(parents=True)
-    shutil.copyfile(keys.cert("db"), target)
-    target.chmod(0o644)
+    for name in IMAGE_FILES:
+        if (keys.directory / name).is_file():
+            shutil.copyfile(keys.directory / name, target.parent / name)
+            (target.parent / name).chmod(0o644)
     return [tree]
 
 
@@ -80,7 +86,7 @@ def make(keys_dir: Path, common_name: str = "berth") -> SecureBootKeys:
     """New PK, KEK and db (RSA, self-signed, 20 years) and their .auth files in ``keys_dir/secure-boot``."""
     target = _fresh(keys_dir)
     for name in NAMES:
-        _write_keypair(target, name, f"{common_name} Secure Boot {name}")
+        write_keypair(target, name, f"{common_name} Secure Boot {name}")
     _write_auth_files(target, set(NAMES))
     return target
 
@@ -117,7 +123,7 @@ def _fresh(keys_dir: Path) -> SecureBootKeys:
     return target
 
 
-def _write_keypair(target: SecureBootKeys, name: str, common_name: str) -> None:
+def write_keypair(target: SecureBootKeys, name: str, common_name: str) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -146,15 +152,22 @@ def _write_keypair(target: SecureBootKeys, name: str, common_name: str) -> None:
 
 def _write_auth_files(target: SecureBootKeys, names: set[str]) -> None:
     """``<name>.auth`` for each of ``names``: its certificate as a signature list, signed by SIGNER."""
+    for name in sorted(names):
+        write_auth(target, name, target.cert(name), target.auth(name))
+
+
+def write_auth(target: SecureBootKeys, variable: str, cert: Path, output: Path,
+               attributes: str = ATTRIBUTES) -> None:
+    """``output``: ``cert`` as an X.509 signature list owned by the key set's GUID, signed
+    for SetVariable of ``variable`` (PK, KEK or db) by its SIGNER with ``attributes``."""
     owner = (target.directory / OWNER_FILE).read_text().strip()
     with tempfile.TemporaryDirectory(prefix="berth-sb-") as scratch:
-        for name in sorted(names):
-            der, esl = Path(scratch) / f"{name}.der", Path(scratch) / f"{name}.esl"
-            der.write_bytes(_der(target.cert(name)))
-            _run(["sbsiglist", "--owner", owner, "--type", "x509", "--output", str(esl), str(der)])
-            signer = SIGNER[name]
-            _run(["sbvarsign", "--key", str(target.key(signer)), "--cert", str(target.cert(signer)),
-                  "--attr", ATTRIBUTES, "--output", str(target.auth(name)), name, str(esl)])
+        der, esl = Path(scratch) / "cert.der", Path(scratch) / "cert.esl"
+        der.write_bytes(_der(cert))
+        _run(["sbsiglist", "--owner", owner, "--type", "x509", "--output", str(esl), str(der)])
+        signer = SIGNER[variable]
+        _run(["sbvarsign", "--key", str(target.key(signer)), "--cert", str(target.cert(signer)),
+              "--attr", attributes, "--output", str(output), variable, str(esl)])
 
 
 def _der(cert_pem: Path) -> bytes:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cli.errors import UserError
 from updater.agent import updatestate as u
@@ -54,6 +55,9 @@ from updater.contract import EMPTY_LABEL, BootEntry, slot_labels, uki_filename, 
 from updater.gpt import Partition, read_partitions, relabel
 from updater.release import ArtifactRole, Release
 from updater.wire import Report, ReportEvent, RollbackCause, Transfer
+
+if TYPE_CHECKING:
+    from updater.agent import sbcheck
 
 # A step runs at most this many ticks: the longest path (idle, writing, written,
 # staged, then a booted-already rebooting) takes five.
@@ -279,10 +283,14 @@ class Agent:
             return signed
         repo, release = signed
         refusal = self._unsigned_uki(repo, release)
+        if refusal and not refusal.final:
+            # The incoming key of a db rotation, not in the firmware's db yet: again at the next poll.
+            return self._give_up(state, writing.target, f"its UKI may not be staged yet: {refusal.why}")
         if refusal:
-            log("error", f"release {release.version} refused: {refusal}", version=release.version)
+            why = f"its UKI is not signed by this host's Secure Boot db certificate: {refusal.why}"
+            log("error", f"release {release.version} refused: {why}", version=release.version)
             state = self.store.save(u.reject(state))
-            self._report(state, ReportEvent.FAILED, writing.target, refusal)
+            self._report(state, ReportEvent.FAILED, writing.target, why)
             return Tick(state, self.settings.poll_interval_s)
         slot = facts.slots[writing.target.slot]
         try:
@@ -293,23 +301,21 @@ class Agent:
             return self._give_up(state, writing.target, str(error))
         return Tick(state)
 
-    def _unsigned_uki(self, repo: SignedRepository, release: Release) -> str | None:
+    def _unsigned_uki(self, repo: SignedRepository, release: Release) -> sbcheck.Refusal | None:
         """Why ``release``'s UKI may not be staged on this host, or None: on a host whose
-        image carries a Secure Boot db certificate, a UKI it did not sign is refused even
-        though TUF signed the release (its firmware would refuse to boot it). Checked
-        before the slot is touched, on the TUF-verified bytes (their sha256 is pinned, so
-        the UKI staged later is this one)."""
+        image carries a Secure Boot db certificate, a UKI no certificate it trusts (and
+        its firmware's db holds, updater/agent/sbdb.py) signed is refused even though TUF
+        signed the release (its firmware would refuse to boot it). Checked before the slot
+        is touched, on the TUF-verified bytes (their sha256 is pinned, so the UKI staged
+        later is this one)."""
         if not self.paths.secure_boot_db_cert.exists():
             return None
         # Only an update needs it: imported here, it stays out of the idle agent's memory.
-        from updater.agent import authenticode
+        from updater.agent import sbcheck
         uki = release.artifacts[ArtifactRole.UKI]
         pe = repo.read_target(repo.target(uki.target_path))
-        try:
-            authenticode.check(pe, self.paths.secure_boot_db_cert.read_bytes())
-        except authenticode.Unsigned as why:
-            return f"its UKI is not signed by this host's Secure Boot db certificate: {why}"
-        return None
+        trust = sbcheck.firmware_trust(self.paths.secure_boot_db_cert.parent, self.paths.efivars)
+        return sbcheck.check(pe, trust)
 
     def _written(self, state: u.AgentState, written: u.Written, facts: Facts) -> Tick:
         target = written.target

@@ -22,6 +22,12 @@ def register(subparsers: Any) -> None:
     check.set_defaults(handler=_check)
     user = verbs.add_parser("check-user", help="health check: run the executables in health.d")
     user.set_defaults(handler=_check_user)
+    sb_db = verbs.add_parser("secure-boot-db", help="add the image's incoming Secure Boot db certificates "
+                             "to the firmware's db (a db key rotation's transition release)")
+    sb_db.add_argument("--from", dest="source", type=Path, metavar="DIR",
+                       help="where the *.append.auth files are (default: the image's usr/lib/berth/secure-boot)")
+    sb_db.add_argument("--efivars", type=Path, default=None, help="efivarfs (default /sys/firmware/efi/efivars)")
+    sb_db.set_defaults(handler=_secure_boot_db)
 
 
 def _agent(args: argparse.Namespace) -> Any:
@@ -60,3 +66,15 @@ def _check_user(args: argparse.Namespace) -> int:
     from updater.agent.usercheck import check_directories, run_user_checks
 
     return run_user_checks(check_directories(HostPaths.under(args.host_root)))
+
+
+def _secure_boot_db(args: argparse.Namespace) -> int:
+    # Not the whole agent: a unit runs this on every boot of a transition release.
+    from updater.agent.host import HostPaths
+    from updater.agent.sbappend import apply
+
+    paths = HostPaths.under(args.host_root)
+    outcome = apply(args.source or paths.secure_boot_db_cert.parent, args.efivars or paths.efivars)
+    for line in outcome.lines:
+        print(f"secure-boot-db: {line}")
+    return 1 if outcome.failed else 0

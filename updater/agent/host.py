@@ -22,6 +22,8 @@ class HostPaths:
     config: Path = Path("/etc/berth/agent.yaml")
     # Present in a Secure Boot signed image (builder/sbkeys.py): the agent's second lock.
     secure_boot_db_cert: Path = Path("/") / SECURE_BOOT_DB_CERT
+    # The firmware's variables (db, dbx: which of the image's certificates it would boot).
+    efivars: Path = Path("/sys/firmware/efi/efivars")
 
     @classmethod
     def under(cls, root: Path) -> HostPaths:

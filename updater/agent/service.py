@@ -175,12 +175,14 @@ def health(agent: Agent) -> dict[str, Any]:
 
 def status(agent: Agent) -> dict[str, Any]:
     """`berth agent status`: health() and the provisioning and swarm records."""
+    from updater.agent import sbcheck
     from updater.provision.apply import read_status as read_provision_status
 
     return {
         **health(agent),
         "provision": read_provision_status(Path(agent.settings.state_dir)),
         "swarm": read_swarm_status(Path(agent.settings.state_dir)) if agent.settings.swarm_role else None,
+        "secure_boot": sbcheck.status(agent.paths.secure_boot_db_cert.parent, agent.paths.efivars),
     }
 
 
@@ -207,4 +209,9 @@ def render_status(report: dict[str, Any]) -> str:
     swarm = report.get("swarm")
     if swarm:
         lines.append(f"swarm:   {swarm['role']}, {swarm['state']}: {swarm['detail']} (at {swarm['at']})")
+    secure = report.get("secure_boot")
+    if secure:
+        for kind, said in (("trusted", "trusted (image and firmware db)"), ("waiting", "waiting for the firmware db"),
+                           ("revoked", "revoked by dbx")):
+            lines += [f"secure boot {said}: {c['subject']} {c['sha256']}" for c in secure[kind]]
     return "\n".join(lines)

@@ -57,6 +57,12 @@ def register(subparsers: Any) -> None:
     rotate.add_argument("--role", choices=ROLES, required=True,
                         help="whose keys: a new root version names the new ones; the old move to retired/")
     rotate.set_defaults(handler=_keys_rotate)
+    rotate_db = verbs.add_parser("rotate-db", help="move the Secure Boot db key to a new one through two releases")
+    rotate_db.add_argument("--keys", type=Path, required=True, help="the key directory (its secure-boot/)")
+    rotate_db.add_argument("--switch", action="store_true",
+                           help="second step: sign with the new key from now on (after every host "
+                                "reported the new certificate in its firmware's db)")
+    rotate_db.set_defaults(handler=_keys_rotate_db)
 
 
 def _publish(args: argparse.Namespace) -> int:
@@ -100,6 +106,21 @@ def _keys_init(args: argparse.Namespace) -> int:
         secure = sbkeys.make(args.keys)
         made.append(f"Secure Boot keys PK, KEK, db in {secure.directory}")
     print(f"keys in {args.keys}: {'; '.join(made)}; keep root keys and PK offline")
+    return 0
+
+
+def _keys_rotate_db(args: argparse.Namespace) -> int:
+    from builder import sbrotate
+
+    if args.switch:
+        done = sbrotate.switch(args.keys)
+        print(f"db key switched: builds sign with {done.signing}; the old pair is in "
+              f"{done.signing.parent / sbrotate.RETIRED}; db.auth now holds only the new certificate")
+    else:
+        done = sbrotate.begin(args.keys)
+        print(f"new db key {done.incoming} and {done.append}: the next build is the transition "
+              f"release (signed by the old key, trusting both); once every host reports the new "
+              f"certificate in its firmware's db, `berth keys rotate-db --keys {args.keys} --switch`")
     return 0
 
 
