@@ -278,3 +278,22 @@ def test_efivars_write_puts_attributes_first_and_keeps_other_bytes(tmp_path: Pat
     efivars.write(tmp_path, "db", sbdb.IMAGE_SECURITY_DATABASE, 0x67, b"payload")
     assert efivars.read(tmp_path, "db", sbdb.IMAGE_SECURITY_DATABASE) == b"\x67\0\0\0payload"
     assert efivars.read(tmp_path, "dbx", sbdb.IMAGE_SECURITY_DATABASE) is None
+
+
+def test_the_unit_appends_only_on_a_transition_image_after_the_boot_is_blessed() -> None:
+    import configparser
+    import fnmatch
+
+    from updater import contract
+
+    unit = configparser.ConfigParser(strict=False, interpolation=None)
+    unit.optionxform = str  # type: ignore[assignment,method-assign]
+    unit.read(REPO / "updater/agent/image/usr/lib/systemd/system/berth-secure-boot-db.service")
+    after = unit["Unit"]["After"].split()
+    assert "boot-complete.target" in after and "systemd-bless-boot.service" in after
+    assert unit["Unit"]["Requires"] == "boot-complete.target"
+    # The glob names what a transition build puts in the image, and nothing a plain build does.
+    glob = unit["Unit"]["ConditionPathExistsGlob"]
+    directory = "/" + str(Path(contract.SECURE_BOOT_DB_CERT).parent)
+    assert [n for n in sbrotate.IMAGE_FILES if fnmatch.fnmatch(f"{directory}/{n}", glob)] == [sbrotate.APPEND_AUTH]
+    assert unit["Service"]["ExecStart"] == "/usr/bin/berth agent secure-boot-db"
