@@ -19,8 +19,10 @@ from builder import (
     formats,
     layout,
     manifest,
+    measure,
     mkosirun,
     packagelock,
+    pcrkey,
     provenance,
     sbkeys,
     sbom,
@@ -50,6 +52,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
     progress = _Progress(show)
     # Asked to sign with keys that are not there: say so now, not after mkosi.
     keys = sbkeys.keys_in(Path(settings.secure_boot_keys)) if settings.secure_boot_keys else None
+    pcr_key = pcr_signing_key(settings)
     name = settings.artifact_name
     cache = cache_dir()
     log = cache / "logs" / f"build-{name}-{settings.engine}.log"
@@ -66,6 +69,10 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         (work / "mkosi" / "image.raw").rename(out / contract.DISK_RAW)
         progress("hashing the root for dm-verity (4 KiB blocks); root hash into GPT and UKI")
         sealed = seal.seal(settings, out / contract.DISK_RAW)
+        if pcr_key:
+            progress(f"signing each UKI's PCR 11 policy (.pcrsig, .pcrpkey) with {pcr_key.private}")
+            esp = layout.built(artifacts.read_table(out / contract.DISK_RAW), settings)[0]
+            measure.sign_esp(out / contract.DISK_RAW, esp, pcr_key, source.epoch)
         if keys:
             progress(f"signing boot loader and UKI for Secure Boot with {keys.cert('db')}")
             esp = layout.built(artifacts.read_table(out / contract.DISK_RAW), settings)[0]
@@ -151,6 +158,18 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         return final
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def pcr_signing_key(settings: BuildSettings) -> pcrkey.PcrKey | None:
+    """The key that signs the UKIs' PCR 11 policy: the key directory's, when it has one;
+    `var_encryption: tpm2` needs it (one-line error without)."""
+    if settings.var_encryption == "tpm2" and not settings.secure_boot_keys:
+        raise UserError("var_encryption tpm2 seals /var under the UKIs' signed PCR policy: give the "
+                        "key directory with its PCR key (--secure-boot-keys DIR, from `berth keys init`)")
+    directory = Path(settings.secure_boot_keys) if settings.secure_boot_keys else None
+    if directory is None or (settings.var_encryption == "none" and not pcrkey.present(directory)):
+        return None
+    return pcrkey.key_in(directory)
 
 
 def _extract(settings: BuildSettings, out: Path) -> str:

@@ -56,14 +56,14 @@ def sign_esp(disk: Path, esp: gpt.Partition, keys: SecureBootKeys, epoch: int) -
             unsigned, done = work / f"{index}.efi", work / f"{index}.signed.efi"
             artifacts.copy_from_esp(disk, esp, f"/{path}", unsigned)
             sign_pe(unsigned, done, keys, epoch)
-            _put(disk, esp, done, path, epoch)
+            put_on_esp(disk, esp, done, path, epoch)
         _mkdirs(disk, esp, ENROL_DIR, epoch)
         for name in NAMES:
-            _put(disk, esp, keys.auth(name), f"{ENROL_DIR}/{name}.auth", epoch)
+            put_on_esp(disk, esp, keys.auth(name), f"{ENROL_DIR}/{name}.auth", epoch)
         conf = work / "loader.conf"
         artifacts.copy_from_esp(disk, esp, f"/{LOADER_CONF}", conf)
         conf.write_text(loader_conf(conf.read_text()))
-        _put(disk, esp, conf, LOADER_CONF, epoch)
+        put_on_esp(disk, esp, conf, LOADER_CONF, epoch)
     return signed
 
 
@@ -77,7 +77,7 @@ def sign_pe(source: Path, target: Path, keys: SecureBootKeys, epoch: int) -> Non
     )
 
 
-def _put(disk: Path, esp: gpt.Partition, source: Path, path: str, epoch: int) -> None:
+def put_on_esp(disk: Path, esp: gpt.Partition, source: Path, path: str, epoch: int) -> None:
     """``source`` onto the ESP at ``path`` (replacing it), dated ``epoch``."""
     os.utime(source, (epoch, epoch))
     _run(["mcopy", "-o", "-m", "-i", f"{disk}@@{esp.offset}", str(source), f"::/{path}"],

@@ -20,6 +20,7 @@ from updater.version import Version, VersionError
 
 ENGINES = ("docker", "podman")
 FAULTS = ("none", "health-check", "kernel-panic")
+VAR_ENCRYPTIONS = ("none", "tpm2")
 _IMAGE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
@@ -76,10 +77,18 @@ SETTINGS: tuple[Setting, ...] = (
         "key directory from `berth keys init` whose secure-boot/ db key signs boot loader and "
         "UKIs (enrolment files on the ESP); empty: an unsigned image",
     ),
+    Setting(
+        "var_encryption",
+        typed(str, one_of(VAR_ENCRYPTIONS)),
+        "none",
+        "none: /var in clear (runs anywhere); tpm2: /var is LUKS2, made at first boot and sealed "
+        "to the TPM under the UKIs' signed PCR 11 policy (needs secure_boot_keys with a PCR key, "
+        "and a TPM: without one the first boot fails)",
+    ),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
 # The settings `berth build` also takes as options (builder/cli.py adds one per row).
-FLAGS = tuple(_BY_NAME[name] for name in ("version", "engine", "formats", "secure_boot_keys"))
+FLAGS = tuple(_BY_NAME[name] for name in ("version", "engine", "formats", "secure_boot_keys", "var_encryption"))
 _NAMING = Naming(
     unknown=lambda where, key: f"{where}: unknown key '{key}' (known: {', '.join(_BY_NAME)})",
     wrong_type=lambda where, key, error: f"{where}: key '{key}' {error}",
@@ -99,6 +108,7 @@ class BuildSettings:
     formats: str
     fault: str
     secure_boot_keys: str
+    var_encryption: str
 
     @property
     def artifact_name(self) -> str:

@@ -43,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
              "where a signed image (berth build --secure-boot-keys) enrols its keys and resets",
     )
     parser.add_argument(
+        "--tpm", action="store_true",
+        help="give the VM a TPM 2.0 (swtpm, its state beside the VM's): measured boot, and "
+             "what an image built with var_encryption tpm2 seals /var to",
+    )
+    parser.add_argument(
         "--state", type=Path, metavar="DIR",
         help="keep the VM's disk overlay, UEFI variables and SSH key in DIR to boot it again "
              "(default: a throwaway directory)",

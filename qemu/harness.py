@@ -32,6 +32,7 @@ from qemu.ready import PATTERN as READY_PATTERN
 from qemu.ready import Ready
 from qemu.ssh import AUTHORIZED_KEYS_CREDENTIAL, SshTarget
 from qemu.state import VmState, resolve_disk
+from qemu.swtpm import Swtpm
 
 # Upper bounds, not expectations: a TCG boot takes ~40 s on an idle machine,
 # and these machines' cores are shared. A Secure Boot VM from setup mode (OVMF's SMM
@@ -69,6 +70,7 @@ def build_machine(
     metadata_service: int | None = None,
     system_info: Mapping[str, str] | None = None,
     lan: LanPort | None = None,
+    tpm_socket: Path | None = None,
 ) -> Machine:
     """Prepare the VM's files and describe the machine (SSH key as a credential)."""
     public_key = state.prepare(base_disk)
@@ -94,6 +96,7 @@ def build_machine(
         metadata_service=metadata_service,
         system_info=dict(system_info or {}),
         lan=lan,
+        tpm_socket=tpm_socket,
     )
 
 
@@ -116,6 +119,7 @@ class VM:
         metadata_service: int | None = None,
         system_info: Mapping[str, str] | None = None,
         lan: LanPort | None = None,
+        tpm: bool = False,
     ) -> None:
         self.state = VmState(state_dir)
         # A prefix QEMU is started under, e.g. qemu.throttle.cpu_quota()'s.
@@ -123,6 +127,8 @@ class VM:
         self.ssh_port = free_port()
         self.accel = accel or choose_accel()
         self._runtime = tempfile.TemporaryDirectory(prefix="berth-vm-")  # short socket path
+        # A TPM 2.0 that lives as long as this VM object, across its resets and restarts.
+        self.swtpm = Swtpm(self.state.tpm, Path(self._runtime.name, "swtpm.sock")) if tpm else None
         self.machine = build_machine(
             self.state,
             resolve_disk(artifact),
@@ -140,6 +146,7 @@ class VM:
             metadata_service=metadata_service,
             system_info=system_info,
             lan=lan,
+            tpm_socket=self.swtpm.socket if self.swtpm else None,
         )
         self.console = ConsoleLog(self.state.serial_log)
         self.ssh = SshTarget(self.ssh_port, self.state.private_key)
@@ -161,6 +168,8 @@ class VM:
         # A restarted VM appends to its console log; read only what this run prints.
         self.console = ConsoleLog(self.state.serial_log)
         self.state.serial_log.unlink(missing_ok=True)
+        if self.swtpm is not None:
+            self.swtpm.start()  # a no-op while it runs: the same TPM across power cuts
         with self.state.qemu_log.open("ab") as log:
             self._process = subprocess.Popen(
                 [*self.launcher, *qemu_command(self.machine)],
@@ -252,6 +261,8 @@ class VM:
 
     def close(self) -> None:
         self.stop()
+        if self.swtpm is not None:
+            self.swtpm.stop()
         self._runtime.cleanup()
 
     def __enter__(self) -> Self:

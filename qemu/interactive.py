@@ -23,6 +23,7 @@ from qemu.machine import (
 from qemu.seed import seed_for_user_data
 from qemu.ssh import SshTarget
 from qemu.state import VmState, resolve_disk
+from qemu.swtpm import Swtpm
 
 
 def _port_pairs(texts: list[str], option: str) -> list[tuple[int, int]]:
@@ -67,7 +68,9 @@ def run_interactive(args: argparse.Namespace) -> int:
             data_disk=args.data_disk,
             seed=seed_for_user_data(args.user_data, Path(scratch) / "seed.iso") if args.user_data else None,
             secure_boot=args.secure_boot,
+            tpm_socket=Path(scratch) / "swtpm.sock" if args.tpm else None,
         )
+        tpm = Swtpm(state.tpm, machine.tpm_socket) if machine.tpm_socket else None
         ssh = shlex.join(SshTarget(ssh_port, state.private_key).argv())
         print(
             f"berth vm: {base_disk} under {accel.value}; ctrl-a x quits\n"
@@ -76,4 +79,10 @@ def run_interactive(args: argparse.Namespace) -> int:
             f"  VM files: {state.directory}" + ("" if args.state else " (removed on exit)"),
             file=sys.stderr,
         )
-        return subprocess.run(qemu_command(machine), check=False).returncode
+        if tpm is not None:
+            tpm.start()
+        try:
+            return subprocess.run(qemu_command(machine), check=False).returncode
+        finally:
+            if tpm is not None:
+                tpm.stop()

@@ -15,6 +15,9 @@ the host side to 127.0.0.1.
   also ``restrict=on``) and the first NIC, its SSH forward and host services stay
   as they are. With SMBIOS type 1 saying which cloud (``system_info``), the guest
   sees what a cloud's VM sees.
+- a TPM 2.0 (``tpm_socket``): swtpm's control socket as QEMU's TPM emulator backend and
+  a CRB interface (what OVMF and systemd-stub measure into); the swtpm process and its
+  state are the VM's (qemu/swtpm.py), so they outlive QEMU across resets and power cuts.
 - a private LAN between VMs (``lan``): a third NIC on a VDE switch (qemu/lan.py), its
   static address handed over as a systemd credential; the first NIC stays the VM's
   way to SSH and to host services.
@@ -117,6 +120,8 @@ class Machine:
     system_info: Mapping[str, str] = field(default_factory=dict)
     # a NIC on the lab's VDE switch, after net0/net1 (the guest names NICs by PCI slot)
     lan: LanPort | None = None
+    # swtpm's control socket (qemu/swtpm.py): the guest gets a TPM 2.0
+    tpm_socket: Path | None = None
 
 
 def smbios_credential(name: str, value: bytes) -> str:
@@ -180,6 +185,15 @@ def firmware_globals(secure_boot: bool) -> list[str]:
             "-global", "ICH9-LPC.disable_s3=1"]
 
 
+def tpm_arguments(socket: Path | None) -> list[str]:
+    """A TPM 2.0 backed by swtpm at ``socket``, as a CRB device (TPM 2.0's own interface)."""
+    if socket is None:
+        return []
+    return ["-chardev", f"socket,id=chrtpm,path={socket}",
+            "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+            "-device", "tpm-crb,tpmdev=tpm0"]
+
+
 def qemu_command(machine: Machine, binary: str = "qemu-system-x86_64") -> list[str]:
     """The full argv for QEMU booting ``machine`` under OVMF."""
     argv = [
@@ -197,6 +211,7 @@ def qemu_command(machine: Machine, binary: str = "qemu-system-x86_64") -> list[s
         "-drive", f"if=pflash,format=raw,file={machine.efi_vars}",
         *_drive(machine.disk, "disk0", 1),
         "-device", "virtio-rng-pci",
+        *tpm_arguments(machine.tpm_socket),
         "-netdev", netdev(machine),
         "-device", "virtio-net-pci,netdev=net0",
     ]

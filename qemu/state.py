@@ -2,6 +2,7 @@
 
     disk.qcow2     copy-on-write overlay over the artifact's disk (never written)
     efivars.fd     this VM's UEFI variables (boot entries, systemd-boot state)
+    tpm/           its TPM 2.0's state (swtpm; only for a VM with a TPM)
     uuid           its SMBIOS system UUID: the guest derives its machine ID from it
     id_ed25519     the SSH key handed to the guest as a credential
     serial.log     the serial console; qemu.log: QEMU's own messages
@@ -59,6 +60,10 @@ class VmState:
     @property
     def efi_vars(self) -> Path:
         return self.directory / "efivars.fd"
+
+    @property
+    def tpm(self) -> Path:
+        return self.directory / "tpm"
 
     @property
     def private_key(self) -> Path:

@@ -18,7 +18,7 @@ APT_PACKAGES=(
   erofs-utils cryptsetup-bin dosfstools mtools fdisk zstd xz-utils
   squashfs-tools busybox-static openssh-client socat python3-venv python3-dev
   postgresql postgresql-contrib debian-archive-keyring gcc python3-pefile cpio genisoimage
-  diffoscope-minimal sbsigntool faketime vde2
+  diffoscope-minimal sbsigntool faketime vde2 swtpm swtpm-tools
 )
 
 want_hash() {
@@ -68,6 +68,12 @@ $SUDO apt-get install -y -qq --no-install-recommends "${MKOSI_TARGET[@]}" \
   || $SUDO apt-get install -y -qq --no-install-recommends "${MKOSI_TARGET[@]}" \
   mkosi systemd-boot systemd-boot-efi systemd-container qemu-system-x86 qemu-utils >/dev/null
 $SUDO apt-get install -y -qq --no-install-recommends "${APT_PACKAGES[@]}" >/dev/null
+# systemd-measure (the PCR 11 policy of each UKI, builder/measure.py) computes policy digests
+# with the TPM2 software stack, which it loads at run time; the libraries need tpm-udev and so
+# udev, from the suite systemd came from (backports on bookworm).
+TSS2=(libtss2-esys-3.0.2-0t64 libtss2-mu-4.0.1-0t64 libtss2-rc0t64 libtss2-tctildr0t64)
+[[ "$VERSION_CODENAME" == "bookworm" ]] && TSS2=(libtss2-esys-3.0.2-0 libtss2-mu0 libtss2-rc0 libtss2-tctildr0)
+$SUDO apt-get install -y -qq --no-install-recommends "${MKOSI_TARGET[@]}" udev "${TSS2[@]}" >/dev/null
 
 mkosi_version=$(mkosi --version | awk '{print $2}')
 if [[ "${mkosi_version%%.*}" -lt 24 ]]; then

@@ -132,5 +132,6 @@ def test_build_options_are_the_tables_flag_rows() -> None:
     options = {a.option_strings[0]: a for a in build._actions if a.option_strings}
     for row in settings.FLAGS:
         assert options[row.option].help.startswith(row.help) and options[row.option].dest == row.name
-    assert [r.option for r in settings.FLAGS] == ["--version", "--engine", "--formats", "--secure-boot-keys"]
+    assert [r.option for r in settings.FLAGS] == ["--version", "--engine", "--formats", "--secure-boot-keys",
+                                                   "--var-encryption"]
     assert top.parse_args(["build", "--engine", "podman"]).engine == "podman"

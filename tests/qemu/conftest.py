@@ -122,7 +122,7 @@ class BootedHost:
 
 
 def _boot(request: pytest.FixtureRequest, artifact: Path, state: Path, service: HostService,
-          how: Provisioning, secure_boot: bool = False) -> Iterator[BootedHost]:
+          how: Provisioning, secure_boot: bool = False, tpm: bool = False) -> Iterator[BootedHost]:
     credentials = dict([PROBE_CREDENTIAL])
     answer_port = free_port()  # the declared container's port, watched from the host
     with VM(
@@ -135,6 +135,7 @@ def _boot(request: pytest.FixtureRequest, artifact: Path, state: Path, service: 
         metadata_service=how.metadata_port,
         system_info=how.system_info,
         secure_boot=secure_boot,
+        tpm=tpm,
     ) as vm:
         started = time.monotonic()
         vm.start()
@@ -147,7 +148,8 @@ def _boot(request: pytest.FixtureRequest, artifact: Path, state: Path, service: 
             yield BootedHost(vm, ready, artifact, credentials, how, milestones)
         finally:
             milestones.stop()
-            figures = {"accel": vm.accel.value, "secure_boot": secure_boot, **milestones.figures(), **uptime}
+            figures = {"accel": vm.accel.value, "secure_boot": secure_boot, "tpm": tpm, **milestones.figures(),
+                       **uptime}
             request.config.stash.setdefault(FIGURES, {})[how.source] = figures
             path = state.parent / "provision-figures.json"  # in the run's basetemp
             path.write_text(json.dumps(request.config.stash[FIGURES], indent=1, sort_keys=True) + "\n")
@@ -187,7 +189,9 @@ def booted_podman_host(
     Amazon EC2, and the fake IMDSv2 at 169.254.169.254 gives it the example
     declaration (its archive by URL from a host service, pinned by sha256). Its image
     is signed and it boots OVMF's Secure Boot build in setup mode: systemd-boot enrols
-    the image's keys, resets, and the host comes up enforcing (tests/qemu/test_secure_boot.py)."""
+    the image's keys, resets, and the host comes up enforcing (tests/qemu/test_secure_boot.py).
+    It has a TPM 2.0 (swtpm): the UKI's measurements and its signed PCR 11 policy are checked
+    against it (tests/qemu/test_measured_boot.py)."""
     scratch = tmp_path_factory.mktemp("imds")
     declared_key = scratch / "declared_ed25519"
     public_key = ensure_key(declared_key).decode().strip()
@@ -200,4 +204,4 @@ def booted_podman_host(
     with serve("ec2", cloud) as base, serve_files({f"/{EXAMPLE_ARCHIVE}": data}) as archive_port:
         yield from _boot(request, podman_image, tmp_path_factory.mktemp("vm-podman"), host_service, Provisioning(
             "ec2", declared_key, IMDS_HOSTNAME, cloud=cloud, metadata_port=urlsplit(base).port, system_info=EC2_SYSTEM,
-            services={ARCHIVE_GUEST_PORT: archive_port}, archive_sha256=digest), secure_boot=True)
+            services={ARCHIVE_GUEST_PORT: archive_port}, archive_sha256=digest), secure_boot=True, tpm=True)

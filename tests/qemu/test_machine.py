@@ -176,3 +176,13 @@ def test_forward_syntax_errors(text: str) -> None:
 
 def test_forward_parses_host_then_guest() -> None:
     assert Forward.parse("2222:22") == Forward(host_port=2222, guest_port=22)
+
+
+def test_a_tpm_is_swtpm_s_socket_behind_a_crb_device_and_only_when_asked() -> None:
+    argv = qemu_command(machine(tpm_socket=Path("/run/vm/swtpm.sock")))
+    (chardev,) = [c for c in option(argv, "-chardev") if c.startswith("socket,")]
+    assert chardev == "socket,id=chrtpm,path=/run/vm/swtpm.sock"
+    assert option(argv, "-tpmdev") == ["emulator,id=tpm0,chardev=chrtpm"]
+    assert "tpm-crb,tpmdev=tpm0" in option(argv, "-device")
+    plain = qemu_command(machine())
+    assert "-tpmdev" not in plain and not any(d.startswith("tpm") for d in option(plain, "-device"))

@@ -50,6 +50,10 @@ def register(subparsers: Any) -> None:
                            "or the key pairs to make them) instead of making PK, KEK and db")
     init.add_argument("--secure-boot-only", action="store_true",
                       help="add Secure Boot keys to a directory that already holds the TUF keys")
+    init.add_argument("--pcr-key-from", type=Path, metavar="PEM",
+                      help="import an existing PCR signing key (RSA 2048 PEM) instead of making one")
+    init.add_argument("--measured-boot-only", action="store_true",
+                      help="add only the PCR signing key to a directory that holds the other keys")
     init.set_defaults(handler=_keys_init)
     rotate = verbs.add_parser("rotate", help="replace one role's keys in a published repository")
     rotate.add_argument("--keys", type=Path, required=True, help="the repository's key directory")
@@ -89,22 +93,31 @@ def _publish(args: argparse.Namespace) -> int:
 
 
 def _keys_init(args: argparse.Namespace) -> int:
-    """The TUF keys, then the Secure Boot keys (only those with --secure-boot-only: for a
-    key directory made before berth signed images)."""
-    from builder import sbkeys
+    """The TUF keys, the Secure Boot keys, then the PCR signing key (only the last two with
+    --secure-boot-only, the last with --measured-boot-only: for a key directory made before
+    berth signed images or their PCR policy)."""
+    from builder import pcrkey, sbkeys
     from updater.publish.repository import init_keys
 
     made = []
-    if not args.secure_boot_only:
+    if not (args.secure_boot_only or args.measured_boot_only):
         thresholds = {role: 1 for role in ROLES} | dict(args.threshold)
         init_keys(args.keys, thresholds)
         made.append(f"TUF keys (thresholds {thresholds})")
-    if args.secure_boot_from:
+    if args.measured_boot_only:
+        pass
+    elif args.secure_boot_from:
         secure = sbkeys.import_from(args.keys, args.secure_boot_from)
         made.append(f"Secure Boot keys imported from {args.secure_boot_from} into {secure.directory}")
     else:
         secure = sbkeys.make(args.keys)
         made.append(f"Secure Boot keys PK, KEK, db in {secure.directory}")
+    if args.pcr_key_from:
+        pcr = pcrkey.import_from(args.keys, args.pcr_key_from)
+        made.append(f"PCR signing key imported from {args.pcr_key_from} into {pcr.directory}")
+    else:
+        pcr = pcrkey.make(args.keys)
+        made.append(f"PCR signing key in {pcr.directory}")
     print(f"keys in {args.keys}: {'; '.join(made)}; keep root keys and PK offline")
     return 0
 
