@@ -12,6 +12,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from cli.errors import UserError
 from updater import gpt
 
 _CHUNK = 4 * 1024 * 1024
@@ -58,6 +59,16 @@ def list_esp(disk: Path, esp: gpt.Partition, directory: str) -> list[str]:
         # mdir -b ends a directory's path with "/".
         line.strip().rstrip("/").rsplit("/", 1)[-1] for line in out.stdout.splitlines() if line.strip()
     )
+
+
+def grow(disk: Path, extra: int) -> None:
+    """``extra`` bytes of free space at the end of ``disk``, the backup GPT moved to the new end."""
+    with disk.open("r+b") as f:
+        f.truncate(disk.stat().st_size + extra)
+    done = subprocess.run(["sfdisk", "--quiet", "--relocate", "gpt-bak-std", str(disk)],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise UserError(f"moving {disk.name}'s backup GPT to its new end: {done.stderr.strip()}")
 
 
 def sha256(path: Path) -> str:

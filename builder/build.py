@@ -64,7 +64,7 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
         source = provenance.source(driver.REPO)
         lock, lock_sha256 = packagelock.read()
         mkosirun.run(settings, work, cache=cache, epoch=source.epoch, log=log, show=show, lock=lock,
-                  sb_keys=keys, progress=progress)
+                  sb_keys=keys, pcr_key=pcr_key, progress=progress)
 
         (work / "mkosi" / "image.raw").rename(out / contract.DISK_RAW)
         progress("hashing the root for dm-verity (4 KiB blocks); root hash into GPT and UKI")
@@ -77,6 +77,10 @@ def build(settings: BuildSettings, output: Path, *, show: bool = True) -> Path:
             progress(f"signing boot loader and UKI for Secure Boot with {keys.cert('db')}")
             esp = layout.built(artifacts.read_table(out / contract.DISK_RAW), settings)[0]
             sbsign.sign_esp(out / contract.DISK_RAW, esp, keys, source.epoch)
+        if settings.var_encryption == "tpm2":
+            progress(f"leaving {settings.var_size_mib} MiB free at the disk's end for /var "
+                     "(LUKS2, made and sealed to the TPM at first boot)")
+            artifacts.grow(out / contract.DISK_RAW, settings.var_size_mib * layout.MIB)
         progress("extracting root, verity and UKI from the disk image")
         roothash = _extract(settings, out)
         if roothash != sealed:

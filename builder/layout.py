@@ -92,9 +92,11 @@ def repart_definitions(settings: BuildSettings) -> dict[str, str]:
         "21-root-verity-b.conf": _conf(
             Type="root-verity", Label=EMPTY_LABEL, SplitName="-", **fixed(s.verity_slot_size)
         ),
-        "30-var.conf": _conf(
+        # var_encryption tpm2: none here; the first boot makes it, encrypted, in the space
+        # the build leaves free (builder/varcrypt.py).
+        **({} if settings.var_encryption == "tpm2" else {"30-var.conf": _conf(
             Type="var", Label=VAR_LABEL, Format="ext4", SizeMinBytes=settings.var_size_mib * MIB
-        ),
+        )}),
     }
 
 

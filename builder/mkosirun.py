@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from builder import driver, fault, layout, manifest, packagelock, payload, sbkeys
+from builder import driver, fault, layout, manifest, packagelock, payload, pcrkey, sbkeys, varcrypt
 from builder.settings import BuildSettings
 
 
@@ -25,6 +25,7 @@ def run(
     show: bool,
     lock: packagelock.Lock | None,
     sb_keys: sbkeys.SecureBootKeys | None = None,
+    pcr_key: pcrkey.PcrKey | None = None,
     progress: Callable[[str], None],
 ) -> tuple[tuple[packagelock.Locked, ...], tuple[packagelock.Locked, ...]]:
     """mkosi's two runs, the initrd into `work/initrd` and the image into `work/mkosi`,
@@ -83,6 +84,8 @@ def run(
                 *payload.stage(work / "agent-tree"),
                 *fault.extra_trees(settings.fault, work / "fault-tree"),
                 *(sbkeys.image_tree(sb_keys, work / "sb-tree") if sb_keys else []),
+                *(varcrypt.image_tree(pcr_key, settings.var_size_mib, work / "var-tree")
+                  if pcr_key and settings.var_encryption == "tpm2" else []),
             ],
             mirror=mirror,
             cache=cache,

@@ -84,7 +84,8 @@ def secure_boot_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def image_builder(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilder:
-    """`image_builder(version="1.0.0", engine="docker", fault="none", secure_boot_keys=None)`
+    """`image_builder(version="1.0.0", engine="docker", fault="none", secure_boot_keys=None,
+    var_encryption="none")`
     -> the artifact directory `<out>/berth_<version>/` of a real `berth build` (signed for
     Secure Boot with the keys of that directory when given); each combination is built once
     per session (mkosi's caches under $BERTH_CACHE keep rebuilds warm)."""
@@ -92,15 +93,16 @@ def image_builder(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilder:
     from builder.build import build
     from builder.cli import DEFAULT_CONFIG
 
-    built: dict[tuple[str, str, str, Path | None], Path] = {}
+    built: dict[tuple[str, str, str, Path | None, str], Path] = {}
 
     def make(version: str = "1.0.0", engine: str = "docker", fault: str = "none",
-             secure_boot_keys: Path | None = None) -> Path:
-        key = (version, engine, fault, secure_boot_keys)
+             secure_boot_keys: Path | None = None, var_encryption: str = "none") -> Path:
+        key = (version, engine, fault, secure_boot_keys, var_encryption)
         if key not in built:
             chosen = settings.override(
                 settings.load(DEFAULT_CONFIG), version=version, engine=engine, fault=fault,
                 secure_boot_keys=str(secure_boot_keys) if secure_boot_keys else None,
+                var_encryption=var_encryption,
             )
             output = tmp_path_factory.mktemp(f"image-{engine}-{version}")
             built[key] = build(chosen, output, show=False)
@@ -118,5 +120,7 @@ def default_image(image_builder: ImageBuilder) -> Path:
 @pytest.fixture(scope="session")
 def podman_image(image_builder: ImageBuilder, secure_boot_keys: Path) -> Path:
     """The podman variant (version 1.0.0), signed for Secure Boot with the run's keys
-    (its host boots enforcing, tests/qemu): its artifact directory."""
-    return image_builder(engine="podman", secure_boot_keys=secure_boot_keys)
+    (its host boots enforcing, tests/qemu), its UKI with a PCR 11 policy signed by their
+    PCR key and /var LUKS2 sealed to the TPM at first boot (var_encryption tpm2): its
+    artifact directory."""
+    return image_builder(engine="podman", secure_boot_keys=secure_boot_keys, var_encryption="tpm2")

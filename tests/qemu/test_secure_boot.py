@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from builder import sbkeys, sbsign
+from updater import pe
 from updater.contract import SECURE_BOOT_DB_CERT, UKI_DIR, BootEntry, uki_filename
 
 pytestmark = pytest.mark.slow
@@ -43,6 +44,10 @@ HEADER = 4096
 # In the guest: argv UKI, OUT, HEADER, END; stdin the new headers, then the new signature.
 ASSEMBLE = ("import sys; ours = open(sys.argv[1], \"rb\").read(); new = sys.stdin.buffer.read(); h, e = map(int, sys.argv[3:]); "
             "open(sys.argv[2], \"wb\").write(new[:h] + ours[h:e] + new[h:])")
+# In the guest: argv UKI, OUT, END; stdin [[offset, hex], ...]: UKI's first END bytes so patched.
+PATCH = ("import sys, json; out = bytearray(open(sys.argv[1], \"rb\").read()[:int(sys.argv[2 + 1])]); "
+         "[out.__setitem__(slice(i, i + len(bytes.fromhex(d))), bytes.fromhex(d)) for i, d in json.load(sys.stdin)]; "
+         "open(sys.argv[2], \"wb\").write(out)")
 
 
 def der(cert: Path) -> bytes:
@@ -126,3 +131,56 @@ def test_a_uki_signed_by_another_key_is_refused_and_the_previous_entry_boots_by_
     assert entries[running.filename]["isDefault"] and not entries[forged_id]["isDefault"], entries
     trial = vm.run("/usr/lib/berth/on-trial", check=False)
     assert trial.returncode == 1 and "was counted but" in trial.stderr, trial
+
+
+def test_a_uki_with_another_command_line_cannot_open_var_and_the_previous_entry_boots_and_opens_it(
+    booted_podman_host: Any, secure_boot_keys: Path, tmp_path: Path
+) -> None:
+    """Measured boot (var_encryption tpm2, tests/qemu/test_measured_boot.py): a staged entry
+    with one try whose UKI has another kernel command line, db-signed so the firmware boots
+    it, its .pcrsig left as the build signed it. systemd-stub measures the other command line
+    into PCR 11, which no signature covers: /var stays shut, the boot fails on its own
+    (emergency.service's drop-in reboots a counted boot: no shell, no prompt), and the
+    previous entry boots and opens /var by itself, its data kept. Runs after the test above."""
+    vm = booted_podman_host.vm
+    esp = f"/boot/{UKI_DIR}"
+    ours = (booted_podman_host.artifact / "uki.efi").read_bytes()
+    (running,) = [e for e in map(BootEntry.parse, vm.run(f"ls {esp}").stdout.split())
+                  if e is not None and e.blessed]
+    vm.run("echo kept-across-the-failed-boot > /var/lib/berth-measured-boot-marker && sync")
+    bare = tmp_path / "bare.efi"
+    bare.write_bytes(ours)
+    subprocess.run(["sbattach", "--remove", str(bare)], check=True, capture_output=True)
+    unsigned = bytearray(bare.read_bytes())
+    (cmdline,) = [s for s in pe.headers(bytes(unsigned)).sections if s.name == ".cmdline"]
+    at = unsigned.index(b" panic=5 ", cmdline.raw_offset, cmdline.raw_offset + cmdline.virtual_size)
+    unsigned[at : at + 9] = b" panic=6 "  # same length: only the measured bytes differ
+    bare.write_bytes(bytes(unsigned))
+    sbsign.sign_pe(bare, tmp_path / "other-cmdline.efi", sbkeys.keys_in(secure_boot_keys), int(time.time()))
+    other = (tmp_path / "other-cmdline.efi").read_bytes()
+    # The guest builds it from its own UKI and the bytes that differ (not 31 MB through SSH).
+    end = len(unsigned)
+    runs = [(i, other[i : i + 1]) for i in range(end) if other[i] != ours[i]]
+    assert len(runs) < 64, len(runs)  # header fields and one digit
+    patches = json.dumps([[i, data.hex()] for i, data in runs] + [[end, other[end:].hex()]])
+    staged = uki_filename(running.image_id, "1.0.2", 1)
+    partial = f"{esp}/.{staged}.partial"
+    vm.run(f"python3 -c '{PATCH}' {esp}/{running.filename} {partial} {end}", input=patches.encode())
+    assert vm.run(f"sha256sum {partial}").stdout.split()[0] == hashlib.sha256(other).hexdigest()
+    vm.run(f"mv {partial} {esp}/{staged} && sync")
+    entries = {e["id"]: e for e in json.loads(vm.run("bootctl list --json=short --no-pager").stdout)}
+    other_id = uki_filename(running.image_id, "1.0.2")
+    assert entries[other_id]["isDefault"] and entries[other_id]["triesLeft"] == 1, entries
+
+    vm.reboot()
+    # The firmware ran it (db signed it), the stub measured it, /var did not open.
+    failed = vm.wait_for("berth: this boot is on trial: rebooting in 5 s")
+    ready = vm.wait_ready()
+    assert (ready.version, ready.slot) == (running.version, "a"), failed
+    console = vm.state.serial_log.read_text(errors="replace")
+    assert "berth: /var is LUKS2 sealed to this machine's TPM" in console
+    assert f"Current Entry: {running.filename}" in vm.run("bootctl status --no-pager").stdout
+    spent = other_id.removesuffix(".efi") + "+0-1.efi"
+    assert spent in vm.run(f"ls {esp}").stdout.split()
+    assert vm.run("findmnt -n -o SOURCE /var").stdout.strip() == "/dev/mapper/var"
+    assert vm.run("cat /var/lib/berth-measured-boot-marker").stdout == "kept-across-the-failed-boot\n"
