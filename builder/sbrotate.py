@@ -34,6 +34,7 @@ from cli.errors import UserError
 NEXT = "db-next"
 APPEND_AUTH = f"{NEXT}.append.auth"
 RETIRED = "retired"
+SWITCHING = "switching"  # while `--switch` runs: the retired name of the old pair
 # APPEND_WRITE adds the list to db (the firmware drops entries it already holds); the
 # signature covers the attributes, so the host writes exactly these.
 APPEND_ATTRIBUTES = f"{sbkeys.ATTRIBUTES},APPEND_WRITE"
@@ -58,38 +59,58 @@ def state(keys_dir: Path) -> Rotation:
 
 
 def begin(keys_dir: Path, common_name: str = "berth") -> Rotation:
-    """A new db key pair and the KEK-signed append file that adds its certificate to db."""
+    """A new db key pair and the KEK-signed append file that adds its certificate to db.
+    A run cut short (power, a failed sbvarsign) is finished by running it again."""
     keys = sbkeys.keys_in(keys_dir)
-    if keys.cert(NEXT).exists() or keys.key(NEXT).exists():
+    append = keys.directory / APPEND_AUTH
+    if keys.cert(NEXT).exists() and append.exists():
         raise UserError(f"{keys.directory}: a db key rotation is under way ({NEXT}.crt exists); "
                         f"finish it with `berth keys rotate-db --keys {keys_dir} --switch`")
     _need_kek(keys)
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
-    sbkeys.write_keypair(keys, NEXT, f"{common_name} Secure Boot db {stamp}")
-    sbkeys.write_auth(keys, "db", keys.cert(NEXT), keys.directory / APPEND_AUTH, APPEND_ATTRIBUTES)
+    if not keys.cert(NEXT).exists():
+        # A key without its certificate is a cut first run: nothing was built with it.
+        keys.key(NEXT).unlink(missing_ok=True)
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        sbkeys.write_keypair(keys, NEXT, f"{common_name} Secure Boot db {stamp}")
+    partial = append.with_name(append.name + ".partial")
+    sbkeys.write_auth(keys, "db", keys.cert(NEXT), partial, APPEND_ATTRIBUTES)
+    os.replace(partial, append)
     return state(keys_dir)
 
 
 def switch(keys_dir: Path) -> Rotation:
-    """``db-next`` becomes the signing key; the old pair is retired; ``db.auth`` holds only the new certificate."""
-    keys = sbkeys.keys_in(keys_dir)
-    if not keys.cert(NEXT).is_file() or not keys.key(NEXT).is_file():
-        raise UserError(f"{keys.directory}: no db key rotation under way; start one with "
-                        f"`berth keys rotate-db --keys {keys_dir}`")
-    _need_kek(keys)
-    retired = keys.directory / RETIRED
-    retired.mkdir(mode=0o700, exist_ok=True)
-    old = f"db-{_serial(keys.cert('db'))}"
-    # The new db.auth first, to the side: a failure here leaves the directory as it was.
-    fresh = keys.directory / "db.auth.new"
-    sbkeys.write_auth(keys, "db", keys.cert(NEXT), fresh)
-    for suffix in (".key", ".crt", ".auth"):
-        os.replace(keys.directory / f"db{suffix}", retired / f"{old}{suffix}")
-    if (keys.directory / APPEND_AUTH).is_file():
-        os.replace(keys.directory / APPEND_AUTH, retired / f"{old}.{APPEND_AUTH}")
-    os.replace(keys.key(NEXT), keys.key("db"))
-    os.replace(keys.cert(NEXT), keys.cert("db"))
-    os.replace(fresh, keys.auth("db"))
+    """``db-next`` becomes the signing key; the old pair is retired; ``db.auth`` holds only
+    the new certificate. Each file moves by one rename, in an order recorded first
+    (``SWITCHING``), so a run cut short is finished by running it again."""
+    directory = keys_dir / sbkeys.SUBDIR
+    pending = directory / SWITCHING
+    fresh = directory / "db.auth.new"
+    if not pending.exists():
+        keys = sbkeys.keys_in(keys_dir)
+        if not keys.cert(NEXT).is_file() or not keys.key(NEXT).is_file():
+            raise UserError(f"{keys.directory}: no db key rotation under way; start one with "
+                            f"`berth keys rotate-db --keys {keys_dir}`")
+        _need_kek(keys)
+        # The new db.auth first, to the side: a failure here leaves the directory as it was.
+        sbkeys.write_auth(keys, "db", keys.cert(NEXT), fresh)
+        (directory / RETIRED).mkdir(mode=0o700, exist_ok=True)
+        marker = pending.with_name(pending.name + ".partial")
+        marker.write_text(f"db-{_serial(keys.cert('db'))}\n")
+        os.replace(marker, pending)
+    old = directory / RETIRED / pending.read_text().strip()
+    for source, target in (
+        (directory / "db.key", old.with_name(old.name + ".key")),
+        (directory / "db.crt", old.with_name(old.name + ".crt")),
+        (directory / "db.auth", old.with_name(old.name + ".auth")),
+        (directory / APPEND_AUTH, old.with_name(f"{old.name}.{APPEND_AUTH}")),
+        (directory / f"{NEXT}.key", directory / "db.key"),
+        (directory / f"{NEXT}.crt", directory / "db.crt"),
+        (fresh, directory / "db.auth"),
+    ):
+        # Done already when the source is gone or the target there (a cut run's work).
+        if source.exists() and not target.exists():
+            os.replace(source, target)
+    pending.unlink()
     return state(keys_dir)
 
 

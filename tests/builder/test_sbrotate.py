@@ -170,3 +170,58 @@ def test_rotate_db_without_the_kek_key_says_what_to_do(keys_dir: Path) -> None:
     result = berth("keys", "rotate-db", "--keys", str(keys_dir))
     assert result.returncode == 1 and "KEK.key and KEK.crt are needed" in result.stderr
     assert not (keys_dir / sbkeys.SUBDIR / "db-next.crt").exists()
+
+
+@pytest.mark.parametrize("cut_at", range(9))
+def test_a_switch_cut_at_any_rename_is_finished_by_running_it_again(
+    keys_dir: Path, cut_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut (here: the cut_at-th rename raising) leaves the directory for a second
+    `--switch` to finish, with the result of a switch that was never cut."""
+    sbrotate.begin(keys_dir)
+    keys = sbkeys.keys_in(keys_dir)
+    new_key, new_cert = keys.key(sbrotate.NEXT).read_bytes(), keys.cert(sbrotate.NEXT).read_bytes()
+    old_cert = keys.cert("db").read_bytes()
+    real, calls = os.replace, []
+
+    def cut(source: object, target: object) -> None:
+        calls.append(source)
+        if len(calls) == cut_at + 1:
+            raise OSError("power cut")
+        real(source, target)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sbrotate.os, "replace", cut)
+    try:
+        sbrotate.switch(keys_dir)
+        finished_first_time = True
+    except OSError:
+        finished_first_time = False
+    monkeypatch.setattr(sbrotate.os, "replace", real)
+    if not finished_first_time:
+        sbrotate.switch(keys_dir)
+    assert (keys.key("db").read_bytes(), keys.cert("db").read_bytes()) == (new_key, new_cert)
+    assert sbdb.certificates(sbdb.auth_payload(keys.auth("db").read_bytes())) == [der(keys.cert("db"))]
+    retired = {p.suffix: p.read_bytes() for p in (keys.directory / sbrotate.RETIRED).iterdir()
+               if not p.name.endswith(".append.auth")}
+    assert retired[".crt"] == old_cert and set(retired) == {".key", ".crt", ".auth"}
+    left = sorted(p.name for p in keys.directory.iterdir())
+    assert left == ["KEK.auth", "KEK.crt", "KEK.key", "PK.auth", "PK.crt", "PK.key", "db.auth", "db.crt", "db.key",
+                    "owner.guid", "retired"]
+
+
+def test_a_cut_begin_is_finished_by_running_it_again(keys_dir: Path) -> None:
+    keys = sbkeys.keys_in(keys_dir)
+    # Cut after the key pair, before the append file: the next run makes only the file.
+    sbkeys.write_keypair(keys, sbrotate.NEXT, "berth Secure Boot db cut")
+    cert = keys.cert(sbrotate.NEXT).read_bytes()
+    sbrotate.begin(keys_dir)
+    assert keys.cert(sbrotate.NEXT).read_bytes() == cert
+    assert sbdb.certificates(sbdb.auth_payload((keys.directory / sbrotate.APPEND_AUTH).read_bytes())) == [
+        der(keys.cert(sbrotate.NEXT))]
+    # Cut between the key and its certificate: a fresh pair.
+    other = tmp_copy = keys_dir.parent / "other"
+    shutil.copytree(keys_dir, tmp_copy)
+    for name in ("db-next.crt", sbrotate.APPEND_AUTH):
+        (other / sbkeys.SUBDIR / name).unlink()
+    sbrotate.begin(other)
+    assert sbrotate.state(other).incoming is not None and sbrotate.state(other).append is not None

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
 from builder import sbkeys, sbrotate, sbsign
 from tests.qemu.test_secure_boot import ASSEMBLE, EFI_IMAGE_SECURITY, HEADER, der, efi_variable
@@ -108,6 +109,10 @@ def test_a_uki_signed_by_the_appended_key_boots(
     assert ready.slot == "a"
     console = vm.state.serial_log.read_text(errors="replace")[mark:]
     assert "Error loading" not in console and "secureboot: Secure boot enabled" in console, console[:4000]
+    # The kernel read db at boot too: both certificates went into its platform keyring.
+    for cert in (rotated.cert("db"), rotated.cert(sbrotate.NEXT)):
+        name = x509.load_pem_x509_certificate(cert.read_bytes()).subject.rfc4514_string().removeprefix("CN=")
+        assert f"Loaded X.509 cert '{name}: " in console, name
     assert f"Current Entry: {new_id}" in vm.run("bootctl status --no-pager").stdout
     # Blessed (systemd-bless-boot dropped the counter): the firmware booted it, the checks passed.
     assert new_id in vm.run(f"ls {esp}").stdout.split()
