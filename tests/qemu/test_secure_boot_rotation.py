@@ -5,9 +5,9 @@ puts the new certificate into the firmware's db beside the old one; a second run
 no-op; and a UKI the new key signed then boots.
 
 Runs after tests/qemu/test_secure_boot.py (file order): its first test asserts the
-firmware's db holds the run's db certificate (still true after an append), and its last
-one reboots into a UKI a stranger's key signed (still refused: the stranger's
-certificate is not the one appended here)."""
+firmware's db holds the run's db certificate (still true after an append), and its
+reboots (into a UKI a stranger's key signed, and one with another command line) come
+before the append here, and leave spent entries 1.0.1 and 1.0.2 behind."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_a_uki_signed_by_the_appended_key_boots(
     sbsign.sign_pe(bare, tmp_path / "new.efi", incoming, int(time.time()))
     signed, end = (tmp_path / "new.efi").read_bytes(), bare.stat().st_size
     assert signed[HEADER:end] == ours.read_bytes()[HEADER:end]
-    # A version above every entry there (test_secure_boot.py left a spent 1.0.1 behind).
+    # A version above every entry there (test_secure_boot.py left spent ones behind).
     staged = uki_filename(running.image_id, "1.0.9", 1)
     partial = f"{esp}/.{staged}.partial"
     vm.run(f"python3 -c '{ASSEMBLE}' {esp}/{running.filename} {partial} {HEADER} {end}",
