@@ -104,14 +104,13 @@ def _keys_init(args: argparse.Namespace) -> int:
         thresholds = {role: 1 for role in ROLES} | dict(args.threshold)
         init_keys(args.keys, thresholds)
         made.append(f"TUF keys (thresholds {thresholds})")
-    if args.measured_boot_only:
-        pass
-    elif args.secure_boot_from:
-        secure = sbkeys.import_from(args.keys, args.secure_boot_from)
-        made.append(f"Secure Boot keys imported from {args.secure_boot_from} into {secure.directory}")
-    else:
-        secure = sbkeys.make(args.keys)
-        made.append(f"Secure Boot keys PK, KEK, db in {secure.directory}")
+    if not args.measured_boot_only:
+        if args.secure_boot_from:
+            secure = sbkeys.import_from(args.keys, args.secure_boot_from)
+            made.append(f"Secure Boot keys imported from {args.secure_boot_from} into {secure.directory}")
+        else:
+            secure = sbkeys.make(args.keys)
+            made.append(f"Secure Boot keys PK, KEK, db in {secure.directory}")
     if args.pcr_key_from:
         pcr = pcrkey.import_from(args.keys, args.pcr_key_from)
         made.append(f"PCR signing key imported from {args.pcr_key_from} into {pcr.directory}")
