@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder import keyfiles
 from cli.errors import UserError
 
 SUBDIR = "measured-boot"
@@ -39,13 +40,8 @@ class PcrKey:
 def key_in(keys_dir: Path) -> PcrKey:
     """The PCR signing key of a `berth keys init` directory, or a one-line error."""
     found = PcrKey(keys_dir / SUBDIR)
-    missing = [p.name for p in (found.private, found.public) if not p.is_file()]
-    if missing:
-        what = ", ".join(missing) if found.directory.is_dir() else "the directory"
-        raise UserError(
-            f"{keys_dir}: no PCR signing key in {found.directory} ({what} missing); make it with "
-            f"`berth keys init --keys {keys_dir} --measured-boot-only`"
-        )
+    keyfiles.require(keys_dir, found.directory, (found.private, found.public), "PCR signing key",
+                     f"make it with `berth keys init --keys {keys_dir} --measured-boot-only`")
     return found
 
 

@@ -24,6 +24,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder import keyfiles
 from cli.errors import UserError
 from updater.contract import SECURE_BOOT_DB_CERT
 
@@ -57,13 +58,8 @@ def keys_in(keys_dir: Path) -> SecureBootKeys:
     """The Secure Boot keys of a `berth keys init` directory, every file present, or a one-line error."""
     found = SecureBootKeys(keys_dir / SUBDIR)
     needed = [found.key("db"), found.cert("db"), *(found.auth(n) for n in NAMES)]
-    missing = [p.name for p in needed if not p.is_file()]
-    if missing:
-        what = ", ".join(missing) if found.directory.is_dir() else "the directory"
-        raise UserError(
-            f"{keys_dir}: no Secure Boot keys in {found.directory} ({what} missing); "
-            f"make them with `berth keys init --keys {keys_dir}`"
-        )
+    keyfiles.require(keys_dir, found.directory, needed, "Secure Boot keys",
+                     f"make them with `berth keys init --keys {keys_dir}`")
     return found
 
 
