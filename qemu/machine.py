@@ -18,6 +18,8 @@ the host side to 127.0.0.1.
 - a TPM 2.0 (``tpm_socket``): swtpm's control socket as QEMU's TPM emulator backend and
   a CRB interface (what OVMF and systemd-stub measure into); the swtpm process and its
   state are the VM's (qemu/swtpm.py), so they outlive QEMU across resets and power cuts.
+- a hardware watchdog (``WATCHDOG``): Intel's 6300ESB, as QEMU emulates it, resetting
+  the machine when it expires.
 - a private LAN between VMs (``lan``): a third NIC on a VDE switch (qemu/lan.py), its
   static address handed over as a systemd credential; the first NIC stays the VM's
   way to SSH and to host services.
@@ -194,6 +196,12 @@ def tpm_arguments(socket: Path | None) -> list[str]:
             "-device", "tpm-crb,tpmdev=tpm0"]
 
 
+# Every VM has a hardware watchdog, as a real host should: the image's PID 1 arms it from
+# the initrd on, and a guest that hangs is reset like a power cut, so boot counting
+# takes over and the harness's waits see the next boot on the same console.
+WATCHDOG = ("-device", "i6300esb", "-action", "watchdog=reset")
+
+
 def qemu_command(machine: Machine, binary: str = "qemu-system-x86_64") -> list[str]:
     """The full argv for QEMU booting ``machine`` under OVMF."""
     argv = [
@@ -231,6 +239,8 @@ def qemu_command(machine: Machine, binary: str = "qemu-system-x86_64") -> list[s
                  "-device", "virtio-blk-pci,drive=seed"]
     for name, value in sorted(credentials.items()):
         argv += ["-smbios", smbios_credential(name, value)]
+    # Last of the PCI devices, so the others keep the slots (and the guest its NIC names).
+    argv += WATCHDOG
     if machine.console is Console.STDIO:
         # serial and monitor multiplexed on the terminal (ctrl-a c switches)
         argv += ["-nographic", "-serial", "mon:stdio"]

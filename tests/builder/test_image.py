@@ -277,3 +277,15 @@ def test_a_slow_root_is_waited_for_and_a_missing_one_reboots_to_be_counted(defau
     names = initrd.names(sections[".initrd"])
     assert "usr/lib/systemd/system/emergency.service.d/berth.conf" in names
     assert not [n for n in names if n.endswith(("/systemd-cryptsetup-generator", "/systemd-sysv-generator"))]
+
+
+def test_pid1_arms_a_hardware_watchdog_from_the_initrd_on(default_image: Path, docker_root: Path) -> None:
+    """A hung boot is reset (and counted) even in the initrd: its PID 1 reads the root's
+    watchdog settings and carries the drivers (with the watchdog core they need)."""
+    from builder import initrd
+
+    archive = uki.sections((default_image / "uki.efi").read_bytes())[".initrd"]
+    drop_in = "usr/lib/systemd/system.conf.d/berth-watchdog.conf"
+    assert drop_in in initrd.names(archive)
+    assert "RuntimeWatchdogSec=" in (docker_root / drop_in).read_text()
+    assert {"i6300esb", "wdat_wdt", "watchdog"} <= initrd.kernel_modules(archive)

@@ -186,3 +186,13 @@ def test_a_tpm_is_swtpm_s_socket_behind_a_crb_device_and_only_when_asked() -> No
     assert "tpm-crb,tpmdev=tpm0" in option(argv, "-device")
     plain = qemu_command(machine())
     assert "-tpmdev" not in plain and not any(d.startswith("tpm") for d in option(plain, "-device"))
+
+
+@pytest.mark.parametrize("overrides", [{}, {"secure_boot": True}, {"console": Console.STDIO}])
+def test_every_vm_has_a_watchdog_that_resets_it_and_a_reset_boots_again(overrides: dict[str, object]) -> None:
+    """A hung guest is reset by its watchdog (the image arms it) and boots again, so
+    boot counting takes over and the harness keeps reading the same console."""
+    argv = qemu_command(machine(**overrides))
+    assert "i6300esb" in option(argv, "-device")
+    assert option(argv, "-action") == ["watchdog=reset"]
+    assert "-no-reboot" not in argv and "-no-shutdown" not in argv
