@@ -287,6 +287,32 @@ def test_the_strategy_holds_the_window() -> None:
     assert server.reboot_window() is None
 
 
+def test_the_journal_says_when_the_reboot_lock_was_granted_and_given_back(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Scenario 4 orders each host's lock against its drain and reboot from its journal."""
+    from updater.client import FleetError
+
+    class Client:
+        def __init__(self, refuse: bool) -> None:
+            self.refuse = refuse
+
+        def pre_reboot(self) -> None:
+            if self.refuse:
+                raise FleetError("409 failed_swarm_quorum")
+
+        def steady_state(self) -> None:
+            pass
+
+    server = ServerFleet("https://fleet.invalid", "n", "g", credential_file=Path("/nonexistent"))
+    server._client = Client(refuse=False)  # type: ignore[assignment]
+    assert server.take_reboot_lock() and server.release_reboot_lock()
+    assert capsys.readouterr().err.splitlines() == ["berth-agent: info: reboot lock granted",
+                                                    "berth-agent: info: reboot lock given back"]
+    server._client = Client(refuse=True)  # type: ignore[assignment]
+    assert not server.take_reboot_lock()
+    assert "granted" not in capsys.readouterr().err.replace("not granted", "")
+
+
 def test_a_host_kept_out_of_service_keeps_renewing_its_lock_and_says_when_it_cannot() -> None:
     from updater.agent.policy import still_out_of_service
 

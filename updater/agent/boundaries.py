@@ -188,6 +188,9 @@ class ServerFleet:
         except FleetError as error:
             log("info", f"reboot lock {'not granted' if take else 'not released'}: {error}")
             return False
+        # Journalled both ways, so a host's own journal orders the lock against its hooks
+        # and reboot (the fleet server's lock log has only the grants and releases).
+        log("info", "reboot lock granted" if take else "reboot lock given back")
         return True
 
     def reboot_window(self) -> Window | None:
