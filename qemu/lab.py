@@ -85,6 +85,12 @@ def lab_group(**overrides: Any) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Enrolment:
+    host_services: dict[int, int]  # guest port -> this machine's port
+    credentials: dict[str, str | bytes]
+
+
 @dataclass
 class Host:
     """One booted VM of the lab, with the identity the fleet server knows it by."""
@@ -296,25 +302,13 @@ class Lab:
         ``lan`` of its switch (qemu/lan.py); ``forwards``: guest TCP ports reached from a
         free 127.0.0.1 port here (``Host.forwarded``). ``start``: False leaves starting its VM
         to the caller (bench/boot.py times a boot from QEMU's start)."""
-        if not self.server_url or self.server_ca is None:
-            raise RuntimeError("start the fleet server (Lab.serve) before booting hosts")
-        port = int(self.server_url.rsplit(":", 1)[1])
+        enrolment = self.enrolment(group, bless_timeout_s=bless_timeout_s, boot_tries=boot_tries, settings=settings)
         vm = VM(
             artifact, self.workdir / name, memory_mb=memory_mb, cpus=cpus,
-            host_services={FLEET_GUEST_PORT: port},
+            host_services=enrolment.host_services,
             lan=self._lan_port(lan) if lan is not None else None,
             forwards=tuple(Forward(free_port(), guest) for guest in forwards),
-            credentials={
-                "berth.server_url": f"https://{HOST_SERVICES_ADDRESS}:{FLEET_GUEST_PORT}",
-                "berth.server_ca": self.server_ca.read_bytes(),
-                "berth.tuf_root": self.tuf_root,
-                "berth.group": group,
-                "berth.poll_interval_s": str(AGENT_POLL_S),
-                "berth.lock_retry_s": "5",
-                "berth.bless_timeout_s": str(bless_timeout_s),
-                **({"berth.boot_tries": str(boot_tries)} if boot_tries is not None else {}),
-                **{f"berth.{key}": value for key, value in (settings or {}).items()},
-            },
+            credentials=enrolment.credentials,
         )
         host = Host(name, vm, group, self.narrate)
         if start:
@@ -323,6 +317,29 @@ class Lab:
         self.narrate(f"{name}: booting {artifact.name} in QEMU ({vm.accel.value}); "
                      f"watch its console with: tail -f {host.console_log}")
         return host
+
+    def enrolment(
+        self, group: str, *, guest_port: int = FLEET_GUEST_PORT, bless_timeout_s: int = 600,
+        boot_tries: int | None = None, settings: dict[str, str] | None = None,
+    ) -> Enrolment:
+        """What a VM needs to be one of this lab's fleet hosts: the fleet server reached at
+        ``guest_port`` of the guest's host-services address, and the agent's settings as
+        SMBIOS credentials (``boot_tries``: None keeps the agent's default; ``settings``: more
+        agent settings). `Lab.boot` uses it; a VM made elsewhere (tests/qemu) may too."""
+        if not self.server_url or self.server_ca is None:
+            raise RuntimeError("start the fleet server (Lab.serve) before booting hosts")
+        port = int(self.server_url.rsplit(":", 1)[1])
+        return Enrolment({guest_port: port}, {
+            "berth.server_url": f"https://{HOST_SERVICES_ADDRESS}:{guest_port}",
+            "berth.server_ca": self.server_ca.read_bytes(),
+            "berth.tuf_root": self.tuf_root,
+            "berth.group": group,
+            "berth.poll_interval_s": str(AGENT_POLL_S),
+            "berth.lock_retry_s": "5",
+            "berth.bless_timeout_s": str(bless_timeout_s),
+            **({"berth.boot_tries": str(boot_tries)} if boot_tries is not None else {}),
+            **{f"berth.{key}": value for key, value in (settings or {}).items()},
+        })
 
     def _lan_port(self, index: int) -> LanPort:
         if self.switch is None:

@@ -77,8 +77,32 @@ def secure_boot_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A key directory with PK, KEK and db, made once per run as an operator makes it
     (`berth keys init`, well under a second): what the signed images are signed with."""
     keys = tmp_path_factory.mktemp("sb-keys") / "keys"
-    subprocess.run([sys.executable, "-m", "cli.main", "keys", "init", "--keys", str(keys)],
+    _berth_keys("init", "--keys", str(keys))
+    return keys
+
+
+def _berth_keys(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "cli.main", "keys", *args],
                    cwd=Path(__file__).resolve().parents[1], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def rotating_keys(secure_boot_keys: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run's keys, copied, in the first step of a db key rotation (`berth keys rotate-db`):
+    db still signs, and the images they make carry db-next's certificate and its KEK-signed
+    append file (transition images). The run's own key directory stays as it was."""
+    keys = tmp_path_factory.mktemp("sb-rotating") / "keys"
+    shutil.copytree(secure_boot_keys, keys)
+    _berth_keys("rotate-db", "--keys", str(keys))
+    return keys
+
+
+@pytest.fixture(scope="session")
+def switched_keys(rotating_keys: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``rotating_keys`` copied and switched (`berth keys rotate-db --switch`): db-next signs."""
+    keys = tmp_path_factory.mktemp("sb-switched") / "keys"
+    shutil.copytree(rotating_keys, keys)
+    _berth_keys("rotate-db", "--keys", str(keys), "--switch")
     return keys
 
 
@@ -118,9 +142,10 @@ def default_image(image_builder: ImageBuilder) -> Path:
 
 
 @pytest.fixture(scope="session")
-def podman_image(image_builder: ImageBuilder, secure_boot_keys: Path) -> Path:
-    """The podman variant (version 1.0.0), signed for Secure Boot with the run's keys
-    (its host boots enforcing, tests/qemu), its UKI with a PCR 11 policy signed by their
-    PCR key and /var LUKS2 sealed to the TPM at first boot (var_encryption tpm2): its
-    artifact directory."""
-    return image_builder(engine="podman", secure_boot_keys=secure_boot_keys, var_encryption="tpm2")
+def podman_image(image_builder: ImageBuilder, rotating_keys: Path) -> Path:
+    """The podman variant (version 1.0.0), signed for Secure Boot with the run's db key
+    (its host boots enforcing, tests/qemu) and a transition image of a db key rotation
+    (``rotating_keys``: it carries db-next's certificate and append file), its UKI with a PCR
+    11 policy signed by their PCR key and /var LUKS2 sealed to the TPM at first boot
+    (var_encryption tpm2): its artifact directory."""
+    return image_builder(engine="podman", secure_boot_keys=rotating_keys, var_encryption="tpm2")

@@ -4,13 +4,16 @@ Built images come from the session fixtures in tests/conftest.py (the builder's)
 booting is what is done here, once per session for each variant. Each boot is
 provisioned too, from a different source: the docker host by a NoCloud seed, the
 podman host as an EC2 instance by the FAKE IMDSv2 (tests/provision/fake_clouds.py)
-served at 169.254.169.254; their provisioning figures are printed at the end.
+served at 169.254.169.254; their provisioning figures are printed at the end. The podman
+host is also a fleet host of a real `berth serve` (qemu/lab.py), which the last of its tests
+uses to update it to a release the rotated Secure Boot key signed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -24,11 +27,13 @@ import pytest
 from qemu.container_image import write_busybox_archive
 from qemu.file_server import serve_files
 from qemu.harness import VM, free_port
+from qemu.lab import Enrolment, Lab, lab_group
 from qemu.machine import HOST_SERVICES_ADDRESS, Forward
 from qemu.milestones import Milestones
 from qemu.ready import Ready
 from qemu.seed import (
     EXAMPLE_ARCHIVE,
+    EXAMPLE_GROUP,
     EXAMPLE_HOSTNAME,
     EXAMPLE_PAGE,
     EXAMPLE_PORT,
@@ -49,6 +54,8 @@ IMDS_HOSTNAME = "berth-imds"
 IMDS_INSTANCE_ID = "i-0berthimds0000001"
 # It has no config volume: its declaration names the archive by URL, served here.
 ARCHIVE_GUEST_PORT = 8081
+# ... and its fleet server at this port (the docker host has none).
+FLEET_GUEST_PORT = 8082
 FIGURES = pytest.StashKey[dict[str, dict[str, object]]]()
 
 
@@ -105,12 +112,14 @@ class Provisioning:
     system_info: Mapping[str, str] | None = None
     services: Mapping[int, int] | None = None  # more host services, guest port -> host port
     archive_sha256: str = ""  # of the archive the declaration names by URL
+    fleet: Lab | None = None  # the fleet server the host is enrolled with, serving EXAMPLE_GROUP
+    enrolment: Enrolment | None = None
 
 
 class BootedHost:
     """A running VM plus what its first boot announced."""
 
-    def __init__(self, vm: VM, ready: Ready, artifact: Path, credentials: dict[str, str],
+    def __init__(self, vm: VM, ready: Ready, artifact: Path, credentials: dict[str, str | bytes],
                  provisioning: Provisioning, milestones: Milestones) -> None:
         self.vm = vm
         self.ready = ready
@@ -123,12 +132,14 @@ class BootedHost:
 
 def _boot(request: pytest.FixtureRequest, artifact: Path, state: Path, service: HostService,
           how: Provisioning, secure_boot: bool = False, tpm: bool = False) -> Iterator[BootedHost]:
-    credentials = dict([PROBE_CREDENTIAL])
+    enrolment = how.enrolment or Enrolment({}, {})
+    credentials: dict[str, str | bytes] = {**dict([PROBE_CREDENTIAL]), **enrolment.credentials}
     answer_port = free_port()  # the declared container's port, watched from the host
     with VM(
         artifact,
         state,
-        host_services={HOST_SERVICE_GUEST_PORT: service.host_port, **(how.services or {})},
+        host_services={HOST_SERVICE_GUEST_PORT: service.host_port, **(how.services or {}),
+                       **enrolment.host_services},
         credentials=credentials,
         seed=how.seed,
         forwards=(Forward(answer_port, EXAMPLE_PORT),),
@@ -181,9 +192,19 @@ def booted_host(
 
 
 @pytest.fixture(scope="session")
+def podman_fleet(podman_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """A real `berth serve` (HTTPS, SQLite) whose TUF repository holds the podman image's
+    1.0.0, rolling out to the group the podman host's declaration names."""
+    with Lab(tmp_path_factory.mktemp("podman-fleet"), logging.getLogger("berth.qemu").info) as lab:
+        lab.publish(podman_image)
+        with lab.serve({EXAMPLE_GROUP: lab_group()}):
+            yield lab
+
+
+@pytest.fixture(scope="session")
 def booted_podman_host(
     request: pytest.FixtureRequest, podman_image: Path, host_service: HostService,
-    busybox_archive: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory,
+    busybox_archive: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory, podman_fleet: Lab,
 ) -> Iterator[BootedHost]:
     """The podman variant, booted once and ready, as an EC2 instance: SMBIOS says
     Amazon EC2, and the fake IMDSv2 at 169.254.169.254 gives it the example
@@ -191,7 +212,8 @@ def booted_podman_host(
     is signed and it boots OVMF's Secure Boot build in setup mode: systemd-boot enrols
     the image's keys, resets, and the host comes up enforcing (tests/qemu/test_secure_boot.py).
     It has a TPM 2.0 (swtpm): the UKI's measurements and its signed PCR 11 policy are checked
-    against it (tests/qemu/test_measured_boot.py)."""
+    against it (tests/qemu/test_measured_boot.py). Its agent is enrolled with ``podman_fleet``
+    (tests/qemu/test_secure_boot_rotation.py updates it through that server)."""
     scratch = tmp_path_factory.mktemp("imds")
     declared_key = scratch / "declared_ed25519"
     public_key = ensure_key(declared_key).decode().strip()
@@ -204,4 +226,5 @@ def booted_podman_host(
     with serve("ec2", cloud) as base, serve_files({f"/{EXAMPLE_ARCHIVE}": data}) as archive_port:
         yield from _boot(request, podman_image, tmp_path_factory.mktemp("vm-podman"), host_service, Provisioning(
             "ec2", declared_key, IMDS_HOSTNAME, cloud=cloud, metadata_port=urlsplit(base).port, system_info=EC2_SYSTEM,
-            services={ARCHIVE_GUEST_PORT: archive_port}, archive_sha256=digest), secure_boot=True, tpm=True)
+            services={ARCHIVE_GUEST_PORT: archive_port}, archive_sha256=digest, fleet=podman_fleet,
+            enrolment=podman_fleet.enrolment(EXAMPLE_GROUP, guest_port=FLEET_GUEST_PORT)), secure_boot=True, tpm=True)

@@ -1,31 +1,40 @@
-"""A db key rotation's firmware side, in QEMU on the podman session host (Secure Boot
-enforcing, no boot of its own): the append file `berth keys rotate-db` makes, written
-through efivarfs by `berth agent secure-boot-db` as a transition release's unit does,
-puts the new certificate into the firmware's db beside the old one; a second run is a
-no-op; and a UKI the new key signed then boots.
+"""A db key rotation through updates, in QEMU on the podman session host (Secure Boot
+enforcing, a TPM, /var LUKS2 sealed to the signed PCR 11 policy; no boot of its own).
 
-Runs after tests/qemu/test_secure_boot.py (file order): its first test asserts the
-firmware's db holds the run's db certificate (still true after an append), and its
-reboots (into a UKI a stranger's key signed, and one with another command line) come
-before the append here, and leave spent entries 1.0.1 and 1.0.2 behind."""
+Its image is a transition image (tests/conftest.py ``rotating_keys``: `berth keys
+rotate-db`): signed by the run's db key, carrying db-next's certificate and the KEK-signed
+append file. Once its first boot was blessed, berth-secure-boot-db.service put db-next
+into the firmware's db beside the old certificate. Then the fleet server rolls out a
+release that db-next alone signed (``switched_keys``: `rotate-db --switch`): the agent
+takes it (TUF and the firmware's db both vouch for it), the firmware boots it, its PCR 11
+signature opens /var, and it is blessed. That is Secure Boot's "updates to a signed
+release" and measured boot's "/var opens after the update to v2", in one reboot.
+
+Runs after tests/qemu/test_secure_boot.py (file order): its reboots (into a UKI a
+stranger's key signed, and one with another command line) leave spent entries 1.0.1 and
+1.0.2 behind, and its first test's check of the firmware's db holds after an append.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import shutil
+import logging
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
 
-from builder import sbkeys, sbrotate, sbsign
-from tests.qemu.test_secure_boot import ASSEMBLE, EFI_IMAGE_SECURITY, HEADER, der, efi_variable
+from builder import measure, sbkeys, sbrotate, uki
+from qemu.lab import Host
+from qemu.scenarios import manifest, update
+from qemu.seed import EXAMPLE_GROUP
+from tests.qemu.test_measured_boot import PHASE_PATHS
+from tests.qemu.test_secure_boot import EFI_IMAGE_SECURITY, der, efi_variable
 from updater.agent import sbdb
-from updater.contract import UKI_DIR, BootEntry, uki_filename
+from updater.contract import UKI_DIR, uki_filename
 
 pytestmark = pytest.mark.slow
 
@@ -33,86 +42,84 @@ DB_FILE = f"/sys/firmware/efi/efivars/db-{EFI_IMAGE_SECURITY}"
 # In the guest: is FS_IMMUTABLE_FL set on argv[1] (efivarfs sets it on db; the applier sets it back)?
 IMMUTABLE = ("import fcntl, os, struct, sys; fd = os.open(sys.argv[1], os.O_RDONLY); "
              "print(bool(struct.unpack(\"i\", fcntl.ioctl(fd, 0x80086601, struct.pack(\"i\", 0)))[0] & 0x10))")
+APPEND_UNIT = "berth-secure-boot-db.service"
+# The release db-next signed: above every version test_secure_boot.py left on the ESP.
+ROTATED = "1.1.0"
+# The unit runs after the bless; a loaded machine may take this long to get there.
+UNIT_DONE_S = 300
 
 
-@pytest.fixture(scope="module")
-def rotated(secure_boot_keys: Path, tmp_path_factory: pytest.TempPathFactory) -> sbkeys.SecureBootKeys:
-    """The run's keys copied and rotated (`berth keys rotate-db`): the same KEK, so the
-    host's firmware takes its append file; the run's own key directory stays as it was."""
-    copy = tmp_path_factory.mktemp("rotated") / "keys"
-    shutil.copytree(secure_boot_keys, copy)
-    sbrotate.begin(copy)
-    return sbkeys.keys_in(copy)
+def unit_state(vm: Any, unit: str) -> tuple[str, ...]:
+    # One property per call: systemctl show prints several in its own order, not the asked one.
+    return tuple(vm.run(f"systemctl show -P {name} {unit}").stdout.strip() for name in ("ActiveState", "Result"))
 
 
-def test_the_append_file_puts_the_new_certificate_in_the_firmware_db_beside_the_old_once(
-    booted_podman_host: Any, rotated: sbkeys.SecureBootKeys
+def test_the_transition_image_put_the_new_certificate_in_the_firmware_db_beside_the_old_once(
+    booted_podman_host: Any, rotating_keys: Path
 ) -> None:
     vm = booted_podman_host.vm
-    old, new = der(rotated.cert("db")), der(rotated.cert(sbrotate.NEXT))
-    before = efi_variable(vm, "db", EFI_IMAGE_SECURITY)
-    assert sbdb.certificates(before) == [old]
-    append = (rotated.directory / sbrotate.APPEND_AUTH).read_bytes()
-    vm.run(f"mkdir -p /run/rotation && cat > /run/rotation/{sbrotate.APPEND_AUTH}", input=append)
-
-    done = vm.run("berth agent secure-boot-db --from /run/rotation")
-    assert "secure-boot-db: appended CN=berth Secure Boot db " in done.stdout, done
-    after = efi_variable(vm, "db", EFI_IMAGE_SECURITY)
-    assert sbdb.certificates(after) == [old, new]
+    keys = sbkeys.keys_in(rotating_keys)
+    old, new = der(keys.cert("db")), der(keys.cert(sbrotate.NEXT))
+    assert vm.run(f"cat /usr/lib/berth/secure-boot/{sbrotate.NEXT}.crt").stdout == keys.cert(sbrotate.NEXT).read_text()
+    deadline = time.monotonic() + UNIT_DONE_S
+    while (state := unit_state(vm, APPEND_UNIT))[0] in ("inactive", "activating") and time.monotonic() < deadline:
+        time.sleep(2)
+    assert state == ("active", "success"), state
+    assert sbdb.certificates(efi_variable(vm, "db", EFI_IMAGE_SECURITY)) == [old, new]
+    # The first boot appended it (the persistent journal keeps every boot's lines); this
+    # boot, after test_secure_boot.py's reboots, found it there.
+    said = vm.run(f"journalctl --no-pager -o cat -u {APPEND_UNIT}").stdout
+    assert "appended CN=berth Secure Boot db " in said and "already" in said, said
     # The firmware kept db's attributes (no APPEND_WRITE stored), and the file is immutable again.
     attributes = bytes.fromhex(vm.run(f"od -An -v -tx1 -N4 {DB_FILE} | tr -d ' \\n'").stdout)
     assert int.from_bytes(attributes, "little") == sbdb.DB_ATTRIBUTES
     assert vm.run(f"python3 -c '{IMMUTABLE}' {DB_FILE}").stdout.strip() == "True"
 
-    again = vm.run("berth agent secure-boot-db --from /run/rotation")
+    before = efi_variable(vm, "db", EFI_IMAGE_SECURITY)
+    again = vm.run("berth agent secure-boot-db")
     assert "already" in again.stdout and "appended" not in again.stdout, again
-    assert efi_variable(vm, "db", EFI_IMAGE_SECURITY) == after
+    assert efi_variable(vm, "db", EFI_IMAGE_SECURITY) == before
 
 
-def test_a_uki_signed_by_the_appended_key_boots(
-    booted_podman_host: Any, rotated: sbkeys.SecureBootKeys, tmp_path: Path
+def signed_by(efi: Path, cert: Path) -> bool:
+    return subprocess.run(["sbverify", "--cert", str(cert), str(efi)], check=False,
+                          capture_output=True).returncode == 0
+
+
+def test_the_host_updates_to_a_release_the_new_key_signed_and_it_opens_var(
+    booted_podman_host: Any, image_builder: Callable[..., Path], rotating_keys: Path, switched_keys: Path
 ) -> None:
-    """The point of the append: the firmware now boots what the new key signed. A staged
-    entry with one try, the running UKI signed by db-next (assembled in the guest from its
-    new header and signature, as test_secure_boot.py does), is the next boot; it comes up
-    and is blessed. One reboot (its cost: the README's Secure Boot section)."""
-    vm = booted_podman_host.vm
-    assert sbdb.certificates(efi_variable(vm, "db", EFI_IMAGE_SECURITY))[-1] == der(rotated.cert(sbrotate.NEXT))
-    esp = f"/boot/{UKI_DIR}"
-    entries = [e for e in (BootEntry.parse(n) for n in vm.run(f"ls {esp}").stdout.split()) if e is not None]
-    (running,) = [e for e in entries if e.blessed]
-    incoming = sbkeys.SecureBootKeys(tmp_path / "incoming")
-    incoming.directory.mkdir()
-    shutil.copyfile(rotated.key(sbrotate.NEXT), incoming.key("db"))
-    shutil.copyfile(rotated.cert(sbrotate.NEXT), incoming.cert("db"))
-    ours = booted_podman_host.artifact / "uki.efi"
-    bare = tmp_path / "bare.efi"
-    shutil.copyfile(ours, bare)
-    subprocess.run(["sbattach", "--remove", str(bare)], check=True, capture_output=True)
-    sbsign.sign_pe(bare, tmp_path / "new.efi", incoming, int(time.time()))
-    signed, end = (tmp_path / "new.efi").read_bytes(), bare.stat().st_size
-    assert signed[HEADER:end] == ours.read_bytes()[HEADER:end]
-    # A version above every entry there (test_secure_boot.py left spent ones behind).
-    staged = uki_filename(running.image_id, "1.0.9", 1)
-    partial = f"{esp}/.{staged}.partial"
-    vm.run(f"python3 -c '{ASSEMBLE}' {esp}/{running.filename} {partial} {HEADER} {end}",
-           input=signed[:HEADER] + signed[end:])
-    assert vm.run(f"sha256sum {partial}").stdout.split()[0] == hashlib.sha256(signed).hexdigest()
-    vm.run(f"mv {partial} {esp}/{staged} && sync")
-    new_id = uki_filename(running.image_id, "1.0.9")
-    listed = {e["id"]: e for e in json.loads(vm.run("bootctl list --json=short --no-pager").stdout)}
-    assert listed[new_id]["isDefault"] and listed[new_id]["triesLeft"] == 1, listed
-
+    host = booted_podman_host
+    vm = host.vm
+    lab = host.provisioning.fleet
+    old, new = sbkeys.keys_in(rotating_keys).cert("db"), sbkeys.keys_in(rotating_keys).cert(sbrotate.NEXT)
+    release = image_builder(version=ROTATED, engine="podman", secure_boot_keys=switched_keys, var_encryption="tpm2")
+    assert signed_by(release / "uki.efi", new) and not signed_by(release / "uki.efi", old)
+    vm.run("echo kept-through-the-update > /var/lib/berth-rotation-marker && sync")
+    before = vm.run("berth agent status --json").stdout
     mark = len(vm.state.serial_log.read_text(errors="replace"))
-    vm.reboot()
-    ready = vm.wait_ready()
-    assert ready.slot == "a"
+
+    fleet_host = Host("podman", vm, EXAMPLE_GROUP, logging.getLogger("berth.qemu").info)
+    done = update(lab, fleet_host, release)
+
+    assert done.events == ["downloading", "staged", "rebooting", "blessed"], (done.events, before)
+    assert (done.ready.version, done.ready.slot) == (ROTATED, "b")
+    transfer = lab.admin(f"/admin/hosts/{fleet_host.node_id}")["transfers"][-1]
+    assert (transfer["version"], transfer["path"]) == (ROTATED, "delta"), transfer
     console = vm.state.serial_log.read_text(errors="replace")[mark:]
     assert "Error loading" not in console and "secureboot: Secure boot enabled" in console, console[:4000]
-    # The kernel read db at boot too: both certificates went into its platform keyring.
-    for cert in (rotated.cert("db"), rotated.cert(sbrotate.NEXT)):
+    # The kernel read db at boot: both certificates went into its platform keyring.
+    for cert in (old, new):
         name = x509.load_pem_x509_certificate(cert.read_bytes()).subject.rfc4514_string().removeprefix("CN=")
         assert f"Loaded X.509 cert '{name}: " in console, name
-    assert f"Current Entry: {new_id}" in vm.run("bootctl status --no-pager").stdout
-    # Blessed (systemd-bless-boot dropped the counter): the firmware booted it, the checks passed.
-    assert new_id in vm.run(f"ls {esp}").stdout.split()
+    assert "Secure Boot: enabled (user)" in vm.run("bootctl status --no-pager").stdout
+    assert done.ready.roothash == manifest(release).roothash
+    entry = uki_filename(manifest(release).image_id, ROTATED)
+    assert f"Current Entry: {entry}" in vm.run("bootctl status --no-pager").stdout
+    assert entry in vm.run(f"ls /boot/{UKI_DIR}").stdout.split()  # blessed: no counter left
+    # The new UKI's PCR 11 is one its own signed policy covers, and /var opened under it, data kept.
+    sections = uki.sections((release / "uki.efi").read_bytes())
+    in_guest = vm.run(f"cat /sys/class/tpm/tpm0/pcr-sha256/{measure.PCR}").stdout.strip().lower()
+    assert any(measure.pcr11(sections, phase).hex() == in_guest for phase in PHASE_PATHS), in_guest
+    assert vm.run("findmnt -n -o SOURCE /var").stdout.strip() == "/dev/mapper/var"
+    assert vm.run("cat /var/lib/berth-rotation-marker").stdout == "kept-through-the-update\n"
