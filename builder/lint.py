@@ -1,5 +1,6 @@
 """Proof that a root file system holds no package manager, compiler, stray setuid file,
-private key, kernel image (the kernel is the UKI's) or berth code that does not run on a host (builder/payload.py's rule).
+private key, kernel image (the kernel is the UKI's) or berth code that does not run on a host (builder/payload.py's rule),
+and that each kernel's modules.dep matches its module files (depmod ran after pruning).
 
 `lint(root)` walks an extracted root and returns what it found; the build
 fails on any finding and lists them all.
@@ -93,7 +94,31 @@ def lint(root: Path) -> list[str]:
                 if _is_kernel(head):
                     findings.add(f"kernel image: /{rel}")
     findings.update(payload.findings(root))
+    findings.update(module_findings(root))
     return sorted(findings)
+
+
+def module_findings(root: Path) -> list[str]:
+    """Each /usr/lib/modules/<version>/: a module modules.dep names (as a module or as a
+    dependency) that is not there, or a module file it does not name. Either means depmod
+    did not run after modules were removed: modprobe would fail, or not find a module."""
+    findings = []
+    for directory in sorted((root / "usr/lib/modules").glob("*/")):
+        dep = directory / "modules.dep"
+        if not dep.is_file():
+            continue
+        named: set[str] = set()
+        for line in dep.read_text().splitlines():
+            path, _, needs = line.partition(":")
+            named.update([path.strip(), *needs.split()])
+        named.discard("")
+        shown = f"/usr/lib/modules/{directory.name}"
+        findings += [f"modules.dep names a missing module: {shown}/{path}"
+                     for path in sorted(named) if not (directory / path).is_file()]
+        present = {path.relative_to(directory).as_posix() for path in directory.rglob("*.ko*")}
+        findings += [f"kernel module not in modules.dep (depmod did not run): {shown}/{path}"
+                     for path in sorted(present - named)]
+    return findings
 
 
 def _head(path: Path) -> bytes:

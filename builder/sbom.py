@@ -6,13 +6,16 @@ Each package gets its version, source package, arch, a purl, a SHA256 and the
 license its copyright file declares, as an SPDX expression. The SHA256 is the
 .deb's own from mkosi's package cache (comment "sha256 of the .deb"); a package
 whose .deb is not in the cache gets the sha256 of its md5sums list instead, and
-says so. The document is a function of the build's inputs: its time is
-SOURCE_DATE_EPOCH, its namespace derives from the root hash.
+says so. The kernel package's comment also says what the root lacks of it: the
+modules builder/mkosi/prune-modules.finalize removed (its record, pruned-modules.json)
+and the vmlinuz, which is the UKI's. The document is a function of the build's inputs:
+its time is SOURCE_DATE_EPOCH, its namespace derives from the root hash.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import urllib.parse
 import uuid
@@ -27,6 +30,8 @@ from updater import contract
 FILE_NAME = contract.SBOM
 DEB_COMMENT = "sha256 of the .deb from mkosi's package cache"
 MD5SUMS_COMMENT = "no .deb in mkosi's package cache: sha256 of the package's md5sums list"
+# Written beside sbom.postinst's copies by builder/mkosi/prune-modules.finalize.
+PRUNED_RECORD = "pruned-modules.json"
 
 # Debian copyright short names -> SPDX identifiers (those the rules below miss).
 _NAMES = {
@@ -81,6 +86,7 @@ class Package:
     license: str | None  # SPDX expression, None when the package declares none (no DEP-5)
     sha256: str
     from_deb: bool  # sha256 is the .deb's (else of the md5sums list)
+    note: str = ""  # what the root lacks of the package's files, when berth removed some
 
 
 def _spdx_id(text: str) -> str:
@@ -173,9 +179,11 @@ def packages(
     copyrights: Mapping[str, str],
     md5sums: Mapping[str, bytes],
     deb_sha256: Mapping[str, str],
+    notes: Mapping[str, str] | None = None,
 ) -> list[Package]:
     """The SBOM's packages: those of `status` named in `keep` (the final root's, after
-    RemovePackages=). `md5sums` by package name, `deb_sha256` by .deb file name."""
+    RemovePackages=). `md5sums` by package name, `deb_sha256` by .deb file name, `notes`
+    (pruned_notes) by package name."""
     wanted = set(keep)
     found = []
     for fields in installed(status):
@@ -197,9 +205,28 @@ def packages(
                 license=(declared_license(copyrights[name]) if name in copyrights else None),
                 sha256=deb or hashlib.sha256(md5sums.get(name, b"")).hexdigest(),
                 from_deb=deb is not None,
+                note=(notes or {}).get(name, ""),
             )
         )
     return sorted(found, key=lambda p: p.name)
+
+
+def pruned_notes(record: Mapping[str, Any], md5sums: Mapping[str, bytes]) -> dict[str, str]:
+    """For the package that installed each pruned kernel's modules (its md5sums list files
+    under usr/lib/modules/<version>/kernel/): what the root lacks of it, from
+    prune-modules.finalize's record."""
+    notes: dict[str, str] = {}
+    for version, pruned in sorted(record.get("kernels", {}).items()):
+        prefix = f"  usr/lib/modules/{version}/kernel/".encode()
+        for name, listing in sorted(md5sums.items()):
+            if prefix in listing:
+                notes[name] = (
+                    f"pruned in the root: {pruned['modules']} of its kernel modules "
+                    f"({pruned['bytes']} bytes) removed by berth ({record['script']}; "
+                    f"dropped subtrees: {', '.join(record['subtrees'])}) and depmod re-run; "
+                    "its vmlinuz is in the UKI, not in the root"
+                )
+    return notes
 
 
 def _purl(p: Package, distro: str) -> str:
@@ -251,7 +278,7 @@ def document(
             "licenseConcluded": "NOASSERTION",
             "licenseDeclared": p.license or "NOASSERTION",
             "copyrightText": "NOASSERTION",
-            "comment": DEB_COMMENT if p.from_deb else MD5SUMS_COMMENT,
+            "comment": (DEB_COMMENT if p.from_deb else MD5SUMS_COMMENT) + (f"; {p.note}" if p.note else ""),
             "externalRefs": [
                 {
                     "referenceCategory": "PACKAGE-MANAGER",
@@ -341,7 +368,9 @@ def collect(directory: Path, *, keep: Iterable[str], archives: Path) -> list[Pac
         deb_file_name(f["Package"], f["Version"], f.get("Architecture", "all"))
         for f in installed(status)
     ]
-    return packages(status, keep, copyrights, md5sums, deb_hashes(archives, names))
+    pruned = directory / PRUNED_RECORD
+    notes = pruned_notes(json.loads(pruned.read_text()), md5sums) if pruned.is_file() else {}
+    return packages(status, keep, copyrights, md5sums, deb_hashes(archives, names), notes)
 
 
 def deb_hashes(archives: Path, names: Iterable[str]) -> dict[str, str]:

@@ -3,6 +3,7 @@ from the outside: partition table, ESP, UKI command line, root file system, mani
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import subprocess
 from pathlib import Path
@@ -289,3 +290,75 @@ def test_pid1_arms_a_hardware_watchdog_from_the_initrd_on(default_image: Path, d
     assert drop_in in initrd.names(archive)
     assert "RuntimeWatchdogSec=" in (docker_root / drop_in).read_text()
     assert {"i6300esb", "wdat_wdt", "watchdog"} <= initrd.kernel_modules(archive)
+
+
+def _modules(root: Path) -> Path:
+    (directory,) = (root / "usr/lib/modules").iterdir()
+    return directory
+
+
+def test_the_root_keeps_what_the_engine_and_the_clouds_load_and_not_the_dropped_subtrees(
+    docker_root: Path, podman_root: Path
+) -> None:
+    """builder/mkosi/prune-modules.finalize's two lists, checked on the built root: every
+    kept module is there (a file or built in), and of the dropped subtrees only what a
+    kept module needs is left; depmod ran after (the lint finds modules.dep true)."""
+    from tests.builder import mkosiscripts
+
+    prune = mkosiscripts.load("prune-modules.finalize")
+    directory = _modules(docker_root)
+    dep = prune.parse_dep((directory / "modules.dep").read_text())
+    files = {prune.module_name(path): path for path in dep}
+    builtin = {prune.module_name(p) for p in (directory / "modules.builtin").read_text().split()}
+    kept = {name for name, _ in prune.KEPT}
+    assert sorted(kept - set(files) - builtin) == []
+    needed = {path for name in kept if name in files for path in (files[name], *dep[files[name]])}
+    in_dropped = {path for path in dep if any(fnmatch.fnmatchcase(path, p) for p, _ in prune.DROPPED)}
+    assert in_dropped <= needed, sorted(in_dropped - needed)
+    for subtree in ("drivers/comedi", "drivers/infiniband", "fs/bcachefs", "fs/nfsd", "drivers/target",
+                    "drivers/nvme/target", "net/tipc", "drivers/net/wwan"):
+        assert not (directory / "kernel" / subtree).exists(), subtree
+    on_disk = {p.relative_to(directory).as_posix() for p in directory.rglob("*.ko*")}
+    assert on_disk == set(dep) and len(on_disk) > 800
+    assert not [line for line in lint(docker_root) if "modules.dep" in line]
+    # One list, both engines: the podman root carries the same modules.
+    assert {p.relative_to(podman_root).as_posix() for p in _modules(podman_root).rglob("*.ko*")} == {
+        p.relative_to(docker_root).as_posix() for p in directory.rglob("*.ko*")}
+
+
+# The engine's modules, as dockerd, libnetwork, swarm mode and podman's netavark ask for them.
+ENGINE_MODULES = ("overlay", "bridge", "br_netfilter", "veth", "vxlan", "ipvlan", "macvlan", "tun",
+                  "wireguard", "nf_conntrack", "nf_nat", "nf_tables", "nft_compat", "nft_chain_nat",
+                  "nft_masq", "iptable_nat", "iptable_filter", "ip6table_nat", "ip6table_filter",
+                  "xt_MASQUERADE", "xt_conntrack", "xt_addrtype", "xt_nat", "xt_mark", "xt_ipvs",
+                  "ip_vs", "ip_vs_rr", "xfrm_user", "esp4", "8021q", "dm_crypt", "btrfs", "xfs")
+
+
+def test_modprobe_in_the_root_resolves_the_engines_modules(docker_root: Path) -> None:
+    """The root's own modprobe, in a chroot, finds each engine module and everything it needs
+    through the root's depmod output (modules.dep.bin), each file there."""
+    version = _modules(docker_root).name
+    for name in ENGINE_MODULES:
+        result = subprocess.run(
+            ["chroot", str(docker_root), "/usr/sbin/modprobe", "--dry-run", "--show-depends",
+             "--set-version", version, name],
+            check=False, capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0 and result.stderr == "", f"{name}: {result.stderr}"
+        loads = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("insmod ")]
+        assert loads and loads[-1].rsplit("/", 1)[-1].split(".ko")[0].replace("-", "_") == name, result.stdout
+        for path in loads:
+            assert (docker_root / path.lstrip("/")).is_file(), path
+
+
+def test_the_initrd_takes_its_modules_from_the_pruned_tree(default_image: Path, docker_root: Path) -> None:
+    """mkosi makes the UKI's module initrd after the pruning: its root-disk drivers are all
+    there (test above), and none of the RDMA or NVMe-oF target modules its `/nvme`
+    pattern used to pull in."""
+    from builder import initrd
+
+    archive = uki.sections((default_image / "uki.efi").read_bytes())[".initrd"]
+    modules = [name for name in initrd.names(archive) if ".ko" in name]
+    in_root = {p.relative_to(docker_root).as_posix() for p in _modules(docker_root).rglob("*.ko*")}
+    assert modules and set(modules) <= in_root
+    assert not [name for name in modules if "/infiniband/" in name or "/nvme/target/" in name]
+    assert {"nvme_tcp", "nvme_fabrics", "virtio_blk", "hv_storvsc"} <= initrd.kernel_modules(archive)

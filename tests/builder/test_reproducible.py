@@ -216,6 +216,7 @@ def test_berths_mkosi_scripts_are_executable() -> None:
         "drop-boot-seed.finalize",
         "normalize-times.finalize",
         "prune-initrd.finalize",
+        "prune-modules.finalize",
         "sbom.postinst",
     ]
     assert all(os.access(s, os.X_OK) for s in scripts)

@@ -152,3 +152,26 @@ def test_the_document_validates_with_spdx_tools(tmp_path: Path) -> None:
 def test_the_document_is_a_function_of_its_inputs() -> None:
     assert json.dumps(_document()) == json.dumps(_document())
     assert _document()["creationInfo"]["created"] == "2026-12-01T11:42:19Z"
+
+
+def test_the_kernel_package_says_the_root_holds_it_pruned() -> None:
+    """The record prune-modules.finalize leaves lands on the package whose files are that
+    kernel's modules, and only there."""
+    record = {"script": "builder/mkosi/prune-modules.finalize",
+              "subtrees": ["kernel/drivers/comedi/*", "kernel/fs/bcachefs/*"],
+              "kernels": {"6.12.0-cloud-amd64": {"modules": 237, "bytes": 5918832}}}
+    md5sums = {"linux-image-6.12.0-cloud-amd64": b"aa  boot/vmlinuz-6.12.0-cloud-amd64\n"
+               b"bb  usr/lib/modules/6.12.0-cloud-amd64/kernel/fs/erofs/erofs.ko.xz\n",
+               "libzstd1": b"abc  usr/lib/x\n"}
+    notes = sbom.pruned_notes(record, md5sums)
+    assert list(notes) == ["linux-image-6.12.0-cloud-amd64"]
+    note = notes["linux-image-6.12.0-cloud-amd64"]
+    assert "237 of its kernel modules (5918832 bytes) removed" in note
+    assert "kernel/drivers/comedi/*, kernel/fs/bcachefs/*" in note and "vmlinuz is in the UKI" in note
+    (zstd,) = sbom.packages(STATUS, keep=["libzstd1"], copyrights={}, md5sums=md5sums,
+                            deb_sha256={}, notes={"libzstd1": "pruned"})
+    document = sbom.document(image="b", version="1", roothash="ab" * 32, root_sha256="cd" * 32,
+                             created=0, distro="debian-trixie", berth_version="0", commit=None,
+                             debs=[zstd])
+    (item,) = [p for p in document["packages"] if p["name"] == "libzstd1"]
+    assert item["comment"] == f"{sbom.MD5SUMS_COMMENT}; pruned"

@@ -62,6 +62,24 @@ def test_docker_runs_a_container_from_a_local_archive(
     assert out.stdout == "hello from Linux in a container\n"
 
 
+# What the engine, swarm mode and a volume driver load; the root's modules are pruned
+# (builder/mkosi/prune-modules.finalize), so each is loaded into the running kernel here.
+ENGINE_MODULES = "overlay br_netfilter veth vxlan ipvlan macvlan tun wireguard nf_conntrack " \
+    "nft_compat nft_masq iptable_nat ip6table_nat xt_MASQUERADE xt_conntrack xt_addrtype xt_ipvs " \
+    "ip_vs_rr xfrm_user esp4 8021q dm_crypt btrfs xfs nfsv4 cifs"
+
+
+def test_the_pruned_roots_modules_load_into_the_running_kernel(booted_host: Any) -> None:
+    vm = booted_host.vm
+    vm.run(f"modprobe -a {ENGINE_MODULES}")
+    loaded = {line.split()[0] for line in vm.run("cat /proc/modules").stdout.splitlines()}
+    assert set(ENGINE_MODULES.split()) <= loaded
+    # Nothing the boot asked for (udev, systemd-modules-load, the engine) was missing.
+    assert vm.run("systemctl is-failed systemd-modules-load.service", check=False).stdout.strip() != "failed"
+    kernel = vm.run("journalctl -k -b --no-pager -o cat").stdout
+    assert "Unknown symbol" not in kernel
+
+
 def test_booted_uki_is_the_blessed_default_entry(booted_host: Any) -> None:
     built = manifest(booted_host.artifact)
     entries = json.loads(booted_host.vm.run("bootctl list --json=short").stdout)
