@@ -27,6 +27,7 @@ from typing import Any, Self
 
 import requests
 
+from qemu import hang
 from qemu.harness import VM, free_port
 from qemu.lan import LanPort, VdeSwitch
 from qemu.machine import HOST_SERVICES_ADDRESS, Forward
@@ -40,6 +41,8 @@ FLEET_GUEST_PORT = 8080
 APP = "berth-e2e-app"
 APP_DATA = "/var/lib/berth-e2e-app"
 ADMIN_TOKEN = "berth-lab-admin"
+# The site's own health checks on /var (berth-check-user.service runs them on every boot).
+SITE_CHECKS = "/var/lib/berth/health.d"
 AGENT_POLL_S = 5  # how often the lab's agents ask the fleet server
 # The scenarios' releases. Versions only grow, so one host can take them in order.
 V1, V2, V3 = "1.0.0", "1.1.0", "1.2.0"
@@ -141,6 +144,14 @@ class Host:
     def power_cut(self, when: str) -> None:
         self.narrate(f"{self.name}: power cut ({when})")
         self.vm.hard_reset()
+
+    def hang_on_first_boot_of(self, roothash: str) -> None:
+        """Make the next boot of ``roothash`` hang before it can be blessed (PID 1 starved on
+        every CPU by a site health check, qemu/hang.py), once: only its watchdog ends it."""
+        check = f"{SITE_CHECKS}/00-hang-once"
+        self.run(f"mkdir -p {SITE_CHECKS} && cat > {check} && chmod +x {check} && sync",
+                 input=hang.health_check_hanging_once(roothash).encode())
+        self.narrate(f"{self.name}: the next boot of {roothash[:12]} will hang (PID 1 starved)")
 
     def start_app(self, archive: Path) -> None:
         """Load a container image from ``archive`` and run APP with restart=always;
