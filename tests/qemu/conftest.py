@@ -113,7 +113,6 @@ class Provisioning:
     services: Mapping[int, int] | None = None  # more host services, guest port -> host port
     archive_sha256: str = ""  # of the archive the declaration names by URL
     fleet: Lab | None = None  # the fleet server the host is enrolled with, serving EXAMPLE_GROUP
-    enrolment: Enrolment | None = None
 
 
 class BootedHost:
@@ -132,7 +131,8 @@ class BootedHost:
 
 def _boot(request: pytest.FixtureRequest, artifact: Path, state: Path, service: HostService,
           how: Provisioning, secure_boot: bool = False, tpm: bool = False) -> Iterator[BootedHost]:
-    enrolment = how.enrolment or Enrolment({}, {})
+    enrolment = (how.fleet.enrolment(EXAMPLE_GROUP, guest_port=FLEET_GUEST_PORT) if how.fleet is not None
+                 else Enrolment({}, {}))
     credentials: dict[str, str | bytes] = {**dict([PROBE_CREDENTIAL]), **enrolment.credentials}
     answer_port = free_port()  # the declared container's port, watched from the host
     with VM(
@@ -226,5 +226,5 @@ def booted_podman_host(
     with serve("ec2", cloud) as base, serve_files({f"/{EXAMPLE_ARCHIVE}": data}) as archive_port:
         yield from _boot(request, podman_image, tmp_path_factory.mktemp("vm-podman"), host_service, Provisioning(
             "ec2", declared_key, IMDS_HOSTNAME, cloud=cloud, metadata_port=urlsplit(base).port, system_info=EC2_SYSTEM,
-            services={ARCHIVE_GUEST_PORT: archive_port}, archive_sha256=digest, fleet=podman_fleet,
-            enrolment=podman_fleet.enrolment(EXAMPLE_GROUP, guest_port=FLEET_GUEST_PORT)), secure_boot=True, tpm=True)
+            services={ARCHIVE_GUEST_PORT: archive_port}, archive_sha256=digest, fleet=podman_fleet),
+            secure_boot=True, tpm=True)

@@ -92,7 +92,8 @@ def test_the_host_updates_to_a_release_the_new_key_signed_and_it_opens_var(
     host = booted_podman_host
     vm = host.vm
     lab = host.provisioning.fleet
-    old, new = sbkeys.keys_in(rotating_keys).cert("db"), sbkeys.keys_in(rotating_keys).cert(sbrotate.NEXT)
+    keys = sbkeys.keys_in(rotating_keys)
+    old, new = keys.cert("db"), keys.cert(sbrotate.NEXT)
     release = image_builder(version=ROTATED, engine="podman", secure_boot_keys=switched_keys, var_encryption="tpm2")
     assert signed_by(release / "uki.efi", new) and not signed_by(release / "uki.efi", old)
     vm.run("echo kept-through-the-update > /var/lib/berth-rotation-marker && sync")
