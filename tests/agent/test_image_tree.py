@@ -180,12 +180,12 @@ def _provision_wanted(tmp_path: Path, *, vendor: str, product: str = "Standard P
     if declared:
         (state / "declared.json").write_text("{}")
     if credential:
-        (creds / "berth.user_data").write_text("#cloud-config\n")
+        (creds / "berth.user_data").write_text("#cloud-config\n")  # as SMBIOS hands it to PID 1
     blkid = bin_dir / "blkid"  # finds only the one label given, as blkid -t LABEL=... does
     blkid.write_text(f'#!/bin/sh\nfor a; do [ "$a" = "LABEL={label}" ] && exit 0; done\nexit 2\n')
     blkid.chmod(0o755)
     env = {"PATH": "/usr/bin:/bin", "BERTH_HOST_STATE": str(state), "BERTH_DMI_DIR": str(dmi),
-           "BERTH_BLKID": str(blkid), "CREDENTIALS_DIRECTORY": str(creds)}
+           "BERTH_BLKID": str(blkid), "BERTH_CREDENTIAL_STORES": f"{tmp_path / 'none'} {creds}"}
     return subprocess.run([str(PROVISION_WANTED)], env=env, capture_output=True, check=False).returncode
 
 
