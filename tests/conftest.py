@@ -8,12 +8,18 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-ImageBuilder = Callable[..., Path]
+from tests.imagebuilds import (
+    SWITCHED_VERSION,
+    ImageBuilder,
+    Recipe,
+    podman_recipe,
+    scenario_release,
+)
 
 # What the image builds, VM disks and published releases of one whole run take
 # at their peak (13.3 GiB measured: see the README), with half as much again to
@@ -107,38 +113,46 @@ def switched_keys(rotating_keys: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 @pytest.fixture(scope="session")
-def image_builder(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilder:
-    """`image_builder(version="1.0.0", engine="docker", fault="none", secure_boot_keys=None,
-    var_encryption="none")`
-    -> the artifact directory `<out>/berth_<version>/` of a real `berth build` (signed for
-    Secure Boot with the keys of that directory when given); each combination is built once
-    per session (mkosi's caches under $BERTH_CACHE keep rebuilds warm)."""
-    from builder import settings
-    from builder.build import build
-    from builder.cli import DEFAULT_CONFIG
+def image_builder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageBuilder]:
+    """The run's builds (tests/imagebuilds.py): each combination once, one at a time."""
+    builder = ImageBuilder(tmp_path_factory)
+    yield builder
+    builder.close()
 
-    built: dict[tuple[str, str, str, Path | None, str], Path] = {}
 
-    def make(version: str = "1.0.0", engine: str = "docker", fault: str = "none",
-             secure_boot_keys: Path | None = None, var_encryption: str = "none") -> Path:
-        key = (version, engine, fault, secure_boot_keys, var_encryption)
-        if key not in built:
-            chosen = settings.override(
-                settings.load(DEFAULT_CONFIG), version=version, engine=engine, fault=fault,
-                secure_boot_keys=str(secure_boot_keys) if secure_boot_keys else None,
-                var_encryption=var_encryption,
-            )
-            output = tmp_path_factory.mktemp(f"image-{engine}-{version}")
-            built[key] = build(chosen, output, show=False)
-        return built[key]
+def _scenario_releases(request: pytest.FixtureRequest) -> tuple[Recipe, ...]:
+    from qemu.lab import BAD_CHECK, BAD_PANIC, V2, V3
 
-    return make
+    return tuple(scenario_release(version) for version in (V2, V3, BAD_CHECK, BAD_PANIC))
+
+
+# Which builds a fixture will ask for (by its name), so they can be queued ahead.
+BUILDS_OF: dict[str, Callable[[pytest.FixtureRequest], tuple[Recipe, ...]]] = {
+    "default_image": lambda request: (Recipe(),),
+    "second_build": lambda request: (Recipe(again=True),),  # tests/builder/test_reproducible_build.py
+    "podman_image": lambda request: (podman_recipe(request.getfixturevalue("rotating_keys")),),
+    "release": _scenario_releases,  # tests/e2e: the scenarios' releases after the default image
+    "switched_podman_image": lambda request: (
+        podman_recipe(request.getfixturevalue("switched_keys"), SWITCHED_VERSION),),
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def builds_ahead(request: pytest.FixtureRequest) -> None:
+    """Queue every build the selected tests will use, in the order they will use them, to
+    be made at the lowest priority meanwhile (the unit tests, the VMs' idle stretches)."""
+    wanted = [name for item in request.session.items for name in getattr(item, "fixturenames", ()) if name in BUILDS_OF]
+    if wanted:
+        builder: ImageBuilder = request.getfixturevalue("image_builder")
+        for name in dict.fromkeys(wanted):
+            for recipe in BUILDS_OF[name](request):
+                builder.ahead(recipe)
 
 
 @pytest.fixture(scope="session")
 def default_image(image_builder: ImageBuilder) -> Path:
     """The default image (docker, version 1.0.0, unsigned): its artifact directory."""
-    return image_builder()
+    return image_builder.made(Recipe())
 
 
 @pytest.fixture(scope="session")
@@ -148,4 +162,11 @@ def podman_image(image_builder: ImageBuilder, rotating_keys: Path) -> Path:
     (``rotating_keys``: it carries db-next's certificate and append file), its UKI with a PCR
     11 policy signed by their PCR key and /var LUKS2 sealed to the TPM at first boot
     (var_encryption tpm2): its artifact directory."""
-    return image_builder(engine="podman", secure_boot_keys=rotating_keys, var_encryption="tpm2")
+    return image_builder.made(podman_recipe(rotating_keys))
+
+
+@pytest.fixture(scope="session")
+def switched_podman_image(image_builder: ImageBuilder, switched_keys: Path) -> Path:
+    """The podman variant's next release (SWITCHED_VERSION), signed by db-next alone
+    (``switched_keys``): what the podman host updates to once its firmware trusts db-next."""
+    return image_builder.made(podman_recipe(switched_keys, SWITCHED_VERSION))

@@ -11,18 +11,17 @@ import pytest
 from spdx_tools.spdx.parser.parse_anything import parse_file
 from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
 
-from builder import reproduce, sbom, settings
-from builder.build import build
-from builder.cli import DEFAULT_CONFIG
+from builder import reproduce, sbom
+from tests.imagebuilds import ImageBuilder, Recipe
 from updater import contract
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def second_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def second_build(image_builder: ImageBuilder) -> Path:
     """The default image built once more from the same inputs (one extra warm build)."""
-    return build(settings.load(DEFAULT_CONFIG), tmp_path_factory.mktemp("again"), show=False)
+    return image_builder.made(Recipe(again=True))
 
 
 def test_a_second_build_has_a_bit_for_bit_identical_root_file_system(

@@ -14,9 +14,7 @@ from pathlib import Path
 import pytest
 
 from qemu.container_image import write_busybox_archive
-from qemu.lab import FAULTS
-
-Builder = Callable[..., Path]
+from tests.imagebuilds import ImageBuilder, scenario_release
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +24,12 @@ def narrate() -> Callable[[str], None]:
 
 
 @pytest.fixture(scope="session")
-def release(image_builder: Builder) -> Callable[[str], Path]:
-    """`release(version)` -> the artifact directory of that scenario release."""
+def release(image_builder: ImageBuilder) -> Callable[[str], Path]:
+    """`release(version)` -> the artifact directory of that scenario release (queued ahead
+    by tests/conftest.py's ``builds_ahead``)."""
 
     def get(version: str) -> Path:
-        return image_builder(version=version, fault=FAULTS.get(version, "none"))
+        return image_builder.made(scenario_release(version))
 
     return get
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from builder import measure, sbkeys, sbrotate, uki
 from qemu.lab import Host
 from qemu.scenarios import manifest, update
 from qemu.seed import EXAMPLE_GROUP
+from tests.imagebuilds import SWITCHED_VERSION
 from tests.qemu.test_measured_boot import PHASE_PATHS
 from tests.qemu.test_secure_boot import EFI_IMAGE_SECURITY, der, efi_variable
 from updater.agent import sbdb
@@ -44,7 +44,7 @@ IMMUTABLE = ("import fcntl, os, struct, sys; fd = os.open(sys.argv[1], os.O_RDON
              "print(bool(struct.unpack(\"i\", fcntl.ioctl(fd, 0x80086601, struct.pack(\"i\", 0)))[0] & 0x10))")
 APPEND_UNIT = "berth-secure-boot-db.service"
 # The release db-next signed: above every version test_secure_boot.py left on the ESP.
-ROTATED = "1.1.0"
+ROTATED = SWITCHED_VERSION  # the release the switched key signed
 # The unit runs after the bless; a loaded machine may take this long to get there.
 UNIT_DONE_S = 300
 
@@ -87,14 +87,14 @@ def signed_by(efi: Path, cert: Path) -> bool:
 
 
 def test_the_host_updates_to_a_release_the_new_key_signed_and_it_opens_var(
-    booted_podman_host: Any, image_builder: Callable[..., Path], rotating_keys: Path, switched_keys: Path
+    booted_podman_host: Any, switched_podman_image: Path, rotating_keys: Path
 ) -> None:
     host = booted_podman_host
     vm = host.vm
     lab = host.provisioning.fleet
     keys = sbkeys.keys_in(rotating_keys)
     old, new = keys.cert("db"), keys.cert(sbrotate.NEXT)
-    release = image_builder(version=ROTATED, engine="podman", secure_boot_keys=switched_keys, var_encryption="tpm2")
+    release = switched_podman_image
     assert signed_by(release / "uki.efi", new) and not signed_by(release / "uki.efi", old)
     vm.run("echo kept-through-the-update > /var/lib/berth-rotation-marker && sync")
     before = vm.run("berth agent status --json").stdout
