@@ -42,6 +42,7 @@ class Fallback:
     failed_boots: int  # boots of the bad version the console shows
     fallback_s: float  # from the reboot report to the previous version blessed again
     detail: str  # the agent's rollback report
+    reported_at: float  # when the server recorded it (time.time(), this machine's clock)
 
 
 def update(lab: Lab, host: Host, artifact: Path, *, with_app: bool = False, delta: bool = True) -> Update:
@@ -79,7 +80,7 @@ def fallback(lab: Lab, host: Host, artifact: Path) -> Fallback:
     boots = host.boots_of(built.roothash)
     host.narrate(f"{host.name}: {version} booted {boots} times, then {ready.version} came back by itself")
     return Fallback(version, ready, [r["event"] for r in reports], boots, back - rebooting["at"],
-                    reports[-1]["detail"])
+                    reports[-1]["detail"], reports[-1]["at"])
 
 
 @dataclass(frozen=True)
