@@ -305,11 +305,12 @@ class Lab:
         self, name: str, artifact: Path, *, group: str, bless_timeout_s: int = 600,
         boot_tries: int | None = None, memory_mb: int = 1536, cpus: int = 2,
         lan: int | None = None, forwards: tuple[int, ...] = (), settings: dict[str, str] | None = None,
-        start: bool = True,
+        user_data: str | None = None, start: bool = True,
     ) -> Host:
         """Boot a host provisioned for the lab's fleet server through SMBIOS credentials
         (``boot_tries``: the agent's setting; None keeps its default; ``settings``: more
-        agent settings, as credentials). ``lan``: a NIC on the lab's private LAN, port
+        agent settings, as credentials; ``user_data``: a host declaration, handed over as a user
+        would, in the credential berth.user_data that `berth provision` reads). ``lan``: a NIC on the lab's private LAN, port
         ``lan`` of its switch (qemu/lan.py); ``forwards``: guest TCP ports reached from a
         free 127.0.0.1 port here (``Host.forwarded``). ``start``: False leaves starting its VM
         to the caller (bench/boot.py times a boot from QEMU's start)."""
@@ -319,7 +320,7 @@ class Lab:
             host_services=enrolment.host_services,
             lan=self._lan_port(lan) if lan is not None else None,
             forwards=tuple(Forward(free_port(), guest) for guest in forwards),
-            credentials=enrolment.credentials,
+            credentials={**enrolment.credentials, **({"berth.user_data": user_data} if user_data is not None else {})},
         )
         host = Host(name, vm, group, self.narrate)
         if start:
