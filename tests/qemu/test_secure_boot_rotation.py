@@ -10,6 +10,9 @@ takes it (TUF and the firmware's db both vouch for it), the firmware boots it, i
 signature opens /var, and it is blessed. That is Secure Boot's "updates to a signed
 release" and measured boot's "/var opens after the update to v2", in one reboot.
 
+Last, a release a stranger's key signed, TUF-signed as any other: the agent refuses it
+before it touches the slot the host booted from before the rotation.
+
 Runs after tests/qemu/test_secure_boot.py (file order): its reboots (into a UKI a
 stranger's key signed, and one with another command line) leave spent entries 1.0.1 and
 1.0.2 behind, and its first test's check of the firmware's db holds after an append.
@@ -17,7 +20,10 @@ stranger's key signed, and one with another command line) leave spent entries 1.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -26,13 +32,14 @@ from typing import Any
 import pytest
 from cryptography import x509
 
-from builder import measure, sbkeys, sbrotate, uki
+from builder import measure, sbkeys, sbrotate, sbsign, uki
 from qemu.lab import Host
 from qemu.scenarios import manifest, update
 from qemu.seed import EXAMPLE_GROUP
 from tests.imagebuilds import SWITCHED_VERSION
 from tests.qemu.test_measured_boot import PHASE_PATHS
 from tests.qemu.test_secure_boot import EFI_IMAGE_SECURITY, der, efi_variable
+from updater import contract
 from updater.agent import sbdb
 from updater.contract import UKI_DIR, uki_filename
 
@@ -45,6 +52,7 @@ IMMUTABLE = ("import fcntl, os, struct, sys; fd = os.open(sys.argv[1], os.O_RDON
 APPEND_UNIT = "berth-secure-boot-db.service"
 # The release db-next signed: above every version test_secure_boot.py left on the ESP.
 ROTATED = SWITCHED_VERSION  # the release the switched key signed
+FORGED = "1.2.0"  # above ROTATED: the release a stranger's key signed
 # The unit runs after the bless; a loaded machine may take this long to get there.
 UNIT_DONE_S = 300
 
@@ -124,3 +132,50 @@ def test_the_host_updates_to_a_release_the_new_key_signed_and_it_opens_var(
     assert any(measure.pcr11(sections, phase).hex() == in_guest for phase in PHASE_PATHS), in_guest
     assert vm.run("findmnt -n -o SOURCE /var").stdout.strip() == "/dev/mapper/var"
     assert vm.run("cat /var/lib/berth-rotation-marker").stdout == "kept-through-the-update\n"
+
+
+def forged_release(release: Path, out: Path) -> Path:
+    """``release`` as version FORGED, its UKI signed by a stranger's db key instead: every
+    byte but the UKI's signature is berth's, and `berth publish` signs it into TUF."""
+    forged = out / "forged"
+    shutil.copytree(release, forged)
+    bare = out / "bare.efi"
+    shutil.copyfile(release / contract.UKI, bare)
+    subprocess.run(["sbattach", "--remove", str(bare)], check=True, capture_output=True)
+    stranger = sbkeys.make(out / "stranger")
+    sbsign.sign_pe(bare, forged / contract.UKI, stranger, int(time.time()))
+    built = manifest(release)
+    uki_bytes = (forged / contract.UKI).read_bytes()
+    artifacts = {**built.artifacts,
+                 contract.UKI: contract.Artifact(len(uki_bytes), hashlib.sha256(uki_bytes).hexdigest())}
+    (forged / contract.MANIFEST).write_text(dataclasses.replace(built, version=FORGED, artifacts=artifacts).to_json())
+    return forged
+
+
+def test_a_release_a_stranger_signed_is_refused_before_the_other_slot_is_touched(
+    booted_podman_host: Any, switched_podman_image: Path, tmp_path: Path
+) -> None:
+    """TUF vouches for it, the host's db certificates do not: the agent reports the refusal,
+    marks the version bad, and slot a (what the host booted before the rotation, its
+    fallback) keeps its bytes, label and entry. No reboot. Runs after the rotation above."""
+    vm = booted_podman_host.vm
+    lab = booted_podman_host.provisioning.fleet
+    release = forged_release(switched_podman_image, tmp_path)
+    host = Host("podman", vm, EXAMPLE_GROUP, logging.getLogger("berth.qemu").info)
+    before = host.agent_status()
+    assert (before["booted"]["version"], before["booted"]["slot"]) == (ROTATED, "b"), before
+    slot_a = f"/dev/disk/by-partuuid/{before['slots']['a']['uuid']}"
+    bytes_before = vm.run(f"sha256sum {slot_a}").stdout.split()[0]
+
+    lab.publish(release)
+    reports = lab.follow(host, FORGED, ("failed", "rebooting"), 600)
+
+    assert [r["event"] for r in reports] == ["downloading", "failed"], reports
+    assert "its UKI is not signed by this host's Secure Boot db certificate" in reports[-1]["detail"], reports
+    after = host.agent_status()
+    assert after["state"] == "idle" and FORGED in after["bad_versions"], after
+    assert (after["booted"], after["slots"], after["entries"]) == \
+        (before["booted"], before["slots"], before["entries"])
+    assert vm.run(f"sha256sum {slot_a}").stdout.split()[0] == bytes_before
+    said = vm.run("journalctl --no-pager -o cat -u berth-agent.service").stdout
+    assert f"release {FORGED} refused: its UKI is not signed" in said, said[-4000:]
