@@ -5,7 +5,6 @@ before it refuses."""
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from builder import sbkeys
 from tests.agent.conftest import BuiltRelease, build_release, make_host, publish
+from tests.resign import with_artifact
 from updater import contract
 
 Host = Server = Any  # fixtures from conftest.py
@@ -42,11 +42,8 @@ def signed_release(out: Path, version: str, keys: sbkeys.SecureBootKeys) -> Buil
     uki = built.directory / contract.UKI
     subprocess.run(["sbsign", "--key", str(keys.key("db")), "--cert", str(keys.cert("db")), "--output", str(uki),
                     str(unsigned)], check=True, capture_output=True)
-    manifest = contract.Manifest.from_json((built.directory / contract.MANIFEST).read_text())
-    sha = hashlib.sha256(uki.read_bytes()).hexdigest()
-    artifacts = {**manifest.artifacts, contract.UKI: contract.Artifact(uki.stat().st_size, sha)}
-    (built.directory / contract.MANIFEST).write_text(dataclasses.replace(manifest, artifacts=artifacts).to_json())
-    return dataclasses.replace(built, uki_sha256=sha)
+    manifest = with_artifact(built.directory, contract.UKI)
+    return dataclasses.replace(built, uki_sha256=manifest.artifacts[contract.UKI].sha256)
 
 
 def test_a_release_whose_uki_the_db_key_did_not_sign_is_refused_before_the_slot_is_touched(

@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from builder import sbkeys, sbsign
+from tests.resign import unsigned_copy
 from updater import pe
 from updater.contract import SECURE_BOOT_DB_CERT, UKI_DIR, BootEntry, uki_filename
 
@@ -99,9 +98,8 @@ def test_a_uki_signed_by_another_key_is_refused_and_the_previous_entry_boots_by_
     (running,) = [BootEntry.parse(name) for name in vm.run(f"ls {esp}").stdout.split()]
     assert running is not None and running.blessed
     stranger = sbkeys.make(tmp_path / "stranger")
-    bare = tmp_path / "bare.efi"
-    shutil.copyfile(booted_podman_host.artifact / "uki.efi", bare)  # the UKI on the ESP, db-signed
-    subprocess.run(["sbattach", "--remove", str(bare)], check=True, capture_output=True)
+    # The UKI on the ESP, db-signed, re-signed by the stranger.
+    bare = unsigned_copy(booted_podman_host.artifact / "uki.efi", tmp_path / "bare.efi")
     sbsign.sign_pe(bare, tmp_path / "forged.efi", stranger, int(time.time()))
     # The forged UKI differs from the one on the ESP only in its PE header and signature:
     # the guest assembles it from those two (31 MB through SSH under TCG would be ~half a minute).
@@ -148,9 +146,7 @@ def test_a_uki_with_another_command_line_cannot_open_var_and_the_previous_entry_
     (running,) = [e for e in map(BootEntry.parse, vm.run(f"ls {esp}").stdout.split())
                   if e is not None and e.blessed]
     vm.run("echo kept-across-the-failed-boot > /var/lib/berth-measured-boot-marker && sync")
-    bare = tmp_path / "bare.efi"
-    bare.write_bytes(ours)
-    subprocess.run(["sbattach", "--remove", str(bare)], check=True, capture_output=True)
+    bare = unsigned_copy(booted_podman_host.artifact / "uki.efi", tmp_path / "bare.efi")
     unsigned = bytearray(bare.read_bytes())
     (cmdline,) = [s for s in pe.headers(bytes(unsigned)).sections if s.name == ".cmdline"]
     at = unsigned.index(b" panic=5 ", cmdline.raw_offset, cmdline.raw_offset + cmdline.virtual_size)

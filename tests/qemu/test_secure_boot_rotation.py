@@ -20,8 +20,6 @@ stranger's key signed, and one with another command line) leave spent entries 1.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -39,6 +37,7 @@ from qemu.seed import EXAMPLE_GROUP
 from tests.imagebuilds import SWITCHED_VERSION
 from tests.qemu.test_measured_boot import PHASE_PATHS
 from tests.qemu.test_secure_boot import EFI_IMAGE_SECURITY, der, efi_variable
+from tests.resign import unsigned_copy, with_artifact
 from updater import contract
 from updater.agent import sbdb
 from updater.contract import UKI_DIR, uki_filename
@@ -139,16 +138,10 @@ def forged_release(release: Path, out: Path) -> Path:
     byte but the UKI's signature is berth's, and `berth publish` signs it into TUF."""
     forged = out / "forged"
     shutil.copytree(release, forged)
-    bare = out / "bare.efi"
-    shutil.copyfile(release / contract.UKI, bare)
-    subprocess.run(["sbattach", "--remove", str(bare)], check=True, capture_output=True)
+    bare = unsigned_copy(release / contract.UKI, out / "bare.efi")
     stranger = sbkeys.make(out / "stranger")
     sbsign.sign_pe(bare, forged / contract.UKI, stranger, int(time.time()))
-    built = manifest(release)
-    uki_bytes = (forged / contract.UKI).read_bytes()
-    artifacts = {**built.artifacts,
-                 contract.UKI: contract.Artifact(len(uki_bytes), hashlib.sha256(uki_bytes).hexdigest())}
-    (forged / contract.MANIFEST).write_text(dataclasses.replace(built, version=FORGED, artifacts=artifacts).to_json())
+    with_artifact(forged, contract.UKI, version=FORGED)
     return forged
 
 
