@@ -4,8 +4,9 @@ Its image is signed with the run's keys (tests/conftest.py: `berth keys init`, t
 `berth build --secure-boot-keys`), and it boots OVMF's Secure Boot build with blank
 variables, which is setup mode: systemd-boot enrols db, KEK and PK from
 loader/keys/auto, resets, and from then on the firmware runs only what db signed.
-The last test here reboots the host once (into a UKI the firmware must refuse), so it
-runs after every other test of that host (tests/qemu/test_image.py, test_provision.py).
+The tests after the first share one reboot of the host (``forged_boot``: into a UKI
+the firmware must refuse and one whose command line keeps /var shut), so they run after
+every other test of that host (tests/qemu/test_image.py, test_provision.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import json
 import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from builder import sbkeys, sbsign
+from qemu.ready import Ready
 from tests.resign import unsigned_copy
 from updater import pe
 from updater.contract import SECURE_BOOT_DB_CERT, UKI_DIR, BootEntry, uki_filename
@@ -86,97 +89,117 @@ def test_the_signed_host_enrolled_its_keys_from_setup_mode_and_boots_enforcing(
     assert vm.run(f"cat /{SECURE_BOOT_DB_CERT}").stdout == keys.cert("db").read_text()
 
 
-def test_a_uki_signed_by_another_key_is_refused_and_the_previous_entry_boots_by_itself(
-    booted_podman_host: Any, tmp_path: Path
-) -> None:
-    """A staged entry with one try whose UKI another key set's db signed (written straight
-    onto the ESP: the agent would refuse it, tests/agent/test_secure_boot_agent.py) is
-    the next boot; the firmware refuses it, its try is spent, and with nobody at a menu
-    the previous entry boots. It stays spent, not blessed (booted-counted-entry)."""
-    vm = booted_podman_host.vm
+@dataclass(frozen=True)
+class ForgedBoot:
+    """The one reboot into two forged entries, each staged with one try, and what it left."""
+
+    running: BootEntry  # the blessed entry before, and after
+    stranger_id: str  # 1.0.1: its UKI signed by another key set's db
+    other_cmdline_id: str  # 1.0.2: db-signed, another kernel command line
+    refused: str  # systemd-boot's line when the firmware refused the stranger's UKI
+    on_trial: str  # berth's line when the other command line's boot failed
+    ready: Ready
+
+
+def staged(vm: Any, esp: str, name: str, script: str, source: str, args: str, stdin: bytes, digest: str) -> None:
+    """Assemble ``name`` on the ESP from the guest's own UKI and ``stdin`` (not 31 MB through
+    SSH: ~half a minute under TCG), check it, and move it in whole."""
+    partial = f"{esp}/.{name}.partial"
+    vm.run(f"python3 -c '{script}' {esp}/{source} {partial} {args}", input=stdin)
+    assert vm.run(f"sha256sum {partial}").stdout.split()[0] == digest
+    vm.run(f"mv {partial} {esp}/{name} && sync")
+
+
+@pytest.fixture(scope="module")
+def forged_boot(booted_podman_host: Any, secure_boot_keys: Path, tmp_path_factory: pytest.TempPathFactory) -> ForgedBoot:
+    """Two entries with one try each, written straight onto the ESP (the agent would refuse
+    both: tests/agent/test_secure_boot_agent.py, tests/qemu/test_secure_boot_rotation.py),
+    then one reboot. systemd-boot tries the newer first: 1.0.2, whose UKI the firmware runs
+    and whose command line keeps /var shut, so that boot fails and reboots itself; then
+    1.0.1, which the firmware refuses; then, with nobody at a menu, the blessed entry. One
+    reboot proves both (two cost a whole boot more under TCG). Runs after every other test
+    of the host that reads its first boot's console."""
+    vm, scratch = booted_podman_host.vm, tmp_path_factory.mktemp("forged")
     esp = f"/boot/{UKI_DIR}"
     (running,) = [BootEntry.parse(name) for name in vm.run(f"ls {esp}").stdout.split()]
     assert running is not None and running.blessed
-    stranger = sbkeys.make(tmp_path / "stranger")
-    # The UKI on the ESP, db-signed, re-signed by the stranger.
-    bare = unsigned_copy(booted_podman_host.artifact / "uki.efi", tmp_path / "bare.efi")
-    sbsign.sign_pe(bare, tmp_path / "forged.efi", stranger, int(time.time()))
-    # The forged UKI differs from the one on the ESP only in its PE header and signature:
-    # the guest assembles it from those two (31 MB through SSH under TCG would be ~half a minute).
-    ours, forged, end = (booted_podman_host.artifact / "uki.efi").read_bytes(), \
-        (tmp_path / "forged.efi").read_bytes(), bare.stat().st_size
+    ours = (booted_podman_host.artifact / "uki.efi").read_bytes()  # the UKI on the ESP, db-signed
+    bare = unsigned_copy(booted_podman_host.artifact / "uki.efi", scratch / "bare.efi")
+    end = bare.stat().st_size
+
+    # 1.0.1: differs from the one on the ESP only in its PE header and signature.
+    sbsign.sign_pe(bare, scratch / "forged.efi", sbkeys.make(scratch / "stranger"), int(time.time()))
+    forged = (scratch / "forged.efi").read_bytes()
     assert forged[HEADER:end] == ours[HEADER:end]
-    staged = uki_filename(running.image_id, "1.0.1", 1)
-    partial = f"{esp}/.{staged}.partial"
-    vm.run(f"python3 -c '{ASSEMBLE}' {esp}/{running.filename} {partial} {HEADER} {end}",
-           input=forged[:HEADER] + forged[end:])
-    assert vm.run(f"sha256sum {partial}").stdout.split()[0] == hashlib.sha256(forged).hexdigest()
-    vm.run(f"mv {partial} {esp}/{staged} && sync")
-    entries = {e["id"]: e for e in json.loads(vm.run("bootctl list --json=short --no-pager").stdout)}
-    forged_id = uki_filename(running.image_id, "1.0.1")
-    assert entries[forged_id]["isDefault"] and entries[forged_id]["triesLeft"] == 1, entries
+    staged(vm, esp, uki_filename(running.image_id, "1.0.1", 1), ASSEMBLE, running.filename, f"{HEADER} {end}",
+           forged[:HEADER] + forged[end:], hashlib.sha256(forged).hexdigest())
 
-    vm.reboot()
-    spent = uki_filename(running.image_id, "1.0.1").removesuffix(".efi") + "+0-1.efi"
-    # systemd-boot's message; OVMF refuses an image signed by no key in db with EFI_ACCESS_DENIED.
-    loading = "Error loading \\" + UKI_DIR.replace("/", "\\") + "\\" + spent
-    refused = vm.wait_for(re.compile(re.escape(loading) + ": (Access denied|Security violation)", re.IGNORECASE))
-    ready = vm.wait_ready()
-    assert (ready.version, ready.slot) == (running.version, "a"), refused
-    assert sorted(vm.run(f"ls {esp}").stdout.split()) == sorted([running.filename, spent])
-    assert f"Current Entry: {running.filename}" in vm.run("bootctl status --no-pager").stdout
-    entries = {e["id"]: e for e in json.loads(vm.run("bootctl list --json=short --no-pager").stdout)}
-    assert entries[running.filename]["isDefault"] and not entries[forged_id]["isDefault"], entries
-    trial = vm.run("/usr/lib/berth/on-trial", check=False)
-    assert trial.returncode == 1 and "was counted but" in trial.stderr, trial
-
-
-def test_a_uki_with_another_command_line_cannot_open_var_and_the_previous_entry_boots_and_opens_it(
-    booted_podman_host: Any, secure_boot_keys: Path, tmp_path: Path
-) -> None:
-    """Measured boot (var_encryption tpm2, tests/qemu/test_measured_boot.py): a staged entry
-    with one try whose UKI has another kernel command line, db-signed so the firmware boots
-    it, its .pcrsig left as the build signed it. systemd-stub measures the other command line
-    into PCR 11, which no signature covers: /var stays shut, the boot fails on its own
-    (emergency.service's drop-in reboots a counted boot: no shell, no prompt), and the
-    previous entry boots and opens /var by itself, its data kept. Runs after the test above."""
-    vm = booted_podman_host.vm
-    esp = f"/boot/{UKI_DIR}"
-    ours = (booted_podman_host.artifact / "uki.efi").read_bytes()
-    (running,) = [e for e in map(BootEntry.parse, vm.run(f"ls {esp}").stdout.split())
-                  if e is not None and e.blessed]
-    vm.run("echo kept-across-the-failed-boot > /var/lib/berth-measured-boot-marker && sync")
-    bare = unsigned_copy(booted_podman_host.artifact / "uki.efi", tmp_path / "bare.efi")
+    # 1.0.2: one digit of the command line, signed with the run's db key.
     unsigned = bytearray(bare.read_bytes())
     (cmdline,) = [s for s in pe.headers(bytes(unsigned)).sections if s.name == ".cmdline"]
     at = unsigned.index(b" panic=5 ", cmdline.raw_offset, cmdline.raw_offset + cmdline.virtual_size)
     unsigned[at : at + 9] = b" panic=6 "  # same length: only the measured bytes differ
     bare.write_bytes(bytes(unsigned))
-    sbsign.sign_pe(bare, tmp_path / "other-cmdline.efi", sbkeys.keys_in(secure_boot_keys), int(time.time()))
-    other = (tmp_path / "other-cmdline.efi").read_bytes()
-    # The guest builds it from its own UKI and the bytes that differ (not 31 MB through SSH).
-    end = len(unsigned)
+    sbsign.sign_pe(bare, scratch / "other-cmdline.efi", sbkeys.keys_in(secure_boot_keys), int(time.time()))
+    other = (scratch / "other-cmdline.efi").read_bytes()
     runs = [(i, other[i : i + 1]) for i in range(end) if other[i] != ours[i]]
     assert len(runs) < 64, len(runs)  # header fields and one digit
     patches = json.dumps([[i, data.hex()] for i, data in runs] + [[end, other[end:].hex()]])
-    staged = uki_filename(running.image_id, "1.0.2", 1)
-    partial = f"{esp}/.{staged}.partial"
-    vm.run(f"python3 -c '{PATCH}' {esp}/{running.filename} {partial} {end}", input=patches.encode())
-    assert vm.run(f"sha256sum {partial}").stdout.split()[0] == hashlib.sha256(other).hexdigest()
-    vm.run(f"mv {partial} {esp}/{staged} && sync")
+    staged(vm, esp, uki_filename(running.image_id, "1.0.2", 1), PATCH, running.filename, str(end),
+           patches.encode(), hashlib.sha256(other).hexdigest())
+
+    stranger_id, other_id = (uki_filename(running.image_id, v) for v in ("1.0.1", "1.0.2"))
     entries = {e["id"]: e for e in json.loads(vm.run("bootctl list --json=short --no-pager").stdout)}
-    other_id = uki_filename(running.image_id, "1.0.2")
     assert entries[other_id]["isDefault"] and entries[other_id]["triesLeft"] == 1, entries
+    assert entries[stranger_id]["triesLeft"] == 1, entries
+    vm.run("echo kept-across-the-failed-boot > /var/lib/berth-measured-boot-marker && sync")
 
     vm.reboot()
-    # The firmware ran it (db signed it), the stub measured it, /var did not open.
-    failed = vm.wait_for("berth: this boot is on trial: rebooting in 5 s")
-    ready = vm.wait_ready()
-    assert (ready.version, ready.slot) == (running.version, "a"), failed
+    # The firmware ran 1.0.2 (db signed it), the stub measured it, /var did not open.
+    on_trial = vm.wait_for("berth: this boot is on trial: rebooting in 5 s")
+    # systemd-boot's message; OVMF refuses an image signed by no key in db with EFI_ACCESS_DENIED.
+    loading = "Error loading \\" + UKI_DIR.replace("/", "\\") + "\\" + spent(stranger_id)
+    refused = vm.wait_for(re.compile(re.escape(loading) + ": (Access denied|Security violation)", re.IGNORECASE))
+    return ForgedBoot(running, stranger_id, other_id, refused, on_trial, vm.wait_ready())
+
+
+def spent(entry_id: str) -> str:
+    """The file name of an entry whose one try was spent (+0-1)."""
+    return entry_id.removesuffix(".efi") + "+0-1.efi"
+
+
+def test_after_the_forged_entries_the_previous_entry_boots_by_itself_and_both_stay_spent(
+    booted_podman_host: Any, forged_boot: ForgedBoot
+) -> None:
+    """Neither forged entry is blessed or tried again (booted-counted-entry): both spent."""
+    vm, boot = booted_podman_host.vm, forged_boot
+    esp = f"/boot/{UKI_DIR}"
+    assert (boot.ready.version, boot.ready.slot) == (boot.running.version, "a"), (boot.on_trial, boot.refused)
+    assert sorted(vm.run(f"ls {esp}").stdout.split()) == sorted(
+        [boot.running.filename, spent(boot.stranger_id), spent(boot.other_cmdline_id)])
+    assert f"Current Entry: {boot.running.filename}" in vm.run("bootctl status --no-pager").stdout
+    entries = {e["id"]: e for e in json.loads(vm.run("bootctl list --json=short --no-pager").stdout)}
+    assert entries[boot.running.filename]["isDefault"], entries
+    assert not entries[boot.stranger_id]["isDefault"] and not entries[boot.other_cmdline_id]["isDefault"], entries
+    trial = vm.run("/usr/lib/berth/on-trial", check=False)
+    assert trial.returncode == 1 and "was counted but" in trial.stderr, trial
+
+
+def test_a_uki_signed_by_another_key_is_refused_by_the_firmware(forged_boot: ForgedBoot) -> None:
+    """The stranger's entry never ran: the firmware refused it and its try is spent."""
+    assert spent(forged_boot.stranger_id) in forged_boot.refused
+
+
+def test_a_uki_with_another_command_line_cannot_open_var_and_the_previous_entry_opens_it(
+    booted_podman_host: Any, forged_boot: ForgedBoot
+) -> None:
+    """Measured boot (var_encryption tpm2, tests/qemu/test_measured_boot.py): the firmware
+    booted the db-signed UKI with another kernel command line, its .pcrsig left as the build
+    signed it. systemd-stub measured the other command line into PCR 11, which no signature
+    covers: /var stayed shut, the boot failed on its own (emergency.service's drop-in reboots
+    a counted boot: no shell, no prompt), and the previous entry opened /var, its data kept."""
+    vm = booted_podman_host.vm
     console = vm.state.serial_log.read_text(errors="replace")
     assert "berth: /var is LUKS2 sealed to this machine's TPM" in console
-    assert f"Current Entry: {running.filename}" in vm.run("bootctl status --no-pager").stdout
-    spent = other_id.removesuffix(".efi") + "+0-1.efi"
-    assert spent in vm.run(f"ls {esp}").stdout.split()
     assert vm.run("findmnt -n -o SOURCE /var").stdout.strip() == "/dev/mapper/var"
     assert vm.run("cat /var/lib/berth-measured-boot-marker").stdout == "kept-across-the-failed-boot\n"

@@ -13,8 +13,8 @@ release" and measured boot's "/var opens after the update to v2", in one reboot.
 Last, a release a stranger's key signed, TUF-signed as any other: the agent refuses it
 before it touches the slot the host booted from before the rotation.
 
-Runs after tests/qemu/test_secure_boot.py (file order): its reboots (into a UKI a
-stranger's key signed, and one with another command line) leave spent entries 1.0.1 and
+Runs after tests/qemu/test_secure_boot.py (file order): its reboot (into a UKI a
+stranger's key signed, and one with another command line) leaves spent entries 1.0.1 and
 1.0.2 behind, and its first test's check of the firmware's db holds after an append.
 """
 
