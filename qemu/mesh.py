@@ -1,12 +1,17 @@
 """Watching a swarm service from outside while its hosts reboot, for the lab's scenario 4.
 
-- ``Client``: what a user of the service sees. It asks each host's forwarded port in
-  turn (the routing mesh answers on every node, whichever node runs the task) and keeps
-  the time of every answer; the longest stretch with none is the outage a client that
-  tries the next host would have lived through.
-- ``SwarmWatch``: what the swarm says. Every couple of seconds a manager (the first of
-  the hosts that answers over SSH) lists the service's tasks and the nodes; each sample
+- ``Client``: what a user of the service sees. Twice a second it asks a host's forwarded
+  port (the routing mesh answers on every node, whichever node runs the task), the one
+  that answered last first and, when that one does not answer, the next in turn, as a
+  client with a list of endpoints does; it keeps the time of every answer, so the longest
+  stretch with none is the outage such a client lived through (to within ASK_EVERY_S).
+- ``SwarmWatch``: what the swarm says. Every few seconds a manager (the first of the
+  hosts that answers over SSH) lists the service's tasks and the nodes; each sample
   keeps how many tasks were running and each node's availability.
+
+Both are kept light: every request and every sample is work for the guests under TCG
+(an HTTP request through the mesh, an SSH session and two docker commands), on the same
+two cores the rebooting host boots on.
 
 Both run in a thread of the test while it waits on the fleet server; judging what they
 saw is pure (``longest_silence``, ``running``, ``availability``).
@@ -27,7 +32,9 @@ from typing import Self
 from updater.agent.swarm import SwarmError, json_lines
 
 ANSWER_TIMEOUT_S = 1.5  # a port that gives no answer in this long is down for that try
-SAMPLE_S = 2.0
+ASK_EVERY_S = 0.5  # between a client's answered requests
+# Between the watch's samples: a drained node stays drained for its whole reboot (minutes).
+SAMPLE_S = 5.0
 
 
 def longest_silence(answers: Sequence[float], start: float, end: float) -> float:
@@ -52,11 +59,13 @@ def availability(node_ls: str) -> dict[str, str]:
 
 @dataclass
 class Client:
-    """Asks ``ports`` (127.0.0.1) in turn for ``/`` until stopped; ``answers``: when each answered."""
+    """Asks ``ports`` (127.0.0.1) for ``/`` until stopped, going on to the next port when
+    one does not answer; ``answers``: when each answered."""
 
     ports: Sequence[int]
     answers: list[tuple[float, int]] = field(default_factory=list)  # (time.time(), port)
     tries: int = 0
+    _first: int = 0  # the port that answered last is asked first
 
     def ask(self, port: int) -> bool:
         try:
@@ -67,11 +76,14 @@ class Client:
 
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
-            for port in self.ports:
+            for turn in range(len(self.ports)):
+                index = (self._first + turn) % len(self.ports)
                 self.tries += 1
-                if self.ask(port):
-                    self.answers.append((time.time(), port))
-            stop.wait(0.2)
+                if self.ask(self.ports[index]):
+                    self.answers.append((time.time(), self.ports[index]))
+                    self._first = index
+                    break
+            stop.wait(ASK_EVERY_S)
 
 
 @dataclass(frozen=True)

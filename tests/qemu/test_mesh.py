@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -48,3 +49,17 @@ def web() -> Iterator[int]:
 def test_the_client_tells_a_port_that_answers_from_one_that_does_not(web: int) -> None:
     client = Client([web, free_port()])
     assert client.ask(web) and not client.ask(client.ports[1])
+
+
+def test_the_client_goes_on_to_the_next_port_when_one_does_not_answer(web: int) -> None:
+    client = Client([free_port(), web])
+    stop = threading.Event()
+    thread = threading.Thread(target=client.run, args=(stop,))
+    thread.start()
+    while len(client.answers) < 3:
+        time.sleep(0.05)
+    stop.set()
+    thread.join()
+    # The port that does not answer was asked once; from then on the one that answered first.
+    assert {port for _, port in client.answers} == {web}
+    assert client.tries == len(client.answers) + 1
