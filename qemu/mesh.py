@@ -1,10 +1,10 @@
 """Watching a swarm service from outside while its hosts reboot, for the lab's scenario 4.
 
-- ``Client``: what a user of the service sees. Twice a second it asks a host's forwarded
-  port (the routing mesh answers on every node, whichever node runs the task), the one
-  that answered last first and, when that one does not answer, the next in turn, as a
-  client with a list of endpoints does; it keeps the time of every answer, so the longest
-  stretch with none is the outage such a client lived through (to within ASK_EVERY_S).
+- ``Client``: what a user of the service sees. Twice a second it asks the next host's
+  forwarded port in turn (the routing mesh answers on every node, whichever node runs the
+  task) and, when that one does not answer, the one after it at once, as a client with a
+  list of endpoints does; it keeps the time of every answer, so the longest stretch with
+  none is the outage such a client lived through (to within ASK_EVERY_S).
 - ``SwarmWatch``: what the swarm says. Every few seconds a manager (the first of the
   hosts that answers over SSH) lists the service's tasks and the nodes; each sample
   keeps how many tasks were running and each node's availability.
@@ -59,13 +59,13 @@ def availability(node_ls: str) -> dict[str, str]:
 
 @dataclass
 class Client:
-    """Asks ``ports`` (127.0.0.1) for ``/`` until stopped, going on to the next port when
-    one does not answer; ``answers``: when each answered."""
+    """Asks ``ports`` (127.0.0.1) in turn for ``/`` until stopped, going on to the next port
+    at once when one does not answer; ``answers``: when each answered."""
 
     ports: Sequence[int]
     answers: list[tuple[float, int]] = field(default_factory=list)  # (time.time(), port)
     tries: int = 0
-    _first: int = 0  # the port that answered last is asked first
+    _next: int = 0  # the port asked first at the next request
 
     def ask(self, port: int) -> bool:
         try:
@@ -77,12 +77,12 @@ class Client:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             for turn in range(len(self.ports)):
-                index = (self._first + turn) % len(self.ports)
+                index = (self._next + turn) % len(self.ports)
                 self.tries += 1
                 if self.ask(self.ports[index]):
                     self.answers.append((time.time(), self.ports[index]))
-                    self._first = index
                     break
+            self._next = (self._next + 1) % len(self.ports)
             stop.wait(ASK_EVERY_S)
 
 

@@ -51,15 +51,30 @@ def test_the_client_tells_a_port_that_answers_from_one_that_does_not(web: int) -
     assert client.ask(web) and not client.ask(client.ports[1])
 
 
-def test_the_client_goes_on_to_the_next_port_when_one_does_not_answer(web: int) -> None:
-    client = Client([free_port(), web])
+def asked(client: Client, answers: int) -> Client:
+    """``client`` run until it has ``answers`` answers."""
     stop = threading.Event()
     thread = threading.Thread(target=client.run, args=(stop,))
     thread.start()
-    while len(client.answers) < 3:
+    while len(client.answers) < answers:
         time.sleep(0.05)
     stop.set()
     thread.join()
-    # The port that does not answer was asked once; from then on the one that answered first.
+    return client
+
+
+def test_the_client_asks_the_ports_in_turn(web: int) -> None:
+    other = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        client = asked(Client([web, int(other.server_address[1])]), 4)
+    finally:
+        other.shutdown()
+    assert [port for _, port in client.answers[:4]] == [*client.ports, *client.ports]
+
+
+def test_the_client_goes_on_to_the_next_port_at_once_when_one_does_not_answer(web: int) -> None:
+    client = asked(Client([free_port(), web]), 3)
+    # Every other request begins at the silent port; each is followed at once by one to the next.
     assert {port for _, port in client.answers} == {web}
-    assert client.tries == len(client.answers) + 1
+    assert client.tries - len(client.answers) == (len(client.answers) + 1) // 2
